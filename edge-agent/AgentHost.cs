@@ -1,0 +1,44 @@
+using EdgeFleet.Agent.Cli;
+using EdgeFleet.Agent.Configuration;
+using EdgeFleet.Agent.Health;
+using EdgeFleet.Agent.Inference;
+using EdgeFleet.Agent.Sync;
+using EdgeFleet.Agent.Telemetry;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+
+namespace EdgeFleet.Agent;
+
+/// <summary>The wiring of <c>edgefleet-agent run</c>: configuration, state, and the background services.</summary>
+public static class AgentHost
+{
+    public static async Task<int> RunAsync(CommandLine args)
+    {
+        args.AllowOnly("config");
+        var config = AgentConfigLoader.Load(args.Get("config") ?? AgentConfigLoader.DefaultPath);
+        Directory.CreateDirectory(config.StateDirectory);
+        var runtime = new AgentRuntime(DeviceIdentity.Resolve(config), config.HardwareProfile, TimeProvider.System);
+
+        var builder = Host.CreateEmptyApplicationBuilder(new HostApplicationBuilderSettings());
+        builder.Logging.AddSimpleConsole(o =>
+        {
+            o.SingleLine = true;
+            o.TimestampFormat = "HH:mm:ss.fff ";
+        });
+        builder.Logging.SetMinimumLevel(LogLevel.Information);
+        builder.Services.AddSystemd();
+        builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(5));
+        builder.Services.AddSingleton(config);
+        builder.Services.AddSingleton(runtime);
+        builder.Services.AddSingleton(_ => new TelemetryBuffer(Path.Combine(config.StateDirectory, "telemetry.db")));
+        builder.Services.AddSingleton<SyncService>();
+        builder.Services.AddHostedService(sp => sp.GetRequiredService<SyncService>());
+        builder.Services.AddHostedService<InferenceService>();
+        builder.Services.AddHostedService<HealthService>();
+
+        using var host = builder.Build();
+        await host.RunAsync().ConfigureAwait(false);
+        return 0;
+    }
+}

@@ -1,0 +1,59 @@
+using EdgeFleet.Shared.Wire;
+
+namespace EdgeFleet.Agent;
+
+/// <summary>What this agent process is and runs right now; read by sync to build hello and reported state.</summary>
+public sealed class AgentRuntime(string deviceId, string hardwareProfile, TimeProvider time)
+{
+    private readonly Lock _lock = new();
+    private ModelRef? _active;
+
+    public static string Version { get; } =
+        typeof(AgentRuntime).Assembly.GetName().Version?.ToString(3) ?? "0.0.0";
+
+    public string DeviceId { get; } = deviceId;
+
+    public string HardwareProfile { get; } = hardwareProfile;
+
+    public string BootId { get; } = Guid.NewGuid().ToString("N");
+
+    public DateTimeOffset StartedAt { get; } = time.GetUtcNow();
+
+    public TimeProvider Time { get; } = time;
+
+    /// <summary>Raised when the active model changes, so the reported state is sent again.</summary>
+    public event Action? StateChanged;
+
+    public ModelRef? ActiveModel
+    {
+        get
+        {
+            lock (_lock)
+                return _active;
+        }
+        set
+        {
+            lock (_lock)
+                _active = value;
+            StateChanged?.Invoke();
+        }
+    }
+
+    public HelloMessage Hello() => new()
+    {
+        DeviceId = DeviceId,
+        AgentVersion = Version,
+        HardwareProfile = HardwareProfile,
+        BootId = BootId,
+        StartedAt = StartedAt,
+        Models = ActiveModel is { } m ? [m] : [],
+    };
+
+    public ReportedState Reported() => new()
+    {
+        DeviceId = DeviceId,
+        Active = ActiveModel,
+        Ota = OtaState.Idle,
+        UpdatedAt = Time.GetUtcNow(),
+    };
+}

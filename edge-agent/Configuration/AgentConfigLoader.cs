@@ -1,0 +1,63 @@
+using System.Text.Json;
+using EdgeFleet.Shared.Demo;
+using EdgeFleet.Shared.Wire;
+
+namespace EdgeFleet.Agent.Configuration;
+
+/// <summary>Reads and validates the configuration file; every problem is a one-line reason.</summary>
+public static class AgentConfigLoader
+{
+    public const string DefaultPath = "/etc/edgefleet/agent.json";
+
+    public static AgentConfig Load(string path)
+    {
+        if (!File.Exists(path))
+            throw new ConfigException($"configuration file {path} does not exist");
+        AgentConfig? config;
+        try
+        {
+            using var stream = File.OpenRead(path);
+            config = JsonSerializer.Deserialize(stream, AgentConfigJsonContext.Default.AgentConfig);
+        }
+        catch (JsonException e)
+        {
+            throw new ConfigException($"{path}: {e.Message.ReplaceLineEndings(" ")}");
+        }
+        if (config is null)
+            throw new ConfigException($"{path}: the file holds null");
+        var baseDir = Path.GetDirectoryName(Path.GetFullPath(path))!;
+        config = Resolve(config, baseDir);
+        Validate(config);
+        return config;
+    }
+
+    /// <summary>Relative paths in the file are relative to the file's folder.</summary>
+    private static AgentConfig Resolve(AgentConfig c, string baseDir) => c with
+    {
+        StateDirectory = Path.GetFullPath(c.StateDirectory, baseDir),
+        Model = c.Model is null ? null : c.Model with { Path = Path.GetFullPath(c.Model.Path, baseDir) },
+        Input = c.Input.Path is null ? c.Input : c.Input with { Path = Path.GetFullPath(c.Input.Path, baseDir) },
+    };
+
+    public static void Validate(AgentConfig c)
+    {
+        if (c.DeviceId is not null && !DeviceId.IsValid(c.DeviceId))
+            throw new ConfigException($"deviceId '{c.DeviceId}' is invalid: use 1-64 of a-z, 0-9, '-', '_', '.'");
+        if (c.Broker.Port is < 1 or > 65535)
+            throw new ConfigException($"broker.port {c.Broker.Port} is out of range");
+        if (c.Broker.MinReconnectSeconds <= 0 || c.Broker.MaxReconnectSeconds < c.Broker.MinReconnectSeconds)
+            throw new ConfigException("broker reconnect delays must satisfy 0 < min <= max");
+        if (c.Input.Kind == InputKind.DemoVibration && !MachineConditions.TryParse(c.Input.Condition, out _))
+            throw new ConfigException($"input.condition '{c.Input.Condition}' is not one of {string.Join(", ", MachineConditions.Labels)}");
+        if (c.Input.Kind == InputKind.JsonLines && string.IsNullOrEmpty(c.Input.Path))
+            throw new ConfigException("input.path is required for the jsonLines input");
+        if (c.Input.RateHz is <= 0 or > 1000)
+            throw new ConfigException("input.rateHz must be within (0, 1000]");
+        if (c.Telemetry.MaxBatchRecords is < 1 or > Protocol.MaxRecordsPerBatch)
+            throw new ConfigException($"telemetry.maxBatchRecords must be within 1..{Protocol.MaxRecordsPerBatch}");
+        if (c.Telemetry.MaxBatchAgeSeconds <= 0 || c.Telemetry.AckTimeoutSeconds <= 0 || c.Telemetry.HealthIntervalSeconds <= 0)
+            throw new ConfigException("telemetry intervals must be positive");
+    }
+}
+
+public sealed class ConfigException(string message) : Exception(message);

@@ -1,0 +1,48 @@
+using System.Runtime.InteropServices;
+
+namespace EdgeFleet.Agent.Configuration;
+
+/// <summary>Replaces a file so that a crash or power loss leaves either the old or the new content.</summary>
+public static partial class AtomicFile
+{
+    public static void Write(string path, ReadOnlySpan<byte> content)
+    {
+        var temp = path + ".tmp";
+        using (var stream = new FileStream(temp, FileMode.Create, FileAccess.Write, FileShare.None))
+        {
+            stream.Write(content);
+            stream.Flush(flushToDisk: true);
+        }
+        File.Move(temp, path, overwrite: true);
+        FsyncDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
+    }
+
+    /// <summary>Makes a rename durable: on Linux the directory entry needs its own fsync.</summary>
+    public static void FsyncDirectory(string directory)
+    {
+        if (!OperatingSystem.IsLinux())
+            return;
+        const int ReadOnlyDirectory = 0x10000; // O_RDONLY | O_DIRECTORY
+        var fd = Open(directory, ReadOnlyDirectory);
+        if (fd < 0)
+            throw new IOException($"cannot open directory {directory} to fsync it (errno {Marshal.GetLastPInvokeError()})");
+        try
+        {
+            if (Fsync(fd) != 0)
+                throw new IOException($"fsync of directory {directory} failed (errno {Marshal.GetLastPInvokeError()})");
+        }
+        finally
+        {
+            _ = Close(fd);
+        }
+    }
+
+    [LibraryImport("libc", EntryPoint = "open", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int Open(string path, int flags);
+
+    [LibraryImport("libc", EntryPoint = "fsync", SetLastError = true)]
+    private static partial int Fsync(int fd);
+
+    [LibraryImport("libc", EntryPoint = "close")]
+    private static partial int Close(int fd);
+}

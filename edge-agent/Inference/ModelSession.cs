@@ -1,0 +1,188 @@
+using System.Diagnostics;
+using Microsoft.ML.OnnxRuntime;
+using Microsoft.ML.OnnxRuntime.Tensors;
+
+namespace EdgeFleet.Agent.Inference;
+
+/// <summary>Why a model could not be loaded or run. Stable codes: they reach operators.</summary>
+public enum InferenceError
+{
+    ModelMissing,
+    ModelLoadFailed,
+    InputMismatch,
+    RunFailed,
+}
+
+public sealed class InferenceException(InferenceError code, string reason) : Exception(reason)
+{
+    public InferenceError Code { get; } = code;
+}
+
+/// <summary>
+/// One ONNX Runtime session over one model file, with its inputs and outputs read from the model's
+/// metadata so that every request is checked before it reaches the runtime.
+/// </summary>
+public sealed class ModelSession : IDisposable
+{
+    private readonly InferenceSession _session;
+    private readonly RunOptions _runOptions = new();
+
+    private ModelSession(string path, InferenceSession session)
+    {
+        Path = path;
+        _session = session;
+        Inputs = session.InputMetadata.Select(kv => TensorSpec.From(kv.Key, kv.Value)).ToArray();
+        Outputs = session.OutputMetadata.Select(kv => TensorSpec.From(kv.Key, kv.Value)).ToArray();
+        InputNames = Inputs.Select(i => i.Name).ToArray();
+        OutputNames = Outputs.Select(o => o.Name).ToArray();
+        Metadata = session.ModelMetadata.CustomMetadataMap;
+    }
+
+    /// <summary>The model's metadata_props (labels, provenance).</summary>
+    public IReadOnlyDictionary<string, string> Metadata { get; }
+
+    public string Path { get; }
+
+    public IReadOnlyList<TensorSpec> Inputs { get; }
+
+    public IReadOnlyList<TensorSpec> Outputs { get; }
+
+    internal string[] InputNames { get; }
+
+    internal string[] OutputNames { get; }
+
+    public static ModelSession Load(string path, int intraOpThreads = 1)
+    {
+        if (!File.Exists(path))
+            throw new InferenceException(InferenceError.ModelMissing, $"model file {path} does not exist");
+        var options = new SessionOptions
+        {
+            IntraOpNumThreads = intraOpThreads,
+            InterOpNumThreads = 1,
+            ExecutionMode = ExecutionMode.ORT_SEQUENTIAL,
+            GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL,
+        };
+        try
+        {
+            return new ModelSession(path, new InferenceSession(path, options));
+        }
+        catch (OnnxRuntimeException e)
+        {
+            throw new InferenceException(InferenceError.ModelLoadFailed, $"ONNX Runtime cannot load {path}: {FirstLine(e.Message)}");
+        }
+        finally
+        {
+            options.Dispose();
+        }
+    }
+
+    /// <summary>Runs named JSON tensors through the model: the general, allocating path used by <c>infer</c>.</summary>
+    public InferResponse Run(IReadOnlyDictionary<string, JsonTensor> inputs)
+    {
+        foreach (var name in inputs.Keys)
+        {
+            if (!InputNames.Contains(name))
+                throw new InferenceException(InferenceError.InputMismatch, $"the model has no input '{name}' (inputs: {string.Join(", ", InputNames)})");
+        }
+        var values = new List<OrtValue>(Inputs.Count);
+        try
+        {
+            foreach (var spec in Inputs)
+            {
+                if (!inputs.TryGetValue(spec.Name, out var tensor))
+                    throw new InferenceException(InferenceError.InputMismatch, $"input '{spec.Name}' {spec.TypeName}{spec.ShapeText} is missing");
+                values.Add(ToOrtValue(spec, tensor));
+            }
+            var started = Stopwatch.GetTimestamp();
+            using var results = RunCore(values);
+            var micros = (long)Stopwatch.GetElapsedTime(started).TotalMicroseconds;
+            var outputs = new Dictionary<string, JsonTensor>();
+            for (var i = 0; i < OutputNames.Length; i++)
+                outputs[OutputNames[i]] = FromOrtValue(results[i]);
+            return new InferResponse { Model = Path, Outputs = outputs, LatencyMicros = micros };
+        }
+        finally
+        {
+            foreach (var v in values)
+                v.Dispose();
+        }
+    }
+
+    /// <summary>Runs pre-built values into pre-allocated outputs: the steady-state path, no per-call allocation.</summary>
+    internal void Run(IReadOnlyCollection<OrtValue> inputs, IReadOnlyCollection<OrtValue> outputs)
+    {
+        try
+        {
+            _session.Run(_runOptions, InputNames, inputs, OutputNames, outputs);
+        }
+        catch (OnnxRuntimeException e)
+        {
+            throw new InferenceException(InferenceError.RunFailed, $"inference failed: {FirstLine(e.Message)}");
+        }
+    }
+
+    private IDisposableReadOnlyCollection<OrtValue> RunCore(IReadOnlyCollection<OrtValue> inputs)
+    {
+        try
+        {
+            return _session.Run(_runOptions, InputNames, inputs, OutputNames);
+        }
+        catch (OnnxRuntimeException e)
+        {
+            throw new InferenceException(InferenceError.RunFailed, $"inference failed: {FirstLine(e.Message)}");
+        }
+    }
+
+    private static OrtValue ToOrtValue(TensorSpec spec, JsonTensor tensor)
+    {
+        if (spec.CheckShape(tensor.Shape) is { } reason)
+            throw new InferenceException(InferenceError.InputMismatch, reason);
+        var count = tensor.Shape.Aggregate(1L, (a, b) => a * b);
+        if (count != tensor.Data.Length)
+            throw new InferenceException(InferenceError.InputMismatch, $"input '{spec.Name}' has {tensor.Data.Length} values but shape [{string.Join(", ", tensor.Shape)}] needs {count}");
+        var declared = tensor.Type ?? spec.TypeName;
+        if (declared != spec.TypeName)
+            throw new InferenceException(InferenceError.InputMismatch, $"input '{spec.Name}' is {declared}, the model expects {spec.TypeName}");
+        return spec.ElementType switch
+        {
+            TensorElementType.Float => OrtValue.CreateTensorValueFromMemory(tensor.Data.Select(d => (float)d).ToArray(), tensor.Shape),
+            TensorElementType.Int64 => OrtValue.CreateTensorValueFromMemory(tensor.Data.Select(d => (long)d).ToArray(), tensor.Shape),
+            TensorElementType.Int32 => OrtValue.CreateTensorValueFromMemory(tensor.Data.Select(d => (int)d).ToArray(), tensor.Shape),
+            _ => throw new InferenceException(InferenceError.InputMismatch, $"input '{spec.Name}' is {spec.TypeName}, which JSON input does not support (float32, int64, int32)"),
+        };
+    }
+
+    private static JsonTensor FromOrtValue(OrtValue value)
+    {
+        var info = value.GetTensorTypeAndShape();
+        double[] data = info.ElementDataType switch
+        {
+            TensorElementType.Float => ToDoubles(value.GetTensorDataAsSpan<float>()),
+            TensorElementType.Int64 => ToDoubles(value.GetTensorDataAsSpan<long>()),
+            TensorElementType.Int32 => ToDoubles(value.GetTensorDataAsSpan<int>()),
+            TensorElementType.Double => value.GetTensorDataAsSpan<double>().ToArray(),
+            _ => throw new InferenceException(InferenceError.RunFailed, $"output type {TensorSpec.ElementTypeName(info.ElementDataType)} cannot be written as JSON"),
+        };
+        return new JsonTensor { Shape = info.Shape, Type = TensorSpec.ElementTypeName(info.ElementDataType), Data = data };
+    }
+
+    private static double[] ToDoubles<T>(ReadOnlySpan<T> span) where T : unmanaged, IConvertible
+    {
+        var result = new double[span.Length];
+        for (var i = 0; i < span.Length; i++)
+            result[i] = span[i].ToDouble(System.Globalization.CultureInfo.InvariantCulture);
+        return result;
+    }
+
+    private static string FirstLine(string text)
+    {
+        var line = text.ReplaceLineEndings(" ").Trim();
+        return line.Length > 300 ? line[..300] + "…" : line;
+    }
+
+    public void Dispose()
+    {
+        _runOptions.Dispose();
+        _session.Dispose();
+    }
+}

@@ -1,0 +1,48 @@
+using Microsoft.ML.OnnxRuntime;
+using Microsoft.ML.OnnxRuntime.Tensors;
+
+namespace EdgeFleet.Agent.Inference;
+
+/// <summary>A model input or output as its metadata declares it; -1 marks a symbolic dimension.</summary>
+public sealed record TensorSpec(string Name, TensorElementType ElementType, long[] Dims, string[] SymbolicDims)
+{
+    public static TensorSpec From(string name, NodeMetadata meta) =>
+        new(name, meta.IsTensor ? meta.ElementDataType : TensorElementType.DataTypeMax,
+            meta.Dimensions.Select(d => (long)d).ToArray(), meta.SymbolicDimensions);
+
+    public string ShapeText => "[" + string.Join(", ", Dims.Select((d, i) => d >= 0 ? d.ToString(System.Globalization.CultureInfo.InvariantCulture) : SymbolicName(i))) + "]";
+
+    public string TypeName => ElementTypeName(ElementType);
+
+    /// <summary>Checks a shape against this spec; returns the reason it does not fit, or null.</summary>
+    public string? CheckShape(ReadOnlySpan<long> shape)
+    {
+        if (shape.Length != Dims.Length)
+            return $"input '{Name}' has rank {shape.Length}, the model expects {ShapeText}";
+        for (var i = 0; i < shape.Length; i++)
+        {
+            if (shape[i] < 1)
+                return $"input '{Name}' dimension {i} is {shape[i]}; dimensions must be at least 1";
+            if (Dims[i] >= 0 && shape[i] != Dims[i])
+                return $"input '{Name}' has shape [{string.Join(", ", shape.ToArray())}], the model expects {ShapeText}";
+        }
+        return null;
+    }
+
+    public static string ElementTypeName(TensorElementType type) => type switch
+    {
+        TensorElementType.Float => "float32",
+        TensorElementType.Int64 => "int64",
+        TensorElementType.Int32 => "int32",
+        TensorElementType.UInt8 => "uint8",
+        TensorElementType.Int8 => "int8",
+        TensorElementType.Double => "float64",
+        TensorElementType.Float16 => "float16",
+        TensorElementType.Bool => "bool",
+        TensorElementType.String => "string",
+        TensorElementType.DataTypeMax => "non-tensor",
+        _ => type.ToString().ToLowerInvariant(),
+    };
+
+    private string SymbolicName(int i) => i < SymbolicDims.Length && !string.IsNullOrEmpty(SymbolicDims[i]) ? SymbolicDims[i] : "?";
+}

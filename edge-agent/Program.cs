@@ -1,0 +1,47 @@
+using EdgeFleet.Agent;
+using EdgeFleet.Agent.Cli;
+using EdgeFleet.Agent.Configuration;
+
+const string Usage = """
+    edgefleet-agent: runs models on this device and keeps it in sync with the fleet.
+
+    Usage:
+      edgefleet-agent run [--config PATH]          run the agent (the systemd service does this)
+      edgefleet-agent infer --model M --input F    run model M on the JSON tensors in F ('-' for stdin)
+                            [--threads N]
+      edgefleet-agent --version                    print the version
+      edgefleet-agent --help                       print this help
+
+    The configuration defaults to /etc/edgefleet/agent.json.
+    """;
+
+try
+{
+    var line = CommandLine.Parse(args, new HashSet<string> { "help", "version" });
+    if (line.Has("version"))
+    {
+        Console.WriteLine($"edgefleet-agent {AgentRuntime.Version}");
+        return 0;
+    }
+    if (line.Has("help") || line.Command is "" or "help")
+    {
+        Console.WriteLine(Usage);
+        return line.Command is "" && !line.Has("help") ? 2 : 0;
+    }
+    return line.Command switch
+    {
+        "run" => await AgentHost.RunAsync(line).ConfigureAwait(false),
+        "infer" => InferCommand.Run(line, Console.Out, Console.Error),
+        _ => throw new UsageException($"unknown command '{line.Command}' (see --help)"),
+    };
+}
+catch (UsageException e)
+{
+    Console.Error.WriteLine($"error: {e.Message}");
+    return 2;
+}
+catch (ConfigException e)
+{
+    Console.Error.WriteLine($"error: configuration: {e.Message}");
+    return 1;
+}

@@ -1,0 +1,218 @@
+using System.Buffers;
+using EdgeFleet.Agent.Configuration;
+using EdgeFleet.Agent.Telemetry;
+using EdgeFleet.Shared.Wire;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using MQTTnet;
+using MQTTnet.Protocol;
+
+namespace EdgeFleet.Agent.Sync;
+
+/// <summary>
+/// Keeps the agent connected to the fleet's broker and drains the telemetry buffer into it.
+/// On every (re)connect: subscribe to the ack topic, publish hello and the retained reported state.
+/// Then send the oldest unacknowledged records as one batch, wait for the fleet's ack, repeat. A batch
+/// is sent again after a reconnect or an ack timeout; the fleet stores each sequence number once.
+/// </summary>
+public sealed partial class SyncService : BackgroundService
+{
+    private readonly AgentConfig _config;
+    private readonly AgentRuntime _runtime;
+    private readonly TelemetryBuffer _buffer;
+    private readonly ILogger<SyncService> _log;
+    private readonly IMqttClient _client;
+    private readonly SemaphoreSlim _wake = new(0);
+    private volatile bool _stateDirty = true;
+    private int _attempt;
+
+    public SyncService(AgentConfig config, AgentRuntime runtime, TelemetryBuffer buffer, ILogger<SyncService> log)
+    {
+        _config = config;
+        _runtime = runtime;
+        _buffer = buffer;
+        _log = log;
+        _client = new MqttClientFactory().CreateMqttClient();
+        _client.ApplicationMessageReceivedAsync += OnMessageAsync;
+        _runtime.StateChanged += () =>
+        {
+            _stateDirty = true;
+            Wake();
+        };
+    }
+
+    /// <summary>True while connected to the broker (for health and tests).</summary>
+    public bool Connected => _client.IsConnected;
+
+    /// <summary>Called when new telemetry was appended, so a full batch goes out without waiting.</summary>
+    public void Wake()
+    {
+        if (_wake.CurrentCount == 0)
+            _wake.Release();
+    }
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        while (!stoppingToken.IsCancellationRequested)
+        {
+            try
+            {
+                if (!_client.IsConnected)
+                {
+                    await ConnectAsync(stoppingToken).ConfigureAwait(false);
+                    _attempt = 0;
+                }
+                if (_stateDirty)
+                {
+                    _stateDirty = false;
+                    await PublishAsync(Topics.For(_runtime.DeviceId, TopicKind.StateReported),
+                        WireReader.Write(_runtime.Reported(), WireJsonContext.Default.ReportedState), retain: true, stoppingToken).ConfigureAwait(false);
+                }
+                await DrainOnceAsync(stoppingToken).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+            {
+                break;
+            }
+            catch (Exception e) when (e is MQTTnet.Exceptions.MqttCommunicationException or MQTTnet.Adapter.MqttConnectingFailedException
+                or InvalidOperationException or OperationCanceledException or IOException or System.Net.Sockets.SocketException)
+            {
+                var delay = Backoff.Next(_attempt++, _config.Broker.MinReconnectSeconds, _config.Broker.MaxReconnectSeconds);
+                Log.Disconnected(_log, _config.Broker.Host, _config.Broker.Port, e.Message, delay.TotalSeconds);
+                await Task.Delay(delay, stoppingToken).ConfigureAwait(false);
+            }
+        }
+        if (_client.IsConnected)
+        {
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(2));
+            await _client.DisconnectAsync(new MqttClientDisconnectOptions(), timeout.Token).ConfigureAwait(false);
+        }
+    }
+
+    private async Task ConnectAsync(CancellationToken ct)
+    {
+        var builder = new MqttClientOptionsBuilder()
+            .WithTcpServer(_config.Broker.Host, _config.Broker.Port)
+            .WithClientId(_runtime.DeviceId)
+            .WithProtocolVersion(MQTTnet.Formatter.MqttProtocolVersion.V500)
+            .WithCleanStart(true)
+            .WithKeepAlivePeriod(TimeSpan.FromSeconds(30))
+            .WithTimeout(TimeSpan.FromSeconds(10));
+        if (_config.Broker.Username is { } user)
+            builder = builder.WithCredentials(user, _config.Broker.Password);
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        timeout.CancelAfter(TimeSpan.FromSeconds(15));
+        var result = await _client.ConnectAsync(builder.Build(), timeout.Token).ConfigureAwait(false);
+        if (result.ResultCode != MqttClientConnectResultCode.Success)
+            throw new InvalidOperationException($"broker refused the connection: {result.ResultCode} {result.ReasonString}");
+        await _client.SubscribeAsync(new MqttClientSubscribeOptionsBuilder()
+            .WithTopicFilter(Topics.For(_runtime.DeviceId, TopicKind.TelemetryAck), MqttQualityOfServiceLevel.AtLeastOnce)
+            .Build(), timeout.Token).ConfigureAwait(false);
+        Log.Connected(_log, _config.Broker.Host, _config.Broker.Port, _runtime.DeviceId);
+        await PublishAsync(Topics.For(_runtime.DeviceId, TopicKind.Hello),
+            WireReader.Write(_runtime.Hello(), WireJsonContext.Default.HelloMessage), retain: false, ct).ConfigureAwait(false);
+        _stateDirty = true;
+    }
+
+    private async Task DrainOnceAsync(CancellationToken ct)
+    {
+        var pending = _buffer.Peek(_config.Telemetry.MaxBatchRecords);
+        var maxAge = TimeSpan.FromSeconds(_config.Telemetry.MaxBatchAgeSeconds);
+        if (pending.Count == 0 || (pending.Count < _config.Telemetry.MaxBatchRecords && _runtime.Time.GetUtcNow() - pending[0].Ts < maxAge))
+        {
+            // Nothing due yet: sleep until woken by new telemetry or the oldest record comes of age.
+            await _wake.WaitAsync(maxAge, ct).ConfigureAwait(false);
+            return;
+        }
+        var batch = new TelemetryBatch
+        {
+            DeviceId = _runtime.DeviceId,
+            StreamId = _buffer.StreamId,
+            FirstSeq = pending[0].Seq,
+            LastSeq = pending[^1].Seq,
+            Records = pending,
+        };
+        await PublishAsync(Topics.For(_runtime.DeviceId, TopicKind.Telemetry),
+            WireReader.Write(batch, WireJsonContext.Default.TelemetryBatch), retain: false, ct).ConfigureAwait(false);
+
+        var deadline = _runtime.Time.GetUtcNow() + TimeSpan.FromSeconds(_config.Telemetry.AckTimeoutSeconds);
+        while (_buffer.AckedSeq < batch.LastSeq && _client.IsConnected)
+        {
+            var left = deadline - _runtime.Time.GetUtcNow();
+            if (left <= TimeSpan.Zero)
+            {
+                Log.AckTimeout(_log, batch.FirstSeq, batch.LastSeq);
+                return;
+            }
+            await _wake.WaitAsync(left, ct).ConfigureAwait(false);
+        }
+    }
+
+    private async Task PublishAsync(string topic, byte[] payload, bool retain, CancellationToken ct)
+    {
+        var message = new MqttApplicationMessageBuilder()
+            .WithTopic(topic)
+            .WithPayload(payload)
+            .WithQualityOfServiceLevel(MqttQualityOfServiceLevel.AtLeastOnce)
+            .WithRetainFlag(retain)
+            .Build();
+        var result = await _client.PublishAsync(message, ct).ConfigureAwait(false);
+        if (!result.IsSuccess)
+            throw new InvalidOperationException($"broker refused the publish to {topic}: {result.ReasonCode} {result.ReasonString}");
+    }
+
+    private Task OnMessageAsync(MqttApplicationMessageReceivedEventArgs e)
+    {
+        var topic = e.ApplicationMessage.Topic;
+        if (!Topics.TryParse(topic, out var deviceId, out var kind) || deviceId != _runtime.DeviceId || kind != TopicKind.TelemetryAck)
+        {
+            Log.IgnoredTopic(_log, topic);
+            return Task.CompletedTask;
+        }
+        var payload = e.ApplicationMessage.Payload;
+        var bytes = payload.Length <= Protocol.MaxPayloadBytes ? payload.ToArray() : [];
+        var ack = WireReader.Read(bytes, WireJsonContext.Default.TelemetryAck, _runtime.DeviceId);
+        if (!ack.Ok)
+        {
+            Log.BadAck(_log, ack.Error, ack.Reason);
+            return Task.CompletedTask;
+        }
+        if (ack.Message!.StreamId != _buffer.StreamId)
+        {
+            Log.BadAck(_log, WireError.Invalid, $"ack for stream {ack.Message.StreamId}, this buffer is {_buffer.StreamId}");
+            return Task.CompletedTask;
+        }
+        var deleted = _buffer.Acknowledge(ack.Message.AckedSeq);
+        Log.Acked(_log, ack.Message.AckedSeq, deleted);
+        Wake();
+        return Task.CompletedTask;
+    }
+
+    public override void Dispose()
+    {
+        _client.Dispose();
+        _wake.Dispose();
+        base.Dispose();
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(1001, LogLevel.Information, "Connected to broker {Host}:{Port} as {DeviceId}")]
+        public static partial void Connected(ILogger logger, string host, int port, string deviceId);
+
+        [LoggerMessage(1002, LogLevel.Warning, "Not connected to broker {Host}:{Port} ({Reason}); retrying in {DelaySeconds:F1} s")]
+        public static partial void Disconnected(ILogger logger, string host, int port, string reason, double delaySeconds);
+
+        [LoggerMessage(1003, LogLevel.Warning, "No acknowledgement for telemetry {First}..{Last} in time; sending again")]
+        public static partial void AckTimeout(ILogger logger, long first, long last);
+
+        [LoggerMessage(1004, LogLevel.Warning, "Ignored an acknowledgement: {Error}: {Reason}")]
+        public static partial void BadAck(ILogger logger, WireError error, string reason);
+
+        [LoggerMessage(1005, LogLevel.Debug, "Fleet acknowledged telemetry up to {AckedSeq}; {Deleted} records released")]
+        public static partial void Acked(ILogger logger, long ackedSeq, int deleted);
+
+        [LoggerMessage(1006, LogLevel.Warning, "Ignored a message on unexpected topic {Topic}")]
+        public static partial void IgnoredTopic(ILogger logger, string topic);
+    }
+}

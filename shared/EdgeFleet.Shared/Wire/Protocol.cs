@@ -1,0 +1,14 @@
+namespace EdgeFleet.Shared.Wire;
+
+/// <summary>Version and size limits of the device ↔ fleet protocol (v1).</summary>
+public static class Protocol
+{
+    /// <summary>The protocol version every message carries in its <c>v</c> field.</summary>
+    public const int Version = 1;
+
+    /// <summary>Largest payload either side accepts on any topic; bigger ones are refused unread.</summary>
+    public const int MaxPayloadBytes = 256 * 1024;
+
+    /// <summary>Most records one telemetry batch may carry.</summary>
+    public const int MaxRecordsPerBatch = 1000;
+}
