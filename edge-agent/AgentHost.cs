@@ -1,4 +1,4 @@
-using EdgeFleet.Agent.Cli;
+using EdgeFleet.Shared.Cli;
 using EdgeFleet.Agent.Configuration;
 using EdgeFleet.Agent.Health;
 using EdgeFleet.Agent.Inference;

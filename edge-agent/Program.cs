@@ -1,5 +1,6 @@
-using EdgeFleet.Agent;
 using EdgeFleet.Agent.Cli;
+using EdgeFleet.Agent;
+using EdgeFleet.Shared.Cli;
 using EdgeFleet.Agent.Configuration;
 
 const string Usage = """

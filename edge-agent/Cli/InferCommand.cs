@@ -1,3 +1,4 @@
+using EdgeFleet.Shared.Cli;
 using System.Text.Json;
 using EdgeFleet.Agent.Inference;
 

@@ -9,46 +9,46 @@ namespace EdgeFleet.Agent.Configuration;
 public sealed record AgentConfig
 {
     /// <summary>Device id; when absent one is generated on first start and kept in the state directory.</summary>
-    public string? DeviceId { get; init; }
+    public string? DeviceId { get; set; }
 
-    public string StateDirectory { get; init; } = "/var/lib/edgefleet";
+    public string StateDirectory { get; set; } = "/var/lib/edgefleet";
 
-    public string HardwareProfile { get; init; } = "x86-64-generic";
+    public string HardwareProfile { get; set; } = "x86-64-generic";
 
-    public BrokerConfig Broker { get; init; } = new();
+    public BrokerConfig Broker { get; set; } = new();
 
-    public ModelConfig? Model { get; init; }
+    public ModelConfig? Model { get; set; }
 
-    public InputConfig Input { get; init; } = new();
+    public InputConfig Input { get; set; } = new();
 
-    public TelemetryConfig Telemetry { get; init; } = new();
+    public TelemetryConfig Telemetry { get; set; } = new();
 }
 
 public sealed record BrokerConfig
 {
-    public string Host { get; init; } = "localhost";
+    public string Host { get; set; } = "localhost";
 
-    public int Port { get; init; } = 1883;
+    public int Port { get; set; } = 1883;
 
-    public string? Username { get; init; }
+    public string? Username { get; set; }
 
-    public string? Password { get; init; }
+    public string? Password { get; set; }
 
-    public double MinReconnectSeconds { get; init; } = 0.5;
+    public double MinReconnectSeconds { get; set; } = 0.5;
 
-    public double MaxReconnectSeconds { get; init; } = 30;
+    public double MaxReconnectSeconds { get; set; } = 30;
 }
 
 public sealed record ModelConfig
 {
-    public required string Name { get; init; }
+    public required string Name { get; set; }
 
-    public required string Version { get; init; }
+    public required string Version { get; set; }
 
-    public required string Path { get; init; }
+    public required string Path { get; set; }
 
     /// <summary>Execution threads for ONNX Runtime; 0 lets it choose.</summary>
-    public int IntraOpThreads { get; init; } = 1;
+    public int IntraOpThreads { get; set; } = 1;
 }
 
 [JsonConverter(typeof(JsonStringEnumConverter<InputKind>))]
@@ -63,29 +63,29 @@ public enum InputKind
 
 public sealed record InputConfig
 {
-    public InputKind Kind { get; init; } = InputKind.DemoVibration;
+    public InputKind Kind { get; set; } = InputKind.DemoVibration;
 
     /// <summary>For <see cref="InputKind.DemoVibration"/>: normal, imbalance or bearing-wear.</summary>
-    public string Condition { get; init; } = "normal";
+    public string Condition { get; set; } = "normal";
 
     /// <summary>For <see cref="InputKind.JsonLines"/>: the file or FIFO to read.</summary>
-    public string? Path { get; init; }
+    public string? Path { get; set; }
 
     /// <summary>Windows per second the demo sensor produces.</summary>
-    public double RateHz { get; init; } = 4;
+    public double RateHz { get; set; } = 4;
 
-    public int Seed { get; init; } = 1;
+    public int Seed { get; set; } = 1;
 }
 
 public sealed record TelemetryConfig
 {
-    public int MaxBatchRecords { get; init; } = 200;
+    public int MaxBatchRecords { get; set; } = 200;
 
-    public double MaxBatchAgeSeconds { get; init; } = 1;
+    public double MaxBatchAgeSeconds { get; set; } = 1;
 
-    public double AckTimeoutSeconds { get; init; } = 10;
+    public double AckTimeoutSeconds { get; set; } = 10;
 
-    public double HealthIntervalSeconds { get; init; } = 10;
+    public double HealthIntervalSeconds { get; set; } = 10;
 }
 
 [JsonSourceGenerationOptions(

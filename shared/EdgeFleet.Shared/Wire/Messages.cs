@@ -3,6 +3,11 @@ using System.Text.Json.Serialization;
 namespace EdgeFleet.Shared.Wire;
 
 /// <summary>Every wire message carries the protocol version and the sending device's id.</summary>
+/// <remarks>
+/// Properties with a default value use <c>set</c>, not <c>init</c>: the JSON source generator assigns every
+/// init-only property in one object initializer, so a member missing from the payload would become null
+/// instead of keeping its default.
+/// </remarks>
 public interface IWireMessage
 {
     int V { get; }
@@ -32,7 +37,7 @@ public sealed record ModelRef
 /// <summary><c>ef/v1/{d}/hello</c>: sent by the agent on every (re)connect.</summary>
 public sealed record HelloMessage : IWireMessage
 {
-    public int V { get; init; } = Protocol.Version;
+    public int V { get; set; } = Protocol.Version;
 
     public required string DeviceId { get; init; }
 
@@ -45,7 +50,7 @@ public sealed record HelloMessage : IWireMessage
 
     public required DateTimeOffset StartedAt { get; init; }
 
-    public IReadOnlyList<ModelRef> Models { get; init; } = [];
+    public IReadOnlyList<ModelRef> Models { get; set; } = [];
 
     public string? Validate()
     {
@@ -85,7 +90,7 @@ public enum OtaState
 /// <summary><c>ef/v1/{d}/state/reported</c> (retained): what the device runs now.</summary>
 public sealed record ReportedState : IWireMessage
 {
-    public int V { get; init; } = Protocol.Version;
+    public int V { get; set; } = Protocol.Version;
 
     public required string DeviceId { get; init; }
 
@@ -95,7 +100,7 @@ public sealed record ReportedState : IWireMessage
 
     public ModelRef? Staged { get; init; }
 
-    public OtaState Ota { get; init; } = OtaState.Idle;
+    public OtaState Ota { get; set; } = OtaState.Idle;
 
     public required DateTimeOffset UpdatedAt { get; init; }
 
@@ -106,7 +111,7 @@ public sealed record ReportedState : IWireMessage
 /// <summary><c>ef/v1/{d}/telemetry/ack</c>: every record up to and including <see cref="AckedSeq"/> is stored.</summary>
 public sealed record TelemetryAck : IWireMessage
 {
-    public int V { get; init; } = Protocol.Version;
+    public int V { get; set; } = Protocol.Version;
 
     public required string DeviceId { get; init; }
 

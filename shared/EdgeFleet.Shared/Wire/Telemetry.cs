@@ -78,7 +78,7 @@ public sealed record TelemetryRecord
 /// </summary>
 public sealed record TelemetryBatch : IWireMessage
 {
-    public int V { get; init; } = Protocol.Version;
+    public int V { get; set; } = Protocol.Version;
 
     public required string DeviceId { get; init; }
 

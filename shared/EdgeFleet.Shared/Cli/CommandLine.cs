@@ -1,4 +1,4 @@
-namespace EdgeFleet.Agent.Cli;
+namespace EdgeFleet.Shared.Cli;
 
 /// <summary>
 /// A deliberately small parser: a command word, then <c>--name value</c> options and <c>--flag</c> switches.

@@ -1,0 +1,80 @@
+using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using EdgeFleet.ModelTools.Demo;
+using EdgeFleet.Shared.Cli;
+
+namespace EdgeFleet.Cli;
+
+public sealed class CommandException(string message) : Exception(message);
+
+public static class Commands
+{
+    public static int ModelDemo(CommandLine args)
+    {
+        args.AllowOnly("out", "seed", "json");
+        var output = args.Require("out");
+        var seed = args.GetInt("seed", 42);
+        var result = DemoModelTrainer.Train(seed);
+        var folder = Path.GetDirectoryName(Path.GetFullPath(output))!;
+        Directory.CreateDirectory(folder);
+        var temp = output + ".tmp";
+        File.WriteAllBytes(temp, result.OnnxBytes);
+        File.Move(temp, output, overwrite: true);
+        var sha = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(result.OnnxBytes));
+        if (args.Has("json"))
+        {
+            var json = new JsonObject
+            {
+                ["path"] = Path.GetFullPath(output),
+                ["bytes"] = result.OnnxBytes.Length,
+                ["sha256"] = sha,
+                ["seed"] = seed,
+                ["trainAccuracy"] = result.TrainAccuracy,
+                ["holdoutAccuracy"] = result.HoldoutAccuracy,
+                ["trainingDataSha256"] = result.TrainingDataSha256,
+            };
+            Console.WriteLine(json.ToJsonString());
+        }
+        else
+        {
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"wrote {output} ({result.OnnxBytes.Length} bytes, sha256 {sha[..12]}…): train accuracy {result.TrainAccuracy:P1}, hold-out accuracy {result.HoldoutAccuracy:P1}"));
+        }
+        return 0;
+    }
+
+    public static async Task<int> DevicesListAsync(CommandLine args)
+    {
+        args.AllowOnly("fleet", "json");
+        var fleet = args.Get("fleet") ?? Environment.GetEnvironmentVariable("EDGEFLEET_URL") ?? "http://127.0.0.1:5080";
+        using var http = new HttpClient { BaseAddress = new Uri(fleet), Timeout = TimeSpan.FromSeconds(10) };
+        string body;
+        try
+        {
+            using var response = await http.GetAsync(new Uri("/api/devices", UriKind.Relative)).ConfigureAwait(false);
+            body = await response.Content.ReadAsStringAsync().ConfigureAwait(false);
+            if (!response.IsSuccessStatusCode)
+                throw new CommandException($"{fleet} answered {(int)response.StatusCode}: {body}");
+        }
+        catch (HttpRequestException e)
+        {
+            throw new CommandException($"cannot reach the fleet service at {fleet}: {e.Message}");
+        }
+        if (args.Has("json"))
+        {
+            Console.WriteLine(body);
+            return 0;
+        }
+        var devices = JsonNode.Parse(body)?.AsArray() ?? throw new CommandException("the fleet service sent no device list");
+        Console.WriteLine($"{"DEVICE",-24} {"ONLINE",-7} {"PROFILE",-20} {"MODEL",-32} {"RECORDS",9} {"LAST RESULT"}");
+        foreach (var view in devices)
+        {
+            var d = view!["device"]!;
+            var model = d["activeModel"] is { } m ? $"{m["name"]} {m["version"]}" : "-";
+            var last = d["lastInference"] is { } i ? string.Create(CultureInfo.InvariantCulture, $"{i["label"]} ({i["confidence"]!.GetValue<double>():P0})") : "-";
+            Console.WriteLine($"{d["id"],-24} {((bool)view["online"]! ? "yes" : "no"),-7} {d["hardwareProfile"] ?? "-",-20} {model,-32} {d["telemetryRecords"],9} {last}");
+        }
+        return 0;
+    }
+}

@@ -1,0 +1,88 @@
+using EdgeFleet.Fleet.Storage;
+using EdgeFleet.Shared.Wire;
+
+namespace EdgeFleet.Fleet.Broker;
+
+/// <summary>A message the fleet must send back (an acknowledgement).</summary>
+public readonly record struct Reply(string Topic, byte[] Payload);
+
+/// <summary>
+/// Turns a device's MQTT message into a store update: checks the topic, parses and validates the payload
+/// (<see cref="WireReader"/>), and stores it. Bad input is counted and logged with its reason, never thrown.
+/// </summary>
+public sealed partial class DeviceMessageRouter(IFleetStore store, FleetMetrics metrics, TimeProvider time, ILogger<DeviceMessageRouter> log)
+{
+    public async Task<Reply?> HandleAsync(string topic, ReadOnlyMemory<byte> payload, CancellationToken ct)
+    {
+        if (!Topics.TryParse(topic, out var deviceId, out var kind) || !Topics.IsFromDevice(kind))
+        {
+            Reject(WireError.Invalid, topic, "not a device-to-fleet topic of protocol v1");
+            return null;
+        }
+        var now = time.GetUtcNow();
+        switch (kind)
+        {
+            case TopicKind.Hello:
+                {
+                    var hello = WireReader.Read(payload.Span, WireJsonContext.Default.HelloMessage, deviceId);
+                    if (!Accept(hello, topic))
+                        return null;
+                    await store.RecordHelloAsync(hello.Message!, now, ct).ConfigureAwait(false);
+                    Log.Hello(log, deviceId, hello.Message!.AgentVersion, hello.Message.BootId);
+                    return null;
+                }
+            case TopicKind.StateReported:
+                {
+                    var state = WireReader.Read(payload.Span, WireJsonContext.Default.ReportedState, deviceId);
+                    if (!Accept(state, topic))
+                        return null;
+                    await store.RecordReportedAsync(state.Message!, now, ct).ConfigureAwait(false);
+                    return null;
+                }
+            case TopicKind.Telemetry:
+                {
+                    var batch = WireReader.Read(payload.Span, WireJsonContext.Default.TelemetryBatch, deviceId);
+                    if (!Accept(batch, topic))
+                        return null;
+                    var result = await store.StoreTelemetryAsync(batch.Message!, now, ct).ConfigureAwait(false);
+                    metrics.CountTelemetry(result.Stored, result.Duplicates);
+                    if (result.Skipped > 0)
+                        Log.Skipped(log, deviceId, result.Skipped, batch.Message!.FirstSeq);
+                    var ack = new TelemetryAck { DeviceId = deviceId, StreamId = batch.Message!.StreamId, AckedSeq = result.AckedSeq };
+                    return new Reply(Topics.For(deviceId, TopicKind.TelemetryAck), WireReader.Write(ack, WireJsonContext.Default.TelemetryAck));
+                }
+            default:
+                Reject(WireError.Invalid, topic, $"the fleet does not handle {kind} yet");
+                return null;
+        }
+    }
+
+    private bool Accept<T>(WireResult<T> result, string topic) where T : class
+    {
+        if (result.Ok)
+        {
+            metrics.CountAccepted();
+            return true;
+        }
+        Reject(result.Error, topic, result.Reason);
+        return false;
+    }
+
+    private void Reject(WireError error, string topic, string reason)
+    {
+        metrics.CountRejected(error);
+        Log.Rejected(log, topic.Length > 128 ? topic[..128] : topic, error, reason);
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(4001, LogLevel.Information, "Device {DeviceId} said hello (agent {AgentVersion}, boot {BootId})")]
+        public static partial void Hello(ILogger logger, string deviceId, string agentVersion, string bootId);
+
+        [LoggerMessage(4002, LogLevel.Warning, "Rejected message on {Topic}: {Error}: {Reason}")]
+        public static partial void Rejected(ILogger logger, string topic, WireError error, string reason);
+
+        [LoggerMessage(4003, LogLevel.Warning, "Device {DeviceId} skipped {Count} telemetry records before sequence {FirstSeq}")]
+        public static partial void Skipped(ILogger logger, string deviceId, long count, long firstSeq);
+    }
+}

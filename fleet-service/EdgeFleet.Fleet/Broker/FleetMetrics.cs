@@ -1,0 +1,36 @@
+using System.Collections.Concurrent;
+using EdgeFleet.Shared.Wire;
+
+namespace EdgeFleet.Fleet.Broker;
+
+/// <summary>Counters of what the fleet received, for /api/health and, later, /metrics.</summary>
+public sealed class FleetMetrics
+{
+    private long _accepted;
+    private long _telemetryStored;
+    private long _telemetryDuplicates;
+    private long _denied;
+
+    public ConcurrentDictionary<WireError, long> Rejected { get; } = new();
+
+    public long Accepted => Interlocked.Read(ref _accepted);
+
+    public long TelemetryStored => Interlocked.Read(ref _telemetryStored);
+
+    public long TelemetryDuplicates => Interlocked.Read(ref _telemetryDuplicates);
+
+    /// <summary>Connections and publishes the embedded broker refused.</summary>
+    public long Denied => Interlocked.Read(ref _denied);
+
+    public void CountAccepted() => Interlocked.Increment(ref _accepted);
+
+    public void CountRejected(WireError error) => Rejected.AddOrUpdate(error, 1, (_, n) => n + 1);
+
+    public void CountDenied() => Interlocked.Increment(ref _denied);
+
+    public void CountTelemetry(int stored, int duplicates)
+    {
+        Interlocked.Add(ref _telemetryStored, stored);
+        Interlocked.Add(ref _telemetryDuplicates, duplicates);
+    }
+}

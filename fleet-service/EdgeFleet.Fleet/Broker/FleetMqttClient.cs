@@ -1,0 +1,153 @@
+using System.Buffers;
+using System.Threading.Channels;
+using EdgeFleet.Shared.Wire;
+using MQTTnet;
+using MQTTnet.Protocol;
+
+namespace EdgeFleet.Fleet.Broker;
+
+/// <summary>
+/// The fleet service's connection to the broker, embedded or external alike: subscribes to every device's
+/// hello, reported state and telemetry, hands each message to the router, and publishes the replies
+/// (acks) from a bounded queue so that message handling never waits on its own publishes.
+/// </summary>
+public sealed partial class FleetMqttClient : BackgroundService
+{
+    private static readonly TopicKind[] Subscribed = [TopicKind.Hello, TopicKind.StateReported, TopicKind.Telemetry];
+    private readonly BrokerConnection _connection;
+    private readonly DeviceMessageRouter _router;
+    private readonly ILogger<FleetMqttClient> _log;
+    private readonly IMqttClient _client;
+    private readonly Channel<Reply> _replies = Channel.CreateBounded<Reply>(new BoundedChannelOptions(10_000)
+    {
+        FullMode = BoundedChannelFullMode.Wait,
+        SingleReader = true,
+    });
+
+    public FleetMqttClient(BrokerConnection connection, DeviceMessageRouter router, ILogger<FleetMqttClient> log)
+    {
+        _connection = connection;
+        _router = router;
+        _log = log;
+        _client = new MqttClientFactory().CreateMqttClient();
+        _client.ApplicationMessageReceivedAsync += OnMessageAsync;
+    }
+
+    public bool Connected => _client.IsConnected;
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        var publisher = PublishRepliesAsync(stoppingToken);
+        var attempt = 0;
+        while (!stoppingToken.IsCancellationRequested)
+        {
+            try
+            {
+                if (!_client.IsConnected)
+                {
+                    await ConnectAsync(stoppingToken).ConfigureAwait(false);
+                    attempt = 0;
+                }
+                await Task.Delay(TimeSpan.FromSeconds(1), stoppingToken).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+            {
+                break;
+            }
+            catch (Exception e) when (e is MQTTnet.Exceptions.MqttCommunicationException or MQTTnet.Adapter.MqttConnectingFailedException
+                or InvalidOperationException or OperationCanceledException or IOException or System.Net.Sockets.SocketException)
+            {
+                var delay = TimeSpan.FromSeconds(Math.Min(10, 0.2 * Math.Pow(2, attempt++)) * (0.5 + (Random.Shared.NextDouble() / 2)));
+                Log.NotConnected(_log, _connection.ToString(), e.Message, delay.TotalSeconds);
+                await Task.Delay(delay, stoppingToken).ConfigureAwait(false);
+            }
+        }
+        _replies.Writer.TryComplete();
+        await publisher.ConfigureAwait(false);
+        if (_client.IsConnected)
+        {
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(2));
+            await _client.DisconnectAsync(new MqttClientDisconnectOptions(), timeout.Token).ConfigureAwait(false);
+        }
+    }
+
+    private async Task ConnectAsync(CancellationToken ct)
+    {
+        var builder = new MqttClientOptionsBuilder()
+            .WithTcpServer(_connection.Host, _connection.Port)
+            .WithClientId($"edgefleet-fleet-{Environment.MachineName.ToLowerInvariant()}-{Environment.ProcessId}")
+            .WithProtocolVersion(MQTTnet.Formatter.MqttProtocolVersion.V500)
+            .WithCleanStart(true)
+            .WithKeepAlivePeriod(TimeSpan.FromSeconds(30))
+            .WithTimeout(TimeSpan.FromSeconds(10));
+        if (_connection.Username is { } user)
+            builder = builder.WithCredentials(user, _connection.Password);
+        var result = await _client.ConnectAsync(builder.Build(), ct).ConfigureAwait(false);
+        if (result.ResultCode != MqttClientConnectResultCode.Success)
+            throw new InvalidOperationException($"broker refused the fleet service: {result.ResultCode} {result.ReasonString}");
+        var subscribe = new MqttClientSubscribeOptionsBuilder();
+        foreach (var kind in Subscribed)
+            subscribe = subscribe.WithTopicFilter(Topics.AllDevices(kind), MqttQualityOfServiceLevel.AtLeastOnce);
+        await _client.SubscribeAsync(subscribe.Build(), ct).ConfigureAwait(false);
+        Log.Connected(_log, _connection.ToString());
+    }
+
+    private async Task OnMessageAsync(MqttApplicationMessageReceivedEventArgs e)
+    {
+        var message = e.ApplicationMessage;
+        // Refuse oversized payloads before copying them.
+        var payload = message.Payload.Length <= Protocol.MaxPayloadBytes ? message.Payload.ToArray() : new byte[Protocol.MaxPayloadBytes + 1];
+        try
+        {
+            if (await _router.HandleAsync(message.Topic, payload, CancellationToken.None).ConfigureAwait(false) is { } reply)
+                await _replies.Writer.WriteAsync(reply).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is IOException or LiteDB.LiteException or InvalidOperationException or ChannelClosedException)
+        {
+            // Storage failed: no ack goes out, so the device keeps the records and sends them again.
+            Log.HandlingFailed(_log, message.Topic, ex.Message);
+        }
+    }
+
+    private async Task PublishRepliesAsync(CancellationToken ct)
+    {
+        await foreach (var reply in _replies.Reader.ReadAllAsync(CancellationToken.None).ConfigureAwait(false))
+        {
+            try
+            {
+                var message = new MqttApplicationMessageBuilder()
+                    .WithTopic(reply.Topic)
+                    .WithPayload(reply.Payload)
+                    .WithQualityOfServiceLevel(MqttQualityOfServiceLevel.AtLeastOnce)
+                    .Build();
+                await _client.PublishAsync(message, ct).ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is MQTTnet.Exceptions.MqttCommunicationException or InvalidOperationException or OperationCanceledException)
+            {
+                // A lost ack is harmless: the device times out and resends, and the store deduplicates.
+                Log.ReplyLost(_log, reply.Topic, e.Message);
+            }
+        }
+    }
+
+    public override void Dispose()
+    {
+        _client.Dispose();
+        base.Dispose();
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(5001, LogLevel.Information, "Fleet service connected to broker {Broker}")]
+        public static partial void Connected(ILogger logger, string broker);
+
+        [LoggerMessage(5002, LogLevel.Warning, "Fleet service not connected to broker {Broker} ({Reason}); retrying in {DelaySeconds:F1} s")]
+        public static partial void NotConnected(ILogger logger, string broker, string reason, double delaySeconds);
+
+        [LoggerMessage(5003, LogLevel.Error, "Could not handle message on {Topic}: {Reason}")]
+        public static partial void HandlingFailed(ILogger logger, string topic, string reason);
+
+        [LoggerMessage(5004, LogLevel.Warning, "Could not publish reply to {Topic}: {Reason}")]
+        public static partial void ReplyLost(ILogger logger, string topic, string reason);
+    }
+}

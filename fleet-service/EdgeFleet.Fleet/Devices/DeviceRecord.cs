@@ -1,0 +1,39 @@
+using EdgeFleet.Shared.Wire;
+
+namespace EdgeFleet.Fleet.Devices;
+
+/// <summary>The registry's view of one device.</summary>
+public sealed record DeviceRecord
+{
+    public required string Id { get; init; }
+
+    public required DateTimeOffset FirstSeen { get; init; }
+
+    public required DateTimeOffset LastSeen { get; init; }
+
+    public string? AgentVersion { get; init; }
+
+    public string? HardwareProfile { get; init; }
+
+    public string? BootId { get; init; }
+
+    /// <summary>How often the agent came back with a new boot id (process restarts, reboots).</summary>
+    public int Restarts { get; init; }
+
+    public ModelRef? ActiveModel { get; init; }
+
+    public OtaState Ota { get; init; }
+
+    public string? StreamId { get; init; }
+
+    public long AckedSeq { get; init; }
+
+    public long TelemetryRecords { get; init; }
+
+    /// <summary>Sequence numbers the device skipped (evicted before they could be sent).</summary>
+    public long SkippedRecords { get; init; }
+
+    public DateTimeOffset? LastTelemetryAt { get; init; }
+
+    public InferenceSample? LastInference { get; init; }
+}

@@ -1,0 +1,67 @@
+using System.Text.Json.Serialization;
+using EdgeFleet.Fleet.Broker;
+using EdgeFleet.Fleet.Storage;
+using EdgeFleet.Shared.Wire;
+
+namespace EdgeFleet.Fleet.Devices;
+
+/// <summary>A device as the API shows it: the registry record plus whether it is online now.</summary>
+public sealed record DeviceView(DeviceRecord Device, bool Online)
+{
+    public static DeviceView Of(DeviceRecord d, DateTimeOffset now, TimeSpan offlineAfter) => new(d, now - d.LastSeen < offlineAfter);
+}
+
+public sealed record ApiError(string Error, string Reason);
+
+public sealed record HealthView(string Status, string BrokerMode, bool BrokerConnected, string Storage, int Devices,
+    long MessagesAccepted, long TelemetryStored, long TelemetryDuplicates, long BrokerDenied, IReadOnlyDictionary<string, long> MessagesRejected);
+
+/// <summary>The fleet's JSON API: <c>/api/health</c>, <c>/api/devices</c>, <c>/api/devices/{id}</c>.</summary>
+public static class DevicesApi
+{
+    public static IEndpointRouteBuilder MapFleetApi(this IEndpointRouteBuilder app)
+    {
+        app.MapGet("/api/health", async (IFleetStore store, FleetMqttClient client, FleetMetrics metrics, FleetOptions options, CancellationToken ct) =>
+        {
+            var devices = await store.ListDevicesAsync(ct).ConfigureAwait(false);
+            return TypedResults.Ok(new HealthView(
+                client.Connected ? "ok" : "degraded",
+                options.Broker.Mode.ToString(),
+                client.Connected,
+                options.Storage.Provider,
+                devices.Count,
+                metrics.Accepted,
+                metrics.TelemetryStored,
+                metrics.TelemetryDuplicates,
+                metrics.Denied,
+                metrics.Rejected.ToDictionary(kv => kv.Key.ToString(), kv => kv.Value)));
+        });
+
+        app.MapGet("/api/devices", async (IFleetStore store, FleetOptions options, TimeProvider time, CancellationToken ct) =>
+        {
+            var now = time.GetUtcNow();
+            var offline = TimeSpan.FromSeconds(options.OfflineAfterSeconds);
+            var devices = await store.ListDevicesAsync(ct).ConfigureAwait(false);
+            return TypedResults.Ok(devices.Select(d => DeviceView.Of(d, now, offline)).ToList());
+        });
+
+        app.MapGet("/api/devices/{id}", async Task<IResult> (string id, IFleetStore store, FleetOptions options, TimeProvider time, CancellationToken ct) =>
+        {
+            if (!DeviceId.IsValid(id))
+                return TypedResults.BadRequest(new ApiError("InvalidDeviceId", "device ids are 1-64 of a-z, 0-9, '-', '_', '.'"));
+            var device = await store.GetDeviceAsync(id, ct).ConfigureAwait(false);
+            return device is null
+                ? TypedResults.NotFound(new ApiError("UnknownDevice", $"no device '{id}' has been seen"))
+                : TypedResults.Ok(DeviceView.Of(device, time.GetUtcNow(), TimeSpan.FromSeconds(options.OfflineAfterSeconds)));
+        });
+        return app;
+    }
+}
+
+[JsonSourceGenerationOptions(System.Text.Json.JsonSerializerDefaults.Web, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
+    UseStringEnumConverter = true)]
+[JsonSerializable(typeof(List<DeviceView>))]
+[JsonSerializable(typeof(DeviceView))]
+[JsonSerializable(typeof(ApiError))]
+[JsonSerializable(typeof(HealthView))]
+public sealed partial class FleetApiJsonContext : JsonSerializerContext;

@@ -1,0 +1,59 @@
+namespace EdgeFleet.Fleet;
+
+/// <summary>The fleet service's configuration, section <c>Fleet</c>. Defaults are written here and in appsettings.json.</summary>
+public sealed record FleetOptions
+{
+    public const string Section = "Fleet";
+
+    public BrokerOptions Broker { get; init; } = new();
+
+    public StorageOptions Storage { get; init; } = new();
+
+    /// <summary>A device that has sent nothing for this long is shown as offline.</summary>
+    public double OfflineAfterSeconds { get; init; } = 90;
+
+    public string? Validate()
+    {
+        if (Broker.Port is < 0 or > 65535)
+            return $"Fleet:Broker:Port {Broker.Port} is out of range";
+        if (Broker.Mode == BrokerMode.External && string.IsNullOrWhiteSpace(Broker.Host))
+            return "Fleet:Broker:Host is required in External mode";
+        if (string.IsNullOrWhiteSpace(Storage.Path))
+            return "Fleet:Storage:Path is required";
+        if (OfflineAfterSeconds <= 0)
+            return "Fleet:OfflineAfterSeconds must be positive";
+        return null;
+    }
+}
+
+public enum BrokerMode
+{
+    /// <summary>Run an MQTT broker inside the fleet service (the zero set-up default).</summary>
+    Embedded,
+
+    /// <summary>Connect to an operator's broker (Mosquitto, EMQX) as a client.</summary>
+    External,
+}
+
+public sealed record BrokerOptions
+{
+    public BrokerMode Mode { get; init; } = BrokerMode.Embedded;
+
+    /// <summary>External mode: the broker's host.</summary>
+    public string Host { get; init; } = "127.0.0.1";
+
+    /// <summary>Embedded mode: the port to listen on (all interfaces). External mode: the broker's port.</summary>
+    public int Port { get; init; } = 1883;
+
+    /// <summary>External mode: the fleet service's own credentials on that broker.</summary>
+    public string? Username { get; init; }
+
+    public string? Password { get; init; }
+}
+
+public sealed record StorageOptions
+{
+    public string Provider { get; init; } = "LiteDb";
+
+    public string Path { get; init; } = "data/fleet.db";
+}

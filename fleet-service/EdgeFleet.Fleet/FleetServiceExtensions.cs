@@ -1,0 +1,51 @@
+using EdgeFleet.Fleet.Broker;
+using EdgeFleet.Fleet.Devices;
+using EdgeFleet.Fleet.Storage;
+
+namespace EdgeFleet.Fleet;
+
+/// <summary>Host wiring, one method per feature; the features themselves are plain classes.</summary>
+public static class FleetServiceExtensions
+{
+    /// <summary>Binds and validates the <c>Fleet</c> section; a bad value stops start-up with its reason.</summary>
+    public static FleetOptions AddFleetOptions(this IServiceCollection services, IConfiguration configuration)
+    {
+        var options = configuration.GetSection(FleetOptions.Section).Get<FleetOptions>() ?? new FleetOptions();
+        if (options.Validate() is { } problem)
+            throw new InvalidOperationException($"invalid configuration: {problem}");
+        services.AddSingleton(options);
+        services.AddSingleton(TimeProvider.System);
+        return options;
+    }
+
+    public static IServiceCollection AddFleetStorage(this IServiceCollection services)
+    {
+        services.AddSingleton<IFleetStore>(sp =>
+        {
+            var storage = sp.GetRequiredService<FleetOptions>().Storage;
+            return storage.Provider.Equals("LiteDb", StringComparison.OrdinalIgnoreCase)
+                ? new LiteDbFleetStore(storage.Path)
+                : throw new InvalidOperationException($"storage provider '{storage.Provider}' is not supported (LiteDb)");
+        });
+        return services;
+    }
+
+    public static IServiceCollection AddFleetBroker(this IServiceCollection services, BrokerOptions broker)
+    {
+        services.AddSingleton<FleetMetrics>();
+        services.AddSingleton(sp => BrokerConnection.For(sp.GetRequiredService<FleetOptions>().Broker));
+        services.AddSingleton<DeviceMessageRouter>();
+        services.AddSingleton<FleetMqttClient>();
+        // The embedded broker is registered first so that it listens before the fleet's client connects.
+        if (broker.Mode == BrokerMode.Embedded)
+        {
+            services.AddSingleton(sp => new EmbeddedBroker(
+                broker, sp.GetRequiredService<BrokerConnection>(),
+                sp.GetRequiredService<FleetMetrics>(), sp.GetRequiredService<ILogger<EmbeddedBroker>>()));
+            services.AddHostedService(sp => sp.GetRequiredService<EmbeddedBroker>());
+        }
+        services.AddHostedService(sp => sp.GetRequiredService<FleetMqttClient>());
+        services.ConfigureHttpJsonOptions(o => o.SerializerOptions.TypeInfoResolverChain.Insert(0, FleetApiJsonContext.Default));
+        return services;
+    }
+}

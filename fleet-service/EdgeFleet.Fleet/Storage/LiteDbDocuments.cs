@@ -1,0 +1,83 @@
+using System.Text.Json;
+using EdgeFleet.Fleet.Devices;
+using EdgeFleet.Shared.Wire;
+using LiteDB;
+using JsonSerializer = System.Text.Json.JsonSerializer;
+
+namespace EdgeFleet.Fleet.Storage;
+
+/// <summary>
+/// Hand-written mapping between registry records and LiteDB documents: explicit field names that stay
+/// stable across refactors, and times as Unix milliseconds (LiteDB's DateTime loses the offset).
+/// </summary>
+internal static class LiteDbDocuments
+{
+    public static BsonDocument FromDevice(DeviceRecord d) => new()
+    {
+        ["_id"] = d.Id,
+        ["firstSeen"] = d.FirstSeen.ToUnixTimeMilliseconds(),
+        ["lastSeen"] = d.LastSeen.ToUnixTimeMilliseconds(),
+        ["agentVersion"] = d.AgentVersion,
+        ["hardwareProfile"] = d.HardwareProfile,
+        ["bootId"] = d.BootId,
+        ["restarts"] = d.Restarts,
+        ["activeModel"] = ToJson(d.ActiveModel),
+        ["ota"] = d.Ota.ToString(),
+        ["streamId"] = d.StreamId,
+        ["ackedSeq"] = d.AckedSeq,
+        ["telemetryRecords"] = d.TelemetryRecords,
+        ["skippedRecords"] = d.SkippedRecords,
+        ["lastTelemetryAt"] = d.LastTelemetryAt?.ToUnixTimeMilliseconds() is { } t ? new BsonValue(t) : BsonValue.Null,
+        ["lastInference"] = ToJson(d.LastInference),
+    };
+
+    public static DeviceRecord ToDevice(BsonDocument doc) => new()
+    {
+        Id = doc["_id"].AsString,
+        FirstSeen = DateTimeOffset.FromUnixTimeMilliseconds(doc["firstSeen"].AsInt64),
+        LastSeen = DateTimeOffset.FromUnixTimeMilliseconds(doc["lastSeen"].AsInt64),
+        AgentVersion = NullableString(doc["agentVersion"]),
+        HardwareProfile = NullableString(doc["hardwareProfile"]),
+        BootId = NullableString(doc["bootId"]),
+        Restarts = doc["restarts"].AsInt32,
+        ActiveModel = FromJson<ModelRef>(doc["activeModel"]),
+        Ota = Enum.TryParse<OtaState>(doc["ota"].AsString, out var ota) ? ota : OtaState.Idle,
+        StreamId = NullableString(doc["streamId"]),
+        AckedSeq = doc["ackedSeq"].AsInt64,
+        TelemetryRecords = doc["telemetryRecords"].AsInt64,
+        SkippedRecords = doc["skippedRecords"].AsInt64,
+        LastTelemetryAt = doc["lastTelemetryAt"].IsNull ? null : DateTimeOffset.FromUnixTimeMilliseconds(doc["lastTelemetryAt"].AsInt64),
+        LastInference = FromJson<InferenceSample>(doc["lastInference"]),
+    };
+
+    public static string TelemetryKey(string deviceId, string streamId, long seq) =>
+        string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{deviceId}/{streamId}/{seq:D19}");
+
+    public static BsonDocument FromTelemetry(string deviceId, string streamId, TelemetryRecord r) => new()
+    {
+        ["_id"] = TelemetryKey(deviceId, streamId, r.Seq),
+        ["device"] = deviceId,
+        ["stream"] = streamId,
+        ["seq"] = r.Seq,
+        ["ts"] = r.Ts.ToUnixTimeMilliseconds(),
+        ["kind"] = r.Kind.ToString(),
+        ["body"] = JsonSerializer.Serialize(r, WireJsonContext.Default.TelemetryRecord),
+    };
+
+    public static TelemetryRecord ToTelemetry(BsonDocument doc) =>
+        JsonSerializer.Deserialize(doc["body"].AsString, WireJsonContext.Default.TelemetryRecord)
+        ?? throw new InvalidDataException($"telemetry {doc["_id"]} is unreadable");
+
+    private static string? NullableString(BsonValue v) => v.IsNull ? null : v.AsString;
+
+    private static BsonValue ToJson<T>(T? value) where T : class =>
+        value is null ? BsonValue.Null : new BsonValue(JsonSerializer.Serialize(value, (System.Text.Json.Serialization.Metadata.JsonTypeInfo<T>)FleetStoreJsonContext.Default.GetTypeInfo(typeof(T))!));
+
+    private static T? FromJson<T>(BsonValue v) where T : class =>
+        v.IsNull ? null : JsonSerializer.Deserialize(v.AsString, (System.Text.Json.Serialization.Metadata.JsonTypeInfo<T>)FleetStoreJsonContext.Default.GetTypeInfo(typeof(T))!);
+}
+
+[System.Text.Json.Serialization.JsonSourceGenerationOptions(JsonSerializerDefaults.Web)]
+[System.Text.Json.Serialization.JsonSerializable(typeof(ModelRef))]
+[System.Text.Json.Serialization.JsonSerializable(typeof(InferenceSample))]
+internal sealed partial class FleetStoreJsonContext : System.Text.Json.Serialization.JsonSerializerContext;

@@ -1,0 +1,131 @@
+using EdgeFleet.Fleet.Devices;
+using EdgeFleet.Shared.Wire;
+using LiteDB;
+
+namespace EdgeFleet.Fleet.Storage;
+
+/// <summary>
+/// The embedded store: one LiteDB file. Writes are serialised through one lock, and a telemetry batch is
+/// stored and its device's acknowledgement advanced in one transaction, so an ack never runs ahead of
+/// the records it covers.
+/// </summary>
+public sealed class LiteDbFleetStore : IFleetStore
+{
+    private readonly LiteDatabase _db;
+    private readonly ILiteCollection<BsonDocument> _devices;
+    private readonly ILiteCollection<BsonDocument> _telemetry;
+    private readonly SemaphoreSlim _write = new(1, 1);
+
+    public LiteDbFleetStore(string path)
+    {
+        Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
+        _db = new LiteDatabase(new ConnectionString { Filename = path, Connection = ConnectionType.Direct });
+        _devices = _db.GetCollection("devices");
+        _telemetry = _db.GetCollection("telemetry");
+        _telemetry.EnsureIndex("device");
+    }
+
+    public Task RecordHelloAsync(HelloMessage hello, DateTimeOffset now, CancellationToken cancellationToken) =>
+        UpdateDeviceAsync(hello.DeviceId, now, d => d with
+        {
+            AgentVersion = hello.AgentVersion,
+            HardwareProfile = hello.HardwareProfile,
+            BootId = hello.BootId,
+            Restarts = d.BootId is not null && d.BootId != hello.BootId ? d.Restarts + 1 : d.Restarts,
+            ActiveModel = hello.Models.Count > 0 ? hello.Models[0] : d.ActiveModel,
+        }, cancellationToken);
+
+    public Task RecordReportedAsync(ReportedState state, DateTimeOffset now, CancellationToken cancellationToken) =>
+        UpdateDeviceAsync(state.DeviceId, now, d => d with { ActiveModel = state.Active, Ota = state.Ota }, cancellationToken);
+
+    public async Task<TelemetryStoreResult> StoreTelemetryAsync(TelemetryBatch batch, DateTimeOffset now, CancellationToken cancellationToken)
+    {
+        await _write.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            var device = LoadOrCreate(batch.DeviceId, now);
+            if (device.StreamId != batch.StreamId)
+                device = device with { StreamId = batch.StreamId, AckedSeq = 0 };
+
+            var skipped = Math.Max(0, batch.FirstSeq - device.AckedSeq - 1);
+            var stored = 0;
+            var duplicates = 0;
+            InferenceSample? lastInference = null;
+            _db.BeginTrans();
+            try
+            {
+                foreach (var record in batch.Records)
+                {
+                    if (_telemetry.FindById(LiteDbDocuments.TelemetryKey(batch.DeviceId, batch.StreamId, record.Seq)) is not null)
+                    {
+                        duplicates++;
+                        continue;
+                    }
+                    _telemetry.Insert(LiteDbDocuments.FromTelemetry(batch.DeviceId, batch.StreamId, record));
+                    stored++;
+                    lastInference = record.Inference ?? lastInference;
+                }
+                device = device with
+                {
+                    LastSeen = now,
+                    AckedSeq = Math.Max(device.AckedSeq, batch.LastSeq),
+                    TelemetryRecords = device.TelemetryRecords + stored,
+                    SkippedRecords = device.SkippedRecords + skipped,
+                    LastTelemetryAt = stored > 0 ? now : device.LastTelemetryAt,
+                    LastInference = lastInference ?? device.LastInference,
+                };
+                _devices.Upsert(LiteDbDocuments.FromDevice(device));
+                _db.Commit();
+            }
+            catch
+            {
+                _db.Rollback();
+                throw;
+            }
+            return new TelemetryStoreResult(device.AckedSeq, stored, duplicates, skipped);
+        }
+        finally
+        {
+            _write.Release();
+        }
+    }
+
+    public Task<IReadOnlyList<DeviceRecord>> ListDevicesAsync(CancellationToken cancellationToken) =>
+        Task.FromResult<IReadOnlyList<DeviceRecord>>(_devices.FindAll().Select(LiteDbDocuments.ToDevice).OrderBy(d => d.Id, StringComparer.Ordinal).ToList());
+
+    public Task<DeviceRecord?> GetDeviceAsync(string deviceId, CancellationToken cancellationToken) =>
+        Task.FromResult(_devices.FindById(deviceId) is { } doc ? LiteDbDocuments.ToDevice(doc) : null);
+
+    public Task<IReadOnlyList<TelemetryRecord>> GetTelemetryAsync(string deviceId, int limit, CancellationToken cancellationToken) =>
+        Task.FromResult<IReadOnlyList<TelemetryRecord>>(_telemetry
+            .Find(Query.EQ("device", deviceId))
+            .Select(LiteDbDocuments.ToTelemetry)
+            .OrderBy(r => r.Ts).ThenBy(r => r.Seq)
+            .Take(limit)
+            .ToList());
+
+    private async Task UpdateDeviceAsync(string deviceId, DateTimeOffset now, Func<DeviceRecord, DeviceRecord> change, CancellationToken ct)
+    {
+        await _write.WaitAsync(ct).ConfigureAwait(false);
+        try
+        {
+            var device = change(LoadOrCreate(deviceId, now)) with { LastSeen = now };
+            _devices.Upsert(LiteDbDocuments.FromDevice(device));
+        }
+        finally
+        {
+            _write.Release();
+        }
+    }
+
+    private DeviceRecord LoadOrCreate(string deviceId, DateTimeOffset now) =>
+        _devices.FindById(deviceId) is { } doc
+            ? LiteDbDocuments.ToDevice(doc)
+            : new DeviceRecord { Id = deviceId, FirstSeen = now, LastSeen = now };
+
+    public void Dispose()
+    {
+        _db.Dispose();
+        _write.Dispose();
+    }
+}
