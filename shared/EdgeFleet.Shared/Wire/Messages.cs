@@ -37,6 +37,7 @@ public sealed record ModelRef
 /// <summary><c>ef/v1/{d}/hello</c>: sent by the agent on every (re)connect.</summary>
 public sealed record HelloMessage : IWireMessage
 {
+    [JsonRequired]
     public int V { get; set; } = Protocol.Version;
 
     public required string DeviceId { get; init; }
@@ -90,6 +91,7 @@ public enum OtaState
 /// <summary><c>ef/v1/{d}/state/reported</c> (retained): what the device runs now.</summary>
 public sealed record ReportedState : IWireMessage
 {
+    [JsonRequired]
     public int V { get; set; } = Protocol.Version;
 
     public required string DeviceId { get; init; }
@@ -111,6 +113,7 @@ public sealed record ReportedState : IWireMessage
 /// <summary><c>ef/v1/{d}/telemetry/ack</c>: every record up to and including <see cref="AckedSeq"/> is stored.</summary>
 public sealed record TelemetryAck : IWireMessage
 {
+    [JsonRequired]
     public int V { get; set; } = Protocol.Version;
 
     public required string DeviceId { get; init; }

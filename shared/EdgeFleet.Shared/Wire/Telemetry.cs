@@ -78,6 +78,7 @@ public sealed record TelemetryRecord
 /// </summary>
 public sealed record TelemetryBatch : IWireMessage
 {
+    [JsonRequired]
     public int V { get; set; } = Protocol.Version;
 
     public required string DeviceId { get; init; }

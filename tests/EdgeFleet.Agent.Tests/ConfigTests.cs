@@ -1,0 +1,74 @@
+using EdgeFleet.Agent.Configuration;
+
+namespace EdgeFleet.Agent.Tests;
+
+public class ConfigTests
+{
+    private static AgentConfig LoadText(TempDir dir, string json)
+    {
+        var path = dir.File("agent.json");
+        File.WriteAllText(path, json);
+        return AgentConfigLoader.Load(path);
+    }
+
+    [Fact]
+    public void Defaults_fill_what_the_file_leaves_out_and_paths_resolve_beside_it()
+    {
+        using var dir = new TempDir();
+        var config = LoadText(dir, """
+            // comments are allowed
+            { "stateDirectory": "state", "broker": { "port": 1884 }, "model": { "name": "m", "version": "1", "path": "m.onnx" }, }
+            """);
+        Assert.Equal(1884, config.Broker.Port);
+        Assert.Equal("localhost", config.Broker.Host);
+        Assert.Equal(0.5, config.Broker.MinReconnectSeconds);
+        Assert.Equal(dir.File("state"), config.StateDirectory);
+        Assert.Equal(dir.File("m.onnx"), config.Model!.Path);
+        Assert.Equal(InputKind.DemoVibration, config.Input.Kind);
+    }
+
+    [Theory]
+    [InlineData("""{ "deviceId": "Bad/Id" }""", "deviceId")]
+    [InlineData("""{ "broker": { "port": 70000 } }""", "broker.port")]
+    [InlineData("""{ "input": { "condition": "on-fire" } }""", "input.condition")]
+    [InlineData("""{ "input": { "kind": "jsonLines" } }""", "input.path")]
+    [InlineData("""{ "brokr": {} }""", "brokr")]
+    [InlineData("""{ "input": { "kind": "carrierPigeon" } }""", "agent.json")]
+    [InlineData("""{ "telemetry": { "maxBatchRecords": 0 } }""", "maxBatchRecords")]
+    [InlineData("{", "agent.json")]
+    public void Rejects_bad_configuration_with_the_reason(string json, string mentions)
+    {
+        using var dir = new TempDir();
+        var e = Assert.Throws<ConfigException>(() => LoadText(dir, json));
+        Assert.Contains(mentions, e.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Missing_file_is_a_clear_error()
+    {
+        var e = Assert.Throws<ConfigException>(() => AgentConfigLoader.Load("/nonexistent/agent.json"));
+        Assert.Contains("does not exist", e.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Generated_device_id_is_kept_across_restarts()
+    {
+        using var dir = new TempDir();
+        var config = new AgentConfig { StateDirectory = dir.File("state") };
+        var first = DeviceIdentity.Resolve(config);
+        Assert.True(EdgeFleet.Shared.Wire.DeviceId.IsValid(first));
+        Assert.Equal(first, DeviceIdentity.Resolve(config));
+        Assert.Equal("fixed-1", DeviceIdentity.Resolve(config with { DeviceId = "fixed-1" }));
+    }
+
+    [Fact]
+    public void Atomic_write_replaces_content_and_leaves_no_temp_file()
+    {
+        using var dir = new TempDir();
+        var path = dir.File("pointer");
+        AtomicFile.Write(path, "one"u8);
+        AtomicFile.Write(path, "two"u8);
+        Assert.Equal("two", File.ReadAllText(path));
+        Assert.False(File.Exists(path + ".tmp"));
+    }
+}
