@@ -1,0 +1,60 @@
+using EdgeFleet.ModelTools.Demo;
+using EdgeFleet.ModelTools.Onnx.Proto;
+using EdgeFleet.Shared.Demo;
+using Microsoft.ML.OnnxRuntime;
+
+namespace EdgeFleet.ModelTools.Tests;
+
+public class DemoModelTests
+{
+    private static readonly Lazy<DemoModelTrainer.Result> Trained = new(() => DemoModelTrainer.Train(seed: 7, perClass: 200, epochs: 20));
+
+    [Fact]
+    public void Same_seed_gives_the_same_model_bytes()
+    {
+        var again = DemoModelTrainer.Train(seed: 7, perClass: 200, epochs: 20);
+        Assert.Equal(Trained.Value.OnnxBytes, again.OnnxBytes);
+        Assert.NotEqual(Trained.Value.OnnxBytes, DemoModelTrainer.Train(seed: 8, perClass: 200, epochs: 20).OnnxBytes);
+    }
+
+    [Fact]
+    public void The_model_learns_the_simulated_conditions()
+    {
+        Assert.True(Trained.Value.TrainAccuracy > 0.95, $"train accuracy {Trained.Value.TrainAccuracy}");
+        Assert.True(Trained.Value.HoldoutAccuracy > 0.95, $"hold-out accuracy {Trained.Value.HoldoutAccuracy}");
+    }
+
+    [Fact]
+    public void The_written_file_is_standard_onnx_with_provenance()
+    {
+        var model = ModelProto.Parser.ParseFrom(Trained.Value.OnnxBytes);
+        Assert.Equal(8, model.IrVersion);
+        Assert.Equal(17, model.OpsetImport.Single().Version);
+        Assert.Equal(["Sub", "Div", "Gemm", "Relu", "Gemm", "Softmax"], model.Graph.Node.Select(n => n.OpType));
+        var meta = model.MetadataProps.ToDictionary(p => p.Key, p => p.Value);
+        Assert.Equal("normal,imbalance,bearing-wear", meta["edgefleet.labels"]);
+        Assert.Equal(Trained.Value.TrainingDataSha256, meta["edgefleet.training_data_sha256"]);
+    }
+
+    [Fact]
+    public void Onnx_runtime_computes_what_the_trainer_learned()
+    {
+        using var session = new InferenceSession(Trained.Value.OnnxBytes);
+        Assert.Equal([-1, 8], session.InputMetadata["features"].Dimensions);
+        var data = DemoDataset.Generate(perClass: 100, seed: 1234);
+        var input = data.Features.SelectMany(f => f).ToArray();
+        using var value = OrtValue.CreateTensorValueFromMemory(input, [data.Count, VibrationFeatures.Count]);
+        using var outputs = session.Run(new RunOptions(), ["features"], [value], ["probabilities"]);
+        var p = outputs[0].GetTensorDataAsSpan<float>().ToArray();
+        var correct = 0;
+        for (var i = 0; i < data.Count; i++)
+        {
+            var row = p.AsSpan(i * 3, 3);
+            Assert.Equal(1.0, row[0] + row[1] + row[2], 4);
+            correct += row.IndexOf(MaxOf(row)) == data.Labels[i] ? 1 : 0;
+        }
+        Assert.True(correct >= 0.95 * data.Count, $"{correct}/{data.Count} correct in ONNX Runtime");
+    }
+
+    private static float MaxOf(Span<float> row) => Math.Max(row[0], Math.Max(row[1], row[2]));
+}
