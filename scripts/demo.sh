@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# The demo fleet on this machine: builds, trains the demo model, starts the fleet service (embedded MQTT
+# broker + LiteDB store) and three agents with different simulated sensors. Ctrl-C stops all of it.
+# Needs only the .NET SDK. Ports: EDGEFLEET_HTTP_PORT (5080), EDGEFLEET_MQTT_PORT (1883).
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+export DOTNET_NOLOGO=1 DOTNET_CLI_TELEMETRY_OPTOUT=1
+state="$root/.demo"
+http_port="${EDGEFLEET_HTTP_PORT:-5080}"
+mqtt_port="${EDGEFLEET_MQTT_PORT:-1883}"
+
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# A plain HTTP GET on loopback without curl, which a fresh machine may lack.
+http_get() {
+  (exec 3<>"/dev/tcp/127.0.0.1/$http_port" && printf 'GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' "$1" >&3 && cat <&3) 2>/dev/null
+}
+if port_busy "$mqtt_port"; then
+  if [ -n "${EDGEFLEET_MQTT_PORT:-}" ]; then echo "demo: port $mqtt_port is in use; choose another EDGEFLEET_MQTT_PORT" >&2; exit 1; fi
+  mqtt_port=18830; while port_busy "$mqtt_port"; do mqtt_port=$((mqtt_port + 1)); done
+  echo "demo: port 1883 is in use (another broker?); the embedded broker takes $mqtt_port"
+fi
+if port_busy "$http_port"; then echo "demo: port $http_port is in use; set EDGEFLEET_HTTP_PORT" >&2; exit 1; fi
+
+echo "== building (Release)"
+for p in fleet-service/EdgeFleet.Fleet fleet-service/EdgeFleet.Cli edge-agent; do
+  dotnet build "$p" -c Release -nologo -v:q -clp:NoSummary
+done
+bin() { echo "$root/$1/bin/Release/net10.0/$2"; }
+fleet_dll="$(bin fleet-service/EdgeFleet.Fleet edgefleet-fleet.dll)"
+cli_dll="$(bin fleet-service/EdgeFleet.Cli edgefleet.dll)"
+agent_dll="$(bin edge-agent edgefleet-agent.dll)"
+
+rm -rf "$state"
+mkdir -p "$state/logs"
+model="$state/models/vibration-classifier/1.0.0/model.onnx"
+echo "== training the demo model"
+dotnet "$cli_dll" model demo --out "$model"
+
+pids=()
+cleanup() {
+  trap - INT TERM EXIT
+  echo; echo "== stopping"
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  echo "stopped; state and logs are in $state"
+}
+trap cleanup INT TERM EXIT
+
+echo "== starting the fleet service (HTTP $http_port, MQTT $mqtt_port)"
+(cd "$(dirname "$fleet_dll")" && exec dotnet "$fleet_dll" --urls "http://127.0.0.1:$http_port" \
+  --Fleet:Broker:Port "$mqtt_port" --Fleet:Storage:Path "$state/fleet/fleet.db") >"$state/logs/fleet.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 100); do
+  http_get /api/health | grep -q '"brokerConnected":true' && break
+  sleep 0.3
+done
+http_get /api/health | grep -q '"brokerConnected":true' || { echo "the fleet service did not start; see $state/logs/fleet.log" >&2; exit 1; }
+
+echo "== starting three agents"
+seed=1
+for device in pump-01:normal pump-02:imbalance fan-03:bearing-wear; do
+  id="${device%%:*}"; condition="${device#*:}"
+  mkdir -p "$state/agents/$id"
+  cat >"$state/agents/$id/agent.json" <<JSON
+{
+  "deviceId": "$id",
+  "stateDirectory": "$state/agents/$id",
+  "hardwareProfile": "x86-64-generic",
+  "broker": { "host": "127.0.0.1", "port": $mqtt_port },
+  "model": { "name": "vibration-classifier", "version": "1.0.0", "path": "$model" },
+  "input": { "kind": "demoVibration", "condition": "$condition", "rateHz": 4, "seed": $seed }
+}
+JSON
+  dotnet "$agent_dll" run --config "$state/agents/$id/agent.json" >"$state/logs/$id.log" 2>&1 &
+  pids+=($!)
+  seed=$((seed + 1))
+done
+
+cat <<MSG
+
+  Fleet API:   http://127.0.0.1:$http_port/api/devices   (health: /api/health)
+  MQTT broker: 127.0.0.1:$mqtt_port (embedded)
+  Devices:     dotnet $cli_dll devices list --fleet http://127.0.0.1:$http_port
+  Logs:        $state/logs/
+
+  Press Ctrl-C to stop.
+MSG
+while true; do
+  sleep 10
+  echo; date +%T
+  dotnet "$cli_dll" devices list --fleet "http://127.0.0.1:$http_port" || true
+done

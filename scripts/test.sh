@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Sets up what the tests need on a fresh Debian/Ubuntu machine with the .NET SDK, builds everything,
+# publishes the NativeAOT agent, and runs every test suite. Prints "N passed, N failed" at the end.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+export DOTNET_NOLOGO=1 DOTNET_CLI_TELEMETRY_OPTOUT=1
+
+# Real parts from Debian: Mosquitto for the external-broker tests, clang + zlib for NativeAOT.
+packages=(mosquitto clang zlib1g-dev)
+missing=()
+for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "== installing ${missing[*]}"
+  sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -q >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+echo "== restore and build"
+dotnet build EdgeFleet.slnx -nologo -clp:NoSummary -v:q
+
+echo "== publish the NativeAOT agent"
+packaging/publish-agent.sh linux-x64 | tail -n 1
+export EDGEFLEET_AGENT_AOT="$root/artifacts/agent/linux-x64/edgefleet-agent"
+
+echo "== test"
+log="$(mktemp)"
+status=0
+dotnet test EdgeFleet.slnx --no-build -nologo "$@" 2>&1 | tee "$log" || status=$?
+
+# One closing line over every test assembly.
+awk '/^(Passed|Failed)!/ {
+       for (i = 1; i <= NF; i++) {
+         if ($i == "Failed:")  failed  += $(i + 1) + 0
+         if ($i == "Passed:")  passed  += $(i + 1) + 0
+         if ($i == "Skipped:") skipped += $(i + 1) + 0
+       }
+     }
+     END { printf "tests: %d passed, %d failed, %d skipped\n", passed, failed, skipped }' "$log"
+rm -f "$log"
+exit "$status"

@@ -1,0 +1,66 @@
+using EdgeFleet.EndToEnd.Tests.Harness;
+
+namespace EdgeFleet.EndToEnd.Tests;
+
+/// <summary>
+/// The NativeAOT agent binary as shipped: scripts/test.sh publishes it (packaging/publish-agent.sh) before
+/// the tests run. These tests fail, rather than skip, when it is missing.
+/// </summary>
+[Collection("processes")]
+public class AotAgentTests(DemoModel model) : IClassFixture<DemoModel>
+{
+    private static string Binary
+    {
+        get
+        {
+            Assert.True(File.Exists(Repo.AotAgent), $"no NativeAOT agent at {Repo.AotAgent}: run packaging/publish-agent.sh linux-x64 (scripts/test.sh does)");
+            return Repo.AotAgent;
+        }
+    }
+
+    private static (int Code, string Out) Run(params string[] args)
+    {
+        using var process = ChildProcess.Start("aot", Binary, args);
+        var code = process.WaitForExit(TimeSpan.FromSeconds(30));
+        return (code, process.Output);
+    }
+
+    [Fact]
+    public void Prints_its_version()
+    {
+        var (code, output) = Run("--version");
+        Assert.Equal(0, code);
+        Assert.StartsWith("edgefleet-agent 0.1.0", output, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Runs_infer_on_the_demo_model()
+    {
+        var input = Path.Combine(model.Directory, "input.json");
+        File.WriteAllText(input, """{"inputs":{"features":{"shape":[1,8],"data":[0.8,1.3,1.6,1.5,0.6,0.001,0.001,0.05]}}}""");
+        var (code, output) = Run("infer", "--model", model.Path, "--input", input);
+        Assert.Equal(0, code);
+        Assert.Contains("\"probabilities\":{\"shape\":[1,3]", output, StringComparison.Ordinal);
+        var bad = Path.Combine(model.Directory, "bad.json");
+        File.WriteAllText(bad, """{"inputs":{"features":{"shape":[1,3],"data":[1,2,3]}}}""");
+        var (badCode, badOutput) = Run("infer", "--model", model.Path, "--input", bad);
+        Assert.Equal(1, badCode);
+        Assert.Contains("error: InputMismatch", badOutput, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Runs_as_a_device_against_the_fleet()
+    {
+        _ = Binary;
+        var dir = Directory.CreateTempSubdirectory("edgefleet-aot-").FullName;
+        using var fleet = new Fleet(dir);
+        using var agent = new Agent(dir, "aot-device", fleet.BrokerPort, model.Path, "imbalance", aot: true);
+        var device = await Wait.ForAsync(async () =>
+        {
+            var d = await fleet.Device("aot-device");
+            return d?["device"]?["telemetryRecords"]?.GetValue<long>() >= 20 ? d : null;
+        }, TimeSpan.FromSeconds(60), () => $"fleet:\n{fleet.Output}\n--- agent:\n{agent.Output}");
+        Assert.Equal("imbalance", device["device"]!["lastInference"]!["label"]!.GetValue<string>());
+        Directory.Delete(dir, recursive: true);
+    }
+}

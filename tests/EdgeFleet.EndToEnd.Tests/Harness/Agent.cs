@@ -1,0 +1,53 @@
+using System.Text.Json.Nodes;
+
+namespace EdgeFleet.EndToEnd.Tests.Harness;
+
+/// <summary>An edge agent process with its own configuration and state directory.</summary>
+public sealed class Agent : IDisposable
+{
+    private readonly string _configPath;
+    private readonly bool _aot;
+    private ChildProcess _process;
+
+    public Agent(string directory, string deviceId, int brokerPort, string modelPath, string condition, bool aot = false)
+    {
+        DeviceId = deviceId;
+        _aot = aot;
+        StateDirectory = Path.Combine(directory, deviceId);
+        Directory.CreateDirectory(StateDirectory);
+        _configPath = Path.Combine(StateDirectory, "agent.json");
+        var config = new JsonObject
+        {
+            ["deviceId"] = deviceId,
+            ["stateDirectory"] = StateDirectory,
+            ["broker"] = new JsonObject { ["host"] = "127.0.0.1", ["port"] = brokerPort, ["maxReconnectSeconds"] = 2 },
+            ["model"] = new JsonObject { ["name"] = "vibration-classifier", ["version"] = "1.0.0", ["path"] = modelPath },
+            ["input"] = new JsonObject { ["kind"] = "demoVibration", ["condition"] = condition, ["rateHz"] = 20 },
+            ["telemetry"] = new JsonObject { ["maxBatchAgeSeconds"] = 0.2, ["healthIntervalSeconds"] = 2 },
+        };
+        File.WriteAllText(_configPath, config.ToJsonString());
+        _process = Start();
+    }
+
+    public string DeviceId { get; }
+
+    public string StateDirectory { get; }
+
+    public string Output => _process.Output;
+
+    public bool Exited => _process.Exited;
+
+    public void Kill9() => _process.Kill9();
+
+    public void Restart()
+    {
+        _process.Dispose();
+        _process = Start();
+    }
+
+    private ChildProcess Start() => _aot
+        ? ChildProcess.Start(DeviceId, Repo.AotAgent, ["run", "--config", _configPath])
+        : ChildProcess.Start(DeviceId, "dotnet", [Repo.AgentDll, "run", "--config", _configPath]);
+
+    public void Dispose() => _process.Dispose();
+}

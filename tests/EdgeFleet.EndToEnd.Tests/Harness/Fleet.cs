@@ -1,0 +1,63 @@
+using System.Net.Http.Json;
+using System.Text.Json.Nodes;
+
+namespace EdgeFleet.EndToEnd.Tests.Harness;
+
+/// <summary>The fleet service as a process on loopback: embedded broker, or a client of an external one.</summary>
+public sealed class Fleet : IDisposable
+{
+    private readonly ChildProcess _process;
+    private readonly HttpClient _http;
+
+    public Fleet(string dataDirectory, int? externalBrokerPort = null)
+    {
+        HttpPort = Repo.FreePort();
+        BrokerPort = externalBrokerPort ?? Repo.FreePort();
+        List<string> args =
+        [
+            Repo.FleetDll,
+            "--urls", $"http://127.0.0.1:{HttpPort}",
+            "--Fleet:Broker:Port", BrokerPort.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            "--Fleet:Broker:Mode", externalBrokerPort is null ? "Embedded" : "External",
+            "--Fleet:Storage:Path", Path.Combine(dataDirectory, "fleet.db"),
+        ];
+        _process = ChildProcess.Start("fleet", "dotnet", args, Path.GetDirectoryName(Repo.FleetDll));
+        _http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{HttpPort}"), Timeout = TimeSpan.FromSeconds(10) };
+        Wait.Until(() => Health().Result?["brokerConnected"]?.GetValue<bool>() == true, TimeSpan.FromSeconds(60),
+            () => "the fleet service did not become healthy:\n" + _process.Output);
+    }
+
+    public int HttpPort { get; }
+
+    public int BrokerPort { get; }
+
+    public string Output => _process.Output;
+
+    public async Task<JsonNode?> Health()
+    {
+        try
+        {
+            return await _http.GetFromJsonAsync<JsonNode>("/api/health");
+        }
+        catch (HttpRequestException)
+        {
+            return null;
+        }
+    }
+
+    public async Task<JsonArray> Devices() => (await _http.GetFromJsonAsync<JsonArray>("/api/devices"))!;
+
+    public async Task<JsonNode?> Device(string id)
+    {
+        var response = await _http.GetAsync(new Uri($"/api/devices/{id}", UriKind.Relative));
+        return response.IsSuccessStatusCode ? await response.Content.ReadFromJsonAsync<JsonNode>() : null;
+    }
+
+    public Task<HttpResponseMessage> Get(string path) => _http.GetAsync(new Uri(path, UriKind.Relative));
+
+    public void Dispose()
+    {
+        _process.Dispose();
+        _http.Dispose();
+    }
+}
