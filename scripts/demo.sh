@@ -23,15 +23,16 @@ fi
 if port_busy "$http_port"; then echo "demo: port $http_port is in use; set EDGEFLEET_HTTP_PORT" >&2; exit 1; fi
 
 echo "== building (Release)"
+mkdir -p "$state"
 for p in fleet-service/EdgeFleet.Fleet fleet-service/EdgeFleet.Cli edge-agent; do
-  dotnet build "$p" -c Release -nologo -v:q -clp:NoSummary
+  dotnet build "$p" -c Release -nologo -v:q >"$state/build.log" 2>&1 || { cat "$state/build.log" >&2; exit 1; }
 done
 bin() { echo "$root/$1/bin/Release/net10.0/$2"; }
 fleet_dll="$(bin fleet-service/EdgeFleet.Fleet edgefleet-fleet.dll)"
 cli_dll="$(bin fleet-service/EdgeFleet.Cli edgefleet.dll)"
 agent_dll="$(bin edge-agent edgefleet-agent.dll)"
 
-rm -rf "$state"
+rm -rf "$state/models" "$state/fleet" "$state/agents" "$state/logs"
 mkdir -p "$state/logs"
 model="$state/models/vibration-classifier/1.0.0/model.onnx"
 echo "== training the demo model"

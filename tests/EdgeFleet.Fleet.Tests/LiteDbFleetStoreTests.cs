@@ -28,7 +28,11 @@ public sealed class LiteDbFleetStoreTests : IDisposable
 
     private static HelloMessage Hello(string device, string boot) => new()
     {
-        DeviceId = device, AgentVersion = "0.1.0", HardwareProfile = "x86-64-generic", BootId = boot, StartedAt = T0,
+        DeviceId = device,
+        AgentVersion = "0.1.0",
+        HardwareProfile = "x86-64-generic",
+        BootId = boot,
+        StartedAt = T0,
         Models = [new ModelRef { Name = "m", Version = "1" }],
     };
 
