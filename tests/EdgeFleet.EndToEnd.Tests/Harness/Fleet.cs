@@ -9,10 +9,11 @@ public sealed class Fleet : IDisposable
     private readonly ChildProcess _process;
     private readonly HttpClient _http;
 
-    public Fleet(string dataDirectory, int? externalBrokerPort = null)
+    /// <param name="reuse">Another fleet's ports, to restart "the same" service on the same data.</param>
+    public Fleet(string dataDirectory, int? externalBrokerPort = null, Fleet? reuse = null)
     {
-        HttpPort = Repo.FreePort();
-        BrokerPort = externalBrokerPort ?? Repo.FreePort();
+        HttpPort = reuse?.HttpPort ?? Repo.FreePort();
+        BrokerPort = externalBrokerPort ?? reuse?.BrokerPort ?? Repo.FreePort();
         List<string> args =
         [
             Repo.FleetDll,
@@ -52,6 +53,8 @@ public sealed class Fleet : IDisposable
         var response = await _http.GetAsync(new Uri($"/api/devices/{id}", UriKind.Relative));
         return response.IsSuccessStatusCode ? await response.Content.ReadFromJsonAsync<JsonNode>() : null;
     }
+
+    public void Kill9() => _process.Kill9();
 
     public Task<HttpResponseMessage> Get(string path) => _http.GetAsync(new Uri(path, UriKind.Relative));
 
