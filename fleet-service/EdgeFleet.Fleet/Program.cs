@@ -16,6 +16,3 @@ var app = builder.Build();
 app.MapFleetApi();
 app.MapGet("/", () => Results.Redirect("/api/devices"));
 app.Run();
-
-/// <summary>Visible to the test host.</summary>
-public partial class Program;
