@@ -48,7 +48,7 @@ public class WireReaderTests
     public void Enums_travel_as_names()
     {
         var json = Encoding.UTF8.GetString(WireReader.Write(new ReportedState { DeviceId = "d", Ota = OtaState.RolledBack, UpdatedAt = T0 }, WireJsonContext.Default.ReportedState));
-        Assert.Contains("\"ota\":\"RolledBack\"", json);
+        Assert.Contains("\"ota\":\"rolled-back\"", json);
         Assert.Contains("\"v\":1", json);
     }
 

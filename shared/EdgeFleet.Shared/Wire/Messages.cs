@@ -78,13 +78,36 @@ public sealed record HelloMessage : IWireMessage
 [JsonConverter(typeof(JsonStringEnumConverter<OtaState>))]
 public enum OtaState
 {
+    [JsonStringEnumMemberName("idle")]
     Idle,
+
+    [JsonStringEnumMemberName("downloading")]
     Downloading,
+
+    [JsonStringEnumMemberName("verifying")]
     Verifying,
+
+    [JsonStringEnumMemberName("staged")]
     Staged,
+
+    [JsonStringEnumMemberName("health-check")]
     HealthCheck,
+
+    [JsonStringEnumMemberName("activating")]
     Activating,
+
+    /// <summary>Active and on probation: a crash loop or failing inference still rolls it back.</summary>
+    [JsonStringEnumMemberName("committed")]
+    Committed,
+
+    [JsonStringEnumMemberName("rolled-back")]
     RolledBack,
+
+    /// <summary>Refused before activation; the running model is unchanged.</summary>
+    [JsonStringEnumMemberName("rejected")]
+    Rejected,
+
+    [JsonStringEnumMemberName("failed")]
     Failed,
 }
 

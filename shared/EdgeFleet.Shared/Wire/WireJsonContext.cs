@@ -15,4 +15,6 @@ namespace EdgeFleet.Shared.Wire;
 [JsonSerializable(typeof(TelemetryBatch))]
 [JsonSerializable(typeof(TelemetryAck))]
 [JsonSerializable(typeof(TelemetryRecord))]
+[JsonSerializable(typeof(DesiredState))]
+[JsonSerializable(typeof(OtaStatusMessage))]
 public sealed partial class WireJsonContext : JsonSerializerContext;

@@ -1,0 +1,73 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using EdgeFleet.Shared.Ota;
+
+namespace EdgeFleet.Shared.Wire;
+
+/// <summary>
+/// <c>ef/v1/{d}/state/desired</c> (retained): the model the device should run, as a signed manifest with the
+/// key set that signed it, plus any root rotations the device may not have seen. The message itself is not
+/// trusted: everything in it is verified against the device's pinned root.
+/// </summary>
+public sealed record DesiredState : IWireMessage
+{
+    [JsonRequired]
+    public int V { get; set; } = Protocol.Version;
+
+    public required string DeviceId { get; init; }
+
+    /// <summary>The signed manifest envelope.</summary>
+    public required JsonElement Manifest { get; init; }
+
+    /// <summary>The signed key-set envelope the manifest was signed under.</summary>
+    public required JsonElement KeySet { get; init; }
+
+    /// <summary>Signed root documents in version order, for devices that pinned an older root.</summary>
+    public IReadOnlyList<JsonElement> Roots { get; set; } = [];
+
+    public string? Validate() =>
+        Manifest.ValueKind != JsonValueKind.Object ? "manifest must be a signed envelope object"
+        : KeySet.ValueKind != JsonValueKind.Object ? "keySet must be a signed envelope object"
+        : Roots.Count > 16 ? "at most 16 roots"
+        : Roots.Any(r => r.ValueKind != JsonValueKind.Object) ? "roots must be signed envelope objects"
+        : null;
+}
+
+/// <summary>Bytes of an artifact downloaded so far.</summary>
+public sealed record OtaProgress
+{
+    public required long Bytes { get; init; }
+
+    public required long Total { get; init; }
+}
+
+/// <summary><c>ef/v1/{d}/ota/status</c>: one step of one update, with the reason when it failed.</summary>
+public sealed record OtaStatusMessage : IWireMessage
+{
+    [JsonRequired]
+    public int V { get; set; } = Protocol.Version;
+
+    public required string DeviceId { get; init; }
+
+    public required string ModelId { get; init; }
+
+    public required long Version { get; init; }
+
+    public string? RolloutId { get; set; }
+
+    public required OtaState State { get; init; }
+
+    public OtaProgress? Progress { get; set; }
+
+    public OtaError? Error { get; set; }
+
+    public string? Reason { get; set; }
+
+    public required DateTimeOffset At { get; init; }
+
+    public string? Validate() =>
+        string.IsNullOrWhiteSpace(ModelId) || ModelId.Length > 128 ? "modelId must be 1-128 characters"
+        : Reason is { Length: > 1024 } ? "reason must be at most 1024 characters"
+        : RolloutId is { Length: > 128 } ? "rolloutId must be at most 128 characters"
+        : null;
+}
