@@ -35,7 +35,15 @@ public static class CanonicalJson
     public static byte[] Serialize(JsonElement element)
     {
         var output = new MemoryStream();
-        Write(output, element, 0);
+        try
+        {
+            Write(output, element, 0);
+        }
+        catch (InvalidOperationException e)
+        {
+            // System.Text.Json refuses to decode unpaired surrogate escapes into a string.
+            throw new JsonException(e.Message, e);
+        }
         return output.ToArray();
     }
 
