@@ -12,7 +12,7 @@ public static class Commands
 {
     public static int ModelDemo(CommandLine args)
     {
-        args.AllowOnly("out", "seed", "json");
+        args.AllowOnly("out", "seed", "samples-out", "json");
         var output = args.Require("out");
         var seed = args.GetInt("seed", 42);
         var result = DemoModelTrainer.Train(seed);
@@ -22,6 +22,8 @@ public static class Commands
         File.WriteAllBytes(temp, result.OnnxBytes);
         File.Move(temp, output, overwrite: true);
         var sha = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(result.OnnxBytes));
+        if (args.Get("samples-out") is { } samples)
+            OtaCommands.WriteDemoSamples(samples);
         if (args.Has("json"))
         {
             var json = new JsonObject

@@ -5,17 +5,30 @@ const string Usage = """
     edgefleet: the fleet operator's and ML engineer's command line.
 
     Usage:
-      edgefleet model demo --out PATH [--seed N] [--json]   train the demo vibration classifier and write it as ONNX
+      edgefleet model demo --out PATH [--seed N] [--samples-out F] [--json]
+                                                     train the demo vibration classifier and write it as ONNX
+                                                     (--samples-out: health-check inputs for model sign)
+      edgefleet keys init --dir D [--roots N] [--root-threshold T] [--signers N] [--threshold T]
+                                                     create root keys, the root document and key set v1
+      edgefleet keys rotate --dir D [--root] [--signers N] [--threshold T] [--roots N] [--root-threshold T]
+                                                     issue the next key set (with --root: the next root too)
+      edgefleet model sign --model F --model-id ID --model-version N --profile P[,P] --samples F --keys D --out M
+                           [--tolerance X] [--latency-budget-ms X] [--rollout-id R] [--expires-days N] [--url U]
+                                                     write the signed manifest M for model F
+      edgefleet model push --model F [--fleet URL]     upload a model file to the fleet's artifact store
+      edgefleet devices update --device D --manifest M --keys D [--fleet URL]
+                                                     set a device's desired model (signed manifest + key set)
       edgefleet devices list [--fleet URL] [--json]         list the devices a fleet service knows
       edgefleet --version | --help
 
-    --fleet defaults to $EDGEFLEET_URL, then http://127.0.0.1:5080.
+    --fleet defaults to $EDGEFLEET_URL, then http://127.0.0.1:5080. Private keys may be encrypted with a
+    passphrase read from --passphrase-file or $EDGEFLEET_KEY_PASSPHRASE.
     """;
 
 try
 {
     var line = CommandLine.Parse(args.Length >= 2 && !args[1].StartsWith("--", StringComparison.Ordinal) ? [args[0] + " " + args[1], .. args[2..]] : args,
-        new HashSet<string> { "help", "version", "json" });
+        new HashSet<string> { "help", "version", "json", "root" });
     if (line.Has("version"))
     {
         Console.WriteLine($"edgefleet {typeof(Commands).Assembly.GetName().Version?.ToString(3)}");
@@ -30,6 +43,11 @@ try
     {
         "model demo" => Commands.ModelDemo(line),
         "devices list" => await Commands.DevicesListAsync(line).ConfigureAwait(false),
+        "devices update" => await OtaCommands.DevicesUpdateAsync(line).ConfigureAwait(false),
+        "keys init" => OtaCommands.KeysInit(line),
+        "keys rotate" => OtaCommands.KeysRotate(line),
+        "model sign" => OtaCommands.ModelSign(line),
+        "model push" => await OtaCommands.ModelPushAsync(line).ConfigureAwait(false),
         _ => throw new UsageException($"unknown command '{line.Command}' (see --help)"),
     };
 }
