@@ -20,6 +20,8 @@ public sealed record FleetOptions
             return "Fleet:Broker:Host is required in External mode";
         if (string.IsNullOrWhiteSpace(Storage.Path))
             return "Fleet:Storage:Path is required";
+        if (string.IsNullOrWhiteSpace(Storage.ArtifactsPath))
+            return "Fleet:Storage:ArtifactsPath is required";
         if (OfflineAfterSeconds <= 0)
             return "Fleet:OfflineAfterSeconds must be positive";
         return null;
@@ -56,4 +58,7 @@ public sealed record StorageOptions
     public string Provider { get; init; } = "LiteDb";
 
     public string Path { get; init; } = "data/fleet.db";
+
+    /// <summary>Where uploaded model files are kept, one file per SHA-256.</summary>
+    public string ArtifactsPath { get; init; } = "data/artifacts";
 }

@@ -1,5 +1,6 @@
 using EdgeFleet.Fleet.Broker;
 using EdgeFleet.Fleet.Devices;
+using EdgeFleet.Fleet.Ota;
 using EdgeFleet.Fleet.Storage;
 
 namespace EdgeFleet.Fleet;
@@ -27,6 +28,7 @@ public static class FleetServiceExtensions
                 ? new LiteDbFleetStore(storage.Path)
                 : throw new InvalidOperationException($"storage provider '{storage.Provider}' is not supported (LiteDb)");
         });
+        services.AddSingleton(sp => new ArtifactStore(sp.GetRequiredService<FleetOptions>().Storage.ArtifactsPath));
         return services;
     }
 

@@ -1,5 +1,6 @@
 using EdgeFleet.Fleet;
 using EdgeFleet.Fleet.Devices;
+using EdgeFleet.Fleet.Ota;
 
 var builder = WebApplication.CreateSlimBuilder(args);
 builder.Logging.AddSimpleConsole(o =>
@@ -14,5 +15,6 @@ builder.Services
 
 var app = builder.Build();
 app.MapFleetApi();
+app.MapOtaApi();
 app.MapGet("/", () => Results.Redirect("/api/devices"));
 app.Run();

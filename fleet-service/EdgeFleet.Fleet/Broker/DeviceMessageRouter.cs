@@ -1,4 +1,5 @@
 using EdgeFleet.Fleet.Storage;
+using EdgeFleet.Shared.Ota;
 using EdgeFleet.Shared.Wire;
 
 namespace EdgeFleet.Fleet.Broker;
@@ -51,6 +52,19 @@ public sealed partial class DeviceMessageRouter(IFleetStore store, FleetMetrics 
                     var ack = new TelemetryAck { DeviceId = deviceId, StreamId = batch.Message!.StreamId, AckedSeq = result.AckedSeq };
                     return new Reply(Topics.For(deviceId, TopicKind.TelemetryAck), WireReader.Write(ack, WireJsonContext.Default.TelemetryAck));
                 }
+            case TopicKind.OtaStatus:
+                {
+                    var status = WireReader.Read(payload.Span, WireJsonContext.Default.OtaStatusMessage, deviceId);
+                    if (!Accept(status, topic))
+                        return null;
+                    var m = status.Message!;
+                    await store.RecordOtaStatusAsync(m, now, ct).ConfigureAwait(false);
+                    if (m.Error is { } error)
+                        Log.OtaFailed(log, deviceId, m.ModelId, m.Version, m.State, OtaErrors.Name(error), m.Reason ?? "");
+                    else
+                        Log.OtaStep(log, deviceId, m.ModelId, m.Version, m.State);
+                    return null;
+                }
             default:
                 Reject(WireError.Invalid, topic, $"the fleet does not handle {kind} yet");
                 return null;
@@ -81,6 +95,12 @@ public sealed partial class DeviceMessageRouter(IFleetStore store, FleetMetrics 
 
         [LoggerMessage(4002, LogLevel.Warning, "Rejected message on {Topic}: {Error}: {Reason}")]
         public static partial void Rejected(ILogger logger, string topic, WireError error, string reason);
+
+        [LoggerMessage(4004, LogLevel.Information, "Device {DeviceId} update {ModelId} v{Version}: {State}")]
+        public static partial void OtaStep(ILogger logger, string deviceId, string modelId, long version, OtaState state);
+
+        [LoggerMessage(4005, LogLevel.Warning, "Device {DeviceId} update {ModelId} v{Version}: {State}: {Code}: {Reason}")]
+        public static partial void OtaFailed(ILogger logger, string deviceId, string modelId, long version, OtaState state, string code, string reason);
 
         [LoggerMessage(4003, LogLevel.Warning, "Device {DeviceId} skipped {Count} telemetry records before sequence {FirstSeq}")]
         public static partial void Skipped(ILogger logger, string deviceId, long count, long firstSeq);

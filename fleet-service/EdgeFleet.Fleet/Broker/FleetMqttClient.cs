@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Threading.Channels;
+using EdgeFleet.Fleet.Storage;
 using EdgeFleet.Shared.Wire;
 using MQTTnet;
 using MQTTnet.Protocol;
@@ -13,9 +14,10 @@ namespace EdgeFleet.Fleet.Broker;
 /// </summary>
 public sealed partial class FleetMqttClient : BackgroundService
 {
-    private static readonly TopicKind[] Subscribed = [TopicKind.Hello, TopicKind.StateReported, TopicKind.Telemetry];
+    private static readonly TopicKind[] Subscribed = [TopicKind.Hello, TopicKind.StateReported, TopicKind.Telemetry, TopicKind.OtaStatus];
     private readonly BrokerConnection _connection;
     private readonly DeviceMessageRouter _router;
+    private readonly IFleetStore _store;
     private readonly ILogger<FleetMqttClient> _log;
     private readonly IMqttClient _client;
     private readonly Channel<Reply> _replies = Channel.CreateBounded<Reply>(new BoundedChannelOptions(10_000)
@@ -24,8 +26,9 @@ public sealed partial class FleetMqttClient : BackgroundService
         SingleReader = true,
     });
 
-    public FleetMqttClient(BrokerConnection connection, DeviceMessageRouter router, ILogger<FleetMqttClient> log)
+    public FleetMqttClient(BrokerConnection connection, DeviceMessageRouter router, IFleetStore store, ILogger<FleetMqttClient> log)
     {
+        _store = store;
         _connection = connection;
         _router = router;
         _log = log;
@@ -90,6 +93,21 @@ public sealed partial class FleetMqttClient : BackgroundService
             subscribe = subscribe.WithTopicFilter(Topics.AllDevices(kind), MqttQualityOfServiceLevel.AtLeastOnce);
         await _client.SubscribeAsync(subscribe.Build(), ct).ConfigureAwait(false);
         Log.Connected(_log, _connection.ToString());
+        // Retained desired states live in the store too: a restarted (embedded) broker has none.
+        foreach (var (deviceId, payload) in await _store.ListDesiredAsync(ct).ConfigureAwait(false))
+            await PublishDesiredAsync(deviceId, payload, ct).ConfigureAwait(false);
+    }
+
+    /// <summary>Publishes a device's desired state, retained, so the device gets it whenever it connects.</summary>
+    public async Task PublishDesiredAsync(string deviceId, byte[] payload, CancellationToken ct)
+    {
+        var message = new MqttApplicationMessageBuilder()
+            .WithTopic(Topics.For(deviceId, TopicKind.StateDesired))
+            .WithPayload(payload)
+            .WithRetainFlag(true)
+            .WithQualityOfServiceLevel(MqttQualityOfServiceLevel.AtLeastOnce)
+            .Build();
+        await _client.PublishAsync(message, ct).ConfigureAwait(false);
     }
 
     private async Task OnMessageAsync(MqttApplicationMessageReceivedEventArgs e)

@@ -24,6 +24,9 @@ public sealed record DeviceRecord
 
     public OtaState Ota { get; init; }
 
+    /// <summary>The last <c>ota/status</c> the device sent: step, progress, and the reason of a failure.</summary>
+    public OtaStatusMessage? LastOta { get; init; }
+
     public string? StreamId { get; init; }
 
     public long AckedSeq { get; init; }

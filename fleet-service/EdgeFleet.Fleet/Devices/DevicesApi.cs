@@ -64,4 +64,7 @@ public static class DevicesApi
 [JsonSerializable(typeof(DeviceView))]
 [JsonSerializable(typeof(ApiError))]
 [JsonSerializable(typeof(HealthView))]
+[JsonSerializable(typeof(EdgeFleet.Fleet.Ota.ArtifactView))]
+[JsonSerializable(typeof(EdgeFleet.Fleet.Ota.DesiredView))]
+[JsonSerializable(typeof(EdgeFleet.Fleet.Ota.DesiredRequest))]
 public sealed partial class FleetApiJsonContext : JsonSerializerContext;

@@ -19,6 +19,13 @@ public interface IFleetStore : IDisposable
     /// </summary>
     Task<TelemetryStoreResult> StoreTelemetryAsync(TelemetryBatch batch, DateTimeOffset now, CancellationToken cancellationToken);
 
+    Task RecordOtaStatusAsync(OtaStatusMessage status, DateTimeOffset now, CancellationToken cancellationToken);
+
+    /// <summary>Keeps a device's desired-state payload, so it is published again after a restart.</summary>
+    Task SetDesiredAsync(string deviceId, byte[] payload, CancellationToken cancellationToken);
+
+    Task<IReadOnlyList<(string DeviceId, byte[] Payload)>> ListDesiredAsync(CancellationToken cancellationToken);
+
     Task<IReadOnlyList<DeviceRecord>> ListDevicesAsync(CancellationToken cancellationToken);
 
     Task<DeviceRecord?> GetDeviceAsync(string deviceId, CancellationToken cancellationToken);

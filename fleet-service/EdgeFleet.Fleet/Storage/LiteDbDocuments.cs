@@ -29,6 +29,7 @@ internal static class LiteDbDocuments
         ["skippedRecords"] = d.SkippedRecords,
         ["lastTelemetryAt"] = d.LastTelemetryAt?.ToUnixTimeMilliseconds() is { } t ? new BsonValue(t) : BsonValue.Null,
         ["lastInference"] = ToJson(d.LastInference),
+        ["lastOta"] = ToJson(d.LastOta),
     };
 
     public static DeviceRecord ToDevice(BsonDocument doc) => new()
@@ -48,6 +49,7 @@ internal static class LiteDbDocuments
         SkippedRecords = doc["skippedRecords"].AsInt64,
         LastTelemetryAt = doc["lastTelemetryAt"].IsNull ? null : DateTimeOffset.FromUnixTimeMilliseconds(doc["lastTelemetryAt"].AsInt64),
         LastInference = FromJson<InferenceSample>(doc["lastInference"]),
+        LastOta = FromJson<OtaStatusMessage>(doc["lastOta"]),
     };
 
     public static string TelemetryKey(string deviceId, string streamId, long seq) =>
@@ -80,4 +82,5 @@ internal static class LiteDbDocuments
 [System.Text.Json.Serialization.JsonSourceGenerationOptions(JsonSerializerDefaults.Web)]
 [System.Text.Json.Serialization.JsonSerializable(typeof(ModelRef))]
 [System.Text.Json.Serialization.JsonSerializable(typeof(InferenceSample))]
+[System.Text.Json.Serialization.JsonSerializable(typeof(OtaStatusMessage))]
 internal sealed partial class FleetStoreJsonContext : System.Text.Json.Serialization.JsonSerializerContext;

@@ -14,6 +14,7 @@ public sealed class LiteDbFleetStore : IFleetStore
     private readonly LiteDatabase _db;
     private readonly ILiteCollection<BsonDocument> _devices;
     private readonly ILiteCollection<BsonDocument> _telemetry;
+    private readonly ILiteCollection<BsonDocument> _desired;
     private readonly SemaphoreSlim _write = new(1, 1);
 
     public LiteDbFleetStore(string path)
@@ -23,6 +24,7 @@ public sealed class LiteDbFleetStore : IFleetStore
         _devices = _db.GetCollection("devices");
         _telemetry = _db.GetCollection("telemetry");
         _telemetry.EnsureIndex("device");
+        _desired = _db.GetCollection("desired");
     }
 
     public Task RecordHelloAsync(HelloMessage hello, DateTimeOffset now, CancellationToken cancellationToken) =>
@@ -37,6 +39,25 @@ public sealed class LiteDbFleetStore : IFleetStore
 
     public Task RecordReportedAsync(ReportedState state, DateTimeOffset now, CancellationToken cancellationToken) =>
         UpdateDeviceAsync(state.DeviceId, now, d => d with { ActiveModel = state.Active, Ota = state.Ota }, cancellationToken);
+
+    public Task RecordOtaStatusAsync(OtaStatusMessage status, DateTimeOffset now, CancellationToken cancellationToken) =>
+        UpdateDeviceAsync(status.DeviceId, now, d => d with { LastOta = status, Ota = status.State }, cancellationToken);
+
+    public async Task SetDesiredAsync(string deviceId, byte[] payload, CancellationToken cancellationToken)
+    {
+        await _write.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            _desired.Upsert(new BsonDocument { ["_id"] = deviceId, ["payload"] = payload });
+        }
+        finally
+        {
+            _write.Release();
+        }
+    }
+
+    public Task<IReadOnlyList<(string DeviceId, byte[] Payload)>> ListDesiredAsync(CancellationToken cancellationToken) =>
+        Task.FromResult<IReadOnlyList<(string, byte[])>>(_desired.FindAll().Select(d => (d["_id"].AsString, d["payload"].AsBinary)).ToList());
 
     public async Task<TelemetryStoreResult> StoreTelemetryAsync(TelemetryBatch batch, DateTimeOffset now, CancellationToken cancellationToken)
     {
