@@ -2,6 +2,7 @@ using EdgeFleet.Shared.Cli;
 using EdgeFleet.Agent.Configuration;
 using EdgeFleet.Agent.Health;
 using EdgeFleet.Agent.Inference;
+using EdgeFleet.Agent.Ota;
 using EdgeFleet.Agent.Sync;
 using EdgeFleet.Agent.Telemetry;
 using Microsoft.Extensions.DependencyInjection;
@@ -33,6 +34,10 @@ public static class AgentHost
         builder.Services.AddSingleton(runtime);
         builder.Services.AddSingleton(_ => new TelemetryBuffer(Path.Combine(config.StateDirectory, "telemetry.db")));
         builder.Services.AddSingleton<SyncService>();
+        builder.Services.AddSingleton<ModelHost>();
+        builder.Services.AddSingleton(_ => new OtaStore(Path.Combine(config.StateDirectory, "ota.db")));
+        // Start order matters: OTA picks and loads the model to serve before inference starts.
+        builder.Services.AddHostedService<OtaService>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<SyncService>());
         builder.Services.AddHostedService<InferenceService>();
         builder.Services.AddHostedService<HealthService>();

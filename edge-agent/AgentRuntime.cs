@@ -7,6 +7,8 @@ public sealed class AgentRuntime(string deviceId, string hardwareProfile, TimePr
 {
     private readonly Lock _lock = new();
     private ModelRef? _active;
+    private ModelRef? _previous;
+    private OtaState _ota = OtaState.Idle;
 
     public static string Version { get; } =
         typeof(AgentRuntime).Assembly.GetName().Version?.ToString(3) ?? "0.0.0";
@@ -39,6 +41,17 @@ public sealed class AgentRuntime(string deviceId, string hardwareProfile, TimePr
         }
     }
 
+    /// <summary>Records the OTA state and last known good model for the reported state.</summary>
+    public void SetOta(OtaState state, ModelRef? previous)
+    {
+        lock (_lock)
+        {
+            _ota = state;
+            _previous = previous;
+        }
+        StateChanged?.Invoke();
+    }
+
     public HelloMessage Hello() => new()
     {
         DeviceId = DeviceId,
@@ -49,11 +62,18 @@ public sealed class AgentRuntime(string deviceId, string hardwareProfile, TimePr
         Models = ActiveModel is { } m ? [m] : [],
     };
 
-    public ReportedState Reported() => new()
+    public ReportedState Reported()
     {
-        DeviceId = DeviceId,
-        Active = ActiveModel,
-        Ota = OtaState.Idle,
-        UpdatedAt = Time.GetUtcNow(),
-    };
+        lock (_lock)
+        {
+            return new ReportedState
+            {
+                DeviceId = DeviceId,
+                Active = _active,
+                Previous = _previous,
+                Ota = _ota,
+                UpdatedAt = Time.GetUtcNow(),
+            };
+        }
+    }
 }

@@ -22,6 +22,28 @@ public sealed record AgentConfig
     public InputConfig Input { get; set; } = new();
 
     public TelemetryConfig Telemetry { get; set; } = new();
+
+    public OtaConfig Ota { get; set; } = new();
+}
+
+/// <summary>Signed model updates. Without a pinned root the agent refuses every update (and says so).</summary>
+public sealed record OtaConfig
+{
+    /// <summary>The root of trust, pinned at install time (<c>edgefleet keys init</c> writes it).</summary>
+    public string RootPath { get; set; } = "/etc/edgefleet/root.json";
+
+    /// <summary>Base URL for artifact URLs that manifests give as paths, e.g. http://fleet.example:5080.</summary>
+    public string? FleetUrl { get; set; }
+
+    public int MaxDownloadAttempts { get; set; } = 5;
+
+    /// <summary>After activation, this many restarts within the probation window roll the model back.</summary>
+    public int CrashLoopRestarts { get; set; } = 3;
+
+    public double ProbationMinutes { get; set; } = 10;
+
+    /// <summary>During probation, this many consecutive failed inferences roll the model back.</summary>
+    public int InferenceFailureLimit { get; set; } = 5;
 }
 
 public sealed record BrokerConfig

@@ -17,6 +17,26 @@ public static partial class AtomicFile
         FsyncDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
     }
 
+    /// <summary>Forces a file's written data to stable storage, whoever wrote it (fsync covers the inode).</summary>
+    public static void FsyncFile(string path)
+    {
+        if (!OperatingSystem.IsLinux() || !File.Exists(path))
+            return;
+        const int ReadOnly = 0;
+        var fd = Open(path, ReadOnly);
+        if (fd < 0)
+            throw new IOException($"cannot open {path} to fsync it (errno {Marshal.GetLastPInvokeError()})");
+        try
+        {
+            if (Fsync(fd) != 0)
+                throw new IOException($"fsync of {path} failed (errno {Marshal.GetLastPInvokeError()})");
+        }
+        finally
+        {
+            _ = Close(fd);
+        }
+    }
+
     /// <summary>Makes a rename durable: on Linux the directory entry needs its own fsync.</summary>
     public static void FsyncDirectory(string directory)
     {

@@ -11,75 +11,45 @@ using Microsoft.Extensions.Logging;
 namespace EdgeFleet.Agent.Inference;
 
 /// <summary>
-/// Loads the configured model, classifies every window the input source produces, and appends each result
-/// with its latency to the telemetry buffer. A model that cannot be loaded leaves the agent running (so
-/// that it can still report and be updated), and is retried.
+/// Classifies every window the input source produces on whatever model <see cref="ModelHost"/> serves at
+/// that moment, and appends each result with its latency to the telemetry buffer. Which model that is, and
+/// swapping it, belongs to the OTA service.
 /// </summary>
 public sealed partial class InferenceService(
-    AgentConfig config, AgentRuntime runtime, TelemetryBuffer buffer, SyncService sync, ILogger<InferenceService> log) : BackgroundService
+    AgentConfig config, AgentRuntime runtime, ModelHost host, TelemetryBuffer buffer, SyncService sync, ILogger<InferenceService> log) : BackgroundService
 {
-    private static readonly TimeSpan RetryLoad = TimeSpan.FromSeconds(30);
-
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
-        if (config.Model is not { } model)
+        if (config.Model is null && !File.Exists(config.Ota.RootPath))
         {
             Log.NoModel(log);
             return;
         }
-        while (!stoppingToken.IsCancellationRequested)
-        {
-            ModelSession session;
-            Classifier classifier;
-            try
-            {
-                session = ModelSession.Load(model.Path, model.IntraOpThreads);
-                classifier = new Classifier(session, LabelsOf(session));
-            }
-            catch (InferenceException e)
-            {
-                Log.LoadFailed(log, model.Name, model.Version, e.Code, e.Message);
-                buffer.Append(runtime.Time.GetUtcNow(), TelemetryKind.Event, message: $"model {model.Name} {model.Version}: {e.Code}: {e.Message}");
-                await Task.Delay(RetryLoad, stoppingToken).ConfigureAwait(false);
-                continue;
-            }
-            using (session)
-            using (classifier)
-            {
-                runtime.ActiveModel = new ModelRef { Name = model.Name, Version = model.Version, Sha256 = await Sha256Async(model.Path, stoppingToken).ConfigureAwait(false) };
-                Log.Loaded(log, model.Name, model.Version, model.Path);
-                await ServeAsync(model, classifier, stoppingToken).ConfigureAwait(false);
-                return;
-            }
-        }
-    }
-
-    private async Task ServeAsync(ModelConfig model, Classifier classifier, CancellationToken ct)
-    {
         using var source = CreateSource();
         var features = new float[VibrationFeatures.Count];
-        while (await source.NextWindowAsync(ct).ConfigureAwait(false) is { } window)
+        while (await source.NextWindowAsync(stoppingToken).ConfigureAwait(false) is { } window)
         {
             VibrationFeatures.Compute(window.Span, features);
             var started = Stopwatch.GetTimestamp();
-            int index;
-            float confidence;
+            (ModelRef Model, string Label, float Confidence)? result;
             try
             {
-                (index, confidence) = classifier.Classify(features);
+                result = host.Classify(features);
             }
             catch (InferenceException e)
             {
                 Log.RunFailed(log, e.Code, e.Message);
                 continue;
             }
+            if (result is not { } r)
+                continue; // no model loaded (yet): the OTA service keeps trying
             var micros = (long)Stopwatch.GetElapsedTime(started).TotalMicroseconds;
             buffer.Append(runtime.Time.GetUtcNow(), TelemetryKind.Inference, inference: new InferenceSample
             {
-                Model = model.Name,
-                Version = model.Version,
-                Label = classifier.Labels[index],
-                Confidence = confidence,
+                Model = r.Model.Name,
+                Version = r.Model.Version,
+                Label = r.Label,
+                Confidence = r.Confidence,
                 LatencyMicros = micros,
             });
             sync.Wake();
@@ -102,22 +72,10 @@ public sealed partial class InferenceService(
         return Enumerable.Range(0, classes).Select(i => $"class-{i}").ToArray();
     }
 
-    private static async Task<string> Sha256Async(string path, CancellationToken ct)
-    {
-        await using var stream = File.OpenRead(path);
-        return Convert.ToHexStringLower(await System.Security.Cryptography.SHA256.HashDataAsync(stream, ct).ConfigureAwait(false));
-    }
-
     private static partial class Log
     {
-        [LoggerMessage(2001, LogLevel.Warning, "No model configured; the agent reports and syncs but runs no inference")]
+        [LoggerMessage(2001, LogLevel.Warning, "No model configured and no OTA root pinned; the agent reports and syncs but runs no inference")]
         public static partial void NoModel(ILogger logger);
-
-        [LoggerMessage(2002, LogLevel.Error, "Model {Name} {Version} could not be loaded: {Code}: {Reason}")]
-        public static partial void LoadFailed(ILogger logger, string name, string version, InferenceError code, string reason);
-
-        [LoggerMessage(2003, LogLevel.Information, "Serving model {Name} {Version} from {Path}")]
-        public static partial void Loaded(ILogger logger, string name, string version, string path);
 
         [LoggerMessage(2004, LogLevel.Warning, "Inference failed: {Code}: {Reason}")]
         public static partial void RunFailed(ILogger logger, InferenceError code, string reason);

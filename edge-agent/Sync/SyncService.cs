@@ -23,6 +23,11 @@ public sealed partial class SyncService : BackgroundService
     private readonly ILogger<SyncService> _log;
     private readonly IMqttClient _client;
     private readonly SemaphoreSlim _wake = new(0);
+    private readonly System.Threading.Channels.Channel<OtaStatusMessage> _statuses =
+        System.Threading.Channels.Channel.CreateBounded<OtaStatusMessage>(new System.Threading.Channels.BoundedChannelOptions(64)
+        {
+            FullMode = System.Threading.Channels.BoundedChannelFullMode.DropOldest,
+        });
     private volatile bool _stateDirty = true;
     private int _attempt;
 
@@ -43,6 +48,19 @@ public sealed partial class SyncService : BackgroundService
 
     /// <summary>True while connected to the broker (for health and tests).</summary>
     public bool Connected => _client.IsConnected;
+
+    /// <summary>Raised with the raw payload of a valid <c>state/desired</c> message.</summary>
+    public event Action<byte[]>? DesiredReceived;
+
+    /// <summary>
+    /// Queues an <c>ota/status</c> step for the broker. Steps are progress reports, not records: when offline
+    /// the oldest are dropped, and the retained reported state carries the outcome.
+    /// </summary>
+    public void PublishStatus(OtaStatusMessage status)
+    {
+        _statuses.Writer.TryWrite(status);
+        Wake();
+    }
 
     /// <summary>Called when new telemetry was appended, so a full batch goes out without waiting.</summary>
     public void Wake()
@@ -67,6 +85,12 @@ public sealed partial class SyncService : BackgroundService
                     _stateDirty = false;
                     await PublishAsync(Topics.For(_runtime.DeviceId, TopicKind.StateReported),
                         WireReader.Write(_runtime.Reported(), WireJsonContext.Default.ReportedState), retain: true, stoppingToken).ConfigureAwait(false);
+                }
+                while (_statuses.Reader.TryPeek(out var status))
+                {
+                    await PublishAsync(Topics.For(_runtime.DeviceId, TopicKind.OtaStatus),
+                        WireReader.Write(status, WireJsonContext.Default.OtaStatusMessage), retain: false, stoppingToken).ConfigureAwait(false);
+                    _statuses.Reader.TryRead(out _);
                 }
                 await DrainOnceAsync(stoppingToken).ConfigureAwait(false);
             }
@@ -107,6 +131,7 @@ public sealed partial class SyncService : BackgroundService
             throw new InvalidOperationException($"broker refused the connection: {result.ResultCode} {result.ReasonString}");
         await _client.SubscribeAsync(new MqttClientSubscribeOptionsBuilder()
             .WithTopicFilter(Topics.For(_runtime.DeviceId, TopicKind.TelemetryAck), MqttQualityOfServiceLevel.AtLeastOnce)
+            .WithTopicFilter(Topics.For(_runtime.DeviceId, TopicKind.StateDesired), MqttQualityOfServiceLevel.AtLeastOnce)
             .Build(), timeout.Token).ConfigureAwait(false);
         Log.Connected(_log, _config.Broker.Host, _config.Broker.Port, _runtime.DeviceId);
         await PublishAsync(Topics.For(_runtime.DeviceId, TopicKind.Hello),
@@ -164,13 +189,22 @@ public sealed partial class SyncService : BackgroundService
     private Task OnMessageAsync(MqttApplicationMessageReceivedEventArgs e)
     {
         var topic = e.ApplicationMessage.Topic;
-        if (!Topics.TryParse(topic, out var deviceId, out var kind) || deviceId != _runtime.DeviceId || kind != TopicKind.TelemetryAck)
+        if (!Topics.TryParse(topic, out var deviceId, out var kind) || deviceId != _runtime.DeviceId || kind is not (TopicKind.TelemetryAck or TopicKind.StateDesired))
         {
             Log.IgnoredTopic(_log, topic);
             return Task.CompletedTask;
         }
         var payload = e.ApplicationMessage.Payload;
         var bytes = payload.Length <= Protocol.MaxPayloadBytes ? payload.ToArray() : [];
+        if (kind == TopicKind.StateDesired)
+        {
+            var desired = WireReader.Read(bytes, WireJsonContext.Default.DesiredState, _runtime.DeviceId);
+            if (desired.Ok)
+                DesiredReceived?.Invoke(bytes);
+            else
+                Log.BadDesired(_log, desired.Error, desired.Reason);
+            return Task.CompletedTask;
+        }
         var ack = WireReader.Read(bytes, WireJsonContext.Default.TelemetryAck, _runtime.DeviceId);
         if (!ack.Ok)
         {
@@ -211,6 +245,9 @@ public sealed partial class SyncService : BackgroundService
 
         [LoggerMessage(1005, LogLevel.Debug, "Fleet acknowledged telemetry up to {AckedSeq}; {Deleted} records released")]
         public static partial void Acked(ILogger logger, long ackedSeq, int deleted);
+
+        [LoggerMessage(1007, LogLevel.Warning, "Ignored a desired state: {Error}: {Reason}")]
+        public static partial void BadDesired(ILogger logger, WireError error, string reason);
 
         [LoggerMessage(1006, LogLevel.Warning, "Ignored a message on unexpected topic {Topic}")]
         public static partial void IgnoredTopic(ILogger logger, string topic);

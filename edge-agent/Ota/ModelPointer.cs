@@ -1,0 +1,61 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using EdgeFleet.Agent.Configuration;
+
+namespace EdgeFleet.Agent.Ota;
+
+/// <summary>An installed model file and what it is.</summary>
+public sealed record InstalledModel
+{
+    public required string ModelId { get; init; }
+
+    /// <summary>The manifest version; 0 for the factory model from the configuration.</summary>
+    public required long Version { get; init; }
+
+    public required string VersionLabel { get; init; }
+
+    public required string Path { get; init; }
+
+    public string? Sha256 { get; init; }
+}
+
+/// <summary>The active model and the last known good one before it.</summary>
+public sealed record PointerContent
+{
+    public required InstalledModel Active { get; init; }
+
+    public InstalledModel? Previous { get; init; }
+}
+
+/// <summary>
+/// <c>{state}/models/current.json</c>: which model the agent serves. Replaced with write-to-temp, fsync,
+/// rename, fsync of the directory, so after a crash or power loss it names either the old or the new model,
+/// both of whose files are still on disk.
+/// </summary>
+public sealed class ModelPointer(string path)
+{
+    public string FilePath { get; } = path;
+
+    public PointerContent? Read()
+    {
+        try
+        {
+            return File.Exists(FilePath) ? JsonSerializer.Deserialize(File.ReadAllBytes(FilePath), OtaAgentJsonContext.Default.PointerContent) : null;
+        }
+        catch (JsonException)
+        {
+            // Cannot happen through AtomicFile; if the file was edited by hand, fall back to the configured model.
+            return null;
+        }
+    }
+
+    public void Write(PointerContent content)
+    {
+        Directory.CreateDirectory(Path.GetDirectoryName(FilePath)!);
+        AtomicFile.Write(FilePath, JsonSerializer.SerializeToUtf8Bytes(content, OtaAgentJsonContext.Default.PointerContent));
+    }
+}
+
+[JsonSourceGenerationOptions(JsonSerializerDefaults.Web, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull, WriteIndented = true)]
+[JsonSerializable(typeof(PointerContent))]
+internal sealed partial class OtaAgentJsonContext : JsonSerializerContext;

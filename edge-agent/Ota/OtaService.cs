@@ -1,0 +1,433 @@
+using System.Globalization;
+using System.Security.Cryptography;
+using System.Text;
+using EdgeFleet.Agent.Configuration;
+using EdgeFleet.Agent.Inference;
+using EdgeFleet.Agent.Sync;
+using EdgeFleet.Shared.Ota;
+using EdgeFleet.Shared.Wire;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+
+namespace EdgeFleet.Agent.Ota;
+
+/// <summary>
+/// The update loop, a reconciliation in the manner of IoT Edge's agent: desired model (the last verified
+/// <c>state/desired</c>) against the active one (the pointer file), then the steps between them, each
+/// idempotent and resumable after kill -9: download (resumes), verify (hash), stage, health check, swap
+/// (atomic pointer), commit. After a commit the model is on probation: a crash loop or failing inference
+/// rolls it back to the last known good model. At start it picks the model to serve: the pointer's, else
+/// its previous, else the configured one, so the device never serves none while any of them loads.
+/// </summary>
+public sealed partial class OtaService : BackgroundService
+{
+    private static readonly TimeSpan Tick = TimeSpan.FromSeconds(1);
+    private static readonly TimeSpan RetryFailed = TimeSpan.FromSeconds(60);
+    private readonly AgentConfig _config;
+    private readonly AgentRuntime _runtime;
+    private readonly ModelHost _host;
+    private readonly OtaStore _store;
+    private readonly SyncService _sync;
+    private readonly ILogger<OtaService> _log;
+    private readonly ModelPointer _pointer;
+    private readonly string _modelsDir;
+    private readonly ArtifactDownloader _downloader;
+    private readonly HttpClient _http = new() { Timeout = TimeSpan.FromMinutes(10) };
+    private readonly SemaphoreSlim _wake = new(0);
+    private string? _settledDigest;
+    private DateTimeOffset _retryAt;
+
+    public OtaService(AgentConfig config, AgentRuntime runtime, ModelHost host, OtaStore store, SyncService sync, ILogger<OtaService> log)
+    {
+        _config = config;
+        _runtime = runtime;
+        _host = host;
+        _store = store;
+        _sync = sync;
+        _log = log;
+        _modelsDir = Path.Combine(config.StateDirectory, "models");
+        _pointer = new ModelPointer(Path.Combine(_modelsDir, "current.json"));
+        _downloader = new ArtifactDownloader(_http, config.Ota.MaxDownloadAttempts);
+        sync.DesiredReceived += OnDesired;
+    }
+
+    public override Task StartAsync(CancellationToken cancellationToken)
+    {
+        CheckCrashLoop();
+        LoadBootModel();
+        return base.StartAsync(cancellationToken);
+    }
+
+    /// <summary>Keeps the newest desired state durably, so an update resumes after a reboot without network.</summary>
+    public void OnDesired(byte[] payload)
+    {
+        _store.Update(r => r.Desired is { } old && old.AsSpan().SequenceEqual(payload) ? r : r with { Desired = payload });
+        if (_wake.CurrentCount == 0)
+            _wake.Release();
+    }
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        while (!stoppingToken.IsCancellationRequested)
+        {
+            try
+            {
+                if (_host.Current is null)
+                    LoadBootModel();
+                CheckProbation();
+                await ReconcileAsync(stoppingToken).ConfigureAwait(false);
+                await _wake.WaitAsync(Tick, stoppingToken).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+            {
+                break;
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException or LiteDB.LiteException)
+            {
+                Log.LoopFailed(_log, e.Message);
+                await Task.Delay(TimeSpan.FromSeconds(5), stoppingToken).ConfigureAwait(false);
+            }
+        }
+    }
+
+    private async Task ReconcileAsync(CancellationToken ct)
+    {
+        var record = _store.Load();
+        if (record.Desired is not { } payload)
+            return;
+        var digest = Convert.ToHexStringLower(SHA256.HashData(payload));
+        if (digest == _settledDigest || _runtime.Time.GetUtcNow() < _retryAt)
+            return;
+        var desired = WireReader.Read(payload, WireJsonContext.Default.DesiredState, _runtime.DeviceId).Message!;
+        var manifestBytes = Utf8(desired.Manifest);
+        var identity = UpdateVerifier.PeekIdentity(manifestBytes);
+        var active = _pointer.Read()?.Active;
+
+        if (!TryReadTrustedRoot(record, out var root, out var rootFailure))
+        {
+            Settle(digest, identity, null, OtaState.Rejected, rootFailure);
+            return;
+        }
+        var verified = UpdateVerifier.Verify(root, record.KeySet, manifestBytes, Utf8(desired.KeySet), desired.Roots.Select(Utf8),
+            _runtime.Time.GetUtcNow(), _runtime.HardwareProfile, id => Installed(record, id));
+        if (!verified.Ok)
+        {
+            var failure = verified.Failure!;
+            var quiet = failure.Code == OtaError.VersionRollback && identity is { } id
+                && ((active?.ModelId == id.ModelId && active.Version == id.Version)
+                    || (record.Job is { } job && job.ModelId == id.ModelId && job.Version == id.Version && job.State is OtaState.RolledBack or OtaState.Committed));
+            // The desired model is the one running, or the one already rolled back: nothing to do, nothing to report.
+            Settle(digest, identity, null, OtaState.Rejected, quiet ? null : failure);
+            return;
+        }
+        var update = verified.Document!;
+        _store.Update(r => r with { Root = update.Root, KeySet = update.KeySet });
+        var outcome = await ApplyAsync(update.Manifest, ct).ConfigureAwait(false);
+        if (outcome is { Code: OtaError.DownloadFailed or OtaError.InsufficientSpace })
+            _retryAt = _runtime.Time.GetUtcNow() + RetryFailed; // transient: the same desired state is tried again
+        else
+            _settledDigest = digest;
+    }
+
+    /// <summary>The steps from download to commit; returns null when the new model is active.</summary>
+    private async Task<OtaFailure?> ApplyAsync(ModelManifest manifest, CancellationToken ct)
+    {
+        var artifact = manifest.Artifacts[_runtime.HardwareProfile];
+        var folder = Path.Combine(_modelsDir, manifest.ModelId, manifest.Version.ToString(CultureInfo.InvariantCulture));
+        Step(manifest, artifact, OtaState.Downloading);
+        var url = ResolveUrl(artifact.Url);
+        if (url is null)
+            return Fail(manifest, artifact, OtaState.Failed, new OtaFailure(OtaError.DownloadFailed, $"artifact url {artifact.Url} is relative and ota.fleetUrl is not configured"));
+        var lastReport = 0L;
+        var failure = await _downloader.DownloadAsync(url, folder, artifact, bytes =>
+        {
+            if (bytes - lastReport >= Math.Max(1 << 20, artifact.Length / 10) || bytes == artifact.Length)
+            {
+                lastReport = bytes;
+                Report(manifest, OtaState.Downloading, new OtaProgress { Bytes = bytes, Total = artifact.Length });
+            }
+        }, ct).ConfigureAwait(false);
+        if (failure is not null)
+        {
+            var transient = failure.Code is OtaError.DownloadFailed or OtaError.InsufficientSpace;
+            if (!transient)
+                DeleteFolder(folder);
+            return Fail(manifest, artifact, transient ? OtaState.Failed : OtaState.Rejected, failure);
+        }
+        Step(manifest, artifact, OtaState.Staged);
+
+        Step(manifest, artifact, OtaState.HealthCheck);
+        var path = ArtifactDownloader.FinalPath(folder);
+        var model = new InstalledModel { ModelId = manifest.ModelId, Version = manifest.Version, VersionLabel = manifest.Version.ToString(CultureInfo.InvariantCulture), Path = path, Sha256 = artifact.Sha256 };
+        var (candidate, healthFailure) = LoadAndCheck(model, manifest);
+        if (candidate is null)
+        {
+            DeleteFolder(folder);
+            return Fail(manifest, artifact, OtaState.Rejected, healthFailure!);
+        }
+
+        Step(manifest, artifact, OtaState.Activating);
+        var current = _pointer.Read();
+        var previous = current?.Active is { } a && !(a.ModelId == model.ModelId && a.Version == model.Version) ? a : current?.Previous ?? ConfiguredModel();
+        _pointer.Write(new PointerContent { Active = model, Previous = previous });
+        _host.Activate(candidate);
+
+        var now = _runtime.Time.GetUtcNow();
+        _store.Update(r => r with
+        {
+            Installed = new Dictionary<string, long>(r.Installed) { [manifest.ModelId] = Math.Max(manifest.Version, Installed(r, manifest.ModelId)) },
+            Job = Job(manifest, artifact, OtaState.Committed),
+            Probation = new Probation(manifest.ModelId, manifest.Version, now + TimeSpan.FromMinutes(_config.Ota.ProbationMinutes), []),
+        });
+        Report(manifest, OtaState.Committed);
+        _runtime.SetOta(OtaState.Committed, Ref(previous));
+        Log.Activated(_log, manifest.ModelId, manifest.Version);
+        RemoveUnreferencedModels();
+        return null;
+    }
+
+    private (LoadedModel? Model, OtaFailure? Failure) LoadAndCheck(InstalledModel model, ModelManifest manifest)
+    {
+        LoadedModel candidate;
+        try
+        {
+            candidate = LoadedModel.Load(Ref(model)!, model.Path, _config.Model?.IntraOpThreads ?? 1);
+        }
+        catch (InferenceException e)
+        {
+            return (null, e.Code == InferenceError.InputMismatch
+                ? HealthChecker.CheckSchema(TryOpen(model.Path), manifest.Schema) ?? new OtaFailure(OtaError.SchemaMismatch, e.Message)
+                : new OtaFailure(OtaError.ModelLoadFailed, e.Message));
+        }
+        var failure = HealthChecker.CheckSchema(candidate.Session, manifest.Schema) ?? HealthChecker.Run(candidate.Session, manifest.HealthCheck);
+        if (failure is null)
+            return (candidate, null);
+        candidate.Dispose();
+        return (null, failure);
+    }
+
+    private static ModelSession TryOpen(string path) => ModelSession.Load(path);
+
+    /// <summary>At start: one more boot inside the probation window; too many mean the new model crashes us.</summary>
+    private void CheckCrashLoop()
+    {
+        var record = _store.Load();
+        if (record.Probation is not { } probation)
+            return;
+        var now = _runtime.Time.GetUtcNow();
+        if (now >= probation.Until)
+        {
+            _store.Update(r => r with { Probation = null });
+            return;
+        }
+        var boots = probation.Boots.Append(now).ToList();
+        _store.Update(r => r with { Probation = probation with { Boots = boots } });
+        if (boots.Count >= _config.Ota.CrashLoopRestarts)
+        {
+            RollBack(new OtaFailure(OtaError.CrashLoop, string.Create(CultureInfo.InvariantCulture,
+                $"the agent restarted {boots.Count} times within {(now - boots[0]).TotalSeconds:F0} s of activating {probation.ModelId} v{probation.Version}")));
+        }
+    }
+
+    private void CheckProbation()
+    {
+        if (_store.Load().Probation is not { } probation)
+            return;
+        if (_runtime.Time.GetUtcNow() >= probation.Until)
+        {
+            _store.Update(r => r with { Probation = null });
+            Log.ProbationPassed(_log, probation.ModelId, probation.Version);
+            return;
+        }
+        if (_host.ConsecutiveFailures >= _config.Ota.InferenceFailureLimit)
+        {
+            RollBack(new OtaFailure(OtaError.InferenceFailing, $"{_host.ConsecutiveFailures} consecutive inferences failed on {probation.ModelId} v{probation.Version}"));
+            LoadBootModel();
+        }
+    }
+
+    /// <summary>Points back at the last known good model; the bad version stays installed-as-seen, so it is not retried.</summary>
+    private void RollBack(OtaFailure reason)
+    {
+        var pointer = _pointer.Read();
+        var record = _store.Load();
+        if (pointer?.Previous is not { } previous)
+        {
+            Log.CannotRollBack(_log, reason.ToString());
+            _store.Update(r => r with { Probation = null });
+            return;
+        }
+        _pointer.Write(new PointerContent { Active = previous });
+        var job = record.Job ?? new OtaJob { ModelId = pointer.Active.ModelId, Version = pointer.Active.Version, Sha256 = pointer.Active.Sha256 ?? "", State = OtaState.RolledBack };
+        _store.Update(r => r with { Probation = null, Job = job with { State = OtaState.RolledBack, Error = OtaErrors.Name(reason.Code), Reason = reason.Reason } });
+        _host.Unload();
+        Log.RolledBack(_log, pointer.Active.ModelId, pointer.Active.Version, previous.ModelId, previous.Version, reason.ToString());
+        _sync.PublishStatus(new OtaStatusMessage
+        {
+            DeviceId = _runtime.DeviceId, ModelId = job.ModelId, Version = job.Version, RolloutId = job.RolloutId,
+            State = OtaState.RolledBack, Error = reason.Code, Reason = reason.Reason, At = _runtime.Time.GetUtcNow(),
+        });
+        _runtime.SetOta(OtaState.RolledBack, null);
+    }
+
+    /// <summary>Serves the pointer's model, else its previous, else the configured one.</summary>
+    private void LoadBootModel()
+    {
+        var pointer = _pointer.Read();
+        foreach (var candidate in new[] { pointer?.Active, pointer?.Previous, ConfiguredModel() })
+        {
+            if (candidate is null)
+                continue;
+            try
+            {
+                _host.Activate(LoadedModel.Load(Ref(candidate)!, candidate.Path, _config.Model?.IntraOpThreads ?? 1));
+                if (pointer is not null && candidate != pointer.Active)
+                    _pointer.Write(new PointerContent { Active = candidate });
+                Log.Serving(_log, candidate.ModelId, candidate.VersionLabel, candidate.Path);
+                var job = _store.Load().Job;
+                _runtime.SetOta(job?.State ?? OtaState.Idle, Ref(candidate == pointer?.Active ? pointer?.Previous : null));
+                return;
+            }
+            catch (InferenceException e)
+            {
+                Log.LoadFailed(_log, candidate.ModelId, candidate.VersionLabel, e.Code, e.Message);
+            }
+        }
+    }
+
+    private InstalledModel? ConfiguredModel() => _config.Model is { } m
+        ? new InstalledModel { ModelId = m.Name, Version = long.TryParse(m.Version, CultureInfo.InvariantCulture, out var v) ? v : 0, VersionLabel = m.Version, Path = m.Path }
+        : null;
+
+    private long Installed(OtaRecord record, string modelId) =>
+        Math.Max(record.Installed.GetValueOrDefault(modelId), ConfiguredModel() is { } c && c.ModelId == modelId ? c.Version : 0);
+
+    private bool TryReadTrustedRoot(OtaRecord record, out byte[] root, out OtaFailure? failure)
+    {
+        failure = null;
+        root = record.Root ?? [];
+        if (record.Root is not null)
+            return true;
+        try
+        {
+            root = File.ReadAllBytes(_config.Ota.RootPath);
+            return true;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            failure = new OtaFailure(OtaError.RootRejected, $"no pinned root at {_config.Ota.RootPath}: {e.Message}");
+            return false;
+        }
+    }
+
+    private Uri? ResolveUrl(string url) =>
+        Uri.TryCreate(url, UriKind.Absolute, out var absolute) && absolute.Scheme is "http" or "https" ? absolute
+        : _config.Ota.FleetUrl is { } fleet && Uri.TryCreate(new Uri(fleet), url, out var resolved) ? resolved
+        : null;
+
+    private void Settle(string digest, (string ModelId, long Version)? identity, ArtifactEntry? artifact, OtaState state, OtaFailure? failure)
+    {
+        _settledDigest = digest;
+        if (failure is null)
+            return;
+        Log.Refused(_log, identity?.ModelId ?? "?", identity?.Version ?? 0, failure.ToString());
+        _sync.PublishStatus(new OtaStatusMessage
+        {
+            DeviceId = _runtime.DeviceId, ModelId = identity?.ModelId ?? "unknown", Version = identity?.Version ?? 0,
+            State = state, Error = failure.Code, Reason = failure.Reason, At = _runtime.Time.GetUtcNow(),
+        });
+        _ = artifact;
+    }
+
+    private OtaFailure Fail(ModelManifest manifest, ArtifactEntry artifact, OtaState state, OtaFailure failure)
+    {
+        _store.Update(r => r with { Job = Job(manifest, artifact, state) with { Error = OtaErrors.Name(failure.Code), Reason = failure.Reason } });
+        Log.Refused(_log, manifest.ModelId, manifest.Version, failure.ToString());
+        Report(manifest, state, failure: failure);
+        _runtime.SetOta(state, _runtime.Reported().Previous);
+        return failure;
+    }
+
+    private void Step(ModelManifest manifest, ArtifactEntry artifact, OtaState state)
+    {
+        _store.Update(r => r with { Job = Job(manifest, artifact, state) });
+        Report(manifest, state);
+        _runtime.SetOta(state, _runtime.Reported().Previous);
+    }
+
+    private void Report(ModelManifest manifest, OtaState state, OtaProgress? progress = null, OtaFailure? failure = null) =>
+        _sync.PublishStatus(new OtaStatusMessage
+        {
+            DeviceId = _runtime.DeviceId, ModelId = manifest.ModelId, Version = manifest.Version, RolloutId = manifest.RolloutId,
+            State = state, Progress = progress, Error = failure?.Code, Reason = failure?.Reason, At = _runtime.Time.GetUtcNow(),
+        });
+
+    private static OtaJob Job(ModelManifest m, ArtifactEntry a, OtaState state) =>
+        new() { ModelId = m.ModelId, Version = m.Version, RolloutId = m.RolloutId, Sha256 = a.Sha256, State = state };
+
+    private static ModelRef? Ref(InstalledModel? m) => m is null ? null : new ModelRef { Name = m.ModelId, Version = m.VersionLabel, Sha256 = m.Sha256 };
+
+    /// <summary>Model folders that neither the pointer nor an update in progress names are deleted.</summary>
+    private void RemoveUnreferencedModels()
+    {
+        var pointer = _pointer.Read();
+        var keep = new[] { pointer?.Active.Path, pointer?.Previous?.Path }.Where(p => p is not null).Select(p => Path.GetDirectoryName(Path.GetFullPath(p!))!).ToHashSet();
+        foreach (var modelDir in Directory.EnumerateDirectories(_modelsDir))
+        {
+            foreach (var versionDir in Directory.EnumerateDirectories(modelDir))
+            {
+                if (!keep.Contains(Path.GetFullPath(versionDir)))
+                    DeleteFolder(versionDir);
+            }
+        }
+    }
+
+    private static void DeleteFolder(string folder)
+    {
+        try
+        {
+            if (Directory.Exists(folder))
+                Directory.Delete(folder, recursive: true);
+        }
+        catch (IOException)
+        {
+            // Cleanup only; the next update tries again.
+        }
+    }
+
+    private static byte[] Utf8(System.Text.Json.JsonElement element) => Encoding.UTF8.GetBytes(element.GetRawText());
+
+    public override void Dispose()
+    {
+        _http.Dispose();
+        _wake.Dispose();
+        base.Dispose();
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(3001, LogLevel.Information, "Serving model {ModelId} {Version} from {Path}")]
+        public static partial void Serving(ILogger logger, string modelId, string version, string path);
+
+        [LoggerMessage(3002, LogLevel.Error, "Model {ModelId} {Version} could not be loaded: {Code}: {Reason}")]
+        public static partial void LoadFailed(ILogger logger, string modelId, string version, InferenceError code, string reason);
+
+        [LoggerMessage(3003, LogLevel.Warning, "Update {ModelId} v{Version} refused: {Failure}")]
+        public static partial void Refused(ILogger logger, string modelId, long version, string failure);
+
+        [LoggerMessage(3004, LogLevel.Information, "Model {ModelId} v{Version} is active (on probation)")]
+        public static partial void Activated(ILogger logger, string modelId, long version);
+
+        [LoggerMessage(3005, LogLevel.Warning, "Rolled back {ModelId} v{Version} to {PreviousId} {PreviousVersion}: {Reason}")]
+        public static partial void RolledBack(ILogger logger, string modelId, long version, string previousId, long previousVersion, string reason);
+
+        [LoggerMessage(3006, LogLevel.Error, "Cannot roll back ({Reason}): no previous model is installed")]
+        public static partial void CannotRollBack(ILogger logger, string reason);
+
+        [LoggerMessage(3007, LogLevel.Information, "Model {ModelId} v{Version} passed probation")]
+        public static partial void ProbationPassed(ILogger logger, string modelId, long version);
+
+        [LoggerMessage(3008, LogLevel.Error, "OTA loop failed: {Reason}")]
+        public static partial void LoopFailed(ILogger logger, string reason);
+    }
+}
