@@ -9,7 +9,7 @@ public sealed class Agent : IDisposable
     private readonly bool _aot;
     private ChildProcess _process;
 
-    public Agent(string directory, string deviceId, int brokerPort, string modelPath, string condition, bool aot = false)
+    public Agent(string directory, string deviceId, int brokerPort, string modelPath, string condition, bool aot = false, JsonObject? ota = null)
     {
         DeviceId = deviceId;
         _aot = aot;
@@ -25,6 +25,8 @@ public sealed class Agent : IDisposable
             ["input"] = new JsonObject { ["kind"] = "demoVibration", ["condition"] = condition, ["rateHz"] = 20 },
             ["telemetry"] = new JsonObject { ["maxBatchAgeSeconds"] = 0.2, ["healthIntervalSeconds"] = 2 },
         };
+        if (ota is not null)
+            config["ota"] = ota;
         File.WriteAllText(_configPath, config.ToJsonString());
         _process = Start();
     }

@@ -21,6 +21,7 @@ public sealed class Fleet : IDisposable
             "--Fleet:Broker:Port", BrokerPort.ToString(System.Globalization.CultureInfo.InvariantCulture),
             "--Fleet:Broker:Mode", externalBrokerPort is null ? "Embedded" : "External",
             "--Fleet:Storage:Path", Path.Combine(dataDirectory, "fleet.db"),
+            "--Fleet:Storage:ArtifactsPath", Path.Combine(dataDirectory, "artifacts"),
         ];
         _process = ChildProcess.Start("fleet", "dotnet", args, Path.GetDirectoryName(Repo.FleetDll));
         _http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{HttpPort}"), Timeout = TimeSpan.FromSeconds(10) };
@@ -52,6 +53,25 @@ public sealed class Fleet : IDisposable
     {
         var response = await _http.GetAsync(new Uri($"/api/devices/{id}", UriKind.Relative));
         return response.IsSuccessStatusCode ? await response.Content.ReadFromJsonAsync<JsonNode>() : null;
+    }
+
+    public string Url => $"http://127.0.0.1:{HttpPort}";
+
+    /// <summary>Uploads a model file; returns its SHA-256.</summary>
+    public async Task<string> UploadArtifact(byte[] content)
+    {
+        using var body = new ByteArrayContent(content);
+        using var response = await _http.PostAsync(new Uri("/api/artifacts", UriKind.Relative), body);
+        response.EnsureSuccessStatusCode();
+        return (await response.Content.ReadFromJsonAsync<JsonNode>())!["sha256"]!.GetValue<string>();
+    }
+
+    /// <summary>Sets a device's desired model from signed envelopes.</summary>
+    public async Task SetDesired(string deviceId, byte[] manifest, byte[] keySet)
+    {
+        var desired = new JsonObject { ["manifest"] = JsonNode.Parse(manifest), ["keySet"] = JsonNode.Parse(keySet) };
+        using var response = await _http.PutAsJsonAsync(new Uri($"/api/devices/{deviceId}/desired", UriKind.Relative), desired);
+        Assert.True(response.IsSuccessStatusCode, await response.Content.ReadAsStringAsync());
     }
 
     public void Kill9() => _process.Kill9();

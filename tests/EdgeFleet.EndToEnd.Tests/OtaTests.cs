@@ -1,0 +1,256 @@
+using System.Security.Cryptography;
+using System.Text.Json.Nodes;
+using EdgeFleet.EndToEnd.Tests.Harness;
+using EdgeFleet.ModelTools.Demo;
+using EdgeFleet.ModelTools.Onnx;
+using EdgeFleet.ModelTools.Onnx.Proto;
+using EdgeFleet.ModelTools.Signing;
+using EdgeFleet.Shared.Ota;
+
+namespace EdgeFleet.EndToEnd.Tests;
+
+/// <summary>Keys, model files and signed manifests for the OTA scenarios, made with the real signing code.</summary>
+public sealed class OtaFixture : IDisposable
+{
+    public OtaFixture()
+    {
+        Directory = System.IO.Directory.CreateTempSubdirectory("edgefleet-ota-").FullName;
+        Keys = new KeyStore(System.IO.Path.Combine(Directory, "keys"));
+        Keys.Init(new KeyStore.Options(), DateTimeOffset.UtcNow);
+        Factory = Write("factory.onnx", DemoModelTrainer.Train(seed: 42, perClass: 200, epochs: 20).OnnxBytes);
+        Retrained = Write("retrained.onnx", DemoModelTrainer.Train(seed: 43, perClass: 200, epochs: 20).OnnxBytes);
+        Fragile = Write("fragile.onnx", FragileModel());
+        var data = DemoDataset.Generate(perClass: 1, seed: 7);
+        Samples = data.Features.Select(f => new Dictionary<string, TensorValue> { ["features"] = new TensorValue { Shape = [1, 8], Data = f.Select(x => (double)x).ToArray() } }).ToList();
+    }
+
+    public string Directory { get; }
+
+    public KeyStore Keys { get; }
+
+    public string Factory { get; }
+
+    public string Retrained { get; }
+
+    /// <summary>Passes a health check on all-zero features, throws on real sensor features.</summary>
+    public string Fragile { get; }
+
+    public IReadOnlyList<Dictionary<string, TensorValue>> Samples { get; }
+
+    public byte[] KeySet => File.ReadAllBytes(Keys.KeySetPath);
+
+    public JsonObject AgentOta(Fleet fleet, int crashLoopRestarts = 3) => new()
+    {
+        ["rootPath"] = Keys.RootPath,
+        ["fleetUrl"] = fleet.Url,
+        ["maxDownloadAttempts"] = 3,
+        ["crashLoopRestarts"] = crashLoopRestarts,
+        ["probationMinutes"] = 5,
+    };
+
+    public ModelManifest Manifest(string modelPath, long version, IReadOnlyList<Dictionary<string, TensorValue>>? samples = null) =>
+        ManifestBuilder.Build(new ManifestBuilder.Request
+        {
+            ModelPath = modelPath,
+            ModelId = "vibration-classifier",
+            Version = version,
+            Profiles = ["x86-64-generic"],
+            Samples = samples ?? Samples,
+            LatencyBudgetMs = 500,
+            RolloutId = $"test-{version}",
+        }, Keys.CurrentKeySet(), DateTimeOffset.UtcNow);
+
+    public byte[] Sign(ModelManifest manifest)
+    {
+        var signers = Keys.LoadSigners(null);
+        try
+        {
+            return ManifestBuilder.Sign(manifest, signers);
+        }
+        finally
+        {
+            foreach (var k in signers)
+                k.Dispose();
+        }
+    }
+
+    private string Write(string name, byte[] bytes)
+    {
+        var path = System.IO.Path.Combine(Directory, name);
+        File.WriteAllBytes(path, bytes);
+        return path;
+    }
+
+    /// <summary>probabilities = Softmax(Gather(table, Cast(ReduceMax(features) * 1000))): index 0 for zeros, out of range otherwise.</summary>
+    private static byte[] FragileModel()
+    {
+        var axes = new AttributeProto { Name = "axes", Type = AttributeProto.Types.AttributeType.Ints };
+        axes.Ints.Add(1);
+        return new OnnxModelBuilder("fragile")
+            .Input("features", null, 8)
+            .Output("probabilities", null, 3)
+            .Initializer("scale", [1000f], 1)
+            .Initializer("table", [1f, 0f, 0f, 0f, 1f, 0f, 0f, 0f, 1f, 1f, 1f, 1f], 4, 3)
+            .Node("ReduceMax", ["features"], ["m"], axes, OnnxModelBuilder.IntAttribute("keepdims", 0))
+            .Node("Mul", ["m", "scale"], ["scaled"])
+            .Node("Cast", ["scaled"], ["index"], OnnxModelBuilder.IntAttribute("to", 7))
+            .Node("Gather", ["table", "index"], ["logits"], OnnxModelBuilder.IntAttribute("axis", 0))
+            .Node("Softmax", ["logits"], ["probabilities"], OnnxModelBuilder.IntAttribute("axis", 1))
+            .Metadata("edgefleet.labels", "normal,imbalance,bearing-wear")
+            .ToBytes();
+    }
+
+    public void Dispose() => System.IO.Directory.Delete(Directory, recursive: true);
+}
+
+/// <summary>Signed updates end to end: fleet service, artifact download, activation, refusal and rollback.</summary>
+[Collection("processes")]
+public class OtaTests(OtaFixture ota) : IClassFixture<OtaFixture>
+{
+    private static readonly TimeSpan Patience = TimeSpan.FromSeconds(60);
+
+    [Fact]
+    public async Task Installs_a_signed_update_refuses_tampered_and_unhealthy_ones_and_keeps_serving()
+    {
+        var dir = System.IO.Directory.CreateTempSubdirectory("edgefleet-ota-e2e-").FullName;
+        using var fleet = new Fleet(dir);
+        using var agent = new Agent(dir, "ota-01", fleet.BrokerPort, ota.Factory, "normal", ota: ota.AgentOta(fleet));
+        string Explain() => $"fleet:\n{fleet.Output}\n--- agent:\n{agent.Output}";
+        await Wait.ForAsync(async () => ActiveVersion(await fleet.Device("ota-01")) == "1.0.0" ? "" : null, Patience, Explain);
+
+        await fleet.UploadArtifact(await File.ReadAllBytesAsync(ota.Retrained));
+        await fleet.SetDesired("ota-01", ota.Sign(ota.Manifest(ota.Retrained, 2)), ota.KeySet);
+        await Wait.ForAsync(async () => await fleet.Device("ota-01") is { } d && ActiveVersion(d) == "2" && OtaState(d) == "committed"
+            && d["device"]!["lastInference"]?["version"]?.GetValue<string>() == "2" ? "" : null, Patience, Explain);
+
+        // Tampered: the body changed after signing.
+        var tampered = JsonNode.Parse(ota.Sign(ota.Manifest(ota.Retrained, 3)))!;
+        tampered["signed"]!["healthCheck"]!["tolerance"] = 1000;
+        await fleet.SetDesired("ota-01", System.Text.Encoding.UTF8.GetBytes(tampered.ToJsonString()), ota.KeySet);
+        await Wait.ForAsync(async () => OtaError(await fleet.Device("ota-01")) == "bad-signature" ? "" : null, Patience, Explain);
+
+        // Signed, but its health check expects other outputs than the model gives.
+        var wrong = ota.Manifest(ota.Retrained, 4);
+        var sample = wrong.HealthCheck.Samples[0];
+        var skewed = sample with { Expected = sample.Expected.ToDictionary(kv => kv.Key, kv => kv.Value with { Data = kv.Value.Data.Select(x => 1 - x).ToArray() }) };
+        await fleet.SetDesired("ota-01", ota.Sign(wrong with { HealthCheck = wrong.HealthCheck with { Samples = [skewed] } }), ota.KeySet);
+        await Wait.ForAsync(async () => OtaError(await fleet.Device("ota-01")) == "health-check-failed" ? "" : null, Patience, Explain);
+
+        // Replay of the installed manifest's older sibling: a rollback, refused.
+        await fleet.SetDesired("ota-01", ota.Sign(ota.Manifest(ota.Factory, 1)), ota.KeySet);
+        await Wait.ForAsync(async () => OtaError(await fleet.Device("ota-01")) == "version-rollback" ? "" : null, Patience, Explain);
+
+        var device = await fleet.Device("ota-01");
+        Assert.Equal("2", ActiveVersion(device));
+        Assert.False(agent.Exited, Explain());
+        var modelDirs = System.IO.Directory.GetDirectories(Path.Combine(agent.StateDirectory, "models", "vibration-classifier"));
+        Assert.Equal(["2"], modelDirs.Select(Path.GetFileName));
+    }
+
+    [Fact]
+    public async Task A_model_that_crash_loops_the_agent_is_rolled_back_by_itself()
+    {
+        var dir = System.IO.Directory.CreateTempSubdirectory("edgefleet-ota-crash-").FullName;
+        using var fleet = new Fleet(dir);
+        using var agent = new Agent(dir, "ota-02", fleet.BrokerPort, ota.Factory, "normal", ota: ota.AgentOta(fleet, crashLoopRestarts: 3));
+        string Explain() => $"fleet:\n{fleet.Output}\n--- agent:\n{agent.Output}";
+        await fleet.UploadArtifact(await File.ReadAllBytesAsync(ota.Retrained));
+        await fleet.SetDesired("ota-02", ota.Sign(ota.Manifest(ota.Retrained, 2)), ota.KeySet);
+        await Wait.ForAsync(async () => ActiveVersion(await fleet.Device("ota-02")) == "2" ? "" : null, Patience, Explain);
+
+        // Three restarts inside the probation window, as a model that segfaults the runtime would cause.
+        var started = DateTime.UtcNow;
+        for (var i = 0; i < 3; i++)
+        {
+            agent.Kill9();
+            agent.Restart();
+            await Task.Delay(TimeSpan.FromSeconds(1.5));
+        }
+        await Wait.ForAsync(async () => await fleet.Device("ota-02") is { } d && ActiveVersion(d) == "1.0.0" && OtaState(d) == "rolled-back" && OtaError(d) == "crash-loop" ? "" : null,
+            TimeSpan.FromSeconds(30), Explain);
+        Assert.True(DateTime.UtcNow - started < TimeSpan.FromSeconds(40));
+
+        // It stays rolled back: the desired v2 is not applied again after another restart.
+        agent.Restart();
+        await Task.Delay(TimeSpan.FromSeconds(4));
+        Assert.Equal("1.0.0", ActiveVersion(await fleet.Device("ota-02")));
+    }
+
+    [Fact]
+    public async Task A_model_that_passes_its_health_check_but_fails_on_field_data_is_rolled_back_within_30_s()
+    {
+        var dir = System.IO.Directory.CreateTempSubdirectory("edgefleet-ota-fragile-").FullName;
+        using var fleet = new Fleet(dir);
+        using var agent = new Agent(dir, "ota-03", fleet.BrokerPort, ota.Factory, "imbalance", ota: ota.AgentOta(fleet));
+        string Explain() => $"fleet:\n{fleet.Output}\n--- agent:\n{agent.Output}";
+        await Wait.ForAsync(async () => ActiveVersion(await fleet.Device("ota-03")) == "1.0.0" ? "" : null, Patience, Explain);
+        await fleet.UploadArtifact(await File.ReadAllBytesAsync(ota.Fragile));
+        var zeros = new List<Dictionary<string, TensorValue>> { new() { ["features"] = new TensorValue { Shape = [1, 8], Data = new double[8] } } };
+        await fleet.SetDesired("ota-03", ota.Sign(ota.Manifest(ota.Fragile, 2, zeros)), ota.KeySet);
+        await Wait.ForAsync(async () => OtaState(await fleet.Device("ota-03")) is "committed" or "rolled-back" ? "" : null, Patience, Explain);
+        var committedAt = DateTime.UtcNow;
+        await Wait.ForAsync(async () => await fleet.Device("ota-03") is { } d && OtaState(d) == "rolled-back" && OtaError(d) == "inference-failing" && ActiveVersion(d) == "1.0.0" ? "" : null,
+            TimeSpan.FromSeconds(30), Explain);
+        Assert.True(DateTime.UtcNow - committedAt < TimeSpan.FromSeconds(30));
+        await Wait.ForAsync(async () => (await fleet.Device("ota-03"))?["device"]?["lastInference"]?["label"]?.GetValue<string>() == "imbalance" ? "" : null, Patience, Explain);
+    }
+
+    /// <summary>
+    /// The kill -9 torture: each iteration asks for a new version and kills the agent at a random moment of
+    /// the update. On disk the pointer always names a complete model; after restart the agent converges.
+    /// EDGEFLEET_OTA_TORTURE sets the iteration count (default 6; the documented long run uses 200).
+    /// </summary>
+    [Fact]
+    public async Task Agent_killed_at_random_moments_of_updates_always_serves_old_or_new_and_converges()
+    {
+        var iterations = int.TryParse(Environment.GetEnvironmentVariable("EDGEFLEET_OTA_TORTURE"), out var n) ? n : 6;
+        var dir = System.IO.Directory.CreateTempSubdirectory("edgefleet-ota-torture-").FullName;
+        using var fleet = new Fleet(dir);
+        // Crash-loop detection off: this test kills the agent on purpose.
+        using var agent = new Agent(dir, "ota-04", fleet.BrokerPort, ota.Factory, "normal", ota: ota.AgentOta(fleet, crashLoopRestarts: 1_000_000));
+        string Explain() => $"fleet:\n{fleet.Output}\n--- agent:\n{agent.Output}";
+        var files = new[] { ota.Retrained, ota.Factory };
+        foreach (var f in files)
+            await fleet.UploadArtifact(await File.ReadAllBytesAsync(f));
+        var manifests = Enumerable.Range(0, iterations).Select(i => ota.Sign(ota.Manifest(files[i % 2], i + 2))).ToList();
+        var random = new Random(12345);
+        var pointer = Path.Combine(agent.StateDirectory, "models", "current.json");
+        await Wait.ForAsync(async () => ActiveVersion(await fleet.Device("ota-04")) == "1.0.0" ? "" : null, Patience, Explain);
+
+        for (var i = 0; i < iterations; i++)
+        {
+            var version = (i + 2).ToString(System.Globalization.CultureInfo.InvariantCulture);
+            await fleet.SetDesired("ota-04", manifests[i], ota.KeySet);
+            await Task.Delay(random.Next(0, 2500));
+            agent.Kill9();
+            AssertServesACompleteModel(pointer, ota.Factory);
+            agent.Restart();
+            await Wait.ForAsync(async () => ActiveVersion(await fleet.Device("ota-04")) == version ? "" : null, Patience, () => $"iteration {i}\n" + Explain());
+            AssertServesACompleteModel(pointer, ota.Factory);
+        }
+        Assert.Empty(System.IO.Directory.GetFiles(Path.Combine(agent.StateDirectory, "models"), "*.part", SearchOption.AllDirectories));
+    }
+
+    private static void AssertServesACompleteModel(string pointerPath, string factory)
+    {
+        if (!File.Exists(pointerPath))
+        {
+            Assert.True(File.Exists(factory));
+            return;
+        }
+        var pointer = JsonNode.Parse(File.ReadAllText(pointerPath))!;
+        foreach (var model in new[] { pointer["active"], pointer["previous"] }.Where(m => m is not null))
+        {
+            var path = model!["path"]!.GetValue<string>();
+            Assert.True(File.Exists(path), $"the pointer names {path}, which is missing");
+            if (model["sha256"]?.GetValue<string>() is { } sha)
+                Assert.Equal(sha, Convert.ToHexStringLower(SHA256.HashData(File.ReadAllBytes(path))));
+        }
+    }
+
+    private static string? ActiveVersion(JsonNode? view) => view?["device"]?["activeModel"]?["version"]?.GetValue<string>();
+
+    private static string? OtaState(JsonNode? view) => view?["device"]?["lastOta"]?["state"]?.GetValue<string>();
+
+    private static string? OtaError(JsonNode? view) => view?["device"]?["lastOta"]?["error"]?.GetValue<string>();
+}
