@@ -109,7 +109,16 @@ public sealed class ArtifactDownloader(HttpClient http, int maxAttempts, double 
         var buffer = new byte[64 * 1024];
         while (remaining > 0)
         {
-            var read = await body.ReadAsync(buffer.AsMemory(0, (int)Math.Min(buffer.Length, remaining)), ct).ConfigureAwait(false);
+            int read;
+            try
+            {
+                read = await body.ReadAsync(buffer.AsMemory(0, (int)Math.Min(buffer.Length, remaining)), ct).ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is IOException or HttpRequestException)
+            {
+                // The bytes so far stay in the .part file; the next attempt resumes from them.
+                return new OtaFailure(OtaError.ArtifactTruncated, $"the connection ended {remaining} bytes short of the declared {artifact.Length}: {e.Message}");
+            }
             if (read == 0)
                 return new OtaFailure(OtaError.ArtifactTruncated, $"the connection ended {remaining} bytes short of the declared {artifact.Length}");
             await file.WriteAsync(buffer.AsMemory(0, read), ct).ConfigureAwait(false);

@@ -51,6 +51,9 @@ public sealed partial class OtaService : BackgroundService
         sync.DesiredReceived += OnDesired;
     }
 
+    /// <summary>Raised for every step reported to the fleet (tests and the local API watch it).</summary>
+    public event Action<OtaStatusMessage>? StatusReported;
+
     public override Task StartAsync(CancellationToken cancellationToken)
     {
         CheckCrashLoop();
@@ -105,7 +108,7 @@ public sealed partial class OtaService : BackgroundService
 
         if (!TryReadTrustedRoot(record, out var root, out var rootFailure))
         {
-            Settle(digest, identity, null, OtaState.Rejected, rootFailure);
+            Settle(digest, identity, OtaState.Rejected, rootFailure);
             return;
         }
         var verified = UpdateVerifier.Verify(root, record.KeySet, manifestBytes, Utf8(desired.KeySet), desired.Roots.Select(Utf8),
@@ -117,7 +120,7 @@ public sealed partial class OtaService : BackgroundService
                 && ((active?.ModelId == id.ModelId && active.Version == id.Version)
                     || (record.Job is { } job && job.ModelId == id.ModelId && job.Version == id.Version && job.State is OtaState.RolledBack or OtaState.Committed));
             // The desired model is the one running, or the one already rolled back: nothing to do, nothing to report.
-            Settle(digest, identity, null, OtaState.Rejected, quiet ? null : failure);
+            Settle(digest, identity, OtaState.Rejected, quiet ? null : failure);
             return;
         }
         var update = verified.Document!;
@@ -262,7 +265,7 @@ public sealed partial class OtaService : BackgroundService
         _store.Update(r => r with { Probation = null, Job = job with { State = OtaState.RolledBack, Error = OtaErrors.Name(reason.Code), Reason = reason.Reason } });
         _host.Unload();
         Log.RolledBack(_log, pointer.Active.ModelId, pointer.Active.Version, previous.ModelId, previous.Version, reason.ToString());
-        _sync.PublishStatus(new OtaStatusMessage
+        Publish(new OtaStatusMessage
         {
             DeviceId = _runtime.DeviceId, ModelId = job.ModelId, Version = job.Version, RolloutId = job.RolloutId,
             State = OtaState.RolledBack, Error = reason.Code, Reason = reason.Reason, At = _runtime.Time.GetUtcNow(),
@@ -325,18 +328,17 @@ public sealed partial class OtaService : BackgroundService
         : _config.Ota.FleetUrl is { } fleet && Uri.TryCreate(new Uri(fleet), url, out var resolved) ? resolved
         : null;
 
-    private void Settle(string digest, (string ModelId, long Version)? identity, ArtifactEntry? artifact, OtaState state, OtaFailure? failure)
+    private void Settle(string digest, (string ModelId, long Version)? identity, OtaState state, OtaFailure? failure)
     {
         _settledDigest = digest;
         if (failure is null)
             return;
         Log.Refused(_log, identity?.ModelId ?? "?", identity?.Version ?? 0, failure.ToString());
-        _sync.PublishStatus(new OtaStatusMessage
+        Publish(new OtaStatusMessage
         {
             DeviceId = _runtime.DeviceId, ModelId = identity?.ModelId ?? "unknown", Version = identity?.Version ?? 0,
             State = state, Error = failure.Code, Reason = failure.Reason, At = _runtime.Time.GetUtcNow(),
         });
-        _ = artifact;
     }
 
     private OtaFailure Fail(ModelManifest manifest, ArtifactEntry artifact, OtaState state, OtaFailure failure)
@@ -356,11 +358,17 @@ public sealed partial class OtaService : BackgroundService
     }
 
     private void Report(ModelManifest manifest, OtaState state, OtaProgress? progress = null, OtaFailure? failure = null) =>
-        _sync.PublishStatus(new OtaStatusMessage
+        Publish(new OtaStatusMessage
         {
             DeviceId = _runtime.DeviceId, ModelId = manifest.ModelId, Version = manifest.Version, RolloutId = manifest.RolloutId,
             State = state, Progress = progress, Error = failure?.Code, Reason = failure?.Reason, At = _runtime.Time.GetUtcNow(),
         });
+
+    private void Publish(OtaStatusMessage status)
+    {
+        _sync.PublishStatus(status);
+        StatusReported?.Invoke(status);
+    }
 
     private static OtaJob Job(ModelManifest m, ArtifactEntry a, OtaState state) =>
         new() { ModelId = m.ModelId, Version = m.Version, RolloutId = m.RolloutId, Sha256 = a.Sha256, State = state };
