@@ -10,6 +10,9 @@ const string Usage = """
       edgefleet-agent run [--config PATH]          run the agent (the systemd service does this)
       edgefleet-agent infer --model M --input F    run model M on the JSON tensors in F ('-' for stdin)
                             [--threads N]
+      edgefleet-agent verify-manifest --manifest M --keyset K [--root R] [--profile P]
+                            [--installed N] [--artifact F] [--json]
+                                                   check a signed manifest (and its model file) as an update would
       edgefleet-agent --version                    print the version
       edgefleet-agent --help                       print this help
 
@@ -18,7 +21,7 @@ const string Usage = """
 
 try
 {
-    var line = CommandLine.Parse(args, new HashSet<string> { "help", "version" });
+    var line = CommandLine.Parse(args, new HashSet<string> { "help", "version", "json" });
     if (line.Has("version"))
     {
         Console.WriteLine($"edgefleet-agent {AgentRuntime.Version}");
@@ -33,6 +36,7 @@ try
     {
         "run" => await AgentHost.RunAsync(line).ConfigureAwait(false),
         "infer" => InferCommand.Run(line, Console.Out, Console.Error),
+        "verify-manifest" => await VerifyManifestCommand.RunAsync(line, Console.Out, Console.Error).ConfigureAwait(false),
         _ => throw new UsageException($"unknown command '{line.Command}' (see --help)"),
     };
 }

@@ -175,4 +175,5 @@ public sealed record SignedEnvelope
 [JsonSerializable(typeof(ModelManifest))]
 [JsonSerializable(typeof(SignedEnvelope))]
 [JsonSerializable(typeof(OtaError))]
+[JsonSerializable(typeof(string))]
 public sealed partial class OtaJsonContext : JsonSerializerContext;
