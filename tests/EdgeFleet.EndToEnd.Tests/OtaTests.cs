@@ -148,6 +148,34 @@ public class OtaTests(OtaFixture ota) : IClassFixture<OtaFixture>
     }
 
     [Fact]
+    public async Task The_published_aot_agent_verifies_installs_and_refuses_updates()
+    {
+        Assert.True(File.Exists(Repo.AotAgent), $"no NativeAOT agent at {Repo.AotAgent}: run packaging/publish-agent.sh linux-x64 (scripts/test.sh does)");
+        var dir = System.IO.Directory.CreateTempSubdirectory("edgefleet-ota-aot-").FullName;
+        using var fleet = new Fleet(dir);
+        using var agent = new Agent(dir, "ota-aot", fleet.BrokerPort, ota.Factory, "normal", aot: true, ota: ota.AgentOta(fleet));
+        string Explain() => $"fleet:\n{fleet.Output}\n--- agent:\n{agent.Output}";
+        await fleet.UploadArtifact(await File.ReadAllBytesAsync(ota.Retrained));
+        await fleet.SetDesired("ota-aot", ota.Sign(ota.Manifest(ota.Retrained, 2)), ota.KeySet);
+        await Wait.ForAsync(async () => await fleet.Device("ota-aot") is { } d && ActiveVersion(d) == "2" && OtaState(d) == "committed" ? "" : null, Patience, Explain);
+        using var stranger = SigningKey.Generate();
+        await fleet.SetDesired("ota-aot", ManifestBuilder.Sign(ota.Manifest(ota.Retrained, 3), [stranger]), ota.KeySet);
+        await Wait.ForAsync(async () => OtaError(await fleet.Device("ota-aot")) == "unknown-key" ? "" : null, Patience, Explain);
+        // Restarted, it serves v2 from its pointer and remembers the version floor (LiteDB state under AOT).
+        var before = (await fleet.Device("ota-aot"))!["device"]!;
+        var (restarts, records) = (before["restarts"]!.GetValue<int>(), before["telemetryRecords"]!.GetValue<long>());
+        agent.Kill9();
+        agent.Restart();
+        await Wait.ForAsync(async () => await fleet.Device("ota-aot") is { } d && d["device"]!["restarts"]!.GetValue<int>() > restarts
+            && d["device"]!["telemetryRecords"]!.GetValue<long>() > records + 10 ? "" : null, Patience, Explain);
+        Assert.Equal("2", ActiveVersion(await fleet.Device("ota-aot")));
+        Assert.Equal("2", (await fleet.Device("ota-aot"))!["device"]!["lastInference"]!["version"]!.GetValue<string>());
+        var replay = ota.Sign(ota.Manifest(ota.Factory, 1));
+        await fleet.SetDesired("ota-aot", replay, ota.KeySet);
+        await Wait.ForAsync(async () => OtaError(await fleet.Device("ota-aot")) == "version-rollback" ? "" : null, Patience, Explain);
+    }
+
+    [Fact]
     public async Task A_model_that_crash_loops_the_agent_is_rolled_back_by_itself()
     {
         var dir = System.IO.Directory.CreateTempSubdirectory("edgefleet-ota-crash-").FullName;
