@@ -198,9 +198,8 @@ public sealed partial class OtaService : BackgroundService
         }
         catch (InferenceException e)
         {
-            return (null, e.Code == InferenceError.InputMismatch
-                ? HealthChecker.CheckSchema(TryOpen(model.Path), manifest.Schema) ?? new OtaFailure(OtaError.SchemaMismatch, e.Message)
-                : new OtaFailure(OtaError.ModelLoadFailed, e.Message));
+            // A classifier that does not fit the model (input/output shape) is the schema's problem, not the loader's.
+            return (null, new OtaFailure(e.Code == InferenceError.InputMismatch ? OtaError.SchemaMismatch : OtaError.ModelLoadFailed, e.Message));
         }
         var failure = HealthChecker.CheckSchema(candidate.Session, manifest.Schema) ?? HealthChecker.Run(candidate.Session, manifest.HealthCheck);
         if (failure is null)
@@ -208,8 +207,6 @@ public sealed partial class OtaService : BackgroundService
         candidate.Dispose();
         return (null, failure);
     }
-
-    private static ModelSession TryOpen(string path) => ModelSession.Load(path);
 
     /// <summary>At start: one more boot inside the probation window; too many mean the new model crashes us.</summary>
     private void CheckCrashLoop()
@@ -267,8 +264,14 @@ public sealed partial class OtaService : BackgroundService
         Log.RolledBack(_log, pointer.Active.ModelId, pointer.Active.Version, previous.ModelId, previous.Version, reason.ToString());
         Publish(new OtaStatusMessage
         {
-            DeviceId = _runtime.DeviceId, ModelId = job.ModelId, Version = job.Version, RolloutId = job.RolloutId,
-            State = OtaState.RolledBack, Error = reason.Code, Reason = reason.Reason, At = _runtime.Time.GetUtcNow(),
+            DeviceId = _runtime.DeviceId,
+            ModelId = job.ModelId,
+            Version = job.Version,
+            RolloutId = job.RolloutId,
+            State = OtaState.RolledBack,
+            Error = reason.Code,
+            Reason = reason.Reason,
+            At = _runtime.Time.GetUtcNow(),
         });
         _runtime.SetOta(OtaState.RolledBack, null);
     }
@@ -336,8 +339,13 @@ public sealed partial class OtaService : BackgroundService
         Log.Refused(_log, identity?.ModelId ?? "?", identity?.Version ?? 0, failure.ToString());
         Publish(new OtaStatusMessage
         {
-            DeviceId = _runtime.DeviceId, ModelId = identity?.ModelId ?? "unknown", Version = identity?.Version ?? 0,
-            State = state, Error = failure.Code, Reason = failure.Reason, At = _runtime.Time.GetUtcNow(),
+            DeviceId = _runtime.DeviceId,
+            ModelId = identity?.ModelId ?? "unknown",
+            Version = identity?.Version ?? 0,
+            State = state,
+            Error = failure.Code,
+            Reason = failure.Reason,
+            At = _runtime.Time.GetUtcNow(),
         });
     }
 
@@ -360,8 +368,15 @@ public sealed partial class OtaService : BackgroundService
     private void Report(ModelManifest manifest, OtaState state, OtaProgress? progress = null, OtaFailure? failure = null) =>
         Publish(new OtaStatusMessage
         {
-            DeviceId = _runtime.DeviceId, ModelId = manifest.ModelId, Version = manifest.Version, RolloutId = manifest.RolloutId,
-            State = state, Progress = progress, Error = failure?.Code, Reason = failure?.Reason, At = _runtime.Time.GetUtcNow(),
+            DeviceId = _runtime.DeviceId,
+            ModelId = manifest.ModelId,
+            Version = manifest.Version,
+            RolloutId = manifest.RolloutId,
+            State = state,
+            Progress = progress,
+            Error = failure?.Code,
+            Reason = failure?.Reason,
+            At = _runtime.Time.GetUtcNow(),
         });
 
     private void Publish(OtaStatusMessage status)
