@@ -57,9 +57,6 @@ public sealed class ModelHost : IDisposable
 
     public ModelHost(AgentRuntime runtime) => _runtime = runtime;
 
-    /// <summary>Raised (outside the lock) after a model became active.</summary>
-    public event Action<LoadedModel>? Activated;
-
     public LoadedModel? Current
     {
         get
@@ -73,26 +70,21 @@ public sealed class ModelHost : IDisposable
 
     public void Activate(LoadedModel model)
     {
-        LoadedModel? old;
-        lock (_lock)
-        {
-            old = _current;
-            _current = model;
-            _consecutiveFailures = 0;
-        }
-        old?.Dispose();
+        Replace(model);
         _runtime.ActiveModel = model.Model;
-        Activated?.Invoke(model);
     }
 
     /// <summary>Stops serving the current model (before a rollback loads the previous one).</summary>
-    public void Unload()
+    public void Unload() => Replace(null);
+
+    /// <summary>Swaps under the inference lock; the old model is disposed after its last request finished.</summary>
+    private void Replace(LoadedModel? model)
     {
         LoadedModel? old;
         lock (_lock)
         {
             old = _current;
-            _current = null;
+            _current = model;
             _consecutiveFailures = 0;
         }
         old?.Dispose();

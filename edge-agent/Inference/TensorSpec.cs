@@ -29,20 +29,8 @@ public sealed record TensorSpec(string Name, TensorElementType ElementType, long
         return null;
     }
 
-    public static string ElementTypeName(TensorElementType type) => type switch
-    {
-        TensorElementType.Float => "float32",
-        TensorElementType.Int64 => "int64",
-        TensorElementType.Int32 => "int32",
-        TensorElementType.UInt8 => "uint8",
-        TensorElementType.Int8 => "int8",
-        TensorElementType.Double => "float64",
-        TensorElementType.Float16 => "float16",
-        TensorElementType.Bool => "bool",
-        TensorElementType.String => "string",
-        TensorElementType.DataTypeMax => "non-tensor",
-        _ => type.ToString().ToLowerInvariant(),
-    };
+    public static string ElementTypeName(TensorElementType type) =>
+        type == TensorElementType.DataTypeMax ? "non-tensor" : EdgeFleet.Shared.Ota.TensorTypes.Name((int)type);
 
     private string SymbolicName(int i) => i < SymbolicDims.Length && !string.IsNullOrEmpty(SymbolicDims[i]) ? SymbolicDims[i] : "?";
 }

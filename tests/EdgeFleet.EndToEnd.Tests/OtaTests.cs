@@ -118,7 +118,19 @@ public class OtaTests(OtaFixture ota) : IClassFixture<OtaFixture>
         string Explain() => $"fleet:\n{fleet.Output}\n--- agent:\n{agent.Output}";
         await Wait.ForAsync(async () => ActiveVersion(await fleet.Device("ota-01")) == "1.0.0" ? "" : null, Patience, Explain);
 
-        await fleet.UploadArtifact(await File.ReadAllBytesAsync(ota.Retrained));
+        var bytes = await File.ReadAllBytesAsync(ota.Retrained);
+        var sha = await fleet.UploadArtifact(bytes);
+        Assert.Equal(Convert.ToHexStringLower(SHA256.HashData(bytes)), sha);
+        // The fleet serves ranges, which is what lets a device resume.
+        using (var http = new HttpClient())
+        using (var request = new HttpRequestMessage(HttpMethod.Get, $"{fleet.Url}/api/artifacts/{sha}"))
+        {
+            request.Headers.Range = new System.Net.Http.Headers.RangeHeaderValue(100, null);
+            using var response = await http.SendAsync(request);
+            Assert.Equal(System.Net.HttpStatusCode.PartialContent, response.StatusCode);
+            Assert.Equal(bytes[100..], await response.Content.ReadAsByteArrayAsync());
+            Assert.Equal(System.Net.HttpStatusCode.NotFound, (await http.GetAsync(new Uri($"{fleet.Url}/api/artifacts/{new string('0', 64)}"))).StatusCode);
+        }
         await fleet.SetDesired("ota-01", ota.Sign(ota.Manifest(ota.Retrained, 2)), ota.KeySet);
         await Wait.ForAsync(async () => await fleet.Device("ota-01") is { } d && ActiveVersion(d) == "2" && OtaState(d) == "committed"
             && d["device"]!["lastInference"]?["version"]?.GetValue<string>() == "2" ? "" : null, Patience, Explain);

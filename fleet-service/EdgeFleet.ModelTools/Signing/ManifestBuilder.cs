@@ -120,18 +120,5 @@ public static class ManifestBuilder
         Shape = meta.Dimensions.Select(d => (long)d).ToArray(),
     };
 
-    /// <summary>The element type names the agent uses (TensorSpec.ElementTypeName).</summary>
-    public static string TypeName(TensorElementType type) => type switch
-    {
-        TensorElementType.Float => "float32",
-        TensorElementType.Int64 => "int64",
-        TensorElementType.Int32 => "int32",
-        TensorElementType.UInt8 => "uint8",
-        TensorElementType.Int8 => "int8",
-        TensorElementType.Double => "float64",
-        TensorElementType.Float16 => "float16",
-        TensorElementType.Bool => "bool",
-        TensorElementType.String => "string",
-        _ => type.ToString().ToLowerInvariant(),
-    };
+    private static string TypeName(TensorElementType type) => TensorTypes.Name((int)type);
 }
