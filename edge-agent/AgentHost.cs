@@ -27,12 +27,13 @@ public static class AgentHost
             o.SingleLine = true;
             o.TimestampFormat = "HH:mm:ss.fff ";
         });
-        builder.Logging.SetMinimumLevel(LogLevel.Information);
+        builder.Logging.SetMinimumLevel(config.LogLevel);
         builder.Services.AddSystemd();
         builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(5));
         builder.Services.AddSingleton(config);
         builder.Services.AddSingleton(runtime);
-        builder.Services.AddSingleton(_ => new TelemetryBuffer(Path.Combine(config.StateDirectory, "telemetry.db")));
+        builder.Services.AddSingleton(sp => new TelemetryBuffer(Path.Combine(config.StateDirectory, "telemetry.db"), config.Telemetry, runtime.Time,
+            sp.GetRequiredService<ILoggerFactory>().CreateLogger<TelemetryBuffer>()));
         builder.Services.AddSingleton<SyncService>();
         builder.Services.AddSingleton<ModelHost>();
         builder.Services.AddSingleton(_ => new OtaStore(Path.Combine(config.StateDirectory, "ota.db")));

@@ -24,6 +24,10 @@ public sealed record AgentConfig
     public TelemetryConfig Telemetry { get; set; } = new();
 
     public OtaConfig Ota { get; set; } = new();
+
+    /// <summary>Trace, Debug, Information, Warning, Error or Critical.</summary>
+    [JsonConverter(typeof(JsonStringEnumConverter<Microsoft.Extensions.Logging.LogLevel>))]
+    public Microsoft.Extensions.Logging.LogLevel LogLevel { get; set; } = Microsoft.Extensions.Logging.LogLevel.Information;
 }
 
 /// <summary>Signed model updates. Without a pinned root the agent refuses every update (and says so).</summary>
@@ -103,11 +107,32 @@ public sealed record TelemetryConfig
 {
     public int MaxBatchRecords { get; set; } = 200;
 
+    /// <summary>Most bytes of record JSON in one batch, before compression.</summary>
+    public long MaxBatchBytes { get; set; } = 512 * 1024;
+
     public double MaxBatchAgeSeconds { get; set; } = 1;
 
     public double AckTimeoutSeconds { get; set; } = 10;
 
     public double HealthIntervalSeconds { get; set; } = 10;
+
+    /// <summary>The buffer's record limit; beyond it the lowest priority, oldest records are evicted.</summary>
+    public long MaxBufferRecords { get; set; } = 200_000;
+
+    /// <summary>The buffer's byte limit (record bodies and headers).</summary>
+    public long MaxBufferBytes { get; set; } = 64L * 1024 * 1024;
+
+    /// <summary>Below this much free space on the state directory's file system, appends are refused.</summary>
+    public long MinFreeDiskBytes { get; set; } = 16L * 1024 * 1024;
+
+    /// <summary>Time to live per kind (wire names), in hours; kinds not listed wait as long as they must.</summary>
+    public Dictionary<string, double> TtlHours { get; set; } = new() { ["inference"] = 168, ["health"] = 168 };
+
+    /// <summary>Bytes the agent may send per UTC day (cellular plans); 0 means no limit.</summary>
+    public long DailyByteBudget { get; set; }
+
+    /// <summary>The last part of the daily budget, in percent, kept for high and critical records.</summary>
+    public double BudgetReservePercent { get; set; } = 10;
 }
 
 [JsonSourceGenerationOptions(

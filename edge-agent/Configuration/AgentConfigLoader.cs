@@ -57,6 +57,26 @@ public static class AgentConfigLoader
             throw new ConfigException($"telemetry.maxBatchRecords must be within 1..{Protocol.MaxRecordsPerBatch}");
         if (c.Telemetry.MaxBatchAgeSeconds <= 0 || c.Telemetry.AckTimeoutSeconds <= 0 || c.Telemetry.HealthIntervalSeconds <= 0)
             throw new ConfigException("telemetry intervals must be positive");
+        ValidateBuffer(c.Telemetry);
+    }
+
+    private static readonly string[] KindNames = ["inference", "health", "event", "alarm", "audit", "ota-status", "evictions"];
+
+    private static void ValidateBuffer(TelemetryConfig t)
+    {
+        if (t.MaxBufferRecords < 10 || t.MaxBufferBytes < 64 * 1024)
+            throw new ConfigException("telemetry.maxBufferRecords must be at least 10 and telemetry.maxBufferBytes at least 65536");
+        if (t.MaxBatchBytes is < 4096 or > Protocol.MaxBatchJsonBytes)
+            throw new ConfigException($"telemetry.maxBatchBytes must be within 4096..{Protocol.MaxBatchJsonBytes}");
+        if (t.MinFreeDiskBytes < 0 || t.DailyByteBudget < 0 || t.BudgetReservePercent is < 0 or >= 100)
+            throw new ConfigException("telemetry.minFreeDiskBytes and dailyByteBudget must not be negative, budgetReservePercent within [0, 100)");
+        foreach (var (kind, hours) in t.TtlHours)
+        {
+            if (!KindNames.Contains(kind))
+                throw new ConfigException($"telemetry.ttlHours names '{kind}', which is not one of {string.Join(", ", KindNames)}");
+            if (hours < 0)
+                throw new ConfigException($"telemetry.ttlHours.{kind} must not be negative");
+        }
     }
 }
 

@@ -1,7 +1,6 @@
 using System.Diagnostics;
 using EdgeFleet.Agent.Configuration;
 using EdgeFleet.Agent.Inputs;
-using EdgeFleet.Agent.Sync;
 using EdgeFleet.Agent.Telemetry;
 using EdgeFleet.Shared.Demo;
 using EdgeFleet.Shared.Wire;
@@ -16,7 +15,7 @@ namespace EdgeFleet.Agent.Inference;
 /// swapping it, belongs to the OTA service.
 /// </summary>
 public sealed partial class InferenceService(
-    AgentConfig config, AgentRuntime runtime, ModelHost host, TelemetryBuffer buffer, SyncService sync, ILogger<InferenceService> log) : BackgroundService
+    AgentConfig config, AgentRuntime runtime, ModelHost host, TelemetryBuffer buffer, ILogger<InferenceService> log) : BackgroundService
 {
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
@@ -44,15 +43,26 @@ public sealed partial class InferenceService(
             if (result is not { } r)
                 continue; // no model loaded (yet): the OTA service keeps trying
             var micros = (long)Stopwatch.GetElapsedTime(started).TotalMicroseconds;
-            buffer.Append(runtime.Time.GetUtcNow(), TelemetryKind.Inference, inference: new InferenceSample
+            try
             {
-                Model = r.Model.Name,
-                Version = r.Model.Version,
-                Label = r.Label,
-                Confidence = r.Confidence,
-                LatencyMicros = micros,
-            });
-            sync.Wake();
+                await buffer.AppendAsync(new TelemetryRecord
+                {
+                    Ts = runtime.Time.GetUtcNow(),
+                    Kind = TelemetryKind.Inference,
+                    Inference = new InferenceSample
+                    {
+                        Model = r.Model.Name,
+                        Version = r.Model.Version,
+                        Label = r.Label,
+                        Confidence = r.Confidence,
+                        LatencyMicros = micros,
+                    },
+                }, cancellationToken: stoppingToken).ConfigureAwait(false);
+            }
+            catch (TelemetryBufferException)
+            {
+                // Refused (disk full): the buffer logs the refusal once and reports the count when it recovers.
+            }
         }
         Log.InputEnded(log);
     }

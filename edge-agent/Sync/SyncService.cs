@@ -12,8 +12,10 @@ namespace EdgeFleet.Agent.Sync;
 /// <summary>
 /// Keeps the agent connected to the fleet's broker and drains the telemetry buffer into it.
 /// On every (re)connect: subscribe to the ack topic, publish hello and the retained reported state.
-/// Then send the oldest unacknowledged records as one batch, wait for the fleet's ack, repeat. A batch
-/// is sent again after a reconnect or an ack timeout; the fleet stores each sequence number once.
+/// Then send a batch (highest priority first, oldest first within a priority, Brotli-compressed), wait
+/// for the fleet's ack, repeat. A batch is sent again after a reconnect or an ack timeout; the fleet stores
+/// each sequence number once. A daily byte budget, when set, holds ordinary records back once only its
+/// reserve is left, and everything once it is spent.
 /// </summary>
 public sealed partial class SyncService : BackgroundService
 {
@@ -39,6 +41,7 @@ public sealed partial class SyncService : BackgroundService
         _log = log;
         _client = new MqttClientFactory().CreateMqttClient();
         _client.ApplicationMessageReceivedAsync += OnMessageAsync;
+        _buffer.Committed += Wake;
         _runtime.StateChanged += () =>
         {
             _stateDirty = true;
@@ -59,6 +62,13 @@ public sealed partial class SyncService : BackgroundService
     public void PublishStatus(OtaStatusMessage status)
     {
         _statuses.Writer.TryWrite(status);
+        if (status.State is OtaState.Committed or OtaState.RolledBack or OtaState.Rejected or OtaState.Failed)
+        {
+            // How an update ended is a record, not just a progress report: it goes through the buffer.
+            var record = new TelemetryRecord { Ts = status.At, Kind = TelemetryKind.OtaStatus, Ota = status };
+            _ = _buffer.AppendAsync(record).ContinueWith(t => Log.RecordLost(_log, "ota-status", t.Exception!.GetBaseException().Message),
+                CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted, TaskScheduler.Default);
+        }
         Wake();
     }
 
@@ -141,27 +151,33 @@ public sealed partial class SyncService : BackgroundService
 
     private async Task DrainOnceAsync(CancellationToken ct)
     {
-        var pending = _buffer.Peek(_config.Telemetry.MaxBatchRecords);
-        var maxAge = TimeSpan.FromSeconds(_config.Telemetry.MaxBatchAgeSeconds);
-        if (pending.Count == 0 || (pending.Count < _config.Telemetry.MaxBatchRecords && _runtime.Time.GetUtcNow() - pending[0].Ts < maxAge))
+        var cfg = _config.Telemetry;
+        var maxAge = TimeSpan.FromSeconds(cfg.MaxBatchAgeSeconds);
+        if (!_buffer.BatchDue(cfg.MaxBatchRecords, maxAge))
         {
             // Nothing due yet: sleep until woken by new telemetry or the oldest record comes of age.
             await _wake.WaitAsync(maxAge, ct).ConfigureAwait(false);
             return;
         }
-        var batch = new TelemetryBatch
+        var now = _runtime.Time.GetUtcNow();
+        var day = DateOnly.FromDateTime(now.UtcDateTime);
+        var (minPriority, allowance) = Allowance(day);
+        var next = minPriority is { } min ? NextBatch(min, allowance) : null;
+        if (next is not { } send)
         {
-            DeviceId = _runtime.DeviceId,
-            StreamId = _buffer.StreamId,
-            FirstSeq = pending[0].Seq,
-            LastSeq = pending[^1].Seq,
-            Records = pending,
-        };
-        await PublishAsync(Topics.For(_runtime.DeviceId, TopicKind.Telemetry),
-            WireReader.Write(batch, WireJsonContext.Default.TelemetryBatch), retain: false, ct).ConfigureAwait(false);
+            // Out of budget for today, at least for what is waiting: try again at midnight UTC or when woken.
+            var midnight = new DateTimeOffset(day.AddDays(1).ToDateTime(TimeOnly.MinValue), TimeSpan.Zero);
+            Log.OverBudget(_log, _buffer.BudgetSpent(day), cfg.DailyByteBudget);
+            await _wake.WaitAsync(TimeSpan.FromMinutes(Math.Min(1, Math.Max(0.01, (midnight - now).TotalMinutes))), ct).ConfigureAwait(false);
+            return;
+        }
+        var (batch, payload) = send;
+        await PublishAsync(Topics.For(_runtime.DeviceId, TopicKind.Telemetry), payload, retain: false, ct).ConfigureAwait(false);
+        if (cfg.DailyByteBudget > 0)
+            _buffer.SpendBudget(day, payload.Length);
 
-        var deadline = _runtime.Time.GetUtcNow() + TimeSpan.FromSeconds(_config.Telemetry.AckTimeoutSeconds);
-        while (_buffer.AckedSeq < batch.LastSeq && _client.IsConnected)
+        var deadline = _runtime.Time.GetUtcNow() + TimeSpan.FromSeconds(cfg.AckTimeoutSeconds);
+        while (_buffer.Contains(batch.LastSeq) && _client.IsConnected)
         {
             var left = deadline - _runtime.Time.GetUtcNow();
             if (left <= TimeSpan.Zero)
@@ -171,6 +187,50 @@ public sealed partial class SyncService : BackgroundService
             }
             await _wake.WaitAsync(left, ct).ConfigureAwait(false);
         }
+    }
+
+    /// <summary>
+    /// What today's byte budget still allows: everything while the ordinary share lasts, then only high and
+    /// critical records until the reserve is spent too (null: nothing).
+    /// </summary>
+    private (TelemetryPriority? MinPriority, long Bytes) Allowance(DateOnly day)
+    {
+        var cfg = _config.Telemetry;
+        if (cfg.DailyByteBudget <= 0)
+            return (TelemetryPriority.Low, long.MaxValue);
+        var spent = _buffer.BudgetSpent(day);
+        var ordinary = (long)(cfg.DailyByteBudget * (1 - (cfg.BudgetReservePercent / 100)));
+        if (spent < ordinary)
+            return (TelemetryPriority.Low, ordinary - spent);
+        return spent < cfg.DailyByteBudget ? (TelemetryPriority.High, cfg.DailyByteBudget - spent) : (null, 0);
+    }
+
+    /// <summary>The next batch and its payload, halved until it fits the allowance and the payload limit.</summary>
+    private (TelemetryBatch Batch, byte[] Payload)? NextBatch(TelemetryPriority minPriority, long allowance)
+    {
+        var cfg = _config.Telemetry;
+        for (var max = cfg.MaxBatchRecords; max >= 1; max /= 2)
+        {
+            var outgoing = _buffer.TakeBatch(max, cfg.MaxBatchBytes, minPriority);
+            if (outgoing is null)
+                return null;
+            var batch = new TelemetryBatch
+            {
+                DeviceId = _runtime.DeviceId,
+                StreamId = _buffer.StreamId,
+                FirstSeq = outgoing.Records[0].Seq,
+                LastSeq = outgoing.Records[^1].Seq,
+                Count = outgoing.Records.Count,
+                PendingFrom = outgoing.PendingFrom,
+                Encoding = TelemetryBatchCodec.Brotli,
+                Records = TelemetryBatchCodec.Encode(outgoing.Records),
+            };
+            var payload = WireReader.Write(batch, WireJsonContext.Default.TelemetryBatch);
+            if (payload.Length <= Math.Min(allowance, Protocol.MaxPayloadBytes))
+                return (batch, payload);
+            max = Math.Min(max, outgoing.Records.Count);
+        }
+        return null;
     }
 
     private async Task PublishAsync(string topic, byte[] payload, bool retain, CancellationToken ct)
@@ -216,7 +276,7 @@ public sealed partial class SyncService : BackgroundService
             Log.BadAck(_log, WireError.Invalid, $"ack for stream {ack.Message.StreamId}, this buffer is {_buffer.StreamId}");
             return Task.CompletedTask;
         }
-        var deleted = _buffer.Acknowledge(ack.Message.AckedSeq);
+        var deleted = _buffer.Acknowledge(ack.Message.AckedSeq, ack.Message.Stored);
         Log.Acked(_log, ack.Message.AckedSeq, deleted);
         Wake();
         return Task.CompletedTask;
@@ -248,6 +308,12 @@ public sealed partial class SyncService : BackgroundService
 
         [LoggerMessage(1007, LogLevel.Warning, "Ignored a desired state: {Error}: {Reason}")]
         public static partial void BadDesired(ILogger logger, WireError error, string reason);
+
+        [LoggerMessage(1008, LogLevel.Warning, "Daily telemetry budget spent ({Spent} of {Budget} bytes); waiting records stay buffered")]
+        public static partial void OverBudget(ILogger logger, long spent, long budget);
+
+        [LoggerMessage(1009, LogLevel.Warning, "A {Kind} record was not buffered: {Reason}")]
+        public static partial void RecordLost(ILogger logger, string kind, string reason);
 
         [LoggerMessage(1006, LogLevel.Warning, "Ignored a message on unexpected topic {Topic}")]
         public static partial void IgnoredTopic(ILogger logger, string topic);

@@ -1,60 +1,84 @@
-using System.Security.Cryptography;
-using JsonSerializer = System.Text.Json.JsonSerializer;
+using EdgeFleet.Agent.Configuration;
 using EdgeFleet.Shared.Wire;
-using LiteDB;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 
 namespace EdgeFleet.Agent.Telemetry;
 
+/// <summary>A batch ready to send: records in ascending sequence order, each body without its sequence number.</summary>
+public sealed record OutgoingBatch(IReadOnlyList<(long Seq, ReadOnlyMemory<byte> Body)> Records, long PendingFrom, long Bytes);
+
 /// <summary>
-/// The store-and-forward queue: telemetry records in a LiteDB file under the state directory, each with
-/// the next sequence number of this buffer's stream. Records leave only when the fleet acknowledges them.
-/// Documents are mapped by hand (LiteDB's typed mapper does not work under NativeAOT).
+/// The store-and-forward queue of telemetry: a LiteDB file under the state directory.
 ///
-/// What "accepted" promises today: an appended record survives a crash of the agent process (LiteDB
-/// writes its log before Append returns). It does not yet promise survival of power loss, because
-/// LiteDB 5 does not fsync its commits; that is the durable group-commit work of the telemetry issue.
+/// <para><b>What "accepted" promises.</b> When <see cref="AppendAsync"/> completes with a sequence number,
+/// the record is in the LiteDB log and that log has been fsync'd: it survives kill -9, a crash of the
+/// operating system and power loss (on storage that honours fsync). It stays until the fleet acknowledges
+/// that it stored it, or until the buffer evicts it by policy (full, or older than its kind's time to live);
+/// evictions are counted and reported. A record that fails to append (<see cref="TelemetryBufferException"/>)
+/// was not accepted and is not in the buffer.</para>
+///
+/// <para><b>Group commit.</b> Appends queue into the open group; one committer thread writes a whole group
+/// in one LiteDB transaction followed by one fsync, while the next group fills. Records of one class in a
+/// group share a segment document, so the per-record cost is small.</para>
+///
+/// <para><b>Bounds.</b> Record and byte limits; the lowest class (<see cref="TelemetryPolicy"/>), oldest
+/// first, makes room. When the file system falls below the free-space reserve, appends fail with
+/// <see cref="TelemetryBufferError.DiskFull"/> and succeed again once space returns; the number refused is
+/// then reported as an alarm.</para>
 /// </summary>
-public sealed class TelemetryBuffer : IDisposable
+public sealed partial class TelemetryBuffer : IDisposable
 {
-    private const string MetaStreamId = "stream";
-    private const string MetaLastSeq = "lastSeq";
-    private const string MetaAckedSeq = "ackedSeq";
+    private const int MaxSegmentRecords = 512;
 
-    private readonly LiteDatabase _db;
-    private readonly ILiteCollection<BsonDocument> _records;
-    private readonly ILiteCollection<BsonDocument> _meta;
-    private readonly Lock _lock = new();
-    private long _lastSeq;
-    private long _ackedSeq;
+    private readonly TelemetryConfig _config;
+    private readonly TimeProvider _time;
+    private readonly ILogger _log;
+    private readonly string _path;
+    private readonly object _queueLock = new();
+    private readonly Lock _dbLock = new();
+    private readonly Queue<Group> _groups = new();
+    private readonly Thread _committer;
+    private readonly int _maxGroupRecords;
+    private readonly long _maxGroupBytes;
+    private Group? _open;
+    private bool _stopping;
+    private long _refused;
+    private DateTimeOffset _refusedSince;
 
-    public TelemetryBuffer(string path)
+    public TelemetryBuffer(string path, TelemetryConfig config, TimeProvider time, ILogger? log = null)
     {
-        Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
-        _db = new LiteDatabase(new ConnectionString { Filename = path, Connection = ConnectionType.Direct });
-        _records = _db.GetCollection("records");
-        _meta = _db.GetCollection("meta");
-        StreamId = ReadMeta(MetaStreamId)?.AsString ?? CreateStream();
-        _lastSeq = ReadMeta(MetaLastSeq)?.AsInt64 ?? 0;
-        _ackedSeq = ReadMeta(MetaAckedSeq)?.AsInt64 ?? 0;
+        _path = Path.GetFullPath(path);
+        _config = config;
+        _time = time;
+        _log = log ?? NullLogger.Instance;
+        _maxGroupRecords = (int)Math.Clamp(config.MaxBufferRecords / 2, 1, 4096);
+        _maxGroupBytes = Math.Clamp(config.MaxBufferBytes / 2, 1, 4 * 1024 * 1024);
+        Directory.CreateDirectory(Path.GetDirectoryName(_path)!);
+        Open();
+        Log.Opened(_log, _path, StreamId, _index.Count, _index.Bytes, _lastSeq);
+        _committer = new Thread(CommitLoop) { IsBackground = true, Name = "telemetry-commit" };
+        _committer.Start();
     }
 
     /// <summary>Random id of this buffer file; a wiped device starts a new stream at sequence 1.</summary>
-    public string StreamId { get; }
+    public string StreamId { get; private set; } = "";
 
     public long LastSeq
     {
         get
         {
-            lock (_lock)
+            lock (_dbLock)
                 return _lastSeq;
         }
     }
 
+    /// <summary>The fleet's watermark: nothing at or below it is outstanding.</summary>
     public long AckedSeq
     {
         get
         {
-            lock (_lock)
+            lock (_dbLock)
                 return _ackedSeq;
         }
     }
@@ -63,87 +87,405 @@ public sealed class TelemetryBuffer : IDisposable
     {
         get
         {
-            lock (_lock)
-                return _records.LongCount();
+            lock (_dbLock)
+                return _index.Count;
         }
     }
 
-    /// <summary>Assigns the next sequence number and stores the record; returns that number.</summary>
-    public long Append(DateTimeOffset ts, TelemetryKind kind, InferenceSample? inference = null, HealthSample? health = null, string? message = null)
+    public long Bytes
     {
-        lock (_lock)
+        get
         {
-            var record = new TelemetryRecord { Seq = _lastSeq + 1, Ts = ts, Kind = kind, Inference = inference, Health = health, Message = message };
-            var body = JsonSerializer.SerializeToUtf8Bytes(record, WireJsonContext.Default.TelemetryRecord);
-            _db.BeginTrans();
-            try
-            {
-                _records.Insert(new BsonDocument { ["_id"] = record.Seq, ["body"] = body });
-                WriteMeta(MetaLastSeq, record.Seq);
-                _db.Commit();
-            }
-            catch
-            {
-                _db.Rollback();
-                throw;
-            }
-            _lastSeq = record.Seq;
-            return record.Seq;
+            lock (_dbLock)
+                return _index.Bytes;
         }
     }
 
-    /// <summary>The oldest records still waiting for an acknowledgement, at most <paramref name="max"/>.</summary>
-    public IReadOnlyList<TelemetryRecord> Peek(int max)
+    /// <summary>Whether the record is still waiting (not acknowledged, not evicted).</summary>
+    public bool Contains(long seq)
     {
-        lock (_lock)
+        lock (_dbLock)
+            return _index.TryGet(seq, out _);
+    }
+
+    /// <summary>Totals of what was evicted since the stream began (the same numbers the reports carry).</summary>
+    public EvictionReport Evictions
+    {
+        get
         {
-            var result = new List<TelemetryRecord>();
-            foreach (var doc in _records.Find(Query.All("_id", Query.Ascending), limit: max))
-            {
-                var record = JsonSerializer.Deserialize(doc["body"].AsBinary, WireJsonContext.Default.TelemetryRecord)
-                    ?? throw new InvalidDataException($"telemetry record {doc["_id"]} is unreadable");
-                result.Add(record);
-            }
-            return result;
+            lock (_dbLock)
+                return _evictions.ToReport();
         }
     }
 
-    /// <summary>Deletes every record up to <paramref name="ackedSeq"/>; acknowledgements never move backwards.</summary>
-    public int Acknowledge(long ackedSeq)
+    /// <summary>Raised (on the committer thread) after records were committed, so the sync loop can look.</summary>
+    public event Action? Committed;
+
+    /// <summary>
+    /// Appends a record and completes, with its sequence number, once the record is durable. Cancelling
+    /// stops the wait, not the append: a record already queued may still be accepted.
+    /// </summary>
+    public async Task<long> AppendAsync(TelemetryRecord record, TelemetryPriority? priority = null, CancellationToken cancellationToken = default)
     {
-        lock (_lock)
+        var body = TelemetryBatchCodec.Body(record);
+        var pending = new Pending(record.Ts.ToUnixTimeMilliseconds(), record.Kind, priority ?? TelemetryPolicy.DefaultPriority(record.Kind), body);
+        if (pending.Size > _config.MaxBufferBytes)
+            throw new TelemetryBufferException(TelemetryBufferError.TooLarge, $"a {record.Kind} record of {pending.Size} bytes exceeds the buffer's {_config.MaxBufferBytes} bytes");
+        Group group;
+        int index;
+        lock (_queueLock)
         {
-            if (ackedSeq <= _ackedSeq)
-                return 0;
+            ObjectDisposedException.ThrowIf(_stopping, this);
+            if (_open is null || _open.Items.Count >= _maxGroupRecords || _open.Bytes + pending.Size > _maxGroupBytes)
+            {
+                _open = new Group();
+                _groups.Enqueue(_open);
+            }
+            group = _open;
+            index = group.Items.Count;
+            group.Items.Add(pending);
+            group.Bytes += pending.Size;
+            Monitor.Pulse(_queueLock);
+        }
+        var first = await group.Done.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
+        return first + index;
+    }
+
+    /// <summary>
+    /// The next records to send: highest priority first, oldest first within a priority, at most
+    /// <paramref name="maxRecords"/> and about <paramref name="maxBytes"/> of bodies, only classes at or
+    /// above <paramref name="minPriority"/>. Null when nothing qualifies.
+    /// </summary>
+    public OutgoingBatch? TakeBatch(int maxRecords, long maxBytes, TelemetryPriority minPriority = TelemetryPriority.Low)
+    {
+        lock (_dbLock)
+        {
+            var chosen = new List<(long Seq, RecordMeta Meta)>();
+            long bytes = 0;
+            foreach (var cls in TelemetryPolicy.SendOrder)
+            {
+                if (TelemetryPolicy.PriorityOf(cls) < minPriority)
+                    continue;
+                foreach (var seq in _index.InClass(cls))
+                {
+                    if (chosen.Count >= maxRecords)
+                        break;
+                    _index.TryGet(seq, out var meta);
+                    if (chosen.Count > 0 && bytes + meta.Size > maxBytes)
+                        break;
+                    chosen.Add((seq, meta));
+                    bytes += meta.Size;
+                }
+            }
+            if (chosen.Count == 0)
+                return null;
+            chosen.Sort((a, b) => a.Seq.CompareTo(b.Seq));
+            var bodies = ReadBodies(chosen);
+            return new OutgoingBatch(chosen.Select(c => (c.Seq, bodies[c.Seq])).ToList(), _index.LowestSeq() ?? chosen[0].Seq, bytes);
+        }
+    }
+
+    /// <summary>True when a batch should go now: enough records, an urgent one, or the oldest is old enough.</summary>
+    public bool BatchDue(int maxRecords, TimeSpan maxAge)
+    {
+        lock (_dbLock)
+        {
+            if (_index.Count == 0)
+                return false;
+            if (_index.Count >= maxRecords)
+                return true;
+            foreach (var cls in TelemetryPolicy.SendOrder)
+            {
+                if (TelemetryPolicy.PriorityOf(cls) >= TelemetryPriority.High && _index.InClass(cls).Count > 0)
+                    return true;
+            }
+            var oldest = _index.LowestSeq()!.Value;
+            _index.TryGet(oldest, out var meta);
+            return _time.GetUtcNow().ToUnixTimeMilliseconds() - meta.TsMillis >= maxAge.TotalMilliseconds;
+        }
+    }
+
+    /// <summary>
+    /// Deletes what the fleet stored: every record at or below <paramref name="ackedSeq"/> and every record
+    /// in <paramref name="stored"/>. Idempotent and order-insensitive. Returns the number deleted.
+    /// </summary>
+    public int Acknowledge(long ackedSeq, IReadOnlyList<SeqRange>? stored = null)
+    {
+        lock (_dbLock)
+        {
             ackedSeq = Math.Min(ackedSeq, _lastSeq);
-            _db.BeginTrans();
-            int deleted;
-            try
+            var seqs = new List<long>();
+            for (var cls = 0; cls < TelemetryPolicy.Classes; cls++)
             {
-                deleted = _records.DeleteMany(Query.LTE("_id", ackedSeq));
-                WriteMeta(MetaAckedSeq, ackedSeq);
-                _db.Commit();
+                var set = (SortedSet<long>)_index.InClass(cls);
+                if (set.Count == 0)
+                    continue;
+                if (ackedSeq >= set.Min)
+                    seqs.AddRange(set.GetViewBetween(set.Min, ackedSeq));
+                foreach (var range in stored ?? [])
+                {
+                    var from = Math.Max(range.From, Math.Max(set.Min, ackedSeq + 1));
+                    var to = Math.Min(range.To, set.Max);
+                    if (from <= to)
+                        seqs.AddRange(set.GetViewBetween(from, to));
+                }
             }
-            catch
+            if (seqs.Count == 0 && ackedSeq <= _ackedSeq)
+                return 0;
+            var watermark = Math.Max(_ackedSeq, ackedSeq);
+            // No fsync: losing an acknowledgement to power loss only means sending those records again.
+            Transact(() =>
             {
-                _db.Rollback();
-                throw;
-            }
-            _ackedSeq = ackedSeq;
-            return deleted;
+                RemoveDocuments(seqs);
+                WriteMeta(_lastSeq, watermark, _evictions);
+            });
+            foreach (var seq in seqs)
+                _index.Remove(seq);
+            _ackedSeq = watermark;
+            return seqs.Count;
         }
     }
 
-    private string CreateStream()
+    /// <summary>Evicts records older than their kind's time to live; returns how many.</summary>
+    public int Expire()
     {
-        var id = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(8));
-        WriteMeta(MetaStreamId, id);
-        return id;
+        lock (_dbLock)
+        {
+            var now = _time.GetUtcNow().ToUnixTimeMilliseconds();
+            var ttls = Enum.GetValues<TelemetryKind>().ToDictionary(k => k, k => TelemetryPolicy.TtlOf(_config, k));
+            var victims = new List<long>();
+            for (var cls = 0; cls < TelemetryPolicy.Classes; cls++)
+            {
+                foreach (var seq in _index.InClass(cls))
+                {
+                    _index.TryGet(seq, out var meta);
+                    if (ttls[meta.Kind] is { } ttl && now - meta.TsMillis > ttl.TotalMilliseconds)
+                        victims.Add(seq);
+                }
+            }
+            if (victims.Count > 0)
+                Evict(victims, expired: true, sync: false);
+            return victims.Count;
+        }
     }
 
-    private BsonValue? ReadMeta(string key) => _meta.FindById(key)?["value"];
+    /// <summary>Bytes of the daily budget spent on <paramref name="day"/> (UTC).</summary>
+    public long BudgetSpent(DateOnly day)
+    {
+        lock (_dbLock)
+            return _budgetDay == day ? _budgetSpent : 0;
+    }
 
-    private void WriteMeta(string key, BsonValue value) => _meta.Upsert(new BsonDocument { ["_id"] = key, ["value"] = value });
+    public void SpendBudget(DateOnly day, long bytes)
+    {
+        lock (_dbLock)
+        {
+            _budgetSpent = (_budgetDay == day ? _budgetSpent : 0) + bytes;
+            _budgetDay = day;
+            Transact(() => WriteMeta(_lastSeq, _ackedSeq, _evictions));
+        }
+    }
 
-    public void Dispose() => _db.Dispose();
+    private void CommitLoop()
+    {
+        while (true)
+        {
+            Group group;
+            lock (_queueLock)
+            {
+                while (_groups.Count == 0 && !_stopping)
+                    Monitor.Wait(_queueLock);
+                if (_groups.Count == 0)
+                    return;
+                group = _groups.Dequeue();
+                if (ReferenceEquals(group, _open))
+                    _open = null;
+            }
+            try
+            {
+                group.Done.SetResult(Commit(group));
+            }
+            catch (Exception e)
+            {
+                group.Done.SetException(e is TelemetryBufferException ? e
+                    : new TelemetryBufferException(TelemetryBufferError.Unavailable, $"telemetry buffer could not commit: {e.Message}", e));
+                continue;
+            }
+            Committed?.Invoke();
+        }
+    }
+
+    private long Commit(Group group)
+    {
+        lock (_dbLock)
+        {
+            try
+            {
+                EnsureOpen();
+                CheckDiskSpace(group);
+            }
+            catch (TelemetryBufferException e)
+            {
+                if (_refused == 0)
+                {
+                    _refusedSince = _time.GetUtcNow();
+                    Log.Refusing(_log, e.Message);
+                }
+                _refused += group.Items.Count;
+                throw;
+            }
+
+            var victims = _index.PlanEviction(group.Items.Count, group.Bytes, _config.MaxBufferRecords, _config.MaxBufferBytes);
+            var first = _lastSeq + 1;
+            var records = new List<StoredRecord>(group.Items.Count);
+            for (var i = 0; i < group.Items.Count; i++)
+            {
+                var p = group.Items[i];
+                records.Add(new StoredRecord(first + i, p.TsMillis, p.Kind, p.Priority, p.Body));
+            }
+            var last = first + records.Count - 1;
+            var evictions = victims.Count > 0 ? _evictions.Add(victims.Select(MetaOf), expired: false) : _evictions;
+            var segments = Segment(records);
+            Transact(() =>
+            {
+                RemoveDocuments(victims);
+                foreach (var (id, cls, members) in segments)
+                    InsertSegment(id, cls, members);
+                WriteMeta(last, _ackedSeq, evictions);
+            });
+            _logFile!.Sync();
+
+            foreach (var seq in victims)
+                _index.Remove(seq);
+            foreach (var (id, cls, members) in segments)
+            {
+                foreach (var r in members)
+                    _index.Add(r.Seq, new RecordMeta(id, r.TsMillis, r.Kind, cls, r.Size));
+            }
+            _lastSeq = last;
+            _evictions = evictions;
+            if (victims.Count > 0)
+                Log.Evicted(_log, victims.Count, "the buffer is full", _evictions.Records);
+            Log.CommittedGroup(_log, first, last);
+            if (_refused > 0)
+                ReportRefusals();
+            return first;
+        }
+    }
+
+    private void CheckDiskSpace(Group group)
+    {
+        var free = new DriveInfo(Path.GetDirectoryName(_path)!).AvailableFreeSpace;
+        // A commit writes each page to the log and later to the data file: reserve twice what it adds.
+        var needed = _config.MinFreeDiskBytes + (2 * group.Bytes);
+        if (free < needed)
+            throw new TelemetryBufferException(TelemetryBufferError.DiskFull,
+                $"disk full: {free / 1024} KiB free in {Path.GetDirectoryName(_path)}, telemetry keeps {_config.MinFreeDiskBytes / 1024} KiB in reserve; {group.Items.Count} records not accepted");
+    }
+
+    private void ReportRefusals()
+    {
+        var refused = _refused;
+        var since = _refusedSince;
+        _refused = 0;
+        Log.Accepting(_log, refused, since);
+        var alarm = new TelemetryRecord
+        {
+            Ts = _time.GetUtcNow(),
+            Kind = TelemetryKind.Alarm,
+            Message = $"telemetry buffer refused {refused} records from {since:O} until now: not enough disk space",
+        };
+        // Queued behind this group; not awaited here, the committer is the one who will write it.
+        _ = AppendAsync(alarm).ContinueWith(t => Log.AlarmLost(_log, t.Exception!.GetBaseException().Message), CancellationToken.None,
+            TaskContinuationOptions.OnlyOnFaulted, TaskScheduler.Default);
+    }
+
+    private void Evict(List<long> victims, bool expired, bool sync)
+    {
+        var evictions = _evictions.Add(victims.Select(MetaOf), expired);
+        Transact(() =>
+        {
+            RemoveDocuments(victims);
+            WriteMeta(_lastSeq, _ackedSeq, evictions);
+        });
+        if (sync)
+            _logFile!.Sync();
+        foreach (var seq in victims)
+            _index.Remove(seq);
+        _evictions = evictions;
+        Log.Evicted(_log, victims.Count, expired ? "their time to live passed" : "the buffer is full", _evictions.Records);
+    }
+
+    private RecordMeta MetaOf(long seq)
+    {
+        _index.TryGet(seq, out var meta);
+        return meta;
+    }
+
+    /// <summary>Splits a group into segments: one class each, at most <see cref="MaxSegmentRecords"/> records.</summary>
+    private static List<(long Id, int Class, List<StoredRecord> Members)> Segment(List<StoredRecord> records)
+    {
+        var segments = new List<(long, int, List<StoredRecord>)>();
+        foreach (var byClass in records.GroupBy(r => TelemetryPolicy.ClassOf(r.Kind, r.Priority)))
+        {
+            foreach (var chunk in byClass.Chunk(MaxSegmentRecords))
+                segments.Add((chunk[0].Seq, byClass.Key, chunk.ToList()));
+        }
+        return segments;
+    }
+
+    public void Dispose()
+    {
+        lock (_queueLock)
+        {
+            if (_stopping)
+                return;
+            _stopping = true;
+            Monitor.PulseAll(_queueLock);
+        }
+        _committer.Join();
+        lock (_dbLock)
+            CloseStorage();
+    }
+
+    private readonly record struct Pending(long TsMillis, TelemetryKind Kind, TelemetryPriority Priority, byte[] Body)
+    {
+        public int Size => Body.Length + SegmentCodec.HeaderBytes;
+    }
+
+    private sealed class Group
+    {
+        public List<Pending> Items { get; } = [];
+
+        public long Bytes { get; set; }
+
+        public TaskCompletionSource<long> Done { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(5001, LogLevel.Information, "Telemetry buffer {Path}: stream {StreamId}, {Records} records ({Bytes} bytes) waiting, last sequence {LastSeq}")]
+        public static partial void Opened(ILogger logger, string path, string streamId, long records, long bytes, long lastSeq);
+
+        [LoggerMessage(5002, LogLevel.Warning, "Telemetry buffer evicted {Count} records because {Reason}; {Total} evicted since the stream began")]
+        public static partial void Evicted(ILogger logger, int count, string reason, long total);
+
+        [LoggerMessage(5003, LogLevel.Error, "Telemetry buffer refuses new records: {Reason}")]
+        public static partial void Refusing(ILogger logger, string reason);
+
+        [LoggerMessage(5004, LogLevel.Warning, "Telemetry buffer accepts records again; {Refused} were refused since {Since:O}")]
+        public static partial void Accepting(ILogger logger, long refused, DateTimeOffset since);
+
+        [LoggerMessage(5005, LogLevel.Debug, "Committed telemetry {First}..{Last}")]
+        public static partial void CommittedGroup(ILogger logger, long first, long last);
+
+        [LoggerMessage(5006, LogLevel.Error, "Could not record the refusal alarm: {Reason}")]
+        public static partial void AlarmLost(ILogger logger, string reason);
+
+        [LoggerMessage(5007, LogLevel.Error, "Telemetry buffer storage failed ({Reason}); reopening it")]
+        public static partial void Reopening(ILogger logger, string reason);
+
+        [LoggerMessage(5008, LogLevel.Information, "Moved {Records} records of the previous buffer format into segments")]
+        public static partial void Migrated(ILogger logger, long records);
+    }
 }

@@ -28,6 +28,28 @@ public sealed class DeviceMessageRouterTests : IDisposable
         var ack = WireReader.Read(reply.Value.Payload, WireJsonContext.Default.TelemetryAck, "d1");
         Assert.Equal(3, ack.Message!.AckedSeq);
         Assert.Equal("s", ack.Message.StreamId);
+        Assert.Equal([new SeqRange(1, 3)], ack.Message.Stored);
+    }
+
+    [Fact]
+    public async Task A_redelivered_batch_is_acknowledged_again_but_stored_once()
+    {
+        var payload = WireReader.Write(LiteDbFleetStoreTests.Batch("d1", "s", 1, 5), WireJsonContext.Default.TelemetryBatch);
+        var first = await _router.HandleAsync("ef/v1/d1/telemetry", payload, default);
+        var second = await _router.HandleAsync("ef/v1/d1/telemetry", payload, default);
+        Assert.Equal(first!.Value.Payload, second!.Value.Payload);
+        Assert.Equal(5, _metrics.TelemetryStored);
+        Assert.Equal(5, _metrics.TelemetryDuplicates);
+        Assert.Equal(5, (await _store.GetTelemetryAsync("d1", 100, default)).Count);
+    }
+
+    [Fact]
+    public async Task A_batch_whose_compressed_records_are_garbage_stores_nothing_and_is_not_acknowledged()
+    {
+        var batch = LiteDbFleetStoreTests.Batch("d1", "s", 1, 5) with { Records = [0x0b, 0xad, 0xf0, 0x0d] };
+        Assert.Null(await _router.HandleAsync("ef/v1/d1/telemetry", WireReader.Write(batch, WireJsonContext.Default.TelemetryBatch), default));
+        Assert.Equal(1, _metrics.Rejected[WireError.Malformed]);
+        Assert.Empty(await _store.ListDevicesAsync(default));
     }
 
     [Theory]

@@ -11,20 +11,22 @@ public sealed class LiteDbFleetStoreTests : IDisposable
 
     public LiteDbFleetStoreTests() => _store = new LiteDbFleetStore(Path.Combine(_dir, "fleet.db"));
 
-    internal static TelemetryBatch Batch(string device, string stream, long first, int count) => new()
+    internal static List<TelemetryRecord> Records(long first, int count, string label = "l") => Enumerable.Range(0, count).Select(i => new TelemetryRecord
     {
-        DeviceId = device,
-        StreamId = stream,
-        FirstSeq = first,
-        LastSeq = first + count - 1,
-        Records = Enumerable.Range(0, count).Select(i => new TelemetryRecord
-        {
-            Seq = first + i,
-            Ts = T0.AddSeconds(first + i),
-            Kind = TelemetryKind.Inference,
-            Inference = new InferenceSample { Model = "m", Version = "1", Label = $"l{first + i}", Confidence = 0.5f, LatencyMicros = 10 },
-        }).ToList(),
-    };
+        Seq = first + i,
+        Ts = T0.AddSeconds(first + i),
+        Kind = TelemetryKind.Inference,
+        Inference = new InferenceSample { Model = "m", Version = "1", Label = $"{label}{first + i}", Confidence = 0.5f, LatencyMicros = 10 },
+    }).ToList();
+
+    internal static TelemetryBatch Batch(string device, string stream, long first, int count, long? pendingFrom = null) =>
+        TelemetryBatchCodec.CreateBatch(device, stream, Records(first, count), pendingFrom);
+
+    private Task<TelemetryStoreResult> Store(string device, string stream, long first, int count, long? pendingFrom = null) =>
+        Store(device, stream, Records(first, count), pendingFrom);
+
+    private Task<TelemetryStoreResult> Store(string device, string stream, List<TelemetryRecord> records, long? pendingFrom = null) =>
+        _store.StoreTelemetryAsync(TelemetryBatchCodec.CreateBatch(device, stream, records, pendingFrom), records, T0, default);
 
     private static HelloMessage Hello(string device, string boot) => new()
     {
@@ -39,41 +41,92 @@ public sealed class LiteDbFleetStoreTests : IDisposable
     [Fact]
     public async Task Stores_each_record_once_and_acknowledges_the_highest_stored()
     {
-        var first = await _store.StoreTelemetryAsync(Batch("d1", "s", 1, 10), T0, default);
-        var again = await _store.StoreTelemetryAsync(Batch("d1", "s", 1, 10), T0, default);
-        var overlap = await _store.StoreTelemetryAsync(Batch("d1", "s", 6, 10), T0, default);
+        var first = await Store("d1", "s", 1, 10);
+        var again = await Store("d1", "s", 1, 10);
+        var overlap = await Store("d1", "s", 6, 10);
 
-        Assert.Equal(new TelemetryStoreResult(10, 10, 0, 0), first);
-        Assert.Equal(new TelemetryStoreResult(10, 0, 10, 0), again);
-        Assert.Equal(new TelemetryStoreResult(15, 5, 5, 0), overlap);
+        Assert.Equal(new TelemetryStoreResult(10, 10, 0, 0, 0), first);
+        Assert.Equal(new TelemetryStoreResult(10, 0, 10, 0, 0), again);
+        Assert.Equal(new TelemetryStoreResult(15, 5, 5, 0, 0), overlap);
         var stored = await _store.GetTelemetryAsync("d1", 100, default);
         Assert.Equal(Enumerable.Range(1, 15).Select(i => (long)i), stored.Select(r => r.Seq));
         Assert.Equal(15, (await _store.GetDeviceAsync("d1", default))!.TelemetryRecords);
     }
 
     [Fact]
-    public async Task A_gap_the_device_skipped_is_counted_not_waited_on()
+    public async Task A_gap_below_the_devices_pending_floor_is_recorded_not_waited_on()
     {
-        await _store.StoreTelemetryAsync(Batch("d1", "s", 1, 3), T0, default);
-        var result = await _store.StoreTelemetryAsync(Batch("d1", "s", 10, 2), T0, default);
-        Assert.Equal(new TelemetryStoreResult(11, 2, 0, 6), result);
+        await Store("d1", "s", 1, 3);
+        var result = await Store("d1", "s", 10, 2, pendingFrom: 10);
+        Assert.Equal(new TelemetryStoreResult(11, 2, 0, 6, 0), result);
         Assert.Equal(6, (await _store.GetDeviceAsync("d1", default))!.SkippedRecords);
+        Assert.Equal([new TelemetryGap("d1", "s", 4, 9, T0)], await _store.GetGapsAsync("d1", 10, default));
+    }
+
+    [Fact]
+    public async Task Records_sent_ahead_by_priority_wait_above_the_watermark_until_the_hole_fills()
+    {
+        // An alarm (seq 8) goes first while 1..7 are still on the device.
+        var alarm = await Store("d1", "s", 8, 1, pendingFrom: 1);
+        Assert.Equal(0, alarm.AckedSeq);
+        await Store("d1", "s", 1, 3);
+        var backlog = await Store("d1", "s", 4, 4);
+        Assert.Equal(8, backlog.AckedSeq);
+        Assert.Equal(0, (await _store.GetDeviceAsync("d1", default))!.SkippedRecords);
+    }
+
+    [Fact]
+    public async Task Gaps_between_records_stored_out_of_order_are_split_around_them()
+    {
+        await Store("d1", "s", 5, 1);
+        await Store("d1", "s", 9, 1, pendingFrom: 9);
+        var result = await Store("d1", "s", 20, 1, pendingFrom: 20);
+        Assert.Equal(20, result.AckedSeq);
+        Assert.Equal(
+            [new SeqRange(1, 4), new SeqRange(6, 8), new SeqRange(10, 19)],
+            (await _store.GetGapsAsync("d1", 10, default)).Select(g => new SeqRange(g.From, g.To)));
+        Assert.Equal(17, (await _store.GetDeviceAsync("d1", default))!.SkippedRecords);
+    }
+
+    [Fact]
+    public async Task A_sequence_number_sent_again_with_other_content_is_a_conflict_and_the_first_copy_stays()
+    {
+        await Store("d1", "s", Records(1, 3, "first"));
+        var result = await Store("d1", "s", Records(2, 3, "second"));
+        Assert.Equal(new TelemetryStoreResult(4, 1, 2, 0, 2), result);
+        Assert.Equal(["first1", "first2", "first3", "second4"], (await _store.GetTelemetryAsync("d1", 10, default)).Select(r => r.Inference!.Label));
+        Assert.Equal(2, (await _store.GetDeviceAsync("d1", default))!.ConflictingRecords);
+    }
+
+    [Fact]
+    public async Task The_latest_evictions_report_sets_the_devices_evicted_count()
+    {
+        var report = new TelemetryRecord
+        {
+            Seq = 1,
+            Ts = T0,
+            Kind = TelemetryKind.Evictions,
+            Evictions = new EvictionReport { Records = 42, Bytes = 4200, OverCapacity = 40, Expired = 2, ByKind = { ["inference"] = 42 } },
+        };
+        await Store("d1", "s", [report]);
+        Assert.Equal(42, (await _store.GetDeviceAsync("d1", default))!.EvictedRecords);
+        Assert.Equal(42, (await _store.GetTelemetryAsync("d1", 1, default))[0].Evictions!.ByKind["inference"]);
     }
 
     [Fact]
     public async Task A_wiped_device_starts_a_new_stream_whose_records_are_not_duplicates()
     {
-        await _store.StoreTelemetryAsync(Batch("d1", "old", 1, 5), T0, default);
-        var result = await _store.StoreTelemetryAsync(Batch("d1", "new", 1, 3), T0, default);
-        Assert.Equal(new TelemetryStoreResult(3, 3, 0, 0), result);
+        await Store("d1", "old", 1, 5);
+        var result = await Store("d1", "new", 1, 3);
+        Assert.Equal(new TelemetryStoreResult(3, 3, 0, 0, 0), result);
         Assert.Equal(8, (await _store.GetTelemetryAsync("d1", 100, default)).Count);
     }
 
     [Fact]
     public async Task Devices_are_kept_apart()
     {
-        await _store.StoreTelemetryAsync(Batch("d1", "s", 1, 2), T0, default);
-        await _store.StoreTelemetryAsync(Batch("d2", "s", 1, 3), T0, default);
+        await Store("d1", "s", 1, 2);
+        await Store("d2", "s", 1, 3);
         Assert.Equal(2, (await _store.GetTelemetryAsync("d1", 100, default)).Count);
         Assert.Equal(3, (await _store.GetTelemetryAsync("d2", 100, default)).Count);
         Assert.Equal(["d1", "d2"], (await _store.ListDevicesAsync(default)).Select(d => d.Id));
@@ -104,13 +157,14 @@ public sealed class LiteDbFleetStoreTests : IDisposable
     public async Task Everything_survives_reopening_the_file()
     {
         await _store.RecordHelloAsync(Hello("d1", "b"), T0, default);
-        await _store.StoreTelemetryAsync(Batch("d1", "s", 1, 4), T0, default);
+        await Store("d1", "s", 1, 4);
         _store.Dispose();
         using var reopened = new LiteDbFleetStore(Path.Combine(_dir, "fleet.db"));
         var device = (await reopened.GetDeviceAsync("d1", default))!;
         Assert.Equal(4, device.AckedSeq);
         Assert.Equal("l4", device.LastInference!.Label);
-        Assert.Equal(new TelemetryStoreResult(4, 0, 4, 0), await reopened.StoreTelemetryAsync(Batch("d1", "s", 1, 4), T0, default));
+        var again = Records(1, 4);
+        Assert.Equal(new TelemetryStoreResult(4, 0, 4, 0, 0), await reopened.StoreTelemetryAsync(TelemetryBatchCodec.CreateBatch("d1", "s", again), again, T0, default));
     }
 
     [Fact]
@@ -119,7 +173,7 @@ public sealed class LiteDbFleetStoreTests : IDisposable
         await Parallel.ForEachAsync(Enumerable.Range(0, 20), async (d, ct) =>
         {
             for (var b = 0; b < 5; b++)
-                await _store.StoreTelemetryAsync(Batch($"d{d}", "s", 1 + (b * 10), 10), T0, ct);
+                await Store($"d{d}", "s", 1 + (b * 10), 10);
         });
         foreach (var device in await _store.ListDevicesAsync(default))
         {

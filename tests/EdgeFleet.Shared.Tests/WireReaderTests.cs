@@ -7,27 +7,22 @@ public class WireReaderTests
 {
     private static readonly DateTimeOffset T0 = new(2026, 11, 22, 10, 0, 0, TimeSpan.Zero);
 
-    private static TelemetryBatch Batch(long first, int count) => new()
+    private static List<TelemetryRecord> Records(long first, int count) => Enumerable.Range(0, count).Select(i => new TelemetryRecord
     {
-        DeviceId = "pump-01",
-        StreamId = "s1",
-        FirstSeq = first,
-        LastSeq = first + count - 1,
-        Records = Enumerable.Range(0, count).Select(i => new TelemetryRecord
-        {
-            Seq = first + i,
-            Ts = T0.AddSeconds(i),
-            Kind = TelemetryKind.Inference,
-            Inference = new InferenceSample { Model = "m", Version = "1", Label = "normal", Confidence = 0.9f, LatencyMicros = 120 },
-        }).ToList(),
-    };
+        Seq = first + i,
+        Ts = T0.AddSeconds(i),
+        Kind = TelemetryKind.Inference,
+        Inference = new InferenceSample { Model = "m", Version = "1", Label = "normal", Confidence = 0.9f, LatencyMicros = 120 },
+    }).ToList();
+
+    private static TelemetryBatch Batch(long first, int count) => TelemetryBatchCodec.CreateBatch("pump-01", "s1", Records(first, count));
 
     [Fact]
     public void Every_message_round_trips_through_the_generated_serializer()
     {
         var hello = new HelloMessage { DeviceId = "pump-01", AgentVersion = "0.1.0", HardwareProfile = "x86-64-generic", BootId = "b1", StartedAt = T0, Models = [new ModelRef { Name = "m", Version = "1", Sha256 = new string('a', 64) }] };
         var state = new ReportedState { DeviceId = "pump-01", Active = new ModelRef { Name = "m", Version = "1" }, Ota = OtaState.Staged, UpdatedAt = T0 };
-        var ack = new TelemetryAck { DeviceId = "pump-01", StreamId = "s1", AckedSeq = 42 };
+        var ack = new TelemetryAck { DeviceId = "pump-01", StreamId = "s1", AckedSeq = 42, Stored = [new SeqRange(44, 50)] };
         var batch = Batch(1, 3);
 
         var helloBack = WireReader.Read(WireReader.Write(hello, WireJsonContext.Default.HelloMessage), WireJsonContext.Default.HelloMessage);
@@ -39,9 +34,12 @@ public class WireReaderTests
         Assert.Equal(hello.Models[0], helloBack.Message!.Models[0]);
         Assert.Equal(hello with { Models = helloBack.Message.Models }, helloBack.Message);
         Assert.Equal(state, stateBack.Message);
-        Assert.Equal(ack, ackBack.Message);
+        Assert.Equal(ack with { Stored = ackBack.Message!.Stored }, ackBack.Message);
+        Assert.Equal(ack.Stored, ackBack.Message.Stored);
         Assert.True(batchBack.Ok, batchBack.Reason);
-        Assert.Equal(batch.Records, batchBack.Message!.Records);
+        var records = TelemetryBatchCodec.Decode(batchBack.Message!);
+        Assert.True(records.Ok, records.Reason);
+        Assert.Equal(Records(1, 3), records.Message);
     }
 
     [Fact]
@@ -117,39 +115,97 @@ public class WireReaderTests
         Assert.Equal(WireError.DeviceMismatch, result.Error);
     }
 
-    [Theory]
-    [InlineData(0, 1, "invalid")]
-    [InlineData(5, 1, null)]
-    public void Checks_batch_sequence_numbers(long first, int count, string? reasonPart)
+    [Fact]
+    public void Checks_the_batch_header()
     {
-        var result = WireReader.Read(WireReader.Write(Batch(first, count), WireJsonContext.Default.TelemetryBatch), WireJsonContext.Default.TelemetryBatch);
-        Assert.Equal(reasonPart is null, result.Ok);
-        if (reasonPart is not null)
-            Assert.Contains(reasonPart, result.Reason, StringComparison.Ordinal);
+        var good = Batch(5, 2);
+        var cases = new[]
+        {
+            good with { FirstSeq = 0 },
+            good with { LastSeq = 5 },
+            good with { Count = 0 },
+            good with { Count = Protocol.MaxRecordsPerBatch + 1 },
+            good with { PendingFrom = 6 },
+            good with { PendingFrom = 0 },
+            good with { Encoding = "gzip" },
+            good with { Records = [] },
+        };
+        Assert.True(WireReader.Read(WireReader.Write(good, WireJsonContext.Default.TelemetryBatch), WireJsonContext.Default.TelemetryBatch).Ok);
+        foreach (var batch in cases)
+            Assert.Equal(WireError.Invalid, WireReader.Read(WireReader.Write(batch, WireJsonContext.Default.TelemetryBatch), WireJsonContext.Default.TelemetryBatch).Error);
     }
 
     [Fact]
-    public void Rejects_batches_whose_records_do_not_match_their_range()
+    public void Rejects_records_that_do_not_match_their_batch()
     {
-        var gap = Batch(1, 3) with { LastSeq = 4 };
-        var shuffled = Batch(1, 3);
-        shuffled = shuffled with { Records = [shuffled.Records[1], shuffled.Records[0], shuffled.Records[2]] };
-        var missingBody = Batch(1, 1) with { Records = [Batch(1, 1).Records[0] with { Inference = null }] };
-        var badConfidence = Batch(1, 1) with { Records = [Batch(1, 1).Records[0] with { Inference = Batch(1, 1).Records[0].Inference! with { Confidence = 1.5f } }] };
-        var empty = Batch(1, 1) with { Records = [], LastSeq = 0 };
-
-        foreach (var batch in new[] { gap, shuffled, missingBody, badConfidence, empty })
+        var records = Records(1, 3);
+        var withRecords = (IReadOnlyList<TelemetryRecord> r, string encoding) => Batch(1, 3) with
         {
-            var result = WireReader.Read(WireReader.Write(batch, WireJsonContext.Default.TelemetryBatch), WireJsonContext.Default.TelemetryBatch);
-            Assert.Equal(WireError.Invalid, result.Error);
+            Encoding = encoding,
+            Records = TelemetryBatchCodec.Encode(r.Select(x => (x.Seq, (ReadOnlyMemory<byte>)TelemetryBatchCodec.Body(x))).ToList(), encoding),
+        };
+        var cases = new[]
+        {
+            withRecords([records[1], records[0], records[2]], TelemetryBatchCodec.Brotli),
+            withRecords([records[0], records[0], records[2]], TelemetryBatchCodec.Identity),
+            withRecords(records.Take(2).ToList(), TelemetryBatchCodec.Brotli),
+            withRecords([records[0], records[1], records[2] with { Inference = null }], TelemetryBatchCodec.Brotli),
+            withRecords([records[0], records[1], records[2] with { Inference = records[2].Inference! with { Confidence = 1.5f } }], TelemetryBatchCodec.Brotli),
+            withRecords([records[0], records[1], records[2] with { Seq = 4 }], TelemetryBatchCodec.Identity),
+        };
+        foreach (var batch in cases)
+        {
+            var read = WireReader.Read(WireReader.Write(batch, WireJsonContext.Default.TelemetryBatch), WireJsonContext.Default.TelemetryBatch);
+            Assert.True(read.Ok, read.Reason);
+            var decoded = TelemetryBatchCodec.Decode(read.Message!);
+            Assert.Equal(WireError.Invalid, decoded.Error);
+            Assert.False(string.IsNullOrWhiteSpace(decoded.Reason));
         }
+    }
+
+    [Fact]
+    public void Rejects_garbage_truncated_and_explosive_compressed_records()
+    {
+        var good = Batch(1, 3);
+        var truncated = good with { Records = good.Records[..^3] };
+        var garbage = good with { Records = [1, 2, 3, 4, 5] };
+        var notJson = good with { Encoding = TelemetryBatchCodec.Identity, Records = "[{\"seq\":1,"u8.ToArray() };
+        // 8 MiB of spaces compresses to a few bytes and would expand past the limit.
+        var bomb = new byte[System.IO.Compression.BrotliEncoder.GetMaxCompressedLength(8 << 20)];
+        System.IO.Compression.BrotliEncoder.TryCompress(Enumerable.Repeat((byte)' ', 8 << 20).ToArray(), bomb, out var written, 11, 24);
+        var explosive = good with { Records = bomb[..written] };
+
+        Assert.Equal(WireError.Malformed, TelemetryBatchCodec.Decode(truncated).Error);
+        Assert.Equal(WireError.Malformed, TelemetryBatchCodec.Decode(garbage).Error);
+        Assert.Equal(WireError.Malformed, TelemetryBatchCodec.Decode(notJson).Error);
+        Assert.Equal(WireError.TooLarge, TelemetryBatchCodec.Decode(explosive).Error);
+    }
+
+    [Fact]
+    public void Compression_shrinks_a_typical_batch_several_times()
+    {
+        var records = Records(1, 200);
+        var plain = TelemetryBatchCodec.Encode(records.Select(r => (r.Seq, (ReadOnlyMemory<byte>)TelemetryBatchCodec.Body(r))).ToList(), TelemetryBatchCodec.Identity);
+        var compressed = TelemetryBatchCodec.Encode(records.Select(r => (r.Seq, (ReadOnlyMemory<byte>)TelemetryBatchCodec.Body(r))).ToList());
+        Assert.True(compressed.Length * 5 < plain.Length, $"{plain.Length} bytes compressed to {compressed.Length}");
+    }
+
+    [Fact]
+    public void Ack_ranges_collapse_consecutive_numbers()
+    {
+        Assert.Equal([new SeqRange(1, 3), new SeqRange(5, 5), new SeqRange(7, 8)], TelemetryAck.RangesOf([1, 2, 3, 5, 7, 8]));
+        Assert.Empty(TelemetryAck.RangesOf([]));
+        var bad = new TelemetryAck { DeviceId = "d1", StreamId = "s", AckedSeq = 1, Stored = [new SeqRange(5, 4)] };
+        Assert.Equal(WireError.Invalid, WireReader.Read(WireReader.Write(bad, WireJsonContext.Default.TelemetryAck), WireJsonContext.Default.TelemetryAck).Error);
     }
 
     [Fact]
     public void Rejects_unknown_record_kinds()
     {
-        var json = Encoding.UTF8.GetString(WireReader.Write(Batch(1, 1), WireJsonContext.Default.TelemetryBatch)).Replace("\"Inference\"", "\"Teleportation\"", StringComparison.Ordinal);
-        Assert.Equal(WireError.Malformed, WireReader.Read(Encoding.UTF8.GetBytes(json), WireJsonContext.Default.TelemetryBatch).Error);
+        var json = Encoding.UTF8.GetString(TelemetryBatchCodec.Encode([(1, TelemetryBatchCodec.Body(Records(1, 1)[0]))], TelemetryBatchCodec.Identity))
+            .Replace("\"inference\",", "\"teleportation\",", StringComparison.Ordinal);
+        var batch = Batch(1, 1) with { Encoding = TelemetryBatchCodec.Identity, Records = Encoding.UTF8.GetBytes(json) };
+        Assert.Equal(WireError.Malformed, TelemetryBatchCodec.Decode(batch).Error);
     }
 
     [Fact]

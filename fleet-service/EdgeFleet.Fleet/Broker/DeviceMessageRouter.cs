@@ -43,13 +43,27 @@ public sealed partial class DeviceMessageRouter(IFleetStore store, FleetMetrics 
             case TopicKind.Telemetry:
                 {
                     var batch = WireReader.Read(payload.Span, WireJsonContext.Default.TelemetryBatch, deviceId);
-                    if (!Accept(batch, topic))
+                    if (!batch.Ok)
+                    {
+                        Reject(batch.Error, topic, batch.Reason);
                         return null;
-                    var result = await store.StoreTelemetryAsync(batch.Message!, now, ct).ConfigureAwait(false);
+                    }
+                    var records = TelemetryBatchCodec.Decode(batch.Message!);
+                    if (!Accept(records, topic))
+                        return null;
+                    var result = await store.StoreTelemetryAsync(batch.Message!, records.Message!, now, ct).ConfigureAwait(false);
                     metrics.CountTelemetry(result.Stored, result.Duplicates);
                     if (result.Skipped > 0)
-                        Log.Skipped(log, deviceId, result.Skipped, batch.Message!.FirstSeq);
-                    var ack = new TelemetryAck { DeviceId = deviceId, StreamId = batch.Message!.StreamId, AckedSeq = result.AckedSeq };
+                        Log.Skipped(log, deviceId, result.Skipped, batch.Message!.PendingFrom);
+                    if (result.Conflicts > 0)
+                        Log.Conflicts(log, deviceId, result.Conflicts, batch.Message!.StreamId);
+                    var ack = new TelemetryAck
+                    {
+                        DeviceId = deviceId,
+                        StreamId = batch.Message!.StreamId,
+                        AckedSeq = result.AckedSeq,
+                        Stored = TelemetryAck.RangesOf(records.Message!.Select(r => r.Seq)),
+                    };
                     return new Reply(Topics.For(deviceId, TopicKind.TelemetryAck), WireReader.Write(ack, WireJsonContext.Default.TelemetryAck));
                 }
             case TopicKind.OtaStatus:
@@ -102,7 +116,10 @@ public sealed partial class DeviceMessageRouter(IFleetStore store, FleetMetrics 
         [LoggerMessage(4005, LogLevel.Warning, "Device {DeviceId} update {ModelId} v{Version}: {State}: {Code}: {Reason}")]
         public static partial void OtaFailed(ILogger logger, string deviceId, string modelId, long version, OtaState state, string code, string reason);
 
-        [LoggerMessage(4003, LogLevel.Warning, "Device {DeviceId} skipped {Count} telemetry records before sequence {FirstSeq}")]
-        public static partial void Skipped(ILogger logger, string deviceId, long count, long firstSeq);
+        [LoggerMessage(4003, LogLevel.Warning, "Device {DeviceId} evicted {Count} telemetry records below sequence {PendingFrom} before sending them; recorded as gaps")]
+        public static partial void Skipped(ILogger logger, string deviceId, long count, long pendingFrom);
+
+        [LoggerMessage(4006, LogLevel.Error, "Device {DeviceId} sent {Count} telemetry records of stream {StreamId} again with other content; the first copies are kept")]
+        public static partial void Conflicts(ILogger logger, string deviceId, int count, string streamId);
     }
 }

@@ -33,8 +33,14 @@ public sealed record DeviceRecord
 
     public long TelemetryRecords { get; init; }
 
-    /// <summary>Sequence numbers the device skipped (evicted before they could be sent).</summary>
+    /// <summary>Sequence numbers that will never arrive: gaps the device left by evicting records unsent.</summary>
     public long SkippedRecords { get; init; }
+
+    /// <summary>Records the device says its buffer evicted (its latest cumulative evictions report).</summary>
+    public long EvictedRecords { get; init; }
+
+    /// <summary>Sequence numbers that arrived twice with different content (a device that lost its buffer state).</summary>
+    public long ConflictingRecords { get; init; }
 
     public DateTimeOffset? LastTelemetryAt { get; init; }
 

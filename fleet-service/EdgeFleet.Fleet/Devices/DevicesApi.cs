@@ -16,7 +16,10 @@ public sealed record ApiError(string Error, string Reason);
 public sealed record HealthView(string Status, string BrokerMode, bool BrokerConnected, string Storage, int Devices,
     long MessagesAccepted, long TelemetryStored, long TelemetryDuplicates, long BrokerDenied, IReadOnlyDictionary<string, long> MessagesRejected);
 
-/// <summary>The fleet's JSON API: <c>/api/health</c>, <c>/api/devices</c>, <c>/api/devices/{id}</c>.</summary>
+/// <summary>
+/// The fleet's JSON API: <c>/api/health</c>, <c>/api/devices</c>, <c>/api/devices/{id}</c>, and a device's stored
+/// telemetry (<c>/telemetry</c>, oldest first) and recorded gaps (<c>/gaps</c>).
+/// </summary>
 public static class DevicesApi
 {
     public static IEndpointRouteBuilder MapFleetApi(this IEndpointRouteBuilder app)
@@ -54,6 +57,21 @@ public static class DevicesApi
                 ? TypedResults.NotFound(new ApiError("UnknownDevice", $"no device '{id}' has been seen"))
                 : TypedResults.Ok(DeviceView.Of(device, time.GetUtcNow(), TimeSpan.FromSeconds(options.OfflineAfterSeconds)));
         });
+        app.MapGet("/api/devices/{id}/telemetry", async Task<IResult> (string id, int? limit, IFleetStore store, CancellationToken ct) =>
+        {
+            if (!DeviceId.IsValid(id))
+                return TypedResults.BadRequest(new ApiError("InvalidDeviceId", "device ids are 1-64 of a-z, 0-9, '-', '_', '.'"));
+            var records = await store.GetTelemetryAsync(id, Math.Clamp(limit ?? 1000, 1, 1_000_000), ct).ConfigureAwait(false);
+            return TypedResults.Ok(records.ToList());
+        });
+
+        app.MapGet("/api/devices/{id}/gaps", async Task<IResult> (string id, int? limit, IFleetStore store, CancellationToken ct) =>
+        {
+            if (!DeviceId.IsValid(id))
+                return TypedResults.BadRequest(new ApiError("InvalidDeviceId", "device ids are 1-64 of a-z, 0-9, '-', '_', '.'"));
+            var gaps = await store.GetGapsAsync(id, Math.Clamp(limit ?? 1000, 1, 100_000), ct).ConfigureAwait(false);
+            return TypedResults.Ok(gaps.ToList());
+        });
         return app;
     }
 }
@@ -63,6 +81,8 @@ public static class DevicesApi
 [JsonSerializable(typeof(List<DeviceView>))]
 [JsonSerializable(typeof(DeviceView))]
 [JsonSerializable(typeof(ApiError))]
+[JsonSerializable(typeof(List<TelemetryRecord>))]
+[JsonSerializable(typeof(List<TelemetryGap>))]
 [JsonSerializable(typeof(HealthView))]
 [JsonSerializable(typeof(EdgeFleet.Fleet.Ota.ArtifactView))]
 [JsonSerializable(typeof(EdgeFleet.Fleet.Ota.DesiredView))]

@@ -14,10 +14,14 @@ public interface IFleetStore : IDisposable
     Task RecordReportedAsync(ReportedState state, DateTimeOffset now, CancellationToken cancellationToken);
 
     /// <summary>
-    /// Stores each record of the batch once per (device, stream, sequence) and returns what to acknowledge:
-    /// the highest sequence number below which everything is stored or was skipped by the device.
+    /// Stores each record of the batch once per (device, stream, sequence), records the gaps the device
+    /// declared (<see cref="TelemetryBatch.PendingFrom"/>), and returns the new watermark: the highest
+    /// sequence number at and below which everything is stored or a recorded gap.
     /// </summary>
-    Task<TelemetryStoreResult> StoreTelemetryAsync(TelemetryBatch batch, DateTimeOffset now, CancellationToken cancellationToken);
+    Task<TelemetryStoreResult> StoreTelemetryAsync(TelemetryBatch batch, IReadOnlyList<TelemetryRecord> records, DateTimeOffset now, CancellationToken cancellationToken);
+
+    /// <summary>Recorded gaps of one device's telemetry, oldest first.</summary>
+    Task<IReadOnlyList<TelemetryGap>> GetGapsAsync(string deviceId, int limit, CancellationToken cancellationToken);
 
     Task RecordOtaStatusAsync(OtaStatusMessage status, DateTimeOffset now, CancellationToken cancellationToken);
 
@@ -34,8 +38,12 @@ public interface IFleetStore : IDisposable
     Task<IReadOnlyList<TelemetryRecord>> GetTelemetryAsync(string deviceId, int limit, CancellationToken cancellationToken);
 }
 
-/// <param name="AckedSeq">Highest sequence number the device may now delete up to.</param>
+/// <param name="AckedSeq">The watermark: the device may delete everything at and below it.</param>
 /// <param name="Stored">Records newly stored by this batch.</param>
 /// <param name="Duplicates">Records of this batch that were already stored (a redelivery).</param>
-/// <param name="Skipped">Sequence numbers between the last ack and this batch that the device never sent.</param>
-public readonly record struct TelemetryStoreResult(long AckedSeq, int Stored, int Duplicates, long Skipped);
+/// <param name="Skipped">Sequence numbers newly recorded as gaps (evicted by the device, never to come).</param>
+/// <param name="Conflicts">Records whose sequence number was stored before with other content.</param>
+public readonly record struct TelemetryStoreResult(long AckedSeq, int Stored, int Duplicates, long Skipped, int Conflicts);
+
+/// <summary>A run of sequence numbers a device evicted before sending them.</summary>
+public sealed record TelemetryGap(string DeviceId, string StreamId, long From, long To, DateTimeOffset RecordedAt);

@@ -27,6 +27,8 @@ internal static class LiteDbDocuments
         ["ackedSeq"] = d.AckedSeq,
         ["telemetryRecords"] = d.TelemetryRecords,
         ["skippedRecords"] = d.SkippedRecords,
+        ["evictedRecords"] = d.EvictedRecords,
+        ["conflictingRecords"] = d.ConflictingRecords,
         ["lastTelemetryAt"] = d.LastTelemetryAt?.ToUnixTimeMilliseconds() is { } t ? new BsonValue(t) : BsonValue.Null,
         ["lastInference"] = ToJson(d.LastInference),
         ["lastOta"] = ToJson(d.LastOta),
@@ -47,6 +49,8 @@ internal static class LiteDbDocuments
         AckedSeq = doc["ackedSeq"].AsInt64,
         TelemetryRecords = doc["telemetryRecords"].AsInt64,
         SkippedRecords = doc["skippedRecords"].AsInt64,
+        EvictedRecords = doc["evictedRecords"].IsNull ? 0 : doc["evictedRecords"].AsInt64,
+        ConflictingRecords = doc["conflictingRecords"].IsNull ? 0 : doc["conflictingRecords"].AsInt64,
         LastTelemetryAt = doc["lastTelemetryAt"].IsNull ? null : DateTimeOffset.FromUnixTimeMilliseconds(doc["lastTelemetryAt"].AsInt64),
         LastInference = FromJson<InferenceSample>(doc["lastInference"]),
         LastOta = FromJson<OtaStatusMessage>(doc["lastOta"]),
@@ -69,6 +73,18 @@ internal static class LiteDbDocuments
     public static TelemetryRecord ToTelemetry(BsonDocument doc) =>
         JsonSerializer.Deserialize(doc["body"].AsString, WireJsonContext.Default.TelemetryRecord)
         ?? throw new InvalidDataException($"telemetry {doc["_id"]} is unreadable");
+
+    public static BsonDocument FromGap(TelemetryGap g) => new()
+    {
+        ["device"] = g.DeviceId,
+        ["stream"] = g.StreamId,
+        ["from"] = g.From,
+        ["to"] = g.To,
+        ["at"] = g.RecordedAt.ToUnixTimeMilliseconds(),
+    };
+
+    public static TelemetryGap ToGap(BsonDocument doc) =>
+        new(doc["device"].AsString, doc["stream"].AsString, doc["from"].AsInt64, doc["to"].AsInt64, DateTimeOffset.FromUnixTimeMilliseconds(doc["at"].AsInt64));
 
     private static string? NullableString(BsonValue v) => v.IsNull ? null : v.AsString;
 

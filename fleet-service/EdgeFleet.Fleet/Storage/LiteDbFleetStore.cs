@@ -15,6 +15,7 @@ public sealed class LiteDbFleetStore : IFleetStore
     private readonly ILiteCollection<BsonDocument> _devices;
     private readonly ILiteCollection<BsonDocument> _telemetry;
     private readonly ILiteCollection<BsonDocument> _desired;
+    private readonly ILiteCollection<BsonDocument> _gaps;
     private readonly SemaphoreSlim _write = new(1, 1);
 
     public LiteDbFleetStore(string path)
@@ -25,6 +26,8 @@ public sealed class LiteDbFleetStore : IFleetStore
         _telemetry = _db.GetCollection("telemetry");
         _telemetry.EnsureIndex("device");
         _desired = _db.GetCollection("desired");
+        _gaps = _db.GetCollection("telemetry_gaps");
+        _gaps.EnsureIndex("device");
     }
 
     public Task RecordHelloAsync(HelloMessage hello, DateTimeOffset now, CancellationToken cancellationToken) =>
@@ -59,7 +62,7 @@ public sealed class LiteDbFleetStore : IFleetStore
     public Task<IReadOnlyList<(string DeviceId, byte[] Payload)>> ListDesiredAsync(CancellationToken cancellationToken) =>
         Task.FromResult<IReadOnlyList<(string, byte[])>>(_desired.FindAll().Select(d => (d["_id"].AsString, d["payload"].AsBinary)).ToList());
 
-    public async Task<TelemetryStoreResult> StoreTelemetryAsync(TelemetryBatch batch, DateTimeOffset now, CancellationToken cancellationToken)
+    public async Task<TelemetryStoreResult> StoreTelemetryAsync(TelemetryBatch batch, IReadOnlyList<TelemetryRecord> records, DateTimeOffset now, CancellationToken cancellationToken)
     {
         await _write.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
@@ -68,48 +71,65 @@ public sealed class LiteDbFleetStore : IFleetStore
             if (device.StreamId != batch.StreamId)
                 device = device with { StreamId = batch.StreamId, AckedSeq = 0 };
 
-            var skipped = Math.Max(0, batch.FirstSeq - device.AckedSeq - 1);
-            var stored = 0;
-            var duplicates = 0;
+            int stored = 0, duplicates = 0, conflicts = 0;
+            var evicted = device.EvictedRecords;
             InferenceSample? lastInference = null;
             _db.BeginTrans();
             try
             {
-                foreach (var record in batch.Records)
+                foreach (var record in records)
                 {
-                    if (_telemetry.FindById(LiteDbDocuments.TelemetryKey(batch.DeviceId, batch.StreamId, record.Seq)) is not null)
+                    var doc = LiteDbDocuments.FromTelemetry(batch.DeviceId, batch.StreamId, record);
+                    if (_telemetry.FindById(doc["_id"]) is { } existing)
                     {
                         duplicates++;
+                        if (existing["body"].AsString != doc["body"].AsString)
+                            conflicts++;
                         continue;
                     }
-                    _telemetry.Insert(LiteDbDocuments.FromTelemetry(batch.DeviceId, batch.StreamId, record));
+                    _telemetry.Insert(doc);
                     stored++;
                     lastInference = record.Inference ?? lastInference;
+                    evicted = Math.Max(evicted, record.Evictions?.Records ?? 0);
                 }
+                var inBatch = records.Select(r => r.Seq).ToHashSet();
+                var (watermark, gaps) = TelemetryWatermark.Advance(device.AckedSeq, batch.PendingFrom,
+                    (from, to) => _telemetry.Find(Query.Between("_id", LiteDbDocuments.TelemetryKey(batch.DeviceId, batch.StreamId, from), LiteDbDocuments.TelemetryKey(batch.DeviceId, batch.StreamId, to)))
+                        .Select(d => d["seq"].AsInt64),
+                    seq => inBatch.Contains(seq) || _telemetry.FindById(LiteDbDocuments.TelemetryKey(batch.DeviceId, batch.StreamId, seq)) is not null);
+                foreach (var gap in gaps)
+                    _gaps.Insert(LiteDbDocuments.FromGap(new TelemetryGap(batch.DeviceId, batch.StreamId, gap.From, gap.To, now)));
+                var skipped = gaps.Sum(g => g.To - g.From + 1);
                 device = device with
                 {
                     LastSeen = now,
-                    AckedSeq = Math.Max(device.AckedSeq, batch.LastSeq),
+                    AckedSeq = watermark,
                     TelemetryRecords = device.TelemetryRecords + stored,
                     SkippedRecords = device.SkippedRecords + skipped,
+                    EvictedRecords = evicted,
+                    ConflictingRecords = device.ConflictingRecords + conflicts,
                     LastTelemetryAt = stored > 0 ? now : device.LastTelemetryAt,
                     LastInference = lastInference ?? device.LastInference,
                 };
                 _devices.Upsert(LiteDbDocuments.FromDevice(device));
                 _db.Commit();
+                return new TelemetryStoreResult(watermark, stored, duplicates, skipped, conflicts);
             }
             catch
             {
                 _db.Rollback();
                 throw;
             }
-            return new TelemetryStoreResult(device.AckedSeq, stored, duplicates, skipped);
         }
         finally
         {
             _write.Release();
         }
     }
+
+    public Task<IReadOnlyList<TelemetryGap>> GetGapsAsync(string deviceId, int limit, CancellationToken cancellationToken) =>
+        Task.FromResult<IReadOnlyList<TelemetryGap>>(_gaps.Find(Query.EQ("device", deviceId)).Select(LiteDbDocuments.ToGap)
+            .OrderBy(g => g.RecordedAt).ThenBy(g => g.From).Take(limit).ToList());
 
     public Task<IReadOnlyList<DeviceRecord>> ListDevicesAsync(CancellationToken cancellationToken) =>
         Task.FromResult<IReadOnlyList<DeviceRecord>>(_devices.FindAll().Select(LiteDbDocuments.ToDevice).OrderBy(d => d.Id, StringComparer.Ordinal).ToList());

@@ -132,21 +132,3 @@ public sealed record ReportedState : IWireMessage
     public string? Validate() =>
         Active?.Validate("active") ?? Previous?.Validate("previous") ?? Staged?.Validate("staged");
 }
-
-/// <summary><c>ef/v1/{d}/telemetry/ack</c>: every record up to and including <see cref="AckedSeq"/> is stored.</summary>
-public sealed record TelemetryAck : IWireMessage
-{
-    [JsonRequired]
-    public int V { get; set; } = Protocol.Version;
-
-    public required string DeviceId { get; init; }
-
-    public required string StreamId { get; init; }
-
-    public required long AckedSeq { get; init; }
-
-    public string? Validate() =>
-        string.IsNullOrWhiteSpace(StreamId) || StreamId.Length > 64 ? "streamId must be 1-64 characters"
-        : AckedSeq < 0 ? "ackedSeq must not be negative"
-        : null;
-}

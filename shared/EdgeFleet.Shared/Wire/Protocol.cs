@@ -11,4 +11,7 @@ public static class Protocol
 
     /// <summary>Most records one telemetry batch may carry.</summary>
     public const int MaxRecordsPerBatch = 1000;
+
+    /// <summary>Most bytes a batch's records may expand to once decompressed.</summary>
+    public const int MaxBatchJsonBytes = 4 * 1024 * 1024;
 }

@@ -5,9 +5,30 @@ namespace EdgeFleet.Shared.Wire;
 [JsonConverter(typeof(JsonStringEnumConverter<TelemetryKind>))]
 public enum TelemetryKind
 {
+    [JsonStringEnumMemberName("inference")]
     Inference,
+
+    [JsonStringEnumMemberName("health")]
     Health,
+
+    [JsonStringEnumMemberName("event")]
     Event,
+
+    /// <summary>Something an operator must see; never evicted before records of ordinary kinds.</summary>
+    [JsonStringEnumMemberName("alarm")]
+    Alarm,
+
+    /// <summary>A change made on the device (who, what); never evicted before ordinary kinds.</summary>
+    [JsonStringEnumMemberName("audit")]
+    Audit,
+
+    /// <summary>How an update ended on the device; never evicted before ordinary kinds.</summary>
+    [JsonStringEnumMemberName("ota-status")]
+    OtaStatus,
+
+    /// <summary>What the device's buffer dropped on purpose (capacity, age), cumulative for the stream.</summary>
+    [JsonStringEnumMemberName("evictions")]
+    Evictions,
 }
 
 /// <summary>One model run: which model, what it said, how long it took.</summary>
@@ -32,15 +53,39 @@ public sealed record HealthSample
     public required long RssBytes { get; init; }
 
     public required long BufferedRecords { get; init; }
+
+    public long BufferedBytes { get; init; }
 }
 
 /// <summary>
-/// One buffered telemetry record. <see cref="Seq"/> is the device's own monotonically increasing
-/// sequence number; the fleet stores each (device, seq) once.
+/// Totals of what a device's telemetry buffer evicted since its stream began. Reports are cumulative, so
+/// the newest one that arrives tells the whole story even when earlier reports were evicted themselves.
+/// </summary>
+public sealed record EvictionReport
+{
+    public required long Records { get; init; }
+
+    public required long Bytes { get; init; }
+
+    /// <summary>Records dropped because the buffer was full.</summary>
+    public required long OverCapacity { get; init; }
+
+    /// <summary>Records dropped because they outlived their kind's time to live.</summary>
+    public required long Expired { get; init; }
+
+    /// <summary>Records dropped per kind (wire names).</summary>
+    public Dictionary<string, long> ByKind { get; set; } = [];
+}
+
+/// <summary>
+/// One buffered telemetry record. <see cref="Seq"/> is the device stream's own monotonically increasing
+/// sequence number; the fleet stores each (device, stream, seq) once. The agent stores a record's JSON
+/// without its sequence number (it is assigned at commit) and puts it in front when it sends the record.
 /// </summary>
 public sealed record TelemetryRecord
 {
-    public required long Seq { get; init; }
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingDefault)]
+    public long Seq { get; init; }
 
     public required DateTimeOffset Ts { get; init; }
 
@@ -52,13 +97,20 @@ public sealed record TelemetryRecord
 
     public string? Message { get; init; }
 
-    internal string? Validate(int index)
+    public OtaStatusMessage? Ota { get; init; }
+
+    public EvictionReport? Evictions { get; init; }
+
+    /// <summary>The one rule for which body a kind carries, used by both sides.</summary>
+    public string? Validate(int index)
     {
         var body = Kind switch
         {
             TelemetryKind.Inference => Inference is null ? "inference" : null,
             TelemetryKind.Health => Health is null ? "health" : null,
-            TelemetryKind.Event => Message is null ? "message" : null,
+            TelemetryKind.Event or TelemetryKind.Alarm or TelemetryKind.Audit => Message is null ? "message" : null,
+            TelemetryKind.OtaStatus => Ota is null ? "ota" : null,
+            TelemetryKind.Evictions => Evictions is null ? "evictions" : null,
             _ => "a known kind",
         };
         if (body is not null)
@@ -69,12 +121,20 @@ public sealed record TelemetryRecord
             return $"records[{index}].inference.latencyMicros must not be negative";
         if (Message is { Length: > 1024 })
             return $"records[{index}].message is longer than 1024 characters";
+        if (Ota?.Validate() is { } ota)
+            return $"records[{index}].ota: {ota}";
         return null;
     }
 }
 
+/// <summary>An inclusive range of sequence numbers.</summary>
+public sealed record SeqRange(long From, long To);
+
 /// <summary>
-/// <c>ef/v1/{d}/telemetry</c>: a contiguous run of records, <see cref="FirstSeq"/>..<see cref="LastSeq"/>.
+/// <c>ef/v1/{d}/telemetry</c>: up to <see cref="Protocol.MaxRecordsPerBatch"/> records of one stream in
+/// ascending sequence order, not necessarily contiguous (the device sends by priority and evicts by
+/// policy). <see cref="Records"/> holds the records' JSON array, compressed as <see cref="Encoding"/> says;
+/// <see cref="TelemetryBatchCodec"/> reads and writes it.
 /// </summary>
 public sealed record TelemetryBatch : IWireMessage
 {
@@ -93,30 +153,97 @@ public sealed record TelemetryBatch : IWireMessage
 
     public required long LastSeq { get; init; }
 
-    public required IReadOnlyList<TelemetryRecord> Records { get; init; }
+    public required int Count { get; init; }
+
+    /// <summary>
+    /// The lowest sequence number the device still holds. Every number below it that the fleet has not
+    /// stored was evicted by the device and will never come: the fleet records it as a gap.
+    /// </summary>
+    public required long PendingFrom { get; init; }
+
+    /// <summary><c>br</c> (Brotli) or <c>identity</c>.</summary>
+    public required string Encoding { get; init; }
+
+    public required byte[] Records { get; init; }
 
     public string? Validate()
     {
         if (string.IsNullOrWhiteSpace(StreamId) || StreamId.Length > 64)
             return "streamId must be 1-64 characters";
-        if (Records.Count == 0)
-            return "a batch needs at least one record";
-        if (Records.Count > Protocol.MaxRecordsPerBatch)
-            return $"a batch holds at most {Protocol.MaxRecordsPerBatch} records, got {Records.Count}";
-        if (FirstSeq < 1 || LastSeq < FirstSeq)
-            return $"sequence range {FirstSeq}..{LastSeq} is invalid";
-        if (LastSeq - FirstSeq + 1 != Records.Count)
-            return $"sequence range {FirstSeq}..{LastSeq} does not match {Records.Count} records";
-        for (var i = 0; i < Records.Count; i++)
+        if (Count < 1 || Count > Protocol.MaxRecordsPerBatch)
+            return $"count must be within 1..{Protocol.MaxRecordsPerBatch}, got {Count}";
+        if (FirstSeq < 1 || LastSeq < FirstSeq || LastSeq - FirstSeq + 1 < Count)
+            return $"sequence range {FirstSeq}..{LastSeq} cannot hold {Count} records";
+        if (PendingFrom < 1 || PendingFrom > FirstSeq)
+            return $"pendingFrom {PendingFrom} must be within 1..firstSeq ({FirstSeq})";
+        if (Encoding is not (TelemetryBatchCodec.Brotli or TelemetryBatchCodec.Identity))
+            return $"encoding '{Encoding}' is not supported (br, identity)";
+        if (Records is null || Records.Length == 0)
+            return "records are empty";
+        return null;
+    }
+}
+
+/// <summary>
+/// <c>ef/v1/{d}/telemetry/ack</c>: the records of a batch that are now stored (<see cref="Stored"/>),
+/// and <see cref="AckedSeq"/>, below and at which nothing of the stream is outstanding any more.
+/// The device deletes both; acknowledgements may arrive twice or out of order.
+/// </summary>
+public sealed record TelemetryAck : IWireMessage
+{
+    /// <summary>Ranges one acknowledgement may list.</summary>
+    public const int MaxRanges = Protocol.MaxRecordsPerBatch;
+
+    [JsonRequired]
+    public int V { get; set; } = Protocol.Version;
+
+    public required string DeviceId { get; init; }
+
+    public required string StreamId { get; init; }
+
+    public required long AckedSeq { get; init; }
+
+    public IReadOnlyList<SeqRange> Stored { get; set; } = [];
+
+    public string? Validate()
+    {
+        if (string.IsNullOrWhiteSpace(StreamId) || StreamId.Length > 64)
+            return "streamId must be 1-64 characters";
+        if (AckedSeq < 0)
+            return "ackedSeq must not be negative";
+        if (Stored.Count > MaxRanges)
+            return $"at most {MaxRanges} stored ranges, got {Stored.Count}";
+        foreach (var r in Stored)
         {
-            var r = Records[i];
-            if (r is null)
-                return $"records[{i}] is null";
-            if (r.Seq != FirstSeq + i)
-                return $"records[{i}].seq is {r.Seq}, expected {FirstSeq + i}";
-            if (r.Validate(i) is { } error)
-                return error;
+            if (r is null || r.From < 1 || r.To < r.From)
+                return "stored ranges must be non-empty and start at 1 or above";
         }
         return null;
+    }
+
+    /// <summary>Collapses ascending sequence numbers into ranges.</summary>
+    public static List<SeqRange> RangesOf(IEnumerable<long> ascending)
+    {
+        var ranges = new List<SeqRange>();
+        long from = -1, to = -1;
+        foreach (var seq in ascending)
+        {
+            if (from < 0)
+            {
+                from = to = seq;
+            }
+            else if (seq == to + 1)
+            {
+                to = seq;
+            }
+            else
+            {
+                ranges.Add(new SeqRange(from, to));
+                from = to = seq;
+            }
+        }
+        if (from >= 0)
+            ranges.Add(new SeqRange(from, to));
+        return ranges;
     }
 }

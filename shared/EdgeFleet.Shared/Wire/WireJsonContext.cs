@@ -15,6 +15,7 @@ namespace EdgeFleet.Shared.Wire;
 [JsonSerializable(typeof(TelemetryBatch))]
 [JsonSerializable(typeof(TelemetryAck))]
 [JsonSerializable(typeof(TelemetryRecord))]
+[JsonSerializable(typeof(List<TelemetryRecord>))]
 [JsonSerializable(typeof(DesiredState))]
 [JsonSerializable(typeof(OtaStatusMessage))]
 public sealed partial class WireJsonContext : JsonSerializerContext;

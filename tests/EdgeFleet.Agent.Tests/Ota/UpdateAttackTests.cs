@@ -234,7 +234,7 @@ public sealed class UpdateAttackTests : IDisposable
             _runtime = new AgentRuntime("dev-1", Profile, TimeProvider.System);
             Host = new ModelHost(_runtime);
             _store = new OtaStore(Path.Combine(config.StateDirectory, "ota.db"));
-            _buffer = new TelemetryBuffer(Path.Combine(config.StateDirectory, "telemetry.db"));
+            _buffer = new TelemetryBuffer(Path.Combine(config.StateDirectory, "telemetry.db"), config.Telemetry, TimeProvider.System);
             _sync = new SyncService(config, _runtime, _buffer, NullLogger<SyncService>.Instance);
             _service = new OtaService(config, _runtime, Host, _store, _sync, NullLogger<OtaService>.Instance);
             ModelsDirectory = Path.Combine(config.StateDirectory, "models");

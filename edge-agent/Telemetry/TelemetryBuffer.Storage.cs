@@ -1,0 +1,254 @@
+using System.Security.Cryptography;
+using EdgeFleet.Shared.Wire;
+using LiteDB;
+
+namespace EdgeFleet.Agent.Telemetry;
+
+/// <summary>
+/// The LiteDB side of the buffer. Collections: <c>segments</c> ({_id: first seq, c: class, b: packed records})
+/// and <c>buffer</c> (one meta document: stream, last and acknowledged sequence, eviction totals, budget).
+/// Documents are mapped by hand: LiteDB's typed mapper does not work under NativeAOT.
+/// </summary>
+public sealed partial class TelemetryBuffer
+{
+    private const string MetaId = "buffer";
+
+    private BufferIndex _index = new();
+    private DurableFileStream? _dataFile;
+    private DurableFileStream? _logFile;
+    private LiteDatabase? _db;
+    private ILiteCollection<BsonDocument> _segments = null!;
+    private ILiteCollection<BsonDocument> _meta = null!;
+    private bool _broken;
+    private long _lastSeq;
+    private long _ackedSeq;
+    private EvictionCounters _evictions = new();
+    private DateOnly _budgetDay;
+    private long _budgetSpent;
+
+    /// <summary>LiteDB's own name for a database's log file, so a log left by an older build is recovered.</summary>
+    public static string LogPathOf(string path) =>
+        Path.Combine(Path.GetDirectoryName(path)!, Path.GetFileNameWithoutExtension(path) + "-log" + Path.GetExtension(path));
+
+    private void Open()
+    {
+        _dataFile = new DurableFileStream(_path, syncOnFlush: true);
+        _logFile = new DurableFileStream(LogPathOf(_path), syncOnFlush: false);
+        _db = new LiteDatabase(_dataFile, mapper: null, logStream: _logFile);
+        _segments = _db.GetCollection("segments");
+        _meta = _db.GetCollection("buffer");
+        var meta = _meta.FindById(MetaId);
+        if (meta is null)
+        {
+            Initialise();
+            meta = _meta.FindById(MetaId);
+        }
+        StreamId = meta["stream"].AsString;
+        _lastSeq = meta["lastSeq"].AsInt64;
+        _ackedSeq = meta["ackedSeq"].AsInt64;
+        _evictions = EvictionCounters.FromDocument(meta["evicted"]);
+        _budgetDay = meta["budgetDay"].IsNull ? default : DateOnly.FromDayNumber(meta["budgetDay"].AsInt32);
+        _budgetSpent = meta["budgetSpent"].AsInt64;
+        _index = new BufferIndex();
+        foreach (var doc in _segments.FindAll())
+        {
+            var id = doc["_id"].AsInt64;
+            var cls = doc["c"].AsInt32;
+            foreach (var r in SegmentCodec.Unpack(doc["b"].AsBinary))
+                _index.Add(r.Seq, new RecordMeta(id, r.TsMillis, r.Kind, cls, r.Size));
+        }
+        _broken = false;
+    }
+
+    /// <summary>After an I/O failure LiteDB's state is unknown: close and recover from the files.</summary>
+    private void EnsureOpen()
+    {
+        if (!_broken)
+            return;
+        CloseStorage();
+        try
+        {
+            Open();
+        }
+        catch (Exception e) when (e is IOException or LiteException or UnauthorizedAccessException)
+        {
+            _broken = true;
+            throw new TelemetryBufferException(TelemetryBufferError.Unavailable, $"telemetry buffer {_path} cannot be reopened: {e.Message}", e);
+        }
+    }
+
+    private void CloseStorage()
+    {
+        try
+        {
+            _db?.Dispose();
+        }
+        catch (Exception e) when (e is IOException or LiteException)
+        {
+            // Closing checkpoints; on a full disk that fails and the log is replayed on the next open instead.
+        }
+        _dataFile?.Dispose();
+        _logFile?.Dispose();
+        _db = null;
+    }
+
+    private void Transact(Action write)
+    {
+        var db = _db ?? throw new TelemetryBufferException(TelemetryBufferError.Unavailable, "telemetry buffer is closed");
+        db.BeginTrans();
+        try
+        {
+            write();
+            db.Commit();
+        }
+        catch (Exception e)
+        {
+            try
+            {
+                db.Rollback();
+            }
+            catch (Exception)
+            {
+                // The original failure is what matters; the reopen below recovers the file.
+            }
+            _broken = true;
+            Log.Reopening(_log, e.Message);
+            throw e as TelemetryBufferException ?? new TelemetryBufferException(
+                e is IOException { HResult: 28 or unchecked((int)0x80070070) } ? TelemetryBufferError.DiskFull : TelemetryBufferError.Unavailable,
+                $"telemetry buffer write failed: {e.Message}", e);
+        }
+    }
+
+    private void WriteMeta(long lastSeq, long ackedSeq, EvictionCounters evictions) => _meta.Upsert(new BsonDocument
+    {
+        ["_id"] = MetaId,
+        ["stream"] = StreamId,
+        ["lastSeq"] = lastSeq,
+        ["ackedSeq"] = ackedSeq,
+        ["evicted"] = evictions.ToDocument(),
+        ["budgetDay"] = _budgetDay == default ? BsonValue.Null : new BsonValue(_budgetDay.DayNumber),
+        ["budgetSpent"] = _budgetSpent,
+    });
+
+    private void InsertSegment(long id, int cls, IReadOnlyList<StoredRecord> records) =>
+        _segments.Insert(new BsonDocument { ["_id"] = id, ["c"] = cls, ["b"] = SegmentCodec.Pack(records) });
+
+    /// <summary>Deletes records from their segments: a segment left empty goes, one partly left is rewritten.</summary>
+    private void RemoveDocuments(List<long> seqs)
+    {
+        foreach (var bySegment in seqs.GroupBy(s => MetaOf(s).Segment))
+        {
+            var removing = bySegment.ToHashSet();
+            if (_index.LiveIn(bySegment.Key) == removing.Count)
+            {
+                _segments.Delete(bySegment.Key);
+                continue;
+            }
+            var doc = _segments.FindById(bySegment.Key);
+            var keep = SegmentCodec.Unpack(doc["b"].AsBinary).Where(r => !removing.Contains(r.Seq) && _index.TryGet(r.Seq, out _)).ToList();
+            doc["b"] = SegmentCodec.Pack(keep);
+            _segments.Update(doc);
+        }
+    }
+
+    private Dictionary<long, ReadOnlyMemory<byte>> ReadBodies(List<(long Seq, RecordMeta Meta)> chosen)
+    {
+        var wanted = chosen.Select(c => c.Seq).ToHashSet();
+        var bodies = new Dictionary<long, ReadOnlyMemory<byte>>(chosen.Count);
+        foreach (var segment in chosen.Select(c => c.Meta.Segment).Distinct())
+        {
+            foreach (var r in SegmentCodec.Unpack(_segments.FindById(segment)["b"].AsBinary))
+            {
+                if (wanted.Contains(r.Seq))
+                    bodies[r.Seq] = r.Body;
+            }
+        }
+        return bodies;
+    }
+
+    /// <summary>
+    /// A new file gets a new stream. A file of the spine's format (one document per record in <c>records</c>,
+    /// its stream in <c>meta</c>) keeps its stream and unacknowledged records, moved into segments in the
+    /// same transaction that writes the meta document, so an upgrade killed halfway loses nothing.
+    /// </summary>
+    private void Initialise()
+    {
+        var records = new List<StoredRecord>();
+        long lastSeq = 0, ackedSeq = 0;
+        StreamId = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(8));
+        var spine = _db!.CollectionExists("meta");
+        if (spine)
+        {
+            var old = _db.GetCollection("meta");
+            foreach (var doc in _db.GetCollection("records").FindAll())
+            {
+                var record = System.Text.Json.JsonSerializer.Deserialize(doc["body"].AsBinary, WireJsonContext.Default.TelemetryRecord)!;
+                records.Add(new StoredRecord(record.Seq, record.Ts.ToUnixTimeMilliseconds(), record.Kind, TelemetryPolicy.DefaultPriority(record.Kind), TelemetryBatchCodec.Body(record)));
+            }
+            StreamId = old.FindById("stream")?["value"].AsString ?? StreamId;
+            lastSeq = old.FindById("lastSeq")?["value"].AsInt64 ?? 0;
+            ackedSeq = old.FindById("ackedSeq")?["value"].AsInt64 ?? 0;
+        }
+        Transact(() =>
+        {
+            foreach (var (id, cls, members) in Segment(records))
+                InsertSegment(id, cls, members);
+            WriteMeta(lastSeq, ackedSeq, new EvictionCounters());
+        });
+        if (spine)
+        {
+            _db.DropCollection("records");
+            _db.DropCollection("meta");
+            Log.Migrated(_log, records.Count);
+        }
+        _logFile!.Sync();
+    }
+
+    /// <summary>
+    /// Reads every segment and compares it with the index and the meta document. Empty when the file is
+    /// consistent; otherwise one line per problem (for tests and <c>edgefleet-agent buffer check</c>).
+    /// </summary>
+    public IReadOnlyList<string> Check()
+    {
+        lock (_dbLock)
+        {
+            var problems = new List<string>();
+            var seen = new HashSet<long>();
+            long bytes = 0;
+            foreach (var doc in _segments.FindAll())
+            {
+                List<StoredRecord> records;
+                try
+                {
+                    records = SegmentCodec.Unpack(doc["b"].AsBinary);
+                }
+                catch (InvalidDataException e)
+                {
+                    problems.Add($"segment {doc["_id"]}: {e.Message}");
+                    continue;
+                }
+                if (records.Count == 0)
+                    problems.Add($"segment {doc["_id"]} is empty");
+                foreach (var r in records)
+                {
+                    bytes += r.Size;
+                    if (!seen.Add(r.Seq))
+                        problems.Add($"sequence {r.Seq} is stored twice");
+                    if (r.Seq > _lastSeq)
+                        problems.Add($"sequence {r.Seq} is above the last assigned {_lastSeq}");
+                    if (r.Seq <= _ackedSeq)
+                        problems.Add($"sequence {r.Seq} is still stored although acknowledged up to {_ackedSeq}");
+                    if (!_index.TryGet(r.Seq, out var meta) || meta.Segment != doc["_id"].AsInt64)
+                        problems.Add($"sequence {r.Seq} is not indexed under segment {doc["_id"]}");
+                    if (r.Body.Length < 2 || r.Body.Span[0] != (byte)'{')
+                        problems.Add($"sequence {r.Seq} has a body that is not a JSON object");
+                }
+            }
+            if (seen.Count != _index.Count)
+                problems.Add($"{seen.Count} records stored, {_index.Count} indexed");
+            if (bytes != _index.Bytes)
+                problems.Add($"{bytes} bytes stored, {_index.Bytes} indexed");
+            return problems;
+        }
+    }
+}
