@@ -13,6 +13,8 @@ const string Usage = """
       edgefleet-agent verify-manifest --manifest M --keyset K [--root R] [--profile P]
                             [--installed N] [--artifact F] [--json]
                                                    check a signed manifest (and its model file) as an update would
+      edgefleet-agent buffer [--config PATH] [--json]
+                                                   show and check the telemetry buffer of a stopped agent
       edgefleet-agent --version                    print the version
       edgefleet-agent --help                       print this help
 
@@ -36,6 +38,7 @@ try
     {
         "run" => await AgentHost.RunAsync(line).ConfigureAwait(false),
         "infer" => InferCommand.Run(line, Console.Out, Console.Error),
+        "buffer" => BufferCommand.Run(line, Console.Out, Console.Error),
         "verify-manifest" => await VerifyManifestCommand.RunAsync(line, Console.Out, Console.Error).ConfigureAwait(false),
         _ => throw new UsageException($"unknown command '{line.Command}' (see --help)"),
     };

@@ -30,14 +30,9 @@ public sealed class BrokerSecurityTests : IDisposable
     private static MqttApplicationMessage Message(string topic, byte[] payload) =>
         new MqttApplicationMessageBuilder().WithTopic(topic).WithPayload(payload).WithQualityOfServiceLevel(MqttQualityOfServiceLevel.AtLeastOnce).Build();
 
-    private static byte[] ValidBatch(string device) => WireReader.Write(new TelemetryBatch
-    {
-        DeviceId = device,
-        StreamId = "s",
-        FirstSeq = 1,
-        LastSeq = 1,
-        Records = [new TelemetryRecord { Seq = 1, Ts = DateTimeOffset.UtcNow, Kind = TelemetryKind.Event, Message = "hi" }],
-    }, WireJsonContext.Default.TelemetryBatch);
+    private static byte[] ValidBatch(string device) => WireReader.Write(
+        TelemetryBatchCodec.CreateBatch(device, "s", [new TelemetryRecord { Seq = 1, Ts = DateTimeOffset.UtcNow, Kind = TelemetryKind.Event, Message = "hi" }]),
+        WireJsonContext.Default.TelemetryBatch);
 
     [Fact]
     public async Task A_device_cannot_publish_as_another_device()

@@ -9,7 +9,9 @@ public sealed class Agent : IDisposable
     private readonly bool _aot;
     private ChildProcess _process;
 
-    public Agent(string directory, string deviceId, int brokerPort, string modelPath, string condition, bool aot = false, JsonObject? ota = null)
+    /// <param name="configure">Changes to the generated configuration (telemetry limits, log level, input rate).</param>
+    public Agent(string directory, string deviceId, int brokerPort, string modelPath, string condition, bool aot = false, JsonObject? ota = null,
+        Action<JsonObject>? configure = null)
     {
         DeviceId = deviceId;
         _aot = aot;
@@ -27,11 +29,25 @@ public sealed class Agent : IDisposable
         };
         if (ota is not null)
             config["ota"] = ota;
+        configure?.Invoke(config);
         File.WriteAllText(_configPath, config.ToJsonString());
         _process = Start();
     }
 
     public string DeviceId { get; }
+
+    public string ConfigPath => _configPath;
+
+    /// <summary>Runs another agent command (same binary) on this agent's configuration and waits for it.</summary>
+    public (int ExitCode, string Output) RunCommand(params string[] args)
+    {
+        string[] all = [.. args, "--config", _configPath];
+        using var command = _aot
+            ? ChildProcess.Start(DeviceId + "-cmd", Repo.AotAgent, all)
+            : ChildProcess.Start(DeviceId + "-cmd", "dotnet", [Repo.AgentDll, .. all]);
+        var exit = command.WaitForExit(TimeSpan.FromSeconds(60));
+        return (exit, command.Output);
+    }
 
     public string StateDirectory { get; }
 
@@ -46,6 +62,9 @@ public sealed class Agent : IDisposable
         _process.Dispose();
         _process = Start();
     }
+
+    /// <summary>The process's own pid (for kill -9 from outside the harness).</summary>
+    public int Pid => _process.Pid;
 
     private ChildProcess Start() => _aot
         ? ChildProcess.Start(DeviceId, Repo.AotAgent, ["run", "--config", _configPath])

@@ -68,7 +68,8 @@ public sealed class ChildProcess : IDisposable
         if (_process.HasExited)
             return;
         _process.Kill(entireProcessTree: true);
-        _process.WaitForExit(10_000);
+        if (_process.WaitForExit(10_000))
+            _process.WaitForExit(); // drains what the process wrote before it died
     }
 
     public void Dispose()

@@ -55,6 +55,15 @@ public sealed class Fleet : IDisposable
         return response.IsSuccessStatusCode ? await response.Content.ReadFromJsonAsync<JsonNode>() : null;
     }
 
+    /// <summary>Every telemetry record the fleet stored for a device.</summary>
+    public async Task<List<EdgeFleet.Shared.Wire.TelemetryRecord>> Telemetry(string deviceId)
+    {
+        using var response = await _http.GetAsync(new Uri($"/api/devices/{deviceId}/telemetry?limit=1000000", UriKind.Relative));
+        response.EnsureSuccessStatusCode();
+        var json = await response.Content.ReadAsByteArrayAsync();
+        return System.Text.Json.JsonSerializer.Deserialize(json, EdgeFleet.Shared.Wire.WireJsonContext.Default.ListTelemetryRecord)!;
+    }
+
     public string Url => $"http://127.0.0.1:{HttpPort}";
 
     /// <summary>Uploads a model file; returns its SHA-256.</summary>

@@ -1,0 +1,156 @@
+using System.Text.Json.Nodes;
+using System.Text.RegularExpressions;
+using EdgeFleet.EndToEnd.Tests.Harness;
+
+namespace EdgeFleet.EndToEnd.Tests;
+
+/// <summary>
+/// Store-and-forward end to end: kill -9 torture of the agent while it appends and syncs, and a broker that
+/// stays away long enough for the buffer to fill and evict by policy, through the embedded broker and
+/// through a real Mosquitto.
+/// </summary>
+[Collection("processes")]
+public partial class TelemetryTests(DemoModel model, Xunit.Abstractions.ITestOutputHelper output) : IClassFixture<DemoModel>
+{
+    private static readonly TimeSpan Patience = TimeSpan.FromSeconds(120);
+
+    /// <summary>Kill cycles; the issue asks for 100 (EDGEFLEET_TELEMETRY_TORTURE overrides).</summary>
+    private static int Cycles => int.TryParse(Environment.GetEnvironmentVariable("EDGEFLEET_TELEMETRY_TORTURE"), out var n) ? n : 100;
+
+    [GeneratedRegex(@"Committed telemetry (\d+)\.\.(\d+)")]
+    private static partial Regex CommittedLine();
+
+    /// <summary>Sequence numbers the agent logged as committed (durable) before it returned them to a producer.</summary>
+    private static void CollectAccepted(string output, HashSet<long> accepted)
+    {
+        foreach (Match m in CommittedLine().Matches(output))
+        {
+            for (var seq = long.Parse(m.Groups[1].Value); seq <= long.Parse(m.Groups[2].Value); seq++)
+                accepted.Add(seq);
+        }
+    }
+
+    [Fact]
+    public async Task Every_accepted_record_reaches_the_fleet_exactly_once_across_kill_9_cycles()
+    {
+        var dir = Directory.CreateTempSubdirectory("edgefleet-torture-").FullName;
+        using var fleet = new Fleet(dir);
+        using var agent = new Agent(dir, "tortured", fleet.BrokerPort, model.Path, "normal", aot: File.Exists(Repo.AotAgent), configure: c =>
+        {
+            c["logLevel"] = "Debug";
+            c["input"]!["rateHz"] = 200;
+            c["telemetry"] = new JsonObject { ["maxBatchAgeSeconds"] = 0.05, ["maxBatchRecords"] = 100, ["healthIntervalSeconds"] = 0.2 };
+        });
+        var accepted = new HashSet<long>();
+        var random = new Random(2026);
+        for (var cycle = 0; cycle < Cycles; cycle++)
+        {
+            await Task.Delay(random.Next(150, 900));
+            agent.Kill9();
+            CollectAccepted(agent.Output, accepted);
+            if (cycle % 10 == 9)
+            {
+                var (exit, output) = agent.RunCommand("buffer");
+                Assert.True(exit == 0, $"after kill {cycle + 1} the buffer does not check clean:\n{output}");
+            }
+            agent.Restart();
+        }
+        Assert.True(accepted.Count > Cycles, $"only {accepted.Count} records were accepted in {Cycles} cycles:\n{agent.Output}");
+
+        // The last run keeps producing; once the fleet's watermark passes everything accepted so far, stop it
+        // for good. Records accepted later carry higher numbers and may still wait in the buffer.
+        CollectAccepted(agent.Output, accepted);
+        var target = accepted.Max();
+        await Wait.ForAsync(async () => await fleet.Device("tortured") is { } d && d["device"]!["ackedSeq"]!.GetValue<long>() >= target ? d : null,
+            Patience, () => $"fleet:\n{fleet.Output}\n--- agent:\n{agent.Output}");
+        agent.Kill9();
+        CollectAccepted(agent.Output, accepted);
+        Assert.Equal(0, agent.RunCommand("buffer").ExitCode);
+
+        var stored = (await fleet.Telemetry("tortured")).Select(r => r.Seq).ToList();
+        var device = (await fleet.Device("tortured"))!["device"]!;
+        var watermark = device["ackedSeq"]!.GetValue<long>();
+        Assert.True(watermark >= target);
+        Assert.Equal(stored.Count, stored.Distinct().Count());
+        Assert.Empty(accepted.Where(seq => seq <= watermark && !stored.Contains(seq)).Take(20));
+        // Nothing was evicted (the buffer never filled), so the stream is stored without a hole up to the watermark.
+        Assert.Equal(Enumerable.Range(1, (int)watermark).Select(i => (long)i), stored.Where(s => s <= watermark).Order());
+        Assert.Equal(0, device["skippedRecords"]!.GetValue<long>());
+        Assert.Equal(0, device["conflictingRecords"]!.GetValue<long>());
+        Assert.Equal(stored.Count, device["telemetryRecords"]!.GetValue<long>());
+        output.WriteLine($"{Cycles} kill -9 cycles: {accepted.Count} records logged as accepted, {stored.Count} stored, watermark {watermark}, " +
+            $"duplicates {(await fleet.Health())!["telemetryDuplicates"]} redelivered and dropped, 0 lost, 0 stored twice");
+        Directory.Delete(dir, recursive: true);
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task A_long_broker_outage_fills_the_buffer_which_evicts_by_policy_and_drains_with_the_counts_reported(bool mosquitto)
+    {
+        var dir = Directory.CreateTempSubdirectory("edgefleet-outage-").FullName;
+        using var broker = mosquitto ? new Mosquitto() : null;
+        var fleet = new Fleet(dir, broker?.Port);
+        using var agent = new Agent(dir, "remote", fleet.BrokerPort, model.Path, "imbalance", configure: c =>
+        {
+            c["input"]!["rateHz"] = 100;
+            c["telemetry"] = new JsonObject
+            {
+                ["maxBatchAgeSeconds"] = 0.2,
+                ["healthIntervalSeconds"] = 0.5,
+                ["maxBufferRecords"] = 300,
+            };
+        });
+        string Explain() => $"fleet:\n{fleet.Output}\n--- agent:\n{agent.Output}";
+        try
+        {
+            await Wait.ForAsync(async () => await fleet.Device("remote") is { } d && Records(d) >= 50 ? d : null, Patience, Explain);
+
+            // The broker goes away for 10 s: about 1,000 inference records and 20 health records for a 300-record buffer.
+            if (broker is not null)
+                broker.Kill9();
+            else
+                fleet.Kill9();
+            await Task.Delay(TimeSpan.FromSeconds(10));
+            if (broker is not null)
+            {
+                broker.Restart();
+            }
+            else
+            {
+                var restarted = new Fleet(dir, reuse: fleet);
+                fleet.Dispose();
+                fleet = restarted;
+            }
+
+            // Drained: every sequence number up to the watermark is stored or a recorded gap, and the gaps are
+            // the records the device reported evicting (a batch in flight when the broker died may be both).
+            var device = await Wait.ForAsync(async () =>
+            {
+                var d = (await fleet.Device("remote"))?["device"];
+                return d is not null && d["evictedRecords"]!.GetValue<long>() > 0 && d["skippedRecords"]!.GetValue<long>() > 0
+                    && d["ackedSeq"]!.GetValue<long>() == d["telemetryRecords"]!.GetValue<long>() + d["skippedRecords"]!.GetValue<long>()
+                    && d["evictedRecords"]!.GetValue<long>() - d["skippedRecords"]!.GetValue<long>() is >= 0 and <= 200 ? d : null;
+            }, Patience, Explain);
+            Assert.True(device["evictedRecords"]!.GetValue<long>() >= 500, device.ToJsonString());
+
+            var stored = await fleet.Telemetry("remote");
+            var report = stored.Last(r => r.Evictions is not null).Evictions!;
+            Assert.Equal(["inference"], report.ByKind.Keys);
+            Assert.Equal(report.Records, report.OverCapacity);
+            // Health records (a higher class than inference) all survived: one every 0.5 s through the outage.
+            var health = stored.Where(r => r.Health is not null).Select(r => r.Ts).Order().ToList();
+            var longestSilence = health.Zip(health.Skip(1), (a, b) => b - a).Max();
+            Assert.True(longestSilence < TimeSpan.FromSeconds(3), $"health records missing for {longestSilence}");
+            Assert.Equal(0, device["conflictingRecords"]!.GetValue<long>());
+            Assert.False(agent.Exited);
+        }
+        finally
+        {
+            fleet.Dispose();
+        }
+        Directory.Delete(dir, recursive: true);
+    }
+
+    private static long Records(JsonNode view) => view["device"]!["telemetryRecords"]!.GetValue<long>();
+}
