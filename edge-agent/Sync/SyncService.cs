@@ -32,6 +32,7 @@ public sealed partial class SyncService : BackgroundService
         });
     private volatile bool _stateDirty = true;
     private int _attempt;
+    private bool _overBudget;
 
     public SyncService(AgentConfig config, AgentRuntime runtime, TelemetryBuffer buffer, ILogger<SyncService> log)
     {
@@ -163,11 +164,25 @@ public sealed partial class SyncService : BackgroundService
         var day = DateOnly.FromDateTime(now.UtcDateTime);
         var (minPriority, allowance) = Allowance(day);
         var next = minPriority is { } min ? NextBatch(min, allowance) : null;
+        if (next is null && minPriority == TelemetryPriority.Low && cfg.DailyByteBudget > 0)
+        {
+            // What is left of the ordinary share is too small for the next batch: only the reserve remains.
+            minPriority = TelemetryPriority.High;
+            next = NextBatch(TelemetryPriority.High, cfg.DailyByteBudget - _buffer.BudgetSpent(day));
+        }
+        var holdingBack = minPriority is not TelemetryPriority.Low;
+        if (holdingBack != _overBudget)
+        {
+            if (holdingBack)
+                Log.OverBudget(_log, _buffer.BudgetSpent(day), cfg.DailyByteBudget);
+            else
+                Log.BudgetRenewed(_log, cfg.DailyByteBudget);
+            _overBudget = holdingBack;
+        }
         if (next is not { } send)
         {
             // Out of budget for today, at least for what is waiting: try again at midnight UTC or when woken.
             var midnight = new DateTimeOffset(day.AddDays(1).ToDateTime(TimeOnly.MinValue), TimeSpan.Zero);
-            Log.OverBudget(_log, _buffer.BudgetSpent(day), cfg.DailyByteBudget);
             await _wake.WaitAsync(TimeSpan.FromMinutes(Math.Min(1, Math.Max(0.01, (midnight - now).TotalMinutes))), ct).ConfigureAwait(false);
             return;
         }
@@ -309,8 +324,11 @@ public sealed partial class SyncService : BackgroundService
         [LoggerMessage(1007, LogLevel.Warning, "Ignored a desired state: {Error}: {Reason}")]
         public static partial void BadDesired(ILogger logger, WireError error, string reason);
 
-        [LoggerMessage(1008, LogLevel.Warning, "Daily telemetry budget spent ({Spent} of {Budget} bytes); waiting records stay buffered")]
+        [LoggerMessage(1008, LogLevel.Warning, "Daily telemetry budget down to its reserve ({Spent} of {Budget} bytes spent): ordinary records stay buffered, high-priority ones use the reserve")]
         public static partial void OverBudget(ILogger logger, long spent, long budget);
+
+        [LoggerMessage(1010, LogLevel.Information, "A new day's telemetry budget ({Budget} bytes): sending everything again")]
+        public static partial void BudgetRenewed(ILogger logger, long budget);
 
         [LoggerMessage(1009, LogLevel.Warning, "A {Kind} record was not buffered: {Reason}")]
         public static partial void RecordLost(ILogger logger, string kind, string reason);

@@ -44,6 +44,8 @@ public sealed partial class TelemetryBuffer : IDisposable
     private Group? _open;
     private bool _stopping;
     private long _refused;
+    private long _evictedSinceLog;
+    private DateTimeOffset _evictionLoggedAt;
     private DateTimeOffset _refusedSince;
 
     public TelemetryBuffer(string path, TelemetryConfig config, TimeProvider time, ILogger? log = null)
@@ -365,7 +367,7 @@ public sealed partial class TelemetryBuffer : IDisposable
             _lastSeq = last;
             _evictions = evictions;
             if (victims.Count > 0)
-                Log.Evicted(_log, victims.Count, "the buffer is full", _evictions.Records);
+                LogEvicted(victims.Count, "the buffer is full");
             Log.CommittedGroup(_log, first, last);
             if (_refused > 0)
                 ReportRefusals();
@@ -413,7 +415,19 @@ public sealed partial class TelemetryBuffer : IDisposable
         foreach (var seq in victims)
             _index.Remove(seq);
         _evictions = evictions;
-        Log.Evicted(_log, victims.Count, expired ? "their time to live passed" : "the buffer is full", _evictions.Records);
+        LogEvicted(victims.Count, expired ? "their time to live passed" : "the buffer is full");
+    }
+
+    /// <summary>A full buffer evicts on every commit: log a summary at most every 10 s, not each time.</summary>
+    private void LogEvicted(int count, string reason)
+    {
+        _evictedSinceLog += count;
+        var now = _time.GetUtcNow();
+        if (now - _evictionLoggedAt < TimeSpan.FromSeconds(10))
+            return;
+        Log.Evicted(_log, _evictedSinceLog, reason, _evictions.Records);
+        _evictedSinceLog = 0;
+        _evictionLoggedAt = now;
     }
 
     private RecordMeta MetaOf(long seq)
@@ -467,8 +481,8 @@ public sealed partial class TelemetryBuffer : IDisposable
         [LoggerMessage(5001, LogLevel.Information, "Telemetry buffer {Path}: stream {StreamId}, {Records} records ({Bytes} bytes) waiting, last sequence {LastSeq}")]
         public static partial void Opened(ILogger logger, string path, string streamId, long records, long bytes, long lastSeq);
 
-        [LoggerMessage(5002, LogLevel.Warning, "Telemetry buffer evicted {Count} records because {Reason}; {Total} evicted since the stream began")]
-        public static partial void Evicted(ILogger logger, int count, string reason, long total);
+        [LoggerMessage(5002, LogLevel.Warning, "Telemetry buffer evicted {Count} records (latest because {Reason}); {Total} evicted since the stream began")]
+        public static partial void Evicted(ILogger logger, long count, string reason, long total);
 
         [LoggerMessage(5003, LogLevel.Error, "Telemetry buffer refuses new records: {Reason}")]
         public static partial void Refusing(ILogger logger, string reason);

@@ -152,5 +152,45 @@ public partial class TelemetryTests(DemoModel model, Xunit.Abstractions.ITestOut
         Directory.Delete(dir, recursive: true);
     }
 
+    [Fact]
+    public async Task A_spent_daily_budget_holds_ordinary_records_back_while_the_reserve_carries_high_priority_ones()
+    {
+        var dir = Directory.CreateTempSubdirectory("edgefleet-budget-").FullName;
+        using var fleet = new Fleet(dir);
+        // 40 kB a day, the last half for high and critical records; a 300-record buffer so that evictions
+        // happen and their (high priority) reports have something to say.
+        using var agent = new Agent(dir, "cellular", fleet.BrokerPort, model.Path, "normal", configure: c =>
+        {
+            c["input"]!["rateHz"] = 100;
+            c["telemetry"] = new JsonObject
+            {
+                ["maxBatchAgeSeconds"] = 0.2,
+                ["healthIntervalSeconds"] = 0.5,
+                ["maxBufferRecords"] = 300,
+                ["dailyByteBudget"] = 40_000,
+                ["budgetReservePercent"] = 50,
+            };
+        });
+        string Explain() => $"fleet:\n{fleet.Output}\n--- agent:\n{agent.Output}";
+
+        // The ordinary share goes first; then inference and health stop arriving, the agent says why...
+        await Wait.ForAsync(() => Task.FromResult(agent.Output.Contains("Daily telemetry budget down to its reserve", StringComparison.Ordinal) ? "" : null), Patience, Explain);
+        var stored = await fleet.Telemetry("cellular");
+        var ordinary = stored.Count(r => r.Inference is not null || r.Health is not null);
+        await Task.Delay(TimeSpan.FromSeconds(4));
+        var later = await fleet.Telemetry("cellular");
+        Assert.Equal(ordinary, later.Count(r => r.Inference is not null || r.Health is not null));
+
+        // ...while eviction reports (high priority) still arrive from the reserve.
+        var reports = await Wait.ForAsync(async () =>
+        {
+            var records = await fleet.Telemetry("cellular");
+            return records.Count(r => r.Evictions is not null) >= 2 ? records : null;
+        }, Patience, Explain);
+        Assert.True(reports.Last(r => r.Evictions is not null).Evictions!.Records > 0);
+        Assert.True(ordinary > 0);
+        Directory.Delete(dir, recursive: true);
+    }
+
     private static long Records(JsonNode view) => view["device"]!["telemetryRecords"]!.GetValue<long>();
 }
