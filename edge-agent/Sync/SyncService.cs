@@ -110,7 +110,8 @@ public sealed partial class SyncService : BackgroundService
                 break;
             }
             catch (Exception e) when (e is MQTTnet.Exceptions.MqttCommunicationException or MQTTnet.Adapter.MqttConnectingFailedException
-                or InvalidOperationException or OperationCanceledException or IOException or System.Net.Sockets.SocketException)
+                or InvalidOperationException or OperationCanceledException or IOException or System.Net.Sockets.SocketException
+                or TelemetryBufferException)
             {
                 var delay = Backoff.Next(_attempt++, _config.Broker.MinReconnectSeconds, _config.Broker.MaxReconnectSeconds);
                 Log.Disconnected(_log, _config.Broker.Host, _config.Broker.Port, e.Message, delay.TotalSeconds);
@@ -291,7 +292,17 @@ public sealed partial class SyncService : BackgroundService
             Log.BadAck(_log, WireError.Invalid, $"ack for stream {ack.Message.StreamId}, this buffer is {_buffer.StreamId}");
             return Task.CompletedTask;
         }
-        var deleted = _buffer.Acknowledge(ack.Message.AckedSeq, ack.Message.Stored);
+        int deleted;
+        try
+        {
+            deleted = _buffer.Acknowledge(ack.Message.AckedSeq, ack.Message.Stored);
+        }
+        catch (TelemetryBufferException failure)
+        {
+            // Not deleted now: the records are sent again and the fleet acknowledges them again.
+            Log.BadAck(_log, WireError.None, failure.Message);
+            return Task.CompletedTask;
+        }
         Log.Acked(_log, ack.Message.AckedSeq, deleted);
         Wake();
         return Task.CompletedTask;

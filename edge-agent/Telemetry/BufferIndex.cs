@@ -59,6 +59,27 @@ internal sealed class BufferIndex
         return true;
     }
 
+    /// <summary>Records an acknowledgement covers: at or below the watermark, or within a stored range.</summary>
+    public List<long> Acknowledged(long watermark, IReadOnlyList<SeqRange> stored)
+    {
+        var seqs = new List<long>();
+        foreach (var set in _classes)
+        {
+            if (set.Count == 0)
+                continue;
+            if (watermark >= set.Min)
+                seqs.AddRange(set.GetViewBetween(set.Min, watermark));
+            foreach (var range in stored)
+            {
+                var from = Math.Max(range.From, Math.Max(set.Min, watermark + 1));
+                var to = Math.Min(range.To, set.Max);
+                if (from <= to)
+                    seqs.AddRange(set.GetViewBetween(from, to));
+            }
+        }
+        return seqs;
+    }
+
     /// <summary>
     /// The records to evict so that <paramref name="records"/> more records of <paramref name="bytes"/> fit:
     /// lowest class first, oldest first within it. Plans only; nothing is removed.

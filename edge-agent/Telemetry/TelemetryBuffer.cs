@@ -162,6 +162,7 @@ public sealed partial class TelemetryBuffer : IDisposable
     {
         lock (_dbLock)
         {
+            EnsureOpen();
             var chosen = new List<(long Seq, RecordMeta Meta)>();
             long bytes = 0;
             foreach (var cls in TelemetryPolicy.SendOrder)
@@ -215,23 +216,9 @@ public sealed partial class TelemetryBuffer : IDisposable
     {
         lock (_dbLock)
         {
+            EnsureOpen();
             ackedSeq = Math.Min(ackedSeq, _lastSeq);
-            var seqs = new List<long>();
-            for (var cls = 0; cls < TelemetryPolicy.Classes; cls++)
-            {
-                var set = (SortedSet<long>)_index.InClass(cls);
-                if (set.Count == 0)
-                    continue;
-                if (ackedSeq >= set.Min)
-                    seqs.AddRange(set.GetViewBetween(set.Min, ackedSeq));
-                foreach (var range in stored ?? [])
-                {
-                    var from = Math.Max(range.From, Math.Max(set.Min, ackedSeq + 1));
-                    var to = Math.Min(range.To, set.Max);
-                    if (from <= to)
-                        seqs.AddRange(set.GetViewBetween(from, to));
-                }
-            }
+            var seqs = _index.Acknowledged(ackedSeq, stored ?? []);
             if (seqs.Count == 0 && ackedSeq <= _ackedSeq)
                 return 0;
             var watermark = Math.Max(_ackedSeq, ackedSeq);
@@ -253,6 +240,7 @@ public sealed partial class TelemetryBuffer : IDisposable
     {
         lock (_dbLock)
         {
+            EnsureOpen();
             var now = _time.GetUtcNow().ToUnixTimeMilliseconds();
             var ttls = Enum.GetValues<TelemetryKind>().ToDictionary(k => k, k => TelemetryPolicy.TtlOf(_config, k));
             var victims = new List<long>();
@@ -282,6 +270,7 @@ public sealed partial class TelemetryBuffer : IDisposable
     {
         lock (_dbLock)
         {
+            EnsureOpen();
             _budgetSpent = (_budgetDay == day ? _budgetSpent : 0) + bytes;
             _budgetDay = day;
             Transact(() => WriteMeta(_lastSeq, _ackedSeq, _evictions));
@@ -313,7 +302,14 @@ public sealed partial class TelemetryBuffer : IDisposable
                     : new TelemetryBufferException(TelemetryBufferError.Unavailable, $"telemetry buffer could not commit: {e.Message}", e));
                 continue;
             }
-            Committed?.Invoke();
+            try
+            {
+                Committed?.Invoke();
+            }
+            catch (ObjectDisposedException)
+            {
+                // A listener shut down before the buffer; the commit itself stands.
+            }
         }
     }
 

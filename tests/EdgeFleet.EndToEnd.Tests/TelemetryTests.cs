@@ -175,6 +175,7 @@ public partial class TelemetryTests(DemoModel model, Xunit.Abstractions.ITestOut
 
         // The ordinary share goes first; then inference and health stop arriving, the agent says why...
         await Wait.ForAsync(() => Task.FromResult(agent.Output.Contains("Daily telemetry budget down to its reserve", StringComparison.Ordinal) ? "" : null), Patience, Explain);
+        await Task.Delay(TimeSpan.FromSeconds(1.5)); // the last ordinary batch may still be on its way
         var stored = await fleet.Telemetry("cellular");
         var ordinary = stored.Count(r => r.Inference is not null || r.Health is not null);
         await Task.Delay(TimeSpan.FromSeconds(4));
