@@ -34,6 +34,8 @@ public sealed partial class TelemetryBuffer
     {
         _dataFile = new DurableFileStream(_path, syncOnFlush: true);
         _logFile = new DurableFileStream(LogPathOf(_path), syncOnFlush: false);
+        // The files may have just been created: make their directory entries durable too.
+        Configuration.AtomicFile.FsyncDirectory(Path.GetDirectoryName(_path)!);
         _db = new LiteDatabase(_dataFile, mapper: null, logStream: _logFile);
         _segments = _db.GetCollection("segments");
         _meta = _db.GetCollection("buffer");

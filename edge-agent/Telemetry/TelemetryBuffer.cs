@@ -254,7 +254,7 @@ public sealed partial class TelemetryBuffer : IDisposable
                 }
             }
             if (victims.Count > 0)
-                Evict(victims, expired: true, sync: false);
+                Evict(victims, expired: true);
             return victims.Count;
         }
     }
@@ -398,7 +398,7 @@ public sealed partial class TelemetryBuffer : IDisposable
             TaskContinuationOptions.OnlyOnFaulted, TaskScheduler.Default);
     }
 
-    private void Evict(List<long> victims, bool expired, bool sync)
+    private void Evict(List<long> victims, bool expired)
     {
         var evictions = _evictions.Add(victims.Select(MetaOf), expired);
         Transact(() =>
@@ -406,8 +406,6 @@ public sealed partial class TelemetryBuffer : IDisposable
             RemoveDocuments(victims);
             WriteMeta(_lastSeq, _ackedSeq, evictions);
         });
-        if (sync)
-            _logFile!.Sync();
         foreach (var seq in victims)
             _index.Remove(seq);
         _evictions = evictions;
