@@ -22,13 +22,23 @@ public static class AgentHost
         var runtime = new AgentRuntime(DeviceIdentity.Resolve(config), config.HardwareProfile, TimeProvider.System);
 
         var builder = Host.CreateEmptyApplicationBuilder(new HostApplicationBuilderSettings());
-        builder.Logging.AddSimpleConsole(o =>
+        if (Environment.GetEnvironmentVariable("JOURNAL_STREAM") is not null)
         {
-            o.SingleLine = true;
-            o.TimestampFormat = "HH:mm:ss.fff ";
-        });
+            builder.Logging.AddSystemdConsole(); // journald adds its own timestamps and reads the priority prefix
+        }
+        else
+        {
+            builder.Logging.AddSimpleConsole(o =>
+            {
+                o.SingleLine = true;
+                o.TimestampFormat = "HH:mm:ss.fff ";
+            });
+        }
         builder.Logging.SetMinimumLevel(config.LogLevel);
-        builder.Services.AddSystemd();
+        // Our own sd_notify (READY, STATUS, WATCHDOG, STOPPING) rather than AddSystemd(), which recognises
+        // systemd only as the direct parent process and sends no watchdog pings.
+        builder.Services.AddSingleton(_ => SystemdNotifier.FromEnvironment());
+        builder.Services.AddHostedService<SystemdService>();
         builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(5));
         builder.Services.AddSingleton(config);
         builder.Services.AddSingleton(runtime);

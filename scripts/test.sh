@@ -6,8 +6,9 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 export DOTNET_NOLOGO=1 DOTNET_CLI_TELEMETRY_OPTOUT=1
 
-# Real parts from Debian: Mosquitto for the external-broker tests, clang + zlib for NativeAOT.
-packages=(mosquitto clang zlib1g-dev)
+# Real parts from Debian: Mosquitto for the external-broker tests, clang + zlib for NativeAOT, systemd for
+# systemd-analyze (the unit file checks; systemd does not run as PID 1 here).
+packages=(mosquitto clang zlib1g-dev systemd)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -103,6 +103,9 @@ public sealed partial class TelemetryBuffer : IDisposable
         }
     }
 
+    /// <summary>False once the committer thread has died or the file could not be reopened (for the watchdog).</summary>
+    public bool Healthy => _committer.IsAlive && !_broken;
+
     /// <summary>Whether the record is still waiting (not acknowledged, not evicted).</summary>
     public bool Contains(long seq)
     {

@@ -30,7 +30,8 @@ public sealed class ChildProcess : IDisposable
         }
     }
 
-    public static ChildProcess Start(string name, string fileName, IEnumerable<string> args, string? workingDirectory = null)
+    public static ChildProcess Start(string name, string fileName, IEnumerable<string> args, string? workingDirectory = null,
+        IReadOnlyDictionary<string, string>? environment = null)
     {
         var info = new ProcessStartInfo(fileName)
         {
@@ -42,6 +43,8 @@ public sealed class ChildProcess : IDisposable
         foreach (var arg in args)
             info.ArgumentList.Add(arg);
         info.Environment["DOTNET_NOLOGO"] = "1";
+        foreach (var (key, value) in environment ?? new Dictionary<string, string>())
+            info.Environment[key] = value;
         var process = new Process { StartInfo = info, EnableRaisingEvents = true };
         var child = new ChildProcess(name, process);
         process.OutputDataReceived += (_, e) => child.Append(e.Data);
@@ -61,6 +64,12 @@ public sealed class ChildProcess : IDisposable
         _process.WaitForExit(); // drains the redirected output
         return _process.ExitCode;
     }
+
+    /// <summary>SIGTERM, as systemctl stop sends it.</summary>
+    public void Terminate() => _ = Kill(_process.Id, 15);
+
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "kill", SetLastError = true)]
+    private static extern int Kill(int pid, int signal);
 
     /// <summary>SIGKILL: no shutdown code runs, as when power fails or the OOM killer strikes.</summary>
     public void Kill9()

@@ -8,6 +8,7 @@ var name = args.Length > 0 ? args[0] : "ota-sha256";
 return name switch
 {
     "ota-sha256" => await OtaSha256(args.Length > 1 ? int.Parse(args[1], CultureInfo.InvariantCulture) : 512),
+    "agent-startup" => await EdgeFleet.Benchmarks.AgentStartup.RunAsync(args.Length > 1 ? int.Parse(args[1], CultureInfo.InvariantCulture) : 5),
     "telemetry-append" => await EdgeFleet.Benchmarks.TelemetryAppend.RunAsync(
         args.Length > 1 ? int.Parse(args[1], CultureInfo.InvariantCulture) : 200_000,
         args.Length > 2 ? int.Parse(args[2], CultureInfo.InvariantCulture) : 256),
@@ -16,7 +17,7 @@ return name switch
 
 static int Usage()
 {
-    Console.Error.WriteLine("usage: edgefleet-bench ota-sha256 [MiB] | telemetry-append [records] [producers]");
+    Console.Error.WriteLine("usage: edgefleet-bench ota-sha256 [MiB] | telemetry-append [records] [producers] | agent-startup [runs]");
     return 2;
 }
 

@@ -1,0 +1,119 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Net.Sockets;
+using System.Text;
+using System.Text.Json.Nodes;
+using EdgeFleet.ModelTools.Demo;
+
+namespace EdgeFleet.Benchmarks;
+
+/// <summary>
+/// The NativeAOT agent's start-up and footprint: time from process start to READY=1 on a notify socket, and
+/// resident memory after 5 s idle with the demo model loaded. Baselines in the same run: the same binary's
+/// <c>--version</c> (process start and exit, nothing else) and the agent's idle memory without a model.
+/// </summary>
+public static class AgentStartup
+{
+    public static async Task<int> RunAsync(int runs)
+    {
+        var agent = Environment.GetEnvironmentVariable("EDGEFLEET_AGENT_AOT") ?? FindAgent();
+        var dir = Directory.CreateTempSubdirectory("edgefleet-bench-startup-").FullName;
+        try
+        {
+            var modelPath = Path.Combine(dir, "vibration.onnx");
+            await File.WriteAllBytesAsync(modelPath, DemoModelTrainer.Train(seed: 42, perClass: 200, epochs: 20).OnnxBytes);
+            var version = new List<double>();
+            var ready = new List<double>();
+            var rssModel = new List<double>();
+            var rssBare = new List<double>();
+            for (var i = 0; i < runs; i++)
+            {
+                version.Add(TimeVersion(agent));
+                var (readyMs, rss) = await StartAsync(agent, dir, $"m{i}", modelPath);
+                ready.Add(readyMs);
+                rssModel.Add(rss);
+                rssBare.Add((await StartAsync(agent, dir, $"b{i}", null)).RssMb);
+            }
+            var binary = new FileInfo(agent).Length / 1e6;
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"""
+                agent-startup: {agent} ({binary:F2} MB), median of {runs}
+                  READY=1 after start:                 {Median(ready),7:F1} ms   (target <= 200 ms: {(Median(ready) <= 200 ? "met" : "NOT met")})
+                  baseline, --version start to exit:   {Median(version),7:F1} ms   ratio {Median(ready) / Median(version):F1}
+                  idle RSS, demo model loaded, 5 s:    {Median(rssModel),7:F1} MB   (target <= 50 MB: {(Median(rssModel) <= 50 ? "met" : "NOT met")})
+                  baseline, idle RSS without a model:  {Median(rssBare),7:F1} MB   ratio {Median(rssModel) / Median(rssBare):F2}
+                  binary without libonnxruntime.so:    {binary,7:F2} MB   (target <= 15 MB: {(binary <= 15 ? "met" : "NOT met")})
+                """));
+            return 0;
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    private static string FindAgent()
+    {
+        for (var d = new DirectoryInfo(AppContext.BaseDirectory); d is not null; d = d.Parent)
+        {
+            var path = Path.Combine(d.FullName, "artifacts/agent/linux-x64/edgefleet-agent");
+            if (File.Exists(path))
+                return path;
+        }
+        throw new InvalidOperationException("no NativeAOT agent: run packaging/publish-agent.sh linux-x64 or set EDGEFLEET_AGENT_AOT");
+    }
+
+    private static double TimeVersion(string agent)
+    {
+        var sw = Stopwatch.StartNew();
+        using var p = Process.Start(new ProcessStartInfo(agent, "--version") { RedirectStandardOutput = true })!;
+        p.StandardOutput.ReadToEnd();
+        p.WaitForExit();
+        return sw.Elapsed.TotalMilliseconds;
+    }
+
+    private static async Task<(double ReadyMs, double RssMb)> StartAsync(string agent, string dir, string name, string? modelPath)
+    {
+        var socketPath = Path.Combine(dir, name + ".sock");
+        using var socket = new Socket(AddressFamily.Unix, SocketType.Dgram, ProtocolType.Unspecified);
+        socket.Bind(new UnixDomainSocketEndPoint(socketPath));
+        var config = new JsonObject
+        {
+            ["deviceId"] = "bench-" + name,
+            ["stateDirectory"] = Path.Combine(dir, name),
+            ["broker"] = new JsonObject { ["host"] = "127.0.0.1", ["port"] = 9 },
+            ["ota"] = new JsonObject { ["rootPath"] = Path.Combine(dir, "no-root.json") },
+        };
+        if (modelPath is not null)
+            config["model"] = new JsonObject { ["name"] = "vibration-classifier", ["version"] = "1.0.0", ["path"] = modelPath };
+        var configPath = Path.Combine(dir, name + ".json");
+        await File.WriteAllTextAsync(configPath, config.ToJsonString());
+
+        var info = new ProcessStartInfo(agent) { RedirectStandardOutput = true, RedirectStandardError = true };
+        info.ArgumentList.Add("run");
+        info.ArgumentList.Add("--config");
+        info.ArgumentList.Add(configPath);
+        info.Environment["NOTIFY_SOCKET"] = socketPath;
+        var sw = Stopwatch.StartNew();
+        using var process = Process.Start(info)!;
+        process.BeginOutputReadLine();
+        process.BeginErrorReadLine();
+        var buffer = new byte[4096];
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        while (!Encoding.UTF8.GetString(buffer, 0, await socket.ReceiveAsync(buffer, SocketFlags.None, timeout.Token)).Contains("READY=1", StringComparison.Ordinal))
+        {
+        }
+        var readyMs = sw.Elapsed.TotalMilliseconds;
+        await Task.Delay(TimeSpan.FromSeconds(5));
+        var rss = File.ReadLines($"/proc/{process.Id}/status").First(l => l.StartsWith("VmRSS:", StringComparison.Ordinal));
+        var kb = double.Parse(rss.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture);
+        process.Kill();
+        await process.WaitForExitAsync();
+        return (readyMs, kb / 1024);
+    }
+
+    private static double Median(List<double> values)
+    {
+        var sorted = values.Order().ToList();
+        return sorted[sorted.Count / 2];
+    }
+}
