@@ -7,8 +7,8 @@ cd "$root"
 export DOTNET_NOLOGO=1 DOTNET_CLI_TELEMETRY_OPTOUT=1
 
 # Real parts from Debian: Mosquitto for the external-broker tests, clang + zlib for NativeAOT, systemd for
-# systemd-analyze (the unit file checks; systemd does not run as PID 1 here).
-packages=(mosquitto clang zlib1g-dev systemd)
+# systemd-analyze and systemd-sysusers (the unit and .deb checks; systemd does not run as PID 1 here), lintian.
+packages=(mosquitto clang zlib1g-dev systemd lintian)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
