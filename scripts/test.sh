@@ -11,9 +11,18 @@ export DOTNET_NOLOGO=1 DOTNET_CLI_TELEMETRY_OPTOUT=1
 packages=(mosquitto clang zlib1g-dev systemd lintian)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+# The arm64 agent: the cross toolchain (publish-agent.sh installs it too) and, to run it under qemu-user,
+# Debian's arm64 libc, libssl and libstdc++ from multiarch.
+cross=(qemu-user-static lld gcc-aarch64-linux-gnu libc6-dev-arm64-cross binutils-aarch64-linux-gnu libc6:arm64 libssl3:arm64 libstdc++6:arm64)
+sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+  $sudo_cmd dpkg --add-architecture arm64
+  missing+=("${cross[@]}")
+else
+  for p in "${cross[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing ${missing[*]}"
-  sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
   $sudo_cmd apt-get update -q >/dev/null
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
 fi
@@ -21,8 +30,9 @@ fi
 echo "== restore and build"
 dotnet build EdgeFleet.slnx -nologo -clp:NoSummary -v:q
 
-echo "== publish the NativeAOT agent"
+echo "== publish the NativeAOT agent (linux-x64, and linux-arm64 cross-compiled)"
 packaging/publish-agent.sh linux-x64 | tail -n 1
+packaging/publish-agent.sh linux-arm64 | tail -n 1
 export EDGEFLEET_AGENT_AOT="$root/artifacts/agent/linux-x64/edgefleet-agent"
 
 echo "== test"

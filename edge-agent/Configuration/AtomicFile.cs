@@ -42,8 +42,10 @@ public static partial class AtomicFile
     {
         if (!OperatingSystem.IsLinux())
             return;
-        const int ReadOnlyDirectory = 0x10000; // O_RDONLY | O_DIRECTORY
-        var fd = Open(directory, ReadOnlyDirectory);
+        // O_RDONLY alone: Linux opens a directory read-only without O_DIRECTORY, whose value differs between
+        // x86-64 (0x10000) and arm64 (0x4000); the x86-64 value made this fail with EINVAL on arm64.
+        const int ReadOnly = 0;
+        var fd = Open(directory, ReadOnly);
         if (fd < 0)
             throw new IOException($"cannot open directory {directory} to fsync it (errno {Marshal.GetLastPInvokeError()})");
         try

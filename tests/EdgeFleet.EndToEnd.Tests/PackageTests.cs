@@ -13,10 +13,11 @@ public sealed class PackageTests : IDisposable
 {
     private readonly string _root = Directory.CreateTempSubdirectory("edgefleet-dpkg-root-").FullName;
 
-    private static string Build(string version)
+    private static string Build(string version, string rid = "linux-x64")
     {
-        Assert.True(File.Exists(Repo.AotAgent), $"no NativeAOT agent at {Repo.AotAgent}: run packaging/publish-agent.sh linux-x64 (scripts/test.sh does)");
-        var (exit, output) = Run(Path.Combine(Repo.Root, "packaging/deb/build-deb.sh"), "linux-x64", version);
+        var agent = Path.Combine(Repo.Root, "artifacts/agent", rid, "edgefleet-agent");
+        Assert.True(File.Exists(agent), $"no NativeAOT agent at {agent}: run packaging/publish-agent.sh {rid} (scripts/test.sh does)");
+        var (exit, output) = Run(Path.Combine(Repo.Root, "packaging/deb/build-deb.sh"), rid, version);
         Assert.True(exit == 0, output);
         return output.Trim().Split('\n')[^1];
     }
@@ -36,6 +37,20 @@ public sealed class PackageTests : IDisposable
         Assert.DoesNotContain(".dbg", contents, StringComparison.Ordinal);
         Assert.Equal("/etc/edgefleet/agent.json", Run("dpkg-deb", "--info", deb, "conffiles").Output.Trim());
 
+        var (lintian, findings) = Run("lintian", "--no-cfg", "--fail-on", "error,warning", deb);
+        Assert.True(lintian == 0, findings);
+    }
+
+    [Fact]
+    public void The_arm64_package_carries_the_arm64_binary_and_is_lintian_clean_too()
+    {
+        var deb = Build("0.1.0", "linux-arm64");
+        Assert.EndsWith("_arm64.deb", deb, StringComparison.Ordinal);
+        Assert.Contains("Architecture: arm64", Run("dpkg-deb", "--info", deb).Output, StringComparison.Ordinal);
+        var extracted = Path.Combine(_root, "extracted");
+        Assert.Equal(0, Run("dpkg-deb", "-x", deb, extracted).ExitCode);
+        var header = File.ReadAllBytes(Path.Combine(extracted, "usr/lib/edgefleet-agent/edgefleet-agent")).AsSpan(0, 20).ToArray();
+        Assert.Equal(183, BitConverter.ToUInt16(header, 18)); // EM_AARCH64
         var (lintian, findings) = Run("lintian", "--no-cfg", "--fail-on", "error,warning", deb);
         Assert.True(lintian == 0, findings);
     }
