@@ -52,6 +52,54 @@ public partial class SystemdTests(DemoModel model, Xunit.Abstractions.ITestOutpu
     }
 
     [Fact]
+    public void The_fleet_service_publishes_self_contained_runs_from_its_folder_and_its_unit_verifies()
+    {
+        var (publish, published) = Run(Path.Combine(Repo.Root, "packaging/fleet/publish-fleet.sh"), "linux-x64");
+        Assert.True(publish == 0, published);
+        var folder = published.Trim().Split('\n')[^1];
+        Assert.True(File.Exists(Path.Combine(folder, "libcoreclr.so")), "not self-contained: no runtime in " + folder);
+
+        // It runs from its folder alone (no dotnet host) and serves its API.
+        var data = Directory.CreateTempSubdirectory("edgefleet-fleet-published-").FullName;
+        var http = Repo.FreePort();
+        using (var fleet = ChildProcess.Start("fleet", Path.Combine(folder, "edgefleet-fleet"),
+            ["--urls", $"http://127.0.0.1:{http}", "--Fleet:Broker:Port", Repo.FreePort().ToString(CultureInfo.InvariantCulture),
+             "--Fleet:Storage:Path", Path.Combine(data, "fleet.db"), "--Fleet:Storage:ArtifactsPath", Path.Combine(data, "artifacts")]))
+        {
+            using var client = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{http}") };
+            Wait.Until(() =>
+            {
+                try
+                {
+                    return client.GetStringAsync(new Uri("/api/health", UriKind.Relative)).Result.Contains("\"brokerConnected\":true", StringComparison.Ordinal);
+                }
+                catch (AggregateException)
+                {
+                    return false;
+                }
+            }, TimeSpan.FromSeconds(60), () => fleet.Output);
+        }
+        Directory.Delete(data, recursive: true);
+
+        // Its unit verifies in a scratch root with the publish where ExecStart expects it.
+        var root = Directory.CreateTempSubdirectory("edgefleet-fleet-unit-root-").FullName;
+        try
+        {
+            CopyDirectory("/usr/lib/systemd/system", Path.Combine(root, "usr/lib/systemd/system"));
+            Directory.CreateDirectory(Path.Combine(root, "opt/edgefleet-fleet"));
+            File.Copy(Path.Combine(folder, "edgefleet-fleet"), Path.Combine(root, "opt/edgefleet-fleet/edgefleet-fleet"));
+            Directory.CreateDirectory(Path.Combine(root, "etc/systemd/system"));
+            File.Copy(Path.Combine(Repo.Root, "packaging/fleet/edgefleet-fleet.service"), Path.Combine(root, "etc/systemd/system/edgefleet-fleet.service"));
+            var (verify, output) = Run("systemd-analyze", "verify", $"--root={root}", "/etc/systemd/system/edgefleet-fleet.service");
+            Assert.True(verify == 0, output);
+        }
+        finally
+        {
+            Directory.Delete(root, recursive: true);
+        }
+    }
+
+    [Fact]
     public async Task The_agent_reports_ready_status_and_watchdog_pings_over_the_notify_socket_and_stopping_on_sigterm()
     {
         var dir = Directory.CreateTempSubdirectory("edgefleet-notify-").FullName;
