@@ -24,31 +24,17 @@ public partial class SystemdTests(DemoModel model, Xunit.Abstractions.ITestOutpu
     public void The_unit_passes_systemd_analyze_verify_and_scores_low_exposure()
     {
         Assert.True(File.Exists(Repo.AotAgent), $"no NativeAOT agent at {Repo.AotAgent}: run packaging/publish-agent.sh linux-x64 (scripts/test.sh does)");
-        var root = Directory.CreateTempSubdirectory("edgefleet-unit-root-").FullName;
-        try
-        {
-            // A scratch root with systemd's own units, the binary where ExecStart expects it, and our unit.
-            CopyDirectory("/usr/lib/systemd/system", Path.Combine(root, "usr/lib/systemd/system"));
-            Directory.CreateDirectory(Path.Combine(root, "usr/bin"));
-            File.Copy(Repo.AotAgent, Path.Combine(root, "usr/bin/edgefleet-agent"));
-            Directory.CreateDirectory(Path.Combine(root, "etc/systemd/system"));
-            File.Copy(Unit, Path.Combine(root, "etc/systemd/system/edgefleet-agent.service"));
+        using var root = new UnitRoot(Unit, Repo.AotAgent, "usr/bin/edgefleet-agent");
+        var (verify, verifyOutput) = root.Verify();
+        Assert.True(verify == 0, "systemd-analyze verify: " + verifyOutput);
+        var (_, security) = Run("systemd-analyze", "security", "--offline=true", $"--root={root.Path}", root.UnitPath);
+        var score = double.Parse(Exposure().Match(security).Groups[1].Value, CultureInfo.InvariantCulture);
+        output.WriteLine($"systemd-analyze security exposure: {score}");
+        Assert.True(score <= 3.0, $"exposure {score} (0 best, 10 worst):\n{security}");
 
-            var (verify, verifyOutput) = Run("systemd-analyze", "verify", $"--root={root}", "/etc/systemd/system/edgefleet-agent.service");
-            Assert.True(verify == 0, "systemd-analyze verify: " + verifyOutput);
-            var (_, security) = Run("systemd-analyze", "security", "--offline=true", $"--root={root}", "/etc/systemd/system/edgefleet-agent.service");
-            var score = double.Parse(Exposure().Match(security).Groups[1].Value, CultureInfo.InvariantCulture);
-            output.WriteLine($"systemd-analyze security exposure: {score}");
-            Assert.True(score <= 3.0, $"exposure {score} (0 best, 10 worst):\n{security}");
-
-            // The check has teeth: a unit whose binary is missing fails.
-            File.Delete(Path.Combine(root, "usr/bin/edgefleet-agent"));
-            Assert.NotEqual(0, Run("systemd-analyze", "verify", $"--root={root}", "/etc/systemd/system/edgefleet-agent.service").ExitCode);
-        }
-        finally
-        {
-            Directory.Delete(root, recursive: true);
-        }
+        // The check has teeth: a unit whose binary is missing fails.
+        File.Delete(System.IO.Path.Combine(root.Path, "usr/bin/edgefleet-agent"));
+        Assert.NotEqual(0, root.Verify().ExitCode);
     }
 
     [Fact]
@@ -82,21 +68,9 @@ public partial class SystemdTests(DemoModel model, Xunit.Abstractions.ITestOutpu
         Directory.Delete(data, recursive: true);
 
         // Its unit verifies in a scratch root with the publish where ExecStart expects it.
-        var root = Directory.CreateTempSubdirectory("edgefleet-fleet-unit-root-").FullName;
-        try
-        {
-            CopyDirectory("/usr/lib/systemd/system", Path.Combine(root, "usr/lib/systemd/system"));
-            Directory.CreateDirectory(Path.Combine(root, "opt/edgefleet-fleet"));
-            File.Copy(Path.Combine(folder, "edgefleet-fleet"), Path.Combine(root, "opt/edgefleet-fleet/edgefleet-fleet"));
-            Directory.CreateDirectory(Path.Combine(root, "etc/systemd/system"));
-            File.Copy(Path.Combine(Repo.Root, "packaging/fleet/edgefleet-fleet.service"), Path.Combine(root, "etc/systemd/system/edgefleet-fleet.service"));
-            var (verify, output) = Run("systemd-analyze", "verify", $"--root={root}", "/etc/systemd/system/edgefleet-fleet.service");
-            Assert.True(verify == 0, output);
-        }
-        finally
-        {
-            Directory.Delete(root, recursive: true);
-        }
+        using var root = new UnitRoot(Path.Combine(Repo.Root, "packaging/fleet/edgefleet-fleet.service"), Path.Combine(folder, "edgefleet-fleet"), "opt/edgefleet-fleet/edgefleet-fleet");
+        var (verify, verifyOutput) = root.Verify();
+        Assert.True(verify == 0, verifyOutput);
     }
 
     [Fact]
@@ -163,6 +137,29 @@ public partial class SystemdTests(DemoModel model, Xunit.Abstractions.ITestOutpu
     {
         using var process = ChildProcess.Start(command, command, args);
         return (process.WaitForExit(TimeSpan.FromSeconds(60)), process.Output);
+    }
+
+    /// <summary>A scratch root for systemd-analyze: systemd's own units, our unit, and the binary its ExecStart names.</summary>
+    private sealed class UnitRoot : IDisposable
+    {
+        public UnitRoot(string unit, string binary, string binaryPath)
+        {
+            Assert.True(File.Exists(binary), $"no binary at {binary}: run the publish scripts (scripts/test.sh does)");
+            CopyDirectory("/usr/lib/systemd/system", System.IO.Path.Combine(Path, "usr/lib/systemd/system"));
+            Directory.CreateDirectory(System.IO.Path.GetDirectoryName(System.IO.Path.Combine(Path, binaryPath))!);
+            File.Copy(binary, System.IO.Path.Combine(Path, binaryPath));
+            UnitPath = "/etc/systemd/system/" + System.IO.Path.GetFileName(unit);
+            Directory.CreateDirectory(System.IO.Path.Combine(Path, "etc/systemd/system"));
+            File.Copy(unit, Path + UnitPath);
+        }
+
+        public string Path { get; } = Directory.CreateTempSubdirectory("edgefleet-unit-root-").FullName;
+
+        public string UnitPath { get; }
+
+        public (int ExitCode, string Output) Verify() => Run("systemd-analyze", "verify", $"--root={Path}", UnitPath);
+
+        public void Dispose() => Directory.Delete(Path, recursive: true);
     }
 
     private static void CopyDirectory(string from, string to)
