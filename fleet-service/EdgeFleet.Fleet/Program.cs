@@ -13,7 +13,13 @@ if (!Microsoft.Extensions.Hosting.Systemd.SystemdHelpers.IsSystemdService())
         o.TimestampFormat = "HH:mm:ss.fff ";
     });
 }
-builder.Configuration.AddJsonFile("/etc/edgefleet-fleet/appsettings.Production.json", optional: true, reloadOnChange: false);
+// Settings in /etc go after the files beside the binary and before environment variables and arguments,
+// which keep the last word.
+var sources = builder.Configuration.Sources;
+var afterFiles = sources.Select((source, index) => (source, index)).LastOrDefault(s => s.source is Microsoft.Extensions.Configuration.Json.JsonConfigurationSource).index + 1;
+var etc = new Microsoft.Extensions.Configuration.Json.JsonConfigurationSource { Path = "/etc/edgefleet-fleet/appsettings.Production.json", Optional = true };
+etc.ResolveFileProvider();
+sources.Insert(afterFiles, etc);
 var options = builder.Services.AddFleetOptions(builder.Configuration);
 builder.Services
     .AddFleetStorage()
