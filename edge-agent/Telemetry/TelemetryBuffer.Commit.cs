@@ -57,12 +57,7 @@ public sealed partial class TelemetryBuffer
             }
             catch (TelemetryBufferException e)
             {
-                if (_refused == 0)
-                {
-                    _refusedSince = _time.GetUtcNow();
-                    Log.Refusing(_log, e.Message);
-                }
-                _refused += group.Items.Count;
+                NoteRefusal(group, e);
                 throw;
             }
 
@@ -77,13 +72,21 @@ public sealed partial class TelemetryBuffer
             var last = first + records.Count - 1;
             var evictions = victims.Count > 0 ? _evictions.Add(victims.Select(MetaOf), expired: false) : _evictions;
             var segments = Segment(records);
-            Transact(() =>
+            try
             {
-                RemoveDocuments(victims);
-                foreach (var (id, cls, members) in segments)
-                    InsertSegment(id, cls, members);
-                WriteMeta(last, _ackedSeq, evictions);
-            });
+                Transact(() =>
+                {
+                    RemoveDocuments(victims);
+                    foreach (var (id, cls, members) in segments)
+                        InsertSegment(id, cls, members);
+                    WriteMeta(last, _ackedSeq, evictions);
+                });
+            }
+            catch (TelemetryBufferException e)
+            {
+                NoteRefusal(group, e);
+                throw;
+            }
             _logFile!.Sync();
 
             foreach (var seq in victims)
@@ -102,6 +105,17 @@ public sealed partial class TelemetryBuffer
                 ReportRefusals();
             return first;
         }
+    }
+
+    /// <summary>Counts refused records; the first refusal of a run is logged, the count is reported on recovery.</summary>
+    private void NoteRefusal(Group group, TelemetryBufferException e)
+    {
+        if (_refused == 0)
+        {
+            _refusedSince = _time.GetUtcNow();
+            Log.Refusing(_log, e.Message);
+        }
+        _refused += group.Items.Count;
     }
 
     private void CheckDiskSpace(Group group)

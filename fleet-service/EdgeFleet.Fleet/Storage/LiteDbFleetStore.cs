@@ -5,7 +5,7 @@ using LiteDB;
 namespace EdgeFleet.Fleet.Storage;
 
 /// <summary>
-/// The embedded store: one LiteDB file. Writes are serialised through one lock, and a telemetry batch is
+/// The embedded store: one LiteDB file. Reads and writes are serialised through one gate, and a telemetry batch is
 /// stored and its device's acknowledgement advanced in one transaction, so an ack never runs ahead of
 /// the records it covers.
 /// </summary>
@@ -60,7 +60,7 @@ public sealed class LiteDbFleetStore : IFleetStore
     }
 
     public Task<IReadOnlyList<(string DeviceId, byte[] Payload)>> ListDesiredAsync(CancellationToken cancellationToken) =>
-        Task.FromResult<IReadOnlyList<(string, byte[])>>(_desired.FindAll().Select(d => (d["_id"].AsString, d["payload"].AsBinary)).ToList());
+        ReadAsync<IReadOnlyList<(string, byte[])>>(() => _desired.FindAll().Select(d => (d["_id"].AsString, d["payload"].AsBinary)).ToList(), cancellationToken);
 
     public async Task<TelemetryStoreResult> StoreTelemetryAsync(TelemetryBatch batch, IReadOnlyList<TelemetryRecord> records, DateTimeOffset now, CancellationToken cancellationToken)
     {
@@ -128,22 +128,40 @@ public sealed class LiteDbFleetStore : IFleetStore
     }
 
     public Task<IReadOnlyList<TelemetryGap>> GetGapsAsync(string deviceId, int limit, CancellationToken cancellationToken) =>
-        Task.FromResult<IReadOnlyList<TelemetryGap>>(_gaps.Find(Query.EQ("device", deviceId)).Select(LiteDbDocuments.ToGap)
-            .OrderBy(g => g.RecordedAt).ThenBy(g => g.From).Take(limit).ToList());
+        ReadAsync<IReadOnlyList<TelemetryGap>>(() => _gaps.Find(Query.EQ("device", deviceId)).Select(LiteDbDocuments.ToGap)
+            .OrderBy(g => g.RecordedAt).ThenBy(g => g.From).Take(limit).ToList(), cancellationToken);
 
     public Task<IReadOnlyList<DeviceRecord>> ListDevicesAsync(CancellationToken cancellationToken) =>
-        Task.FromResult<IReadOnlyList<DeviceRecord>>(_devices.FindAll().Select(LiteDbDocuments.ToDevice).OrderBy(d => d.Id, StringComparer.Ordinal).ToList());
+        ReadAsync<IReadOnlyList<DeviceRecord>>(() => _devices.FindAll().Select(LiteDbDocuments.ToDevice).OrderBy(d => d.Id, StringComparer.Ordinal).ToList(), cancellationToken);
 
     public Task<DeviceRecord?> GetDeviceAsync(string deviceId, CancellationToken cancellationToken) =>
-        Task.FromResult(_devices.FindById(deviceId) is { } doc ? LiteDbDocuments.ToDevice(doc) : null);
+        ReadAsync(() => _devices.FindById(deviceId) is { } doc ? LiteDbDocuments.ToDevice(doc) : null, cancellationToken);
 
     public Task<IReadOnlyList<TelemetryRecord>> GetTelemetryAsync(string deviceId, int limit, CancellationToken cancellationToken) =>
-        Task.FromResult<IReadOnlyList<TelemetryRecord>>(_telemetry
+        ReadAsync<IReadOnlyList<TelemetryRecord>>(() => _telemetry
             .Find(Query.EQ("device", deviceId))
             .Select(LiteDbDocuments.ToTelemetry)
             .OrderBy(r => r.Ts).ThenBy(r => r.Seq)
             .Take(limit)
-            .ToList());
+            .ToList(), cancellationToken);
+
+    /// <summary>
+    /// Reads go through the same gate as writes. LiteDB 5 let a read race the first write of a collection
+    /// ("page type must be collection page", seen here when an API read met a device's first hello) and then
+    /// closes its engine; one gate for the embedded store costs little and rules that out.
+    /// </summary>
+    private async Task<T> ReadAsync<T>(Func<T> read, CancellationToken ct)
+    {
+        await _write.WaitAsync(ct).ConfigureAwait(false);
+        try
+        {
+            return read();
+        }
+        finally
+        {
+            _write.Release();
+        }
+    }
 
     private async Task UpdateDeviceAsync(string deviceId, DateTimeOffset now, Func<DeviceRecord, DeviceRecord> change, CancellationToken ct)
     {
