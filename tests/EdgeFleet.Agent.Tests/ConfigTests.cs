@@ -35,6 +35,12 @@ public class ConfigTests
     [InlineData("""{ "brokr": {} }""", "brokr")]
     [InlineData("""{ "input": { "kind": "carrierPigeon" } }""", "agent.json")]
     [InlineData("""{ "telemetry": { "maxBatchRecords": 0 } }""", "maxBatchRecords")]
+    [InlineData("""{ "telemetry": { "maxBufferRecords": 5 } }""", "maxBufferRecords")]
+    [InlineData("""{ "telemetry": { "maxBatchBytes": 100 } }""", "maxBatchBytes")]
+    [InlineData("""{ "telemetry": { "budgetReservePercent": 100 } }""", "budgetReservePercent")]
+    [InlineData("""{ "telemetry": { "ttlHours": { "inferrence": 1 } } }""", "inferrence")]
+    [InlineData("""{ "telemetry": { "ttlHours": { "health": -1 } } }""", "ttlHours.health")]
+    [InlineData("""{ "logLevel": "Chatty" }""", "agent.json")]
     [InlineData("{", "agent.json")]
     public void Rejects_bad_configuration_with_the_reason(string json, string mentions)
     {

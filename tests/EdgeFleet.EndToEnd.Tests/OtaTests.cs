@@ -152,6 +152,13 @@ public class OtaTests(OtaFixture ota) : IClassFixture<OtaFixture>
         await fleet.SetDesired("ota-01", ota.Sign(ota.Manifest(ota.Factory, 1)), ota.KeySet);
         await Wait.ForAsync(async () => OtaError(await fleet.Device("ota-01")) == "version-rollback" ? "" : null, Patience, Explain);
 
+        // How each update ended also travels as a durable telemetry record, not only as a progress report.
+        await Wait.ForAsync(async () =>
+        {
+            var outcomes = (await fleet.Telemetry("ota-01")).Where(r => r.Ota is not null).Select(r => (r.Ota!.Version, r.Ota.State)).ToList();
+            return outcomes.Contains((2, EdgeFleet.Shared.Wire.OtaState.Committed)) && outcomes.Contains((4, EdgeFleet.Shared.Wire.OtaState.Rejected)) ? "" : null;
+        }, Patience, Explain);
+
         var device = await fleet.Device("ota-01");
         Assert.Equal("2", ActiveVersion(device));
         Assert.False(agent.Exited, Explain());
