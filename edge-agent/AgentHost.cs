@@ -1,6 +1,7 @@
 using EdgeFleet.Shared.Cli;
 using EdgeFleet.Agent.Configuration;
 using EdgeFleet.Agent.Health;
+using EdgeFleet.Agent.Identity;
 using EdgeFleet.Agent.Inference;
 using EdgeFleet.Agent.Ota;
 using EdgeFleet.Agent.Sync;
@@ -19,6 +20,8 @@ public static class AgentHost
         args.AllowOnly("config");
         var config = AgentConfigLoader.Load(args.Get("config") ?? AgentConfigLoader.DefaultPath);
         Directory.CreateDirectory(config.StateDirectory);
+        var credentials = DeviceCredentials.Load(config.StateDirectory);
+        config = credentials.Apply(config);
         var runtime = new AgentRuntime(DeviceIdentity.Resolve(config), config.HardwareProfile, TimeProvider.System);
 
         var builder = Host.CreateEmptyApplicationBuilder(new HostApplicationBuilderSettings());
@@ -41,6 +44,7 @@ public static class AgentHost
         builder.Services.AddHostedService<SystemdService>();
         builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(5));
         builder.Services.AddSingleton(config);
+        builder.Services.AddSingleton(credentials);
         builder.Services.AddSingleton(runtime);
         builder.Services.AddSingleton(sp => new TelemetryBuffer(Path.Combine(config.StateDirectory, "telemetry.db"), config.Telemetry, runtime.Time,
             sp.GetRequiredService<ILoggerFactory>().CreateLogger<TelemetryBuffer>()));

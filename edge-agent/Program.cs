@@ -2,6 +2,7 @@ using EdgeFleet.Agent.Cli;
 using EdgeFleet.Agent;
 using EdgeFleet.Shared.Cli;
 using EdgeFleet.Agent.Configuration;
+using EdgeFleet.Agent.Identity;
 
 const string Usage = """
     edgefleet-agent: runs models on this device and keeps it in sync with the fleet.
@@ -13,6 +14,8 @@ const string Usage = """
       edgefleet-agent verify-manifest --manifest M --keyset K [--root R] [--profile P]
                             [--installed N] [--artifact F] [--json]
                                                    check a signed manifest (and its model file) as an update would
+      edgefleet-agent enroll --fleet URL --token T [--token-file F] [--config PATH] [--json]
+                                                   register this device with the fleet (one-time token)
       edgefleet-agent buffer [--config PATH] [--json]
                                                    show and check the telemetry buffer of a stopped agent
       edgefleet-agent --version                    print the version
@@ -38,6 +41,7 @@ try
     {
         "run" => await AgentHost.RunAsync(line).ConfigureAwait(false),
         "infer" => InferCommand.Run(line, Console.Out, Console.Error),
+        "enroll" => await EnrollCommand.RunAsync(line, Console.Out, Console.Error).ConfigureAwait(false),
         "buffer" => BufferCommand.Run(line, Console.Out, Console.Error),
         "verify-manifest" => await VerifyManifestCommand.RunAsync(line, Console.Out, Console.Error).ConfigureAwait(false),
         _ => throw new UsageException($"unknown command '{line.Command}' (see --help)"),

@@ -52,10 +52,19 @@ public sealed record OtaConfig
 
 public sealed record BrokerConfig
 {
-    public string Host { get; set; } = "localhost";
+    /// <summary>Unset: the broker the fleet named at enrollment, else localhost.</summary>
+    public string? Host { get; set; }
 
-    public int Port { get; set; } = 1883;
+    /// <summary>Unset: the port the fleet named at enrollment, else 1883.</summary>
+    public int? Port { get; set; }
 
+    [JsonIgnore]
+    public string EffectiveHost => Host ?? "localhost";
+
+    [JsonIgnore]
+    public int EffectivePort => Port ?? 1883;
+
+    /// <summary>Credentials for a broker without device tokens; an enrolled device uses its own instead.</summary>
     public string? Username { get; set; }
 
     public string? Password { get; set; }

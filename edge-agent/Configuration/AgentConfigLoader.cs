@@ -43,7 +43,7 @@ public static class AgentConfigLoader
     {
         if (c.DeviceId is not null && !DeviceId.IsValid(c.DeviceId))
             throw new ConfigException($"deviceId '{c.DeviceId}' is invalid: use 1-64 of a-z, 0-9, '-', '_', '.'");
-        if (c.Broker.Port is < 1 or > 65535)
+        if (c.Broker.Port is { } port && port is < 1 or > 65535)
             throw new ConfigException($"broker.port {c.Broker.Port} is out of range");
         if (c.Broker.MinReconnectSeconds <= 0 || c.Broker.MaxReconnectSeconds < c.Broker.MinReconnectSeconds)
             throw new ConfigException("broker reconnect delays must satisfy 0 < min <= max");

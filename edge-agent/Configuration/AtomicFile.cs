@@ -5,10 +5,15 @@ namespace EdgeFleet.Agent.Configuration;
 /// <summary>Replaces a file so that a crash or power loss leaves either the old or the new content.</summary>
 public static partial class AtomicFile
 {
-    public static void Write(string path, ReadOnlySpan<byte> content)
+    /// <param name="privateFile">Create the file readable by its owner only (0600), from its first byte.</param>
+    public static void Write(string path, ReadOnlySpan<byte> content, bool privateFile = false)
     {
         var temp = path + ".tmp";
-        using (var stream = new FileStream(temp, FileMode.Create, FileAccess.Write, FileShare.None))
+        File.Delete(temp);
+        var options = new FileStreamOptions { Mode = FileMode.CreateNew, Access = FileAccess.Write, Share = FileShare.None };
+        if (privateFile && !OperatingSystem.IsWindows())
+            options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
+        using (var stream = new FileStream(temp, options))
         {
             stream.Write(content);
             stream.Flush(flushToDisk: true);

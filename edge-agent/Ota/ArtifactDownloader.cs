@@ -13,7 +13,9 @@ namespace EdgeFleet.Agent.Ota;
 /// manifest's declared length (endless-data attack), then SHA-256 over the whole file before the final
 /// rename. Returns null on success, else the failure.
 /// </summary>
-public sealed class ArtifactDownloader(HttpClient http, int maxAttempts, double minBackoffSeconds = 0.5, double maxBackoffSeconds = 30)
+/// <param name="authorize">The Authorization header for a URL (the device's token on the fleet's own origin), or null.</param>
+public sealed class ArtifactDownloader(HttpClient http, int maxAttempts, double minBackoffSeconds = 0.5, double maxBackoffSeconds = 30,
+    Func<Uri, AuthenticationHeaderValue?>? authorize = null)
 {
     private const int BufferBytes = 1 << 20;
     private const long SpaceMarginBytes = 1 << 20;
@@ -87,6 +89,7 @@ public sealed class ArtifactDownloader(HttpClient http, int maxAttempts, double 
     private async Task<OtaFailure?> FetchOnceAsync(Uri url, string part, long have, ArtifactEntry artifact, Action<long>? progress, CancellationToken ct)
     {
         using var request = new HttpRequestMessage(HttpMethod.Get, url);
+        request.Headers.Authorization = authorize?.Invoke(url);
         if (have > 0)
             request.Headers.Range = new RangeHeaderValue(have, null);
         using var response = await http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, ct).ConfigureAwait(false);

@@ -1,3 +1,5 @@
+using System.Net.Http.Headers;
+using EdgeFleet.Agent.Identity;
 using System.Globalization;
 using System.Security.Cryptography;
 using System.Text;
@@ -37,7 +39,7 @@ public sealed partial class OtaService : BackgroundService
     private string? _settledDigest;
     private DateTimeOffset _retryAt;
 
-    public OtaService(AgentConfig config, AgentRuntime runtime, ModelHost host, OtaStore store, SyncService sync, ILogger<OtaService> log)
+    public OtaService(AgentConfig config, DeviceCredentials credentials, AgentRuntime runtime, ModelHost host, OtaStore store, SyncService sync, ILogger<OtaService> log)
     {
         _config = config;
         _runtime = runtime;
@@ -47,7 +49,7 @@ public sealed partial class OtaService : BackgroundService
         _log = log;
         _modelsDir = Path.Combine(config.StateDirectory, "models");
         _pointer = new ModelPointer(Path.Combine(_modelsDir, "current.json"));
-        _downloader = new ArtifactDownloader(_http, config.Ota.MaxDownloadAttempts);
+        _downloader = new ArtifactDownloader(_http, config.Ota.MaxDownloadAttempts, authorize: url => FleetAuthorization(credentials, url));
         sync.DesiredReceived += OnDesired;
     }
 
@@ -325,6 +327,13 @@ public sealed partial class OtaService : BackgroundService
             return false;
         }
     }
+
+    /// <summary>The device token goes only to the fleet's own origin, never to a third-party artifact host.</summary>
+    private AuthenticationHeaderValue? FleetAuthorization(DeviceCredentials credentials, Uri url) =>
+        credentials.Enrolled && _config.Ota.FleetUrl is { } fleet && Uri.TryCreate(fleet, UriKind.Absolute, out var origin)
+            && Uri.Compare(url, origin, UriComponents.SchemeAndServer, UriFormat.Unescaped, StringComparison.OrdinalIgnoreCase) == 0
+            ? new AuthenticationHeaderValue("Bearer", credentials.NewToken(_runtime.Time.GetUtcNow()))
+            : null;
 
     private Uri? ResolveUrl(string url) =>
         Uri.TryCreate(url, UriKind.Absolute, out var absolute) && absolute.Scheme is "http" or "https" ? absolute

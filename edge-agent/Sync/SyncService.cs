@@ -1,5 +1,6 @@
 using System.Buffers;
 using EdgeFleet.Agent.Configuration;
+using EdgeFleet.Agent.Identity;
 using EdgeFleet.Agent.Telemetry;
 using EdgeFleet.Shared.Wire;
 using Microsoft.Extensions.Hosting;
@@ -20,6 +21,7 @@ namespace EdgeFleet.Agent.Sync;
 public sealed partial class SyncService : BackgroundService
 {
     private readonly AgentConfig _config;
+    private readonly DeviceCredentials _credentials;
     private readonly AgentRuntime _runtime;
     private readonly TelemetryBuffer _buffer;
     private readonly ILogger<SyncService> _log;
@@ -34,8 +36,9 @@ public sealed partial class SyncService : BackgroundService
     private int _attempt;
     private bool _overBudget;
 
-    public SyncService(AgentConfig config, AgentRuntime runtime, TelemetryBuffer buffer, ILogger<SyncService> log)
+    public SyncService(AgentConfig config, DeviceCredentials credentials, AgentRuntime runtime, TelemetryBuffer buffer, ILogger<SyncService> log)
     {
+        _credentials = credentials;
         _config = config;
         _runtime = runtime;
         _buffer = buffer;
@@ -114,7 +117,7 @@ public sealed partial class SyncService : BackgroundService
                 or TelemetryBufferException)
             {
                 var delay = Backoff.Next(_attempt++, _config.Broker.MinReconnectSeconds, _config.Broker.MaxReconnectSeconds);
-                Log.Disconnected(_log, _config.Broker.Host, _config.Broker.Port, e.Message, delay.TotalSeconds);
+                Log.Disconnected(_log, _config.Broker.EffectiveHost, _config.Broker.EffectivePort, e.Message, delay.TotalSeconds);
                 await Task.Delay(delay, stoppingToken).ConfigureAwait(false);
             }
         }
@@ -128,24 +131,27 @@ public sealed partial class SyncService : BackgroundService
     private async Task ConnectAsync(CancellationToken ct)
     {
         var builder = new MqttClientOptionsBuilder()
-            .WithTcpServer(_config.Broker.Host, _config.Broker.Port)
+            .WithTcpServer(_config.Broker.EffectiveHost, _config.Broker.EffectivePort)
             .WithClientId(_runtime.DeviceId)
             .WithProtocolVersion(MQTTnet.Formatter.MqttProtocolVersion.V500)
             .WithCleanStart(true)
             .WithKeepAlivePeriod(TimeSpan.FromSeconds(30))
             .WithTimeout(TimeSpan.FromSeconds(10));
-        if (_config.Broker.Username is { } user)
+        if (_credentials.Enrolled)
+            builder = builder.WithCredentials(_runtime.DeviceId, _credentials.BrokerPassword(_runtime.Time.GetUtcNow()));
+        else if (_config.Broker.Username is { } user)
             builder = builder.WithCredentials(user, _config.Broker.Password);
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
         timeout.CancelAfter(TimeSpan.FromSeconds(15));
         var result = await _client.ConnectAsync(builder.Build(), timeout.Token).ConfigureAwait(false);
         if (result.ResultCode != MqttClientConnectResultCode.Success)
-            throw new InvalidOperationException($"broker refused the connection: {result.ResultCode} {result.ReasonString}");
+            throw new InvalidOperationException($"broker refused the connection: {result.ResultCode} {result.ReasonString}"
+                + (_credentials.Enrolled ? "" : " (this device is not enrolled: run edgefleet-agent enroll)"));
         await _client.SubscribeAsync(new MqttClientSubscribeOptionsBuilder()
             .WithTopicFilter(Topics.For(_runtime.DeviceId, TopicKind.TelemetryAck), MqttQualityOfServiceLevel.AtLeastOnce)
             .WithTopicFilter(Topics.For(_runtime.DeviceId, TopicKind.StateDesired), MqttQualityOfServiceLevel.AtLeastOnce)
             .Build(), timeout.Token).ConfigureAwait(false);
-        Log.Connected(_log, _config.Broker.Host, _config.Broker.Port, _runtime.DeviceId);
+        Log.Connected(_log, _config.Broker.EffectiveHost, _config.Broker.EffectivePort, _runtime.DeviceId);
         await PublishAsync(Topics.For(_runtime.DeviceId, TopicKind.Hello),
             WireReader.Write(_runtime.Hello(), WireJsonContext.Default.HelloMessage), retain: false, ct).ConfigureAwait(false);
         _stateDirty = true;

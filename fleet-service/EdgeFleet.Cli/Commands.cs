@@ -48,21 +48,9 @@ public static class Commands
 
     public static async Task<int> DevicesListAsync(CommandLine args)
     {
-        args.AllowOnly("fleet", "json");
-        var fleet = args.Get("fleet") ?? Environment.GetEnvironmentVariable("EDGEFLEET_URL") ?? "http://127.0.0.1:5080";
-        using var http = new HttpClient { BaseAddress = new Uri(fleet), Timeout = TimeSpan.FromSeconds(10) };
-        string body;
-        try
-        {
-            using var response = await http.GetAsync(new Uri("/api/devices", UriKind.Relative)).ConfigureAwait(false);
-            body = await response.Content.ReadAsStringAsync().ConfigureAwait(false);
-            if (!response.IsSuccessStatusCode)
-                throw new CommandException($"{fleet} answered {(int)response.StatusCode}: {body}");
-        }
-        catch (HttpRequestException e)
-        {
-            throw new CommandException($"cannot reach the fleet service at {fleet}: {e.Message}");
-        }
+        args.AllowOnly([.. FleetHttp.Options, "json"]);
+        using var http = FleetHttp.Create(args);
+        var body = await FleetHttp.SendAsync(http, () => http.GetAsync(new Uri("/api/devices", UriKind.Relative))).ConfigureAwait(false);
         if (args.Has("json"))
         {
             Console.WriteLine(body);

@@ -79,13 +79,13 @@ public static class OtaCommands
     /// <summary>Uploads a model file to the fleet's artifact store.</summary>
     public static async Task<int> ModelPushAsync(CommandLine args)
     {
-        args.AllowOnly("fleet", "model", "json");
+        args.AllowOnly([.. FleetHttp.Options, "model", "json"]);
         var path = args.Require("model");
-        using var http = Http(args);
+        using var http = FleetHttp.Create(args, TimeSpan.FromMinutes(5));
         await using var file = File.OpenRead(path);
         using var content = new StreamContent(file);
         content.Headers.ContentType = new MediaTypeHeaderValue("application/octet-stream");
-        var body = await Send(http, () => http.PostAsync(new Uri("/api/artifacts", UriKind.Relative), content)).ConfigureAwait(false);
+        var body = await FleetHttp.SendAsync(http, () => http.PostAsync(new Uri("/api/artifacts", UriKind.Relative), content)).ConfigureAwait(false);
         Console.WriteLine(args.Has("json") ? body : $"uploaded {path}: {body}");
         return 0;
     }
@@ -93,7 +93,7 @@ public static class OtaCommands
     /// <summary>Sets a device's desired model: the signed manifest, the key set, and roots newer than v1.</summary>
     public static async Task<int> DevicesUpdateAsync(CommandLine args)
     {
-        args.AllowOnly("fleet", "device", "manifest", "keys", "json");
+        args.AllowOnly([.. FleetHttp.Options, "device", "manifest", "keys", "json"]);
         var store = new KeyStore(args.Require("keys"));
         var desired = new JsonObject
         {
@@ -101,10 +101,10 @@ public static class OtaCommands
             ["keySet"] = JsonNode.Parse(File.ReadAllBytes(store.KeySetPath)),
             ["roots"] = new JsonArray(store.RootsAfter(1).Select(r => JsonNode.Parse(r)).ToArray()),
         };
-        using var http = Http(args);
+        using var http = FleetHttp.Create(args, TimeSpan.FromMinutes(5));
         using var content = new StringContent(desired.ToJsonString(), System.Text.Encoding.UTF8, "application/json");
         var device = args.Require("device");
-        var body = await Send(http, () => http.PutAsync(new Uri($"/api/devices/{Uri.EscapeDataString(device)}/desired", UriKind.Relative), content)).ConfigureAwait(false);
+        var body = await FleetHttp.SendAsync(http, () => http.PutAsync(new Uri($"/api/devices/{Uri.EscapeDataString(device)}/desired", UriKind.Relative), content)).ConfigureAwait(false);
         Console.WriteLine(args.Has("json") ? body : $"desired state of {device} set: {body}");
         return 0;
     }
@@ -164,24 +164,4 @@ public static class OtaCommands
         Console.WriteLine(args.Has("json")
             ? new JsonObject { ["dir"] = Path.GetFullPath(store.Directory), ["rootVersion"] = root.Version, ["keySetVersion"] = keySet.Version, ["rootPath"] = Path.GetFullPath(store.RootPath) }.ToJsonString()
             : text);
-
-    private static HttpClient Http(CommandLine args)
-    {
-        var fleet = args.Get("fleet") ?? Environment.GetEnvironmentVariable("EDGEFLEET_URL") ?? "http://127.0.0.1:5080";
-        return new HttpClient { BaseAddress = new Uri(fleet), Timeout = TimeSpan.FromMinutes(5) };
-    }
-
-    private static async Task<string> Send(HttpClient http, Func<Task<HttpResponseMessage>> send)
-    {
-        try
-        {
-            using var response = await send().ConfigureAwait(false);
-            var body = await response.Content.ReadAsStringAsync().ConfigureAwait(false);
-            return response.IsSuccessStatusCode ? body : throw new CommandException($"{http.BaseAddress} answered {(int)response.StatusCode}: {body}");
-        }
-        catch (HttpRequestException e)
-        {
-            throw new CommandException($"cannot reach the fleet service at {http.BaseAddress}: {e.Message}");
-        }
-    }
 }

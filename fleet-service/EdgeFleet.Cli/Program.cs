@@ -19,9 +19,17 @@ const string Usage = """
       edgefleet devices update --device D --manifest M --keys D [--fleet URL]
                                                      set a device's desired model (signed manifest + key set)
       edgefleet devices list [--fleet URL] [--json]         list the devices a fleet service knows
+      edgefleet devices enroll-token [--uses N] [--hours H] [--tags k=v,k=v] [--note T] [--json]
+                                                     create a one-time enrollment token (printed once)
+      edgefleet devices revoke --device D              disconnect a device and refuse it from now on
+      edgefleet api-keys create --name N [--role viewer|operator|admin] [--json]
+                                                     create an operator API key (printed once)
+      edgefleet api-keys list [--json] | api-keys revoke --id ID
+      edgefleet audit [--target T] [--limit N] [--json]    who changed what, newest first
       edgefleet --version | --help
 
-    --fleet defaults to $EDGEFLEET_URL, then http://127.0.0.1:5080. Private keys may be encrypted with a
+    --fleet defaults to $EDGEFLEET_URL, then http://127.0.0.1:5080. The API key comes from --api-key-file F
+    or $EDGEFLEET_API_KEY (a new fleet writes its first admin key to admin.key beside its database). Private keys may be encrypted with a
     passphrase read from --passphrase-file or $EDGEFLEET_KEY_PASSPHRASE.
     """;
 
@@ -43,6 +51,12 @@ try
     {
         "model demo" => Commands.ModelDemo(line),
         "devices list" => await Commands.DevicesListAsync(line).ConfigureAwait(false),
+        "devices enroll-token" => await IdentityCommands.EnrollTokenAsync(line).ConfigureAwait(false),
+        "devices revoke" => await IdentityCommands.RevokeAsync(line).ConfigureAwait(false),
+        "api-keys create" => await IdentityCommands.ApiKeyCreateAsync(line).ConfigureAwait(false),
+        "api-keys list" => await IdentityCommands.ApiKeyListAsync(line).ConfigureAwait(false),
+        "api-keys revoke" => await IdentityCommands.ApiKeyRevokeAsync(line).ConfigureAwait(false),
+        "audit" => await IdentityCommands.AuditAsync(line).ConfigureAwait(false),
         "devices update" => await OtaCommands.DevicesUpdateAsync(line).ConfigureAwait(false),
         "keys init" => OtaCommands.KeysInit(line),
         "keys rotate" => OtaCommands.KeysRotate(line),

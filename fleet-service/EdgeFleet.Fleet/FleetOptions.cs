@@ -9,6 +9,8 @@ public sealed record FleetOptions
 
     public StorageOptions Storage { get; init; } = new();
 
+    public SecurityOptions Security { get; init; } = new();
+
     /// <summary>A device that has sent nothing for this long is shown as offline.</summary>
     public double OfflineAfterSeconds { get; init; } = 90;
 
@@ -22,6 +24,10 @@ public sealed record FleetOptions
             return "Fleet:Storage:Path is required";
         if (string.IsNullOrWhiteSpace(Storage.ArtifactsPath))
             return "Fleet:Storage:ArtifactsPath is required";
+        if (Security.Validate() is { } security)
+            return security;
+        if (Broker.PublicPort is < 0 or > 65535)
+            return $"Fleet:Broker:PublicPort {Broker.PublicPort} is out of range";
         if (OfflineAfterSeconds <= 0)
             return "Fleet:OfflineAfterSeconds must be positive";
         return null;
@@ -47,6 +53,14 @@ public sealed record BrokerOptions
     /// <summary>Embedded mode: the port to listen on (all interfaces). External mode: the broker's port.</summary>
     public int Port { get; init; } = 1883;
 
+    /// <summary>
+    /// The broker address told to devices at enrollment. Default: the host name the device used to reach the
+    /// fleet's HTTP API, and <see cref="Port"/>.
+    /// </summary>
+    public string? PublicHost { get; init; }
+
+    public int? PublicPort { get; init; }
+
     /// <summary>External mode: the fleet service's own credentials on that broker.</summary>
     public string? Username { get; init; }
 
@@ -61,4 +75,35 @@ public sealed record StorageOptions
 
     /// <summary>Where uploaded model files are kept, one file per SHA-256.</summary>
     public string ArtifactsPath { get; init; } = "data/artifacts";
+}
+
+public sealed record SecurityOptions
+{
+    /// <summary>
+    /// Where the first admin API key is written (mode 0600) when the store has no API key yet. Relative paths
+    /// are taken from the directory of the LiteDB file (or the working directory for PostgreSQL).
+    /// </summary>
+    public string AdminKeyPath { get; init; } = "admin.key";
+
+    /// <summary>The longest device token lifetime accepted; a device's tokens are checked at every connect.</summary>
+    public double DeviceTokenMaxLifetimeMinutes { get; init; } = 60;
+
+    /// <summary>Allowance for device clocks that run ahead or behind.</summary>
+    public double ClockSkewSeconds { get; init; } = 300;
+
+    /// <summary>The longest an enrollment token may be valid.</summary>
+    public double EnrollmentTokenMaxHours { get; init; } = 24 * 30;
+
+    public string? Validate()
+    {
+        if (string.IsNullOrWhiteSpace(AdminKeyPath))
+            return "Fleet:Security:AdminKeyPath is required";
+        if (DeviceTokenMaxLifetimeMinutes is <= 0 or > 24 * 60)
+            return "Fleet:Security:DeviceTokenMaxLifetimeMinutes must be in (0, 1440]";
+        if (ClockSkewSeconds is < 0 or > 3600)
+            return "Fleet:Security:ClockSkewSeconds must be in [0, 3600]";
+        if (EnrollmentTokenMaxHours <= 0)
+            return "Fleet:Security:EnrollmentTokenMaxHours must be positive";
+        return null;
+    }
 }

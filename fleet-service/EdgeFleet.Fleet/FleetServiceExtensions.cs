@@ -1,5 +1,6 @@
 using EdgeFleet.Fleet.Broker;
 using EdgeFleet.Fleet.Devices;
+using EdgeFleet.Fleet.Identity;
 using EdgeFleet.Fleet.Ota;
 using EdgeFleet.Fleet.Storage;
 
@@ -32,6 +33,21 @@ public static class FleetServiceExtensions
         return services;
     }
 
+    /// <summary>Device credentials, operator API keys and their roles, and the first admin key.</summary>
+    public static IServiceCollection AddFleetIdentity(this IServiceCollection services, FleetOptions options)
+    {
+        services.AddSingleton(options.Security);
+        services.AddSingleton<DeviceRevocation>();
+        services.AddSingleton<DeviceAuthenticator>();
+        ApiAuthentication.AddTo(services);
+        var keyPath = options.Security.AdminKeyPath;
+        if (!Path.IsPathRooted(keyPath) && options.Storage.Provider.Equals("LiteDb", StringComparison.OrdinalIgnoreCase))
+            keyPath = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(options.Storage.Path))!, keyPath);
+        services.AddHostedService(sp => new AdminKeyBootstrap(sp.GetRequiredService<IFleetStore>(), keyPath,
+            sp.GetRequiredService<TimeProvider>(), sp.GetRequiredService<ILogger<AdminKeyBootstrap>>()));
+        return services;
+    }
+
     public static IServiceCollection AddFleetBroker(this IServiceCollection services, BrokerOptions broker)
     {
         services.AddSingleton<FleetMetrics>();
@@ -42,8 +58,8 @@ public static class FleetServiceExtensions
         if (broker.Mode == BrokerMode.Embedded)
         {
             services.AddSingleton(sp => new EmbeddedBroker(
-                broker, sp.GetRequiredService<BrokerConnection>(),
-                sp.GetRequiredService<FleetMetrics>(), sp.GetRequiredService<ILogger<EmbeddedBroker>>()));
+                broker, sp.GetRequiredService<BrokerConnection>(), sp.GetRequiredService<DeviceAuthenticator>(),
+                sp.GetRequiredService<DeviceRevocation>(), sp.GetRequiredService<FleetMetrics>(), sp.GetRequiredService<ILogger<EmbeddedBroker>>()));
             services.AddHostedService(sp => sp.GetRequiredService<EmbeddedBroker>());
         }
         services.AddHostedService(sp => sp.GetRequiredService<FleetMqttClient>());

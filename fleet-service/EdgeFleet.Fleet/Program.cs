@@ -1,5 +1,6 @@
 using EdgeFleet.Fleet;
 using EdgeFleet.Fleet.Devices;
+using EdgeFleet.Fleet.Identity;
 using EdgeFleet.Fleet.Ota;
 
 var builder = WebApplication.CreateSlimBuilder(args);
@@ -23,10 +24,14 @@ sources.Insert(afterFiles, etc);
 var options = builder.Services.AddFleetOptions(builder.Configuration);
 builder.Services
     .AddFleetStorage()
+    .AddFleetIdentity(options)
     .AddFleetBroker(options.Broker);
 
 var app = builder.Build();
+app.UseAuthentication();
+app.UseAuthorization();
 app.MapFleetApi();
+app.MapIdentityApi();
 app.MapOtaApi();
 app.MapGet("/", () => Results.Redirect("/api/devices"));
 app.Run();

@@ -54,7 +54,7 @@ public class AotAgentTests(DemoModel model) : IClassFixture<DemoModel>
         _ = Binary;
         var dir = Directory.CreateTempSubdirectory("edgefleet-aot-").FullName;
         using var fleet = new Fleet(dir);
-        using var agent = new Agent(dir, "aot-device", fleet.BrokerPort, model.Path, "imbalance", aot: true);
+        using var agent = new Agent(dir, "aot-device", fleet, model.Path, "imbalance", aot: true);
         var device = await Wait.ForAsync(async () =>
         {
             var d = await fleet.Device("aot-device");

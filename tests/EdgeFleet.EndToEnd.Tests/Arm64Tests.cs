@@ -94,6 +94,8 @@ public sealed class Arm64Tests(OtaFixture ota) : IClassFixture<OtaFixture>
             ["input"] = new JsonObject { ["kind"] = "demoVibration", ["condition"] = "imbalance", ["rateHz"] = 10 },
             ["telemetry"] = new JsonObject { ["maxBatchAgeSeconds"] = 0.5 },
         }.ToJsonString());
+        var (enrolled, enrollOutput) = Run("enroll", "--fleet", fleet.Url, "--token", await fleet.EnrollmentToken(), "--config", config);
+        Assert.True(enrolled == 0, enrollOutput);
         using (var agent = Start("arm-01", "run", "--config", config))
         {
             var device = await Wait.ForAsync(async () => await fleet.Device("arm-01") is { } d && d["device"]!["telemetryRecords"]!.GetValue<long>() >= 20 ? d : null,

@@ -41,8 +41,8 @@ public class FleetScenarioTests(DemoModel model) : IClassFixture<DemoModel>
         var dir = System.IO.Directory.CreateTempSubdirectory("edgefleet-scenario-").FullName;
         using var mosquitto = external ? new Mosquitto() : null;
         using var fleet = new Fleet(dir, mosquitto?.Port);
-        using var a = new Agent(dir, "pump-a", fleet.BrokerPort, model.Path, "normal");
-        using var b = new Agent(dir, "pump-b", fleet.BrokerPort, model.Path, "bearing-wear");
+        using var a = new Agent(dir, "pump-a", fleet, model.Path, "normal");
+        using var b = new Agent(dir, "pump-b", fleet, model.Path, "bearing-wear");
         string Explain() => $"fleet:\n{fleet.Output}\n--- pump-a:\n{a.Output}\n--- pump-b:\n{b.Output}";
 
         // Both register and report telemetry.
@@ -88,7 +88,7 @@ public class FleetScenarioTests(DemoModel model) : IClassFixture<DemoModel>
     {
         var dir = System.IO.Directory.CreateTempSubdirectory("edgefleet-outage-").FullName;
         var fleet = new Fleet(dir);
-        using var agent = new Agent(dir, "pump-c", fleet.BrokerPort, model.Path, "imbalance");
+        using var agent = new Agent(dir, "pump-c", fleet, model.Path, "imbalance");
         try
         {
             var before = await Wait.ForAsync(async () => await fleet.Device("pump-c") is { } d && Records(d) >= 20 ? d : null, Patience,

@@ -114,17 +114,20 @@ public class OtaTests(OtaFixture ota) : IClassFixture<OtaFixture>
     {
         var dir = System.IO.Directory.CreateTempSubdirectory("edgefleet-ota-e2e-").FullName;
         using var fleet = new Fleet(dir);
-        using var agent = new Agent(dir, "ota-01", fleet.BrokerPort, ota.Factory, "normal", ota: ota.AgentOta(fleet));
+        using var agent = new Agent(dir, "ota-01", fleet, ota.Factory, "normal", ota: ota.AgentOta(fleet));
         string Explain() => $"fleet:\n{fleet.Output}\n--- agent:\n{agent.Output}";
         await Wait.ForAsync(async () => ActiveVersion(await fleet.Device("ota-01")) == "1.0.0" ? "" : null, Patience, Explain);
 
         var bytes = await File.ReadAllBytesAsync(ota.Retrained);
         var sha = await fleet.UploadArtifact(bytes);
         Assert.Equal(Convert.ToHexStringLower(SHA256.HashData(bytes)), sha);
-        // The fleet serves ranges, which is what lets a device resume.
+        // The fleet serves ranges, which is what lets a device resume; only to devices and operators.
+        using (var anonymous = new HttpClient())
+            Assert.Equal(System.Net.HttpStatusCode.Unauthorized, (await anonymous.GetAsync(new Uri($"{fleet.Url}/api/artifacts/{sha}"))).StatusCode);
         using (var http = new HttpClient())
         using (var request = new HttpRequestMessage(HttpMethod.Get, $"{fleet.Url}/api/artifacts/{sha}"))
         {
+            http.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", fleet.AdminKey);
             request.Headers.Range = new System.Net.Http.Headers.RangeHeaderValue(100, null);
             using var response = await http.SendAsync(request);
             Assert.Equal(System.Net.HttpStatusCode.PartialContent, response.StatusCode);
@@ -172,7 +175,7 @@ public class OtaTests(OtaFixture ota) : IClassFixture<OtaFixture>
         Assert.True(File.Exists(Repo.AotAgent), $"no NativeAOT agent at {Repo.AotAgent}: run packaging/publish-agent.sh linux-x64 (scripts/test.sh does)");
         var dir = System.IO.Directory.CreateTempSubdirectory("edgefleet-ota-aot-").FullName;
         using var fleet = new Fleet(dir);
-        using var agent = new Agent(dir, "ota-aot", fleet.BrokerPort, ota.Factory, "normal", aot: true, ota: ota.AgentOta(fleet));
+        using var agent = new Agent(dir, "ota-aot", fleet, ota.Factory, "normal", aot: true, ota: ota.AgentOta(fleet));
         string Explain() => $"fleet:\n{fleet.Output}\n--- agent:\n{agent.Output}";
         await fleet.UploadArtifact(await File.ReadAllBytesAsync(ota.Retrained));
         await fleet.SetDesired("ota-aot", ota.Sign(ota.Manifest(ota.Retrained, 2)), ota.KeySet);
@@ -199,7 +202,7 @@ public class OtaTests(OtaFixture ota) : IClassFixture<OtaFixture>
     {
         var dir = System.IO.Directory.CreateTempSubdirectory("edgefleet-ota-crash-").FullName;
         using var fleet = new Fleet(dir);
-        using var agent = new Agent(dir, "ota-02", fleet.BrokerPort, ota.Factory, "normal", ota: ota.AgentOta(fleet, crashLoopRestarts: 3));
+        using var agent = new Agent(dir, "ota-02", fleet, ota.Factory, "normal", ota: ota.AgentOta(fleet, crashLoopRestarts: 3));
         string Explain() => $"fleet:\n{fleet.Output}\n--- agent:\n{agent.Output}";
         await fleet.UploadArtifact(await File.ReadAllBytesAsync(ota.Retrained));
         await fleet.SetDesired("ota-02", ota.Sign(ota.Manifest(ota.Retrained, 2)), ota.KeySet);
@@ -228,7 +231,7 @@ public class OtaTests(OtaFixture ota) : IClassFixture<OtaFixture>
     {
         var dir = System.IO.Directory.CreateTempSubdirectory("edgefleet-ota-fragile-").FullName;
         using var fleet = new Fleet(dir);
-        using var agent = new Agent(dir, "ota-03", fleet.BrokerPort, ota.Factory, "imbalance", ota: ota.AgentOta(fleet));
+        using var agent = new Agent(dir, "ota-03", fleet, ota.Factory, "imbalance", ota: ota.AgentOta(fleet));
         string Explain() => $"fleet:\n{fleet.Output}\n--- agent:\n{agent.Output}";
         await Wait.ForAsync(async () => ActiveVersion(await fleet.Device("ota-03")) == "1.0.0" ? "" : null, Patience, Explain);
         await fleet.UploadArtifact(await File.ReadAllBytesAsync(ota.Fragile));
@@ -254,7 +257,7 @@ public class OtaTests(OtaFixture ota) : IClassFixture<OtaFixture>
         var dir = System.IO.Directory.CreateTempSubdirectory("edgefleet-ota-torture-").FullName;
         using var fleet = new Fleet(dir);
         // Crash-loop detection off: this test kills the agent on purpose.
-        using var agent = new Agent(dir, "ota-04", fleet.BrokerPort, ota.Factory, "normal", ota: ota.AgentOta(fleet, crashLoopRestarts: 1_000_000));
+        using var agent = new Agent(dir, "ota-04", fleet, ota.Factory, "normal", ota: ota.AgentOta(fleet, crashLoopRestarts: 1_000_000));
         string Explain() => $"fleet:\n{fleet.Output}\n--- agent:\n{agent.Output}";
         var files = new[] { ota.Retrained, ota.Factory };
         foreach (var f in files)

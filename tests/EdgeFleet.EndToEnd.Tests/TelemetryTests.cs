@@ -37,7 +37,7 @@ public partial class TelemetryTests(DemoModel model, Xunit.Abstractions.ITestOut
     {
         var dir = Directory.CreateTempSubdirectory("edgefleet-torture-").FullName;
         using var fleet = new Fleet(dir);
-        using var agent = new Agent(dir, "tortured", fleet.BrokerPort, model.Path, "normal", aot: File.Exists(Repo.AotAgent), configure: c =>
+        using var agent = new Agent(dir, "tortured", fleet, model.Path, "normal", aot: File.Exists(Repo.AotAgent), configure: c =>
         {
             c["logLevel"] = "Debug";
             c["input"]!["rateHz"] = 200;
@@ -93,7 +93,7 @@ public partial class TelemetryTests(DemoModel model, Xunit.Abstractions.ITestOut
         var dir = Directory.CreateTempSubdirectory("edgefleet-outage-").FullName;
         using var broker = mosquitto ? new Mosquitto() : null;
         var fleet = new Fleet(dir, broker?.Port);
-        using var agent = new Agent(dir, "remote", fleet.BrokerPort, model.Path, "imbalance", configure: c =>
+        using var agent = new Agent(dir, "remote", fleet, model.Path, "imbalance", configure: c =>
         {
             c["input"]!["rateHz"] = 100;
             c["telemetry"] = new JsonObject
@@ -162,7 +162,7 @@ public partial class TelemetryTests(DemoModel model, Xunit.Abstractions.ITestOut
         using var fleet = new Fleet(dir);
         // 40 kB a day, the last half for high and critical records; a 300-record buffer so that evictions
         // happen and their (high priority) reports have something to say.
-        using var agent = new Agent(dir, "cellular", fleet.BrokerPort, model.Path, "normal", configure: c =>
+        using var agent = new Agent(dir, "cellular", fleet, model.Path, "normal", configure: c =>
         {
             c["input"]!["rateHz"] = 100;
             c["telemetry"] = new JsonObject

@@ -1,6 +1,6 @@
 using System.Security.Cryptography;
 using System.Text;
-using EdgeFleet.Shared.Wire;
+using EdgeFleet.Fleet.Identity;
 using MQTTnet.Protocol;
 using MQTTnet.Server;
 
@@ -8,10 +8,12 @@ namespace EdgeFleet.Fleet.Broker;
 
 /// <summary>
 /// The MQTT broker inside the fleet service (MQTTnet.Server). It admits the fleet service's own client by
-/// its per-process secret and devices by client id = device id, and enforces <see cref="TopicAccess"/>.
-/// Device credentials (enrollment, signed tokens) come with the fleet-core work.
+/// its per-process secret and a device only with client id = user name = its id and a valid device token
+/// (<see cref="DeviceAuthenticator"/>), enforces <see cref="TopicAccess"/>, and disconnects a device the
+/// moment it is revoked.
 /// </summary>
-public sealed partial class EmbeddedBroker(BrokerOptions options, BrokerConnection connection, FleetMetrics metrics, ILogger<EmbeddedBroker> log) : IHostedService, IDisposable
+public sealed partial class EmbeddedBroker(BrokerOptions options, BrokerConnection connection, DeviceAuthenticator authenticator,
+    DeviceRevocation revocation, FleetMetrics metrics, ILogger<EmbeddedBroker> log) : IHostedService, IDisposable
 {
     private const string ServiceItem = "edgefleet.service";
     private MqttServer? _server;
@@ -27,6 +29,7 @@ public sealed partial class EmbeddedBroker(BrokerOptions options, BrokerConnecti
         _server.ValidatingConnectionAsync += ValidateConnectionAsync;
         _server.InterceptingPublishAsync += InterceptPublishAsync;
         _server.InterceptingSubscriptionAsync += InterceptSubscriptionAsync;
+        revocation.Subscribe(DisconnectAsync);
         await _server.StartAsync().ConfigureAwait(false);
         Log.Started(log, options.Port);
     }
@@ -37,28 +40,57 @@ public sealed partial class EmbeddedBroker(BrokerOptions options, BrokerConnecti
             await _server.StopAsync().ConfigureAwait(false);
     }
 
-    private Task ValidateConnectionAsync(ValidatingConnectionEventArgs e)
+    private async Task DisconnectAsync(string deviceId, CancellationToken ct)
+    {
+        if (_server is null)
+            return;
+        foreach (var client in await _server.GetClientsAsync().ConfigureAwait(false))
+        {
+            if (client.Id == deviceId)
+            {
+                await client.DisconnectAsync(new MqttServerClientDisconnectOptions
+                {
+                    ReasonCode = MqttDisconnectReasonCode.NotAuthorized,
+                    ReasonString = "device revoked",
+                }).ConfigureAwait(false);
+                Log.RevokedDisconnected(log, deviceId);
+            }
+        }
+    }
+
+    private async Task ValidateConnectionAsync(ValidatingConnectionEventArgs e)
     {
         if (e.UserName == BrokerConnection.ServiceUsername)
         {
             if (FixedTimeEquals(e.Password, connection.Password))
-            {
                 e.SessionItems[ServiceItem] = true;
-                return Task.CompletedTask;
-            }
-            return Deny(e, MqttConnectReasonCode.BadUserNameOrPassword, "wrong service credentials");
+            else
+                Deny(e, MqttConnectReasonCode.BadUserNameOrPassword, "wrong service credentials");
+            return;
         }
-        if (!DeviceId.IsValid(e.ClientId))
-            return Deny(e, MqttConnectReasonCode.ClientIdentifierNotValid, "client id is not a valid device id");
-        return Task.CompletedTask;
+        if (e.UserName is not null && !string.Equals(e.UserName, e.ClientId, StringComparison.Ordinal))
+        {
+            Deny(e, MqttConnectReasonCode.BadUserNameOrPassword, $"user name {LogText.Sanitize(e.UserName)} is not the client id");
+            return;
+        }
+        var result = await authenticator.AuthenticateAsync(e.ClientId, e.Password, CancellationToken.None).ConfigureAwait(false);
+        if (!result.Valid)
+        {
+            Deny(e, result.Error switch
+            {
+                DeviceAuthError.InvalidDeviceId => MqttConnectReasonCode.ClientIdentifierNotValid,
+                DeviceAuthError.Revoked => MqttConnectReasonCode.Banned,
+                DeviceAuthError.UnknownDevice => MqttConnectReasonCode.NotAuthorized,
+                _ => MqttConnectReasonCode.BadUserNameOrPassword,
+            }, result.Reason);
+        }
     }
 
-    private Task Deny(ValidatingConnectionEventArgs e, MqttConnectReasonCode code, string reason)
+    private void Deny(ValidatingConnectionEventArgs e, MqttConnectReasonCode code, string reason)
     {
         e.ReasonCode = code;
         metrics.CountDenied();
-        Log.ConnectionRefused(log, Sanitize(e.ClientId), reason);
-        return Task.CompletedTask;
+        Log.ConnectionRefused(log, LogText.Sanitize(e.ClientId), reason);
     }
 
     private Task InterceptPublishAsync(InterceptingPublishEventArgs e)
@@ -71,7 +103,7 @@ public sealed partial class EmbeddedBroker(BrokerOptions options, BrokerConnecti
             e.ProcessPublish = false;
             e.Response.ReasonCode = MqttPubAckReasonCode.NotAuthorized;
             metrics.CountDenied();
-            Log.PublishDenied(log, e.ClientId, Sanitize(topic));
+            Log.PublishDenied(log, e.ClientId, LogText.Sanitize(topic));
         }
         return Task.CompletedTask;
     }
@@ -86,7 +118,7 @@ public sealed partial class EmbeddedBroker(BrokerOptions options, BrokerConnecti
             e.ProcessSubscription = false;
             e.Response.ReasonCode = MqttSubscribeReasonCode.NotAuthorized;
             metrics.CountDenied();
-            Log.SubscribeDenied(log, e.ClientId, Sanitize(filter));
+            Log.SubscribeDenied(log, e.ClientId, LogText.Sanitize(filter));
         }
         return Task.CompletedTask;
     }
@@ -94,15 +126,6 @@ public sealed partial class EmbeddedBroker(BrokerOptions options, BrokerConnecti
     private static bool FixedTimeEquals(string? given, string? expected) =>
         given is not null && expected is not null
         && CryptographicOperations.FixedTimeEquals(Encoding.UTF8.GetBytes(given), Encoding.UTF8.GetBytes(expected));
-
-    /// <summary>Client-supplied text goes into logs only bounded and printable.</summary>
-    private static string Sanitize(string? text)
-    {
-        if (string.IsNullOrEmpty(text))
-            return "(empty)";
-        var clean = new string(text.Take(128).Select(c => char.IsControl(c) ? '?' : c).ToArray());
-        return text.Length > 128 ? clean + "…" : clean;
-    }
 
     public void Dispose() => _server?.Dispose();
 
@@ -116,6 +139,9 @@ public sealed partial class EmbeddedBroker(BrokerOptions options, BrokerConnecti
 
         [LoggerMessage(3003, LogLevel.Warning, "Dropped publish by {ClientId} to {Topic}: outside its topics")]
         public static partial void PublishDenied(ILogger logger, string clientId, string topic);
+
+        [LoggerMessage(3005, LogLevel.Warning, "Disconnected revoked device {DeviceId}")]
+        public static partial void RevokedDisconnected(ILogger logger, string deviceId);
 
         [LoggerMessage(3004, LogLevel.Warning, "Refused subscription by {ClientId} to {Filter}: outside its topics")]
         public static partial void SubscribeDenied(ILogger logger, string clientId, string filter);

@@ -15,6 +15,14 @@ public sealed record DeviceRecord
 
     public string? HardwareProfile { get; init; }
 
+    /// <summary>Labels such as site, region and customer; set at enrollment and by operators.</summary>
+    public IReadOnlyDictionary<string, string> Tags { get; init; } = new Dictionary<string, string>();
+
+    /// <summary>When the device enrolled (null for a device seen before enrollment existed).</summary>
+    public DateTimeOffset? EnrolledAt { get; init; }
+
+    public DateTimeOffset? RevokedAt { get; init; }
+
     public string? BootId { get; init; }
 
     /// <summary>How often the agent came back with a new boot id (process restarts, reboots).</summary>

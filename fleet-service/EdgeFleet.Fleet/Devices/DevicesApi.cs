@@ -1,5 +1,6 @@
 using System.Text.Json.Serialization;
 using EdgeFleet.Fleet.Broker;
+using EdgeFleet.Fleet.Identity;
 using EdgeFleet.Fleet.Storage;
 using EdgeFleet.Shared.Wire;
 
@@ -38,9 +39,10 @@ public static class DevicesApi
                 metrics.TelemetryDuplicates,
                 metrics.Denied,
                 metrics.Rejected.ToDictionary(kv => kv.Key.ToString(), kv => kv.Value)));
-        });
+        }).AllowAnonymous();
+        var api = app.MapGroup("/api/devices").RequireAuthorization(ApiAuthentication.ViewerPolicy);
 
-        app.MapGet("/api/devices", async (IFleetStore store, FleetOptions options, TimeProvider time, CancellationToken ct) =>
+        api.MapGet("", async (IFleetStore store, FleetOptions options, TimeProvider time, CancellationToken ct) =>
         {
             var now = time.GetUtcNow();
             var offline = TimeSpan.FromSeconds(options.OfflineAfterSeconds);
@@ -48,7 +50,7 @@ public static class DevicesApi
             return TypedResults.Ok(devices.Select(d => DeviceView.Of(d, now, offline)).ToList());
         });
 
-        app.MapGet("/api/devices/{id}", async Task<IResult> (string id, IFleetStore store, FleetOptions options, TimeProvider time, CancellationToken ct) =>
+        api.MapGet("/{id}", async Task<IResult> (string id, IFleetStore store, FleetOptions options, TimeProvider time, CancellationToken ct) =>
         {
             if (!DeviceId.IsValid(id))
                 return TypedResults.BadRequest(new ApiError("InvalidDeviceId", "device ids are 1-64 of a-z, 0-9, '-', '_', '.'"));
@@ -57,7 +59,7 @@ public static class DevicesApi
                 ? TypedResults.NotFound(new ApiError("UnknownDevice", $"no device '{id}' has been seen"))
                 : TypedResults.Ok(DeviceView.Of(device, time.GetUtcNow(), TimeSpan.FromSeconds(options.OfflineAfterSeconds)));
         });
-        app.MapGet("/api/devices/{id}/telemetry", async Task<IResult> (string id, int? limit, IFleetStore store, CancellationToken ct) =>
+        api.MapGet("/{id}/telemetry", async Task<IResult> (string id, int? limit, IFleetStore store, CancellationToken ct) =>
         {
             if (!DeviceId.IsValid(id))
                 return TypedResults.BadRequest(new ApiError("InvalidDeviceId", "device ids are 1-64 of a-z, 0-9, '-', '_', '.'"));
@@ -65,7 +67,7 @@ public static class DevicesApi
             return TypedResults.Ok(records.ToList());
         });
 
-        app.MapGet("/api/devices/{id}/gaps", async Task<IResult> (string id, int? limit, IFleetStore store, CancellationToken ct) =>
+        api.MapGet("/{id}/gaps", async Task<IResult> (string id, int? limit, IFleetStore store, CancellationToken ct) =>
         {
             if (!DeviceId.IsValid(id))
                 return TypedResults.BadRequest(new ApiError("InvalidDeviceId", "device ids are 1-64 of a-z, 0-9, '-', '_', '.'"));
@@ -84,6 +86,14 @@ public static class DevicesApi
 [JsonSerializable(typeof(List<TelemetryRecord>))]
 [JsonSerializable(typeof(List<TelemetryGap>))]
 [JsonSerializable(typeof(HealthView))]
+[JsonSerializable(typeof(string))]
+[JsonSerializable(typeof(EnrollmentTokenRequest))]
+[JsonSerializable(typeof(EnrollmentTokenView))]
+[JsonSerializable(typeof(ApiKeyRequest))]
+[JsonSerializable(typeof(ApiKeyView))]
+[JsonSerializable(typeof(List<ApiKeyView>))]
+[JsonSerializable(typeof(List<AuditEntry>))]
+[JsonSerializable(typeof(EdgeFleet.Shared.Identity.EnrollResponse))]
 [JsonSerializable(typeof(EdgeFleet.Fleet.Ota.ArtifactView))]
 [JsonSerializable(typeof(EdgeFleet.Fleet.Ota.DesiredView))]
 [JsonSerializable(typeof(EdgeFleet.Fleet.Ota.DesiredRequest))]

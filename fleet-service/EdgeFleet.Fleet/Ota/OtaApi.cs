@@ -1,6 +1,8 @@
+using System.Security.Claims;
 using System.Text.Json;
 using EdgeFleet.Fleet.Broker;
 using EdgeFleet.Fleet.Devices;
+using EdgeFleet.Fleet.Identity;
 using EdgeFleet.Fleet.Storage;
 using EdgeFleet.Shared.Ota;
 using EdgeFleet.Shared.Wire;
@@ -31,25 +33,27 @@ public static class OtaApi
 
     public static IEndpointRouteBuilder MapOtaApi(this IEndpointRouteBuilder app)
     {
-        app.MapPost("/api/artifacts", async Task<IResult> (HttpRequest request, ArtifactStore store, CancellationToken ct) =>
+        app.MapPost("/api/artifacts", async Task<IResult> (HttpRequest request, ClaimsPrincipal user, ArtifactStore store, IFleetStore fleet, TimeProvider time, CancellationToken ct) =>
         {
             try
             {
                 var (sha, length) = await store.PutAsync(request.Body, MaxArtifactBytes, ct).ConfigureAwait(false);
+                await IdentityApi.AuditAsync(fleet, user, "artifact.upload", sha, null, $$"""{"length":{{length}}}""", time, ct).ConfigureAwait(false);
                 return TypedResults.Ok(new ArtifactView(sha, length, $"/api/artifacts/{sha}"));
             }
             catch (InvalidDataException e)
             {
                 return TypedResults.BadRequest(new ApiError("BadArtifact", e.Message));
             }
-        }).WithMetadata(new Microsoft.AspNetCore.Mvc.RequestSizeLimitAttribute(MaxArtifactBytes));
+        }).WithMetadata(new Microsoft.AspNetCore.Mvc.RequestSizeLimitAttribute(MaxArtifactBytes)).RequireAuthorization(ApiAuthentication.OperatorPolicy);
 
         app.MapGet("/api/artifacts/{sha256}", IResult (string sha256, ArtifactStore store) =>
             store.Find(sha256) is { } path
                 ? TypedResults.PhysicalFile(path, "application/octet-stream", enableRangeProcessing: true)
-                : TypedResults.NotFound(new ApiError("UnknownArtifact", $"no artifact with sha256 {sha256}")));
+                : TypedResults.NotFound(new ApiError("UnknownArtifact", $"no artifact with sha256 {LogText.Sanitize(sha256)}")))
+            .RequireAuthorization(ApiAuthentication.ArtifactReaderPolicy);
 
-        app.MapPut("/api/devices/{id}/desired", async Task<IResult> (string id, DesiredRequest body, IFleetStore store, FleetMqttClient client, CancellationToken ct) =>
+        app.MapPut("/api/devices/{id}/desired", async Task<IResult> (string id, DesiredRequest body, ClaimsPrincipal user, IFleetStore store, FleetMqttClient client, TimeProvider time, CancellationToken ct) =>
         {
             if (!DeviceId.IsValid(id))
                 return TypedResults.BadRequest(new ApiError("InvalidDeviceId", "device ids are 1-64 of a-z, 0-9, '-', '_', '.'"));
@@ -66,8 +70,10 @@ public static class OtaApi
             if (client.Connected)
                 await client.PublishDesiredAsync(id, payload, ct).ConfigureAwait(false);
             var m = manifest.Document.Body;
+            await IdentityApi.AuditAsync(store, user, "device.desired.set", id, null,
+                $$"""{"modelId":{{JsonSerializer.Serialize(m.ModelId, FleetApiJsonContext.Default.String)}},"version":{{m.Version}}}""", time, ct).ConfigureAwait(false);
             return TypedResults.Ok(new DesiredView(id, m.ModelId, m.Version, client.Connected));
-        });
+        }).RequireAuthorization(ApiAuthentication.OperatorPolicy);
         return app;
     }
 

@@ -1,4 +1,5 @@
 using EdgeFleet.Fleet.Devices;
+using EdgeFleet.Fleet.Identity;
 using EdgeFleet.Shared.Wire;
 
 namespace EdgeFleet.Fleet.Storage;
@@ -36,6 +37,33 @@ public interface IFleetStore : IDisposable
 
     /// <summary>Stored telemetry of one device, oldest first (for the API and tests).</summary>
     Task<IReadOnlyList<TelemetryRecord>> GetTelemetryAsync(string deviceId, int limit, CancellationToken cancellationToken);
+
+    Task CreateEnrollmentTokenAsync(EnrollmentTokenRecord token, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// In one transaction: checks the enrollment token, takes one use of it, registers the device's key and
+    /// creates its registry record with the token's tags. Enrolling again with the same key and token (a
+    /// device retrying after a lost response) succeeds without taking another use.
+    /// </summary>
+    Task<EnrollOutcome> EnrollAsync(string tokenHash, DeviceCredential credential, string? hardwareProfile, DateTimeOffset now, CancellationToken cancellationToken);
+
+    Task<DeviceCredential?> GetCredentialAsync(string deviceId, CancellationToken cancellationToken);
+
+    /// <summary>Marks a device's key revoked; false when the device was never enrolled. Idempotent.</summary>
+    Task<bool> RevokeDeviceAsync(string deviceId, string by, DateTimeOffset now, CancellationToken cancellationToken);
+
+    Task CreateApiKeyAsync(ApiKeyRecord key, CancellationToken cancellationToken);
+
+    Task<ApiKeyRecord?> GetApiKeyAsync(string id, CancellationToken cancellationToken);
+
+    Task<IReadOnlyList<ApiKeyRecord>> ListApiKeysAsync(CancellationToken cancellationToken);
+
+    Task<bool> RevokeApiKeyAsync(string id, DateTimeOffset now, CancellationToken cancellationToken);
+
+    Task AppendAuditAsync(AuditEntry entry, CancellationToken cancellationToken);
+
+    /// <summary>The newest audit entries first, optionally only those about one target.</summary>
+    Task<IReadOnlyList<AuditEntry>> GetAuditAsync(string? target, int limit, CancellationToken cancellationToken);
 }
 
 /// <param name="AckedSeq">The watermark: the device may delete everything at and below it.</param>

@@ -32,6 +32,9 @@ internal static class LiteDbDocuments
         ["lastTelemetryAt"] = d.LastTelemetryAt?.ToUnixTimeMilliseconds() is { } t ? new BsonValue(t) : BsonValue.Null,
         ["lastInference"] = ToJson(d.LastInference),
         ["lastOta"] = ToJson(d.LastOta),
+        ["tags"] = TagsToBson(d.Tags),
+        ["enrolledAt"] = Time(d.EnrolledAt),
+        ["revokedAt"] = Time(d.RevokedAt),
     };
 
     public static DeviceRecord ToDevice(BsonDocument doc) => new()
@@ -54,7 +57,25 @@ internal static class LiteDbDocuments
         LastTelemetryAt = doc["lastTelemetryAt"].IsNull ? null : DateTimeOffset.FromUnixTimeMilliseconds(doc["lastTelemetryAt"].AsInt64),
         LastInference = FromJson<InferenceSample>(doc["lastInference"]),
         LastOta = FromJson<OtaStatusMessage>(doc["lastOta"]),
+        Tags = TagsFromBson(doc["tags"]),
+        EnrolledAt = Time(doc["enrolledAt"]),
+        RevokedAt = Time(doc["revokedAt"]),
     };
+
+    public static BsonValue Time(DateTimeOffset? t) => t is { } v ? new BsonValue(v.ToUnixTimeMilliseconds()) : BsonValue.Null;
+
+    public static DateTimeOffset? Time(BsonValue v) => v.IsNull ? null : DateTimeOffset.FromUnixTimeMilliseconds(v.AsInt64);
+
+    public static BsonDocument TagsToBson(IReadOnlyDictionary<string, string> tags)
+    {
+        var doc = new BsonDocument();
+        foreach (var (k, v) in tags)
+            doc[k] = v;
+        return doc;
+    }
+
+    public static Dictionary<string, string> TagsFromBson(BsonValue v) =>
+        v.IsDocument ? v.AsDocument.ToDictionary(kv => kv.Key, kv => kv.Value.AsString, StringComparer.Ordinal) : new(StringComparer.Ordinal);
 
     public static string TelemetryKey(string deviceId, string streamId, long seq) =>
         string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{deviceId}/{streamId}/{seq:D19}");
@@ -86,7 +107,7 @@ internal static class LiteDbDocuments
     public static TelemetryGap ToGap(BsonDocument doc) =>
         new(doc["device"].AsString, doc["stream"].AsString, doc["from"].AsInt64, doc["to"].AsInt64, DateTimeOffset.FromUnixTimeMilliseconds(doc["at"].AsInt64));
 
-    private static string? NullableString(BsonValue v) => v.IsNull ? null : v.AsString;
+    public static string? NullableString(BsonValue v) => v.IsNull ? null : v.AsString;
 
     private static BsonValue ToJson<T>(T? value) where T : class =>
         value is null ? BsonValue.Null : new BsonValue(JsonSerializer.Serialize(value, (System.Text.Json.Serialization.Metadata.JsonTypeInfo<T>)FleetStoreJsonContext.Default.GetTypeInfo(typeof(T))!));

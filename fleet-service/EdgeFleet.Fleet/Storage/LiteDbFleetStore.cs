@@ -9,7 +9,7 @@ namespace EdgeFleet.Fleet.Storage;
 /// stored and its device's acknowledgement advanced in one transaction, so an ack never runs ahead of
 /// the records it covers.
 /// </summary>
-public sealed class LiteDbFleetStore : IFleetStore
+public sealed partial class LiteDbFleetStore : IFleetStore
 {
     private readonly LiteDatabase _db;
     private readonly ILiteCollection<BsonDocument> _devices;
@@ -28,6 +28,7 @@ public sealed class LiteDbFleetStore : IFleetStore
         _desired = _db.GetCollection("desired");
         _gaps = _db.GetCollection("telemetry_gaps");
         _gaps.EnsureIndex("device");
+        OpenIdentityCollections();
     }
 
     public Task RecordHelloAsync(HelloMessage hello, DateTimeOffset now, CancellationToken cancellationToken) =>
@@ -60,7 +61,7 @@ public sealed class LiteDbFleetStore : IFleetStore
     }
 
     public Task<IReadOnlyList<(string DeviceId, byte[] Payload)>> ListDesiredAsync(CancellationToken cancellationToken) =>
-        ReadAsync<IReadOnlyList<(string, byte[])>>(() => _desired.FindAll().Select(d => (d["_id"].AsString, d["payload"].AsBinary)).ToList(), cancellationToken);
+        UnderGateAsync<IReadOnlyList<(string, byte[])>>(() => _desired.FindAll().Select(d => (d["_id"].AsString, d["payload"].AsBinary)).ToList(), cancellationToken);
 
     public async Task<TelemetryStoreResult> StoreTelemetryAsync(TelemetryBatch batch, IReadOnlyList<TelemetryRecord> records, DateTimeOffset now, CancellationToken cancellationToken)
     {
@@ -128,17 +129,17 @@ public sealed class LiteDbFleetStore : IFleetStore
     }
 
     public Task<IReadOnlyList<TelemetryGap>> GetGapsAsync(string deviceId, int limit, CancellationToken cancellationToken) =>
-        ReadAsync<IReadOnlyList<TelemetryGap>>(() => _gaps.Find(Query.EQ("device", deviceId)).Select(LiteDbDocuments.ToGap)
+        UnderGateAsync<IReadOnlyList<TelemetryGap>>(() => _gaps.Find(Query.EQ("device", deviceId)).Select(LiteDbDocuments.ToGap)
             .OrderBy(g => g.RecordedAt).ThenBy(g => g.From).Take(limit).ToList(), cancellationToken);
 
     public Task<IReadOnlyList<DeviceRecord>> ListDevicesAsync(CancellationToken cancellationToken) =>
-        ReadAsync<IReadOnlyList<DeviceRecord>>(() => _devices.FindAll().Select(LiteDbDocuments.ToDevice).OrderBy(d => d.Id, StringComparer.Ordinal).ToList(), cancellationToken);
+        UnderGateAsync<IReadOnlyList<DeviceRecord>>(() => _devices.FindAll().Select(LiteDbDocuments.ToDevice).OrderBy(d => d.Id, StringComparer.Ordinal).ToList(), cancellationToken);
 
     public Task<DeviceRecord?> GetDeviceAsync(string deviceId, CancellationToken cancellationToken) =>
-        ReadAsync(() => _devices.FindById(deviceId) is { } doc ? LiteDbDocuments.ToDevice(doc) : null, cancellationToken);
+        UnderGateAsync(() => _devices.FindById(deviceId) is { } doc ? LiteDbDocuments.ToDevice(doc) : null, cancellationToken);
 
     public Task<IReadOnlyList<TelemetryRecord>> GetTelemetryAsync(string deviceId, int limit, CancellationToken cancellationToken) =>
-        ReadAsync<IReadOnlyList<TelemetryRecord>>(() => _telemetry
+        UnderGateAsync<IReadOnlyList<TelemetryRecord>>(() => _telemetry
             .Find(Query.EQ("device", deviceId))
             .Select(LiteDbDocuments.ToTelemetry)
             .OrderBy(r => r.Ts).ThenBy(r => r.Seq)
@@ -150,7 +151,7 @@ public sealed class LiteDbFleetStore : IFleetStore
     /// ("page type must be collection page", seen here when an API read met a device's first hello) and then
     /// closes its engine; one gate for the embedded store costs little and rules that out.
     /// </summary>
-    private async Task<T> ReadAsync<T>(Func<T> read, CancellationToken ct)
+    private async Task<T> UnderGateAsync<T>(Func<T> read, CancellationToken ct)
     {
         await _write.WaitAsync(ct).ConfigureAwait(false);
         try

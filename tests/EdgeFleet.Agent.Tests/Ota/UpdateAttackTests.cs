@@ -1,3 +1,4 @@
+using EdgeFleet.Agent.Identity;
 using System.Security.Cryptography;
 using System.Text.Json;
 using System.Text.Json.Nodes;
@@ -235,8 +236,8 @@ public sealed class UpdateAttackTests : IDisposable
             Host = new ModelHost(_runtime);
             _store = new OtaStore(Path.Combine(config.StateDirectory, "ota.db"));
             _buffer = new TelemetryBuffer(Path.Combine(config.StateDirectory, "telemetry.db"), config.Telemetry, TimeProvider.System);
-            _sync = new SyncService(config, _runtime, _buffer, NullLogger<SyncService>.Instance);
-            _service = new OtaService(config, _runtime, Host, _store, _sync, NullLogger<OtaService>.Instance);
+            _sync = new SyncService(config, DeviceCredentials.None, _runtime, _buffer, NullLogger<SyncService>.Instance);
+            _service = new OtaService(config, DeviceCredentials.None, _runtime, Host, _store, _sync, NullLogger<OtaService>.Instance);
             ModelsDirectory = Path.Combine(config.StateDirectory, "models");
             PointerPath = Path.Combine(ModelsDirectory, "current.json");
         }

@@ -10,9 +10,11 @@ public sealed class Agent : IDisposable
     private ChildProcess _process;
 
     /// <param name="configure">Changes to the generated configuration (telemetry limits, log level, input rate).</param>
-    public Agent(string directory, string deviceId, int brokerPort, string modelPath, string condition, bool aot = false, JsonObject? ota = null,
+    /// <remarks>The agent enrolls with <paramref name="fleet"/> (a fresh one-time token) before it starts, as a field engineer would.</remarks>
+    public Agent(string directory, string deviceId, Fleet fleet, string modelPath, string condition, bool aot = false, JsonObject? ota = null,
         Action<JsonObject>? configure = null)
     {
+        var brokerPort = fleet.BrokerPort;
         DeviceId = deviceId;
         _aot = aot;
         StateDirectory = Path.Combine(directory, deviceId);
@@ -31,6 +33,8 @@ public sealed class Agent : IDisposable
             config["ota"] = ota;
         configure?.Invoke(config);
         File.WriteAllText(_configPath, config.ToJsonString());
+        var (exit, output) = RunCommand("enroll", "--fleet", fleet.Url, "--token", fleet.EnrollmentToken().GetAwaiter().GetResult());
+        Assert.True(exit == 0, $"enroll failed ({exit}):\n{output}");
         _process = Start();
     }
 

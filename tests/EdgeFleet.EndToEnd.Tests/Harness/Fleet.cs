@@ -27,6 +27,36 @@ public sealed class Fleet : IDisposable
         _http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{HttpPort}"), Timeout = TimeSpan.FromSeconds(10) };
         Wait.Until(() => Health().Result?["brokerConnected"]?.GetValue<bool>() == true, TimeSpan.FromSeconds(60),
             () => "the fleet service did not become healthy:\n" + _process.Output);
+        AdminKeyPath = Path.Combine(dataDirectory, "admin.key");
+        AdminKey = File.ReadAllText(AdminKeyPath).Trim();
+        _http.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", AdminKey);
+    }
+
+    /// <summary>The admin API key the fleet wrote at its first start.</summary>
+    public string AdminKey { get; }
+
+    public string AdminKeyPath { get; }
+
+    /// <summary>A fresh one-time enrollment token.</summary>
+    public async Task<string> EnrollmentToken(int uses = 1, double hours = 1, JsonObject? tags = null)
+    {
+        var request = new JsonObject { ["uses"] = uses, ["expiresInHours"] = hours, ["tags"] = tags ?? [] };
+        using var response = await _http.PostAsJsonAsync(new Uri("/api/enrollment-tokens", UriKind.Relative), request);
+        Assert.True(response.IsSuccessStatusCode, await response.Content.ReadAsStringAsync());
+        return (await response.Content.ReadFromJsonAsync<JsonNode>())!["token"]!.GetValue<string>();
+    }
+
+    /// <summary>An API call with the admin key (or none with <paramref name="apiKey"/> = "").</summary>
+    public async Task<HttpResponseMessage> Send(HttpMethod method, string path, JsonNode? body = null, string? apiKey = null)
+    {
+        using var request = new HttpRequestMessage(method, new Uri(path, UriKind.Relative));
+        if (body is not null)
+            request.Content = JsonContent.Create(body);
+        var key = apiKey ?? AdminKey;
+        if (key.Length > 0)
+            request.Headers.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", key);
+        using var anonymous = new HttpClient { BaseAddress = _http.BaseAddress, Timeout = _http.Timeout };
+        return await anonymous.SendAsync(request);
     }
 
     public int HttpPort { get; }

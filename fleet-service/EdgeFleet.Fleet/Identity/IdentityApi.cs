@@ -1,0 +1,235 @@
+using System.Security.Claims;
+using System.Text.Json;
+using EdgeFleet.Fleet.Devices;
+using EdgeFleet.Fleet.Storage;
+using EdgeFleet.Shared.Identity;
+using EdgeFleet.Shared.Ota;
+using EdgeFleet.Shared.Wire;
+
+namespace EdgeFleet.Fleet.Identity;
+
+public sealed record EnrollmentTokenRequest
+{
+    public double? ExpiresInHours { get; set; }
+
+    public int? Uses { get; set; }
+
+    public string? Note { get; set; }
+
+    public Dictionary<string, string> Tags { get; set; } = [];
+}
+
+/// <summary>The created token: shown once.</summary>
+public sealed record EnrollmentTokenView(string Id, string Token, DateTimeOffset ExpiresAt, int Uses, IReadOnlyDictionary<string, string> Tags);
+
+public sealed record ApiKeyRequest
+{
+    public required string Name { get; init; }
+
+    public OperatorRole Role { get; set; } = OperatorRole.Viewer;
+}
+
+/// <summary>An API key as listed; <see cref="Key"/> only in the response that created it.</summary>
+public sealed record ApiKeyView(string Id, string Name, OperatorRole Role, DateTimeOffset CreatedAt, string CreatedBy, DateTimeOffset? RevokedAt, string? Key = null)
+{
+    public static ApiKeyView Of(ApiKeyRecord k, string? key = null) => new(k.Id, k.Name, k.Role, k.CreatedAt, k.CreatedBy, k.RevokedAt, key);
+}
+
+/// <summary>
+/// Enrollment (<c>POST /api/enroll</c>, authenticated by the one-time token in the body), enrollment tokens,
+/// device revocation, API keys and the audit log.
+/// </summary>
+public static partial class IdentityApi
+{
+    public const int MaxTags = 32;
+
+    public static IEndpointRouteBuilder MapIdentityApi(this IEndpointRouteBuilder app)
+    {
+        app.MapPost("/api/enrollment-tokens", CreateEnrollmentTokenAsync).RequireAuthorization(ApiAuthentication.OperatorPolicy);
+        app.MapPost("/api/enroll", EnrollAsync).AllowAnonymous();
+        app.MapPost("/api/devices/{id}/revoke", RevokeAsync).RequireAuthorization(ApiAuthentication.OperatorPolicy);
+        app.MapGet("/api/api-keys", async (IFleetStore store, CancellationToken ct) =>
+            TypedResults.Ok((await store.ListApiKeysAsync(ct).ConfigureAwait(false)).Select(k => ApiKeyView.Of(k)).ToList()))
+            .RequireAuthorization(ApiAuthentication.AdminPolicy);
+        app.MapPost("/api/api-keys", CreateApiKeyAsync).RequireAuthorization(ApiAuthentication.AdminPolicy);
+        app.MapDelete("/api/api-keys/{id}", RevokeApiKeyAsync).RequireAuthorization(ApiAuthentication.AdminPolicy);
+        app.MapGet("/api/audit", async (string? target, int? limit, IFleetStore store, CancellationToken ct) =>
+            TypedResults.Ok((await store.GetAuditAsync(target, Math.Clamp(limit ?? 100, 1, 10_000), ct).ConfigureAwait(false)).ToList()))
+            .RequireAuthorization(ApiAuthentication.ViewerPolicy);
+        return app;
+    }
+
+    private static async Task<IResult> CreateEnrollmentTokenAsync(EnrollmentTokenRequest request, ClaimsPrincipal user, IFleetStore store,
+        FleetOptions options, TimeProvider time, CancellationToken ct)
+    {
+        var hours = request.ExpiresInHours ?? 24;
+        if (hours <= 0 || hours > options.Security.EnrollmentTokenMaxHours)
+            return TypedResults.BadRequest(new ApiError("InvalidExpiry", $"expiresInHours must be in (0, {options.Security.EnrollmentTokenMaxHours}]"));
+        var uses = request.Uses ?? 1;
+        if (uses is < 1 or > 100_000)
+            return TypedResults.BadRequest(new ApiError("InvalidUses", "uses must be in [1, 100000]"));
+        if (ValidateTags(request.Tags) is { } tagProblem)
+            return TypedResults.BadRequest(new ApiError("InvalidTags", tagProblem));
+        var now = time.GetUtcNow();
+        var token = Secrets.NewEnrollmentToken();
+        var record = new EnrollmentTokenRecord
+        {
+            Hash = Secrets.Hash(token),
+            CreatedBy = Actor(user),
+            CreatedAt = now,
+            ExpiresAt = now.AddHours(hours),
+            UsesLeft = uses,
+            Note = request.Note,
+            Tags = request.Tags,
+        };
+        await store.CreateEnrollmentTokenAsync(record, ct).ConfigureAwait(false);
+        await AuditAsync(store, user, "enrollment-token.create", record.Id, null,
+            $$"""{"expiresAt":"{{record.ExpiresAt:O}}","uses":{{uses}}}""", time, ct).ConfigureAwait(false);
+        return TypedResults.Ok(new EnrollmentTokenView(record.Id, token, record.ExpiresAt, uses, record.Tags));
+    }
+
+    private static async Task<IResult> EnrollAsync(HttpRequest http, IFleetStore store, FleetOptions options, TimeProvider time,
+        ILoggerFactory logs, CancellationToken ct)
+    {
+        var log = logs.CreateLogger(typeof(IdentityApi));
+        EnrollRequest? request;
+        try
+        {
+            request = await JsonSerializer.DeserializeAsync(http.Body, IdentityJsonContext.Default.EnrollRequest, ct).ConfigureAwait(false);
+        }
+        catch (JsonException e)
+        {
+            return Refuse(log, "?", EnrollErrors.Malformed, "body is not an enrollment request: " + e.Message, StatusCodes.Status400BadRequest);
+        }
+        if (request is null || !DeviceId.IsValid(request.DeviceId))
+            return Refuse(log, request?.DeviceId, EnrollErrors.Malformed, "deviceId must be 1-64 of a-z, 0-9, '-', '_', '.'", StatusCodes.Status400BadRequest);
+        byte[] publicKey;
+        try
+        {
+            publicKey = Convert.FromBase64String(request.PublicKey);
+        }
+        catch (FormatException)
+        {
+            publicKey = [];
+        }
+        if (publicKey.Length != 32)
+            return Refuse(log, request.DeviceId, EnrollErrors.Malformed, "publicKey must be a base64 raw Ed25519 public key", StatusCodes.Status400BadRequest);
+        var now = time.GetUtcNow();
+        var tokenHash = Secrets.Hash(request.Token ?? "");
+        var outcome = await store.EnrollAsync(tokenHash, new DeviceCredential
+        {
+            DeviceId = request.DeviceId,
+            PublicKey = publicKey,
+            EnrolledAt = now,
+            EnrolledWith = tokenHash,
+        }, request.HardwareProfile, now, ct).ConfigureAwait(false);
+        switch (outcome)
+        {
+            case EnrollOutcome.InvalidToken:
+                return Refuse(log, request.DeviceId, EnrollErrors.InvalidToken, "the enrollment token is not known", StatusCodes.Status403Forbidden);
+            case EnrollOutcome.TokenExpired:
+                return Refuse(log, request.DeviceId, EnrollErrors.TokenExpired, "the enrollment token has expired", StatusCodes.Status403Forbidden);
+            case EnrollOutcome.TokenUsed:
+                return Refuse(log, request.DeviceId, EnrollErrors.TokenUsed, "the enrollment token has been used up", StatusCodes.Status403Forbidden);
+            case EnrollOutcome.DeviceIdTaken:
+                return Refuse(log, request.DeviceId, EnrollErrors.DeviceIdTaken, $"device id '{request.DeviceId}' is enrolled with another key", StatusCodes.Status409Conflict);
+            case EnrollOutcome.DeviceRevoked:
+                return Refuse(log, request.DeviceId, EnrollErrors.DeviceRevoked, $"device '{request.DeviceId}' was revoked; enroll under a new id", StatusCodes.Status403Forbidden);
+        }
+        var device = await store.GetDeviceAsync(request.DeviceId, ct).ConfigureAwait(false);
+        await store.AppendAuditAsync(new AuditEntry
+        {
+            At = now,
+            Actor = "device:" + request.DeviceId,
+            Action = "device.enroll",
+            Target = request.DeviceId,
+            After = $$"""{"keyId":"{{SigningKey.KeyIdOf(publicKey)}}","token":"{{tokenHash[..12]}}"}""",
+        }, ct).ConfigureAwait(false);
+        Log.Enrolled(log, request.DeviceId, SigningKey.KeyIdOf(publicKey));
+        var broker = options.Broker;
+        return TypedResults.Ok(new EnrollResponse
+        {
+            DeviceId = request.DeviceId,
+            BrokerHost = broker.PublicHost ?? http.Host.Host,
+            BrokerPort = broker.PublicPort ?? broker.Port,
+            BrokerAuth = "token",
+            Tags = new Dictionary<string, string>(device?.Tags ?? new Dictionary<string, string>()),
+        });
+    }
+
+    private static async Task<IResult> RevokeAsync(string id, ClaimsPrincipal user, IFleetStore store, DeviceRevocation revocation,
+        TimeProvider time, CancellationToken ct)
+    {
+        if (!DeviceId.IsValid(id))
+            return TypedResults.BadRequest(new ApiError("InvalidDeviceId", "device ids are 1-64 of a-z, 0-9, '-', '_', '.'"));
+        var now = time.GetUtcNow();
+        if (!await store.RevokeDeviceAsync(id, Actor(user), now, ct).ConfigureAwait(false))
+            return TypedResults.NotFound(new ApiError("UnknownDevice", $"device '{id}' is not enrolled"));
+        await AuditAsync(store, user, "device.revoke", id, """{"revoked":false}""", """{"revoked":true}""", time, ct).ConfigureAwait(false);
+        await revocation.RevokedAsync(id, ct).ConfigureAwait(false);
+        return TypedResults.NoContent();
+    }
+
+    private static async Task<IResult> CreateApiKeyAsync(ApiKeyRequest request, ClaimsPrincipal user, IFleetStore store, TimeProvider time, CancellationToken ct)
+    {
+        if (string.IsNullOrWhiteSpace(request.Name) || request.Name.Length > 100)
+            return TypedResults.BadRequest(new ApiError("InvalidName", "name must be 1-100 characters"));
+        var (id, key, hash) = Secrets.NewApiKey();
+        var record = new ApiKeyRecord
+        {
+            Id = id,
+            Name = request.Name,
+            Role = request.Role,
+            SecretHash = hash,
+            CreatedAt = time.GetUtcNow(),
+            CreatedBy = Actor(user),
+        };
+        await store.CreateApiKeyAsync(record, ct).ConfigureAwait(false);
+        await AuditAsync(store, user, "api-key.create", id, null, $$"""{"name":{{JsonSerializer.Serialize(request.Name, FleetApiJsonContext.Default.String)}},"role":"{{request.Role}}"}""", time, ct).ConfigureAwait(false);
+        return TypedResults.Ok(ApiKeyView.Of(record, key));
+    }
+
+    private static async Task<IResult> RevokeApiKeyAsync(string id, ClaimsPrincipal user, IFleetStore store, TimeProvider time, CancellationToken ct)
+    {
+        if (!await store.RevokeApiKeyAsync(id, time.GetUtcNow(), ct).ConfigureAwait(false))
+            return TypedResults.NotFound(new ApiError("UnknownApiKey", $"no API key '{LogText.Sanitize(id)}'"));
+        await AuditAsync(store, user, "api-key.revoke", id, """{"revoked":false}""", """{"revoked":true}""", time, ct).ConfigureAwait(false);
+        return TypedResults.NoContent();
+    }
+
+    /// <summary>The authenticated caller as the audit log names it: <c>key:{id}</c> or <c>device:{id}</c>.</summary>
+    public static string Actor(ClaimsPrincipal user) => user.Identity?.Name ?? "anonymous";
+
+    public static Task AuditAsync(IFleetStore store, ClaimsPrincipal user, string action, string target, string? before, string? after,
+        TimeProvider time, CancellationToken ct) =>
+        store.AppendAuditAsync(new AuditEntry { At = time.GetUtcNow(), Actor = Actor(user), Action = action, Target = target, Before = before, After = after }, ct);
+
+    public static string? ValidateTags(IReadOnlyDictionary<string, string> tags)
+    {
+        if (tags.Count > MaxTags)
+            return $"at most {MaxTags} tags";
+        foreach (var (k, v) in tags)
+        {
+            if (k.Length is 0 or > 64 || !k.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.'))
+                return $"tag name '{LogText.Sanitize(k)}' must be 1-64 of letters, digits, '-', '_', '.'";
+            if (v.Length > 256)
+                return $"tag '{k}' value is longer than 256 characters";
+        }
+        return null;
+    }
+
+    private static IResult Refuse(ILogger log, string? deviceId, string error, string reason, int status)
+    {
+        Log.EnrollRefused(log, LogText.Sanitize(deviceId), error, reason);
+        return TypedResults.Json(new ApiError(error, reason), FleetApiJsonContext.Default.ApiError, statusCode: status);
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(5201, LogLevel.Information, "Enrolled device {DeviceId} with key {KeyId}")]
+        public static partial void Enrolled(ILogger logger, string deviceId, string keyId);
+
+        [LoggerMessage(5202, LogLevel.Warning, "Refused enrollment of {DeviceId}: {Error}: {Reason}")]
+        public static partial void EnrollRefused(ILogger logger, string deviceId, string error, string reason);
+    }
+}
