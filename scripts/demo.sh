@@ -58,7 +58,9 @@ for _ in $(seq 1 100); do
 done
 http_get /api/health | grep -q '"brokerConnected":true' || { echo "the fleet service did not start; see $state/logs/fleet.log" >&2; exit 1; }
 
-echo "== starting three agents"
+# The fleet wrote its first admin API key beside its database; the demo uses it for the CLI.
+export EDGEFLEET_API_KEY="$(cat "$state/fleet/admin.key")" EDGEFLEET_URL="http://127.0.0.1:$http_port"
+echo "== enrolling and starting three agents"
 seed=1
 for device in pump-01:normal pump-02:imbalance fan-03:bearing-wear; do
   id="${device%%:*}"; condition="${device#*:}"
@@ -68,11 +70,13 @@ for device in pump-01:normal pump-02:imbalance fan-03:bearing-wear; do
   "deviceId": "$id",
   "stateDirectory": "$state/agents/$id",
   "hardwareProfile": "x86-64-generic",
-  "broker": { "host": "127.0.0.1", "port": $mqtt_port },
   "model": { "name": "vibration-classifier", "version": "1.0.0", "path": "$model" },
   "input": { "kind": "demoVibration", "condition": "$condition", "rateHz": 4, "seed": $seed }
 }
 JSON
+  # As on a real device: a one-time enrollment token from the operator, then 'enroll' on the device.
+  token="$(dotnet "$cli_dll" devices enroll-token --tags "site=demo,line=$seed" 2>/dev/null)"
+  dotnet "$agent_dll" enroll --fleet "$EDGEFLEET_URL" --token "$token" --config "$state/agents/$id/agent.json"
   dotnet "$agent_dll" run --config "$state/agents/$id/agent.json" >"$state/logs/$id.log" 2>&1 &
   pids+=($!)
   seed=$((seed + 1))
@@ -82,7 +86,8 @@ cat <<MSG
 
   Fleet API:   http://127.0.0.1:$http_port/api/devices   (health: /api/health)
   MQTT broker: 127.0.0.1:$mqtt_port (embedded)
-  Devices:     dotnet $cli_dll devices list --fleet http://127.0.0.1:$http_port
+  API key:     $state/fleet/admin.key (admin; curl -H "Authorization: Bearer \$(cat $state/fleet/admin.key)" ...)
+  Devices:     EDGEFLEET_API_KEY=\$(cat $state/fleet/admin.key) dotnet $cli_dll devices list --fleet http://127.0.0.1:$http_port
   Logs:        $state/logs/
 
   Press Ctrl-C to stop.
@@ -90,5 +95,5 @@ MSG
 while true; do
   sleep 10
   echo; date +%T
-  dotnet "$cli_dll" devices list --fleet "http://127.0.0.1:$http_port" || true
+  dotnet "$cli_dll" devices list || true
 done

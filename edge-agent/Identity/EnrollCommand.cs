@@ -84,7 +84,7 @@ public static class EnrollCommand
             if (args.Has("json"))
                 stdout.WriteLine(JsonSerializer.Serialize(state with { BrokerPassword = null }, EnrollmentJsonContext.Default.EnrollmentState));
             else
-                stdout.WriteLine($"enrolled as {deviceId} (key {key.KeyId}); broker {enrolled.BrokerHost}:{enrolled.BrokerPort}. Start the agent: systemctl restart edgefleet-agent");
+                stdout.WriteLine($"enrolled as {deviceId} (key {key.KeyId}); broker {enrolled.BrokerHost}:{enrolled.BrokerPort}. then (re)start the agent: systemctl restart edgefleet-agent");
             return 0;
         }
     }
