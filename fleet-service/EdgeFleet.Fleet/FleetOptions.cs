@@ -20,7 +20,11 @@ public sealed record FleetOptions
             return $"Fleet:Broker:Port {Broker.Port} is out of range";
         if (Broker.Mode == BrokerMode.External && string.IsNullOrWhiteSpace(Broker.Host))
             return "Fleet:Broker:Host is required in External mode";
-        if (string.IsNullOrWhiteSpace(Storage.Path))
+        if (!Storage.IsPostgreSql && !Storage.Provider.Equals(StorageOptions.LiteDb, StringComparison.OrdinalIgnoreCase))
+            return $"Fleet:Storage:Provider '{Storage.Provider}' is not one of LiteDb, PostgreSql";
+        if (Storage.IsPostgreSql && string.IsNullOrWhiteSpace(Storage.ConnectionString))
+            return "Fleet:Storage:ConnectionString is required for PostgreSql";
+        if (!Storage.IsPostgreSql && string.IsNullOrWhiteSpace(Storage.Path))
             return "Fleet:Storage:Path is required";
         if (string.IsNullOrWhiteSpace(Storage.ArtifactsPath))
             return "Fleet:Storage:ArtifactsPath is required";
@@ -69,7 +73,19 @@ public sealed record BrokerOptions
 
 public sealed record StorageOptions
 {
-    public string Provider { get; init; } = "LiteDb";
+    public const string LiteDb = "LiteDb";
+    public const string PostgreSql = "PostgreSql";
+
+    /// <summary><c>LiteDb</c> (one file, the default) or <c>PostgreSql</c> (shared by several instances).</summary>
+    public string Provider { get; init; } = LiteDb;
+
+    /// <summary>
+    /// PostgreSQL: an Npgsql connection string. Holds a password: set it through the environment
+    /// (<c>Fleet__Storage__ConnectionString</c>) or the root-only /etc settings file, not the command line.
+    /// </summary>
+    public string? ConnectionString { get; init; }
+
+    public bool IsPostgreSql => Provider.Equals(PostgreSql, StringComparison.OrdinalIgnoreCase);
 
     public string Path { get; init; } = "data/fleet.db";
 

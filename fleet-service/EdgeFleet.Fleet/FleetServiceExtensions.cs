@@ -25,9 +25,10 @@ public static class FleetServiceExtensions
         services.AddSingleton<IFleetStore>(sp =>
         {
             var storage = sp.GetRequiredService<FleetOptions>().Storage;
-            return storage.Provider.Equals("LiteDb", StringComparison.OrdinalIgnoreCase)
-                ? new LiteDbFleetStore(storage.Path)
-                : throw new InvalidOperationException($"storage provider '{storage.Provider}' is not supported (LiteDb)");
+            // Opened (and for PostgreSQL migrated) once at start-up, before anything reads or writes.
+            return storage.IsPostgreSql
+                ? PostgresFleetStore.OpenAsync(storage.ConnectionString!, CancellationToken.None).GetAwaiter().GetResult()
+                : new LiteDbFleetStore(storage.Path);
         });
         services.AddSingleton(sp => new ArtifactStore(sp.GetRequiredService<FleetOptions>().Storage.ArtifactsPath));
         return services;
@@ -41,7 +42,7 @@ public static class FleetServiceExtensions
         services.AddSingleton<DeviceAuthenticator>();
         ApiAuthentication.AddTo(services);
         var keyPath = options.Security.AdminKeyPath;
-        if (!Path.IsPathRooted(keyPath) && options.Storage.Provider.Equals("LiteDb", StringComparison.OrdinalIgnoreCase))
+        if (!Path.IsPathRooted(keyPath) && !options.Storage.IsPostgreSql)
             keyPath = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(options.Storage.Path))!, keyPath);
         services.AddHostedService(sp => new AdminKeyBootstrap(sp.GetRequiredService<IFleetStore>(), keyPath,
             sp.GetRequiredService<TimeProvider>(), sp.GetRequiredService<ILogger<AdminKeyBootstrap>>()));

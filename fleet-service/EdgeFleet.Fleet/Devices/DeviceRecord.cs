@@ -16,7 +16,7 @@ public sealed record DeviceRecord
     public string? HardwareProfile { get; init; }
 
     /// <summary>Labels such as site, region and customer; set at enrollment and by operators.</summary>
-    public IReadOnlyDictionary<string, string> Tags { get; init; } = new Dictionary<string, string>();
+    public IReadOnlyDictionary<string, string> Tags { get; set; } = new Dictionary<string, string>();
 
     /// <summary>When the device enrolled (null for a device seen before enrollment existed).</summary>
     public DateTimeOffset? EnrolledAt { get; init; }

@@ -116,7 +116,9 @@ internal static class LiteDbDocuments
         v.IsNull ? null : JsonSerializer.Deserialize(v.AsString, (System.Text.Json.Serialization.Metadata.JsonTypeInfo<T>)FleetStoreJsonContext.Default.GetTypeInfo(typeof(T))!);
 }
 
-[System.Text.Json.Serialization.JsonSourceGenerationOptions(JsonSerializerDefaults.Web)]
+[System.Text.Json.Serialization.JsonSourceGenerationOptions(JsonSerializerDefaults.Web, UseStringEnumConverter = true)]
+[System.Text.Json.Serialization.JsonSerializable(typeof(DeviceRecord))]
+[System.Text.Json.Serialization.JsonSerializable(typeof(Dictionary<string, string>))]
 [System.Text.Json.Serialization.JsonSerializable(typeof(ModelRef))]
 [System.Text.Json.Serialization.JsonSerializable(typeof(InferenceSample))]
 [System.Text.Json.Serialization.JsonSerializable(typeof(OtaStatusMessage))]

@@ -3,13 +3,21 @@ using EdgeFleet.Shared.Wire;
 
 namespace EdgeFleet.Fleet.Tests;
 
-public sealed class LiteDbFleetStoreTests : IDisposable
+/// <summary>
+/// The store suite: every <see cref="IFleetStore"/> implementation runs all of it (LiteDB and PostgreSQL below,
+/// identity and audit in <c>FleetStoreContract.Identity.cs</c>).
+/// </summary>
+public abstract partial class FleetStoreContract : IDisposable
 {
-    private static readonly DateTimeOffset T0 = new(2026, 11, 22, 10, 0, 0, TimeSpan.Zero);
-    private readonly string _dir = Directory.CreateTempSubdirectory("edgefleet-store-").FullName;
-    private readonly LiteDbFleetStore _store;
+    protected static readonly DateTimeOffset T0 = new(2026, 11, 22, 10, 0, 0, TimeSpan.Zero);
+    private readonly Lazy<IFleetStore> _opened;
 
-    public LiteDbFleetStoreTests() => _store = new LiteDbFleetStore(Path.Combine(_dir, "fleet.db"));
+    protected FleetStoreContract() => _opened = new Lazy<IFleetStore>(Open, LazyThreadSafetyMode.ExecutionAndPublication);
+
+    /// <summary>Opens the store under test on its (fresh, per-test) storage.</summary>
+    protected abstract IFleetStore Open();
+
+    protected IFleetStore _store => _opened.Value;
 
     internal static List<TelemetryRecord> Records(long first, int count, string label = "l") => Enumerable.Range(0, count).Select(i => new TelemetryRecord
     {
@@ -154,12 +162,12 @@ public sealed class LiteDbFleetStoreTests : IDisposable
     }
 
     [Fact]
-    public async Task Everything_survives_reopening_the_file()
+    public async Task Everything_survives_reopening_the_store()
     {
         await _store.RecordHelloAsync(Hello("d1", "b"), T0, default);
         await Store("d1", "s", 1, 4);
         _store.Dispose();
-        using var reopened = new LiteDbFleetStore(Path.Combine(_dir, "fleet.db"));
+        using var reopened = Open();
         var device = (await reopened.GetDeviceAsync("d1", default))!;
         Assert.Equal(4, device.AckedSeq);
         Assert.Equal("l4", device.LastInference!.Label);
@@ -182,9 +190,31 @@ public sealed class LiteDbFleetStoreTests : IDisposable
         }
     }
 
-    public void Dispose()
+    public virtual void Dispose()
     {
-        _store.Dispose();
+        if (_opened.IsValueCreated)
+            _opened.Value.Dispose();
+        GC.SuppressFinalize(this);
+    }
+}
+
+public sealed class LiteDbFleetStoreTests : FleetStoreContract
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("edgefleet-store-").FullName;
+
+    protected override IFleetStore Open() => new LiteDbFleetStore(Path.Combine(_dir, "fleet.db"));
+
+    public override void Dispose()
+    {
+        base.Dispose();
         Directory.Delete(_dir, recursive: true);
     }
+}
+
+[Collection(PostgresCollection.Name)]
+public sealed class PostgresFleetStoreTests(PostgresServer server) : FleetStoreContract
+{
+    private readonly string _connection = server.CreateDatabase();
+
+    protected override IFleetStore Open() => PostgresFleetStore.OpenAsync(_connection, default).GetAwaiter().GetResult();
 }

@@ -1,0 +1,138 @@
+using Npgsql;
+
+namespace EdgeFleet.Fleet.Storage;
+
+/// <summary>
+/// The PostgreSQL schema as an ordered list of migrations, applied at start-up. Each runs in its own
+/// transaction under an advisory lock, so several instances starting together apply it once; applied
+/// versions are kept in <c>schema_migrations</c>. A migration, once released, is never edited: changes come
+/// as the next one.
+/// </summary>
+public static class PostgresMigrations
+{
+    /// <summary>Advisory lock key for migrations ("efmigrat" as ASCII).</summary>
+    private const long LockKey = 0x6566_6d69_6772_6174;
+
+    public static readonly IReadOnlyList<(int Version, string Name, string Sql)> All =
+    [
+        (1, "registry and telemetry", """
+            create table devices (
+                id text primary key,
+                doc jsonb not null
+            );
+            create table telemetry (
+                device text not null,
+                stream text not null,
+                seq bigint not null,
+                ts timestamptz not null,
+                kind text not null,
+                body text not null,
+                primary key (device, stream, seq)
+            );
+            create index telemetry_device_ts on telemetry (device, ts, seq);
+            create table telemetry_gaps (
+                id bigserial primary key,
+                device text not null,
+                stream text not null,
+                from_seq bigint not null,
+                to_seq bigint not null,
+                recorded_at timestamptz not null
+            );
+            create index telemetry_gaps_device on telemetry_gaps (device);
+            create table desired (
+                device text primary key,
+                payload bytea not null
+            );
+            """),
+        (2, "device identity, API keys, audit log", """
+            create table enrollment_tokens (
+                hash text primary key,
+                created_by text not null,
+                created_at timestamptz not null,
+                expires_at timestamptz not null,
+                uses_left integer not null,
+                note text,
+                tags jsonb not null default '{}'
+            );
+            create table device_credentials (
+                device_id text primary key,
+                public_key bytea not null,
+                enrolled_at timestamptz not null,
+                enrolled_with text not null,
+                revoked_at timestamptz,
+                revoked_by text
+            );
+            create table api_keys (
+                id text primary key,
+                name text not null,
+                role text not null,
+                secret_hash text not null,
+                created_at timestamptz not null,
+                created_by text not null,
+                revoked_at timestamptz
+            );
+            create table audit (
+                id bigserial primary key,
+                at timestamptz not null,
+                actor text not null,
+                action text not null,
+                target text not null,
+                before text,
+                after text
+            );
+            create index audit_target on audit (target, id);
+            """),
+    ];
+
+    /// <summary>Applies the migrations above <c>max(version)</c> up to <paramref name="upTo"/>; returns the versions applied.</summary>
+    public static async Task<IReadOnlyList<int>> ApplyAsync(NpgsqlDataSource db, CancellationToken ct, int upTo = int.MaxValue)
+    {
+        var applied = new List<int>();
+        await using var conn = await db.OpenConnectionAsync(ct).ConfigureAwait(false);
+        await using (var create = new NpgsqlCommand("create table if not exists schema_migrations (version integer primary key, name text not null, applied_at timestamptz not null default now())", conn))
+            await create.ExecuteNonQueryAsync(ct).ConfigureAwait(false);
+        foreach (var (version, name, sql) in All.Where(m => m.Version <= upTo))
+        {
+            await using var tx = await conn.BeginTransactionAsync(ct).ConfigureAwait(false);
+            await using (var lockCmd = new NpgsqlCommand("select pg_advisory_xact_lock(@k)", conn, tx))
+            {
+                lockCmd.Parameters.AddWithValue("k", LockKey);
+                await lockCmd.ExecuteNonQueryAsync(ct).ConfigureAwait(false);
+            }
+            await using (var check = new NpgsqlCommand("select count(*) from schema_migrations where version = @v", conn, tx))
+            {
+                check.Parameters.AddWithValue("v", version);
+                if ((long)(await check.ExecuteScalarAsync(ct).ConfigureAwait(false))! > 0)
+                {
+                    await tx.RollbackAsync(ct).ConfigureAwait(false);
+                    continue;
+                }
+            }
+            await using (var migrate = new NpgsqlCommand(sql, conn, tx))
+                await migrate.ExecuteNonQueryAsync(ct).ConfigureAwait(false);
+            await using (var record = new NpgsqlCommand("insert into schema_migrations (version, name) values (@v, @n)", conn, tx))
+            {
+                record.Parameters.AddWithValue("v", version);
+                record.Parameters.AddWithValue("n", name);
+                await record.ExecuteNonQueryAsync(ct).ConfigureAwait(false);
+            }
+            await tx.CommitAsync(ct).ConfigureAwait(false);
+            applied.Add(version);
+        }
+        return applied;
+    }
+
+    /// <summary>The highest applied version (0 for an empty database).</summary>
+    public static async Task<int> CurrentAsync(NpgsqlDataSource db, CancellationToken ct)
+    {
+        await using var cmd = db.CreateCommand("select coalesce(max(version), 0) from schema_migrations");
+        try
+        {
+            return (int)(await cmd.ExecuteScalarAsync(ct).ConfigureAwait(false))!;
+        }
+        catch (PostgresException e) when (e.SqlState == PostgresErrorCodes.UndefinedTable)
+        {
+            return 0;
+        }
+    }
+}
