@@ -6,9 +6,11 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 export DOTNET_NOLOGO=1 DOTNET_CLI_TELEMETRY_OPTOUT=1
 
-# Real parts from Debian: Mosquitto for the external-broker tests, clang + zlib for NativeAOT, systemd for
-# systemd-analyze and systemd-sysusers (the unit and .deb checks; systemd does not run as PID 1 here), lintian.
-packages=(mosquitto clang zlib1g-dev systemd lintian)
+# Real parts from Debian: Mosquitto for the external-broker tests, PostgreSQL for the store suite and scale-out
+# (the tests start their own server in a temporary directory; the package's own cluster is not used),
+# clang + zlib for NativeAOT, systemd for systemd-analyze and systemd-sysusers (the unit and .deb checks;
+# systemd does not run as PID 1 here), lintian.
+packages=(mosquitto postgresql clang zlib1g-dev systemd lintian)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 # The arm64 agent: the cross toolchain (publish-agent.sh installs it too) and, to run it under qemu-user,

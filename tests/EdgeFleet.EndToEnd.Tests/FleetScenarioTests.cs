@@ -36,11 +36,17 @@ public class FleetScenarioTests(DemoModel model) : IClassFixture<DemoModel>
     [Fact]
     public Task Two_agents_through_a_real_mosquitto_survive_kill_9() => RunScenarioAsync(external: true);
 
-    private async Task RunScenarioAsync(bool external)
+    [Fact]
+    public Task Two_agents_through_mosquitto_with_a_postgresql_store_survive_kill_9() => RunScenarioAsync(external: true, postgres: true);
+
+    private async Task RunScenarioAsync(bool external, bool postgres = false)
     {
         var dir = System.IO.Directory.CreateTempSubdirectory("edgefleet-scenario-").FullName;
         using var mosquitto = external ? new Mosquitto() : null;
-        using var fleet = new Fleet(dir, mosquitto?.Port);
+        using var database = postgres ? new EdgeFleet.TestServers.PostgresServer() : null;
+        using var fleet = new Fleet(dir, mosquitto?.Port, postgres: database?.CreateDatabase());
+        if (postgres)
+            Assert.Equal("PostgreSql", (await fleet.Health())!["storage"]!.GetValue<string>());
         using var a = new Agent(dir, "pump-a", fleet, model.Path, "normal");
         using var b = new Agent(dir, "pump-b", fleet, model.Path, "bearing-wear");
         string Explain() => $"fleet:\n{fleet.Output}\n--- pump-a:\n{a.Output}\n--- pump-b:\n{b.Output}";

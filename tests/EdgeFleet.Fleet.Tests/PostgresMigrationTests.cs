@@ -1,3 +1,4 @@
+using EdgeFleet.TestServers;
 using EdgeFleet.Fleet.Storage;
 using EdgeFleet.Shared.Wire;
 using Npgsql;

@@ -3,7 +3,7 @@ using System.Net;
 using System.Net.Sockets;
 using Npgsql;
 
-namespace EdgeFleet.Fleet.Tests;
+namespace EdgeFleet.TestServers;
 
 [CollectionDefinition(Name)]
 public sealed class PostgresCollection : ICollectionFixture<PostgresServer>

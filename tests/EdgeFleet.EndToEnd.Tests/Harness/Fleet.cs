@@ -10,7 +10,8 @@ public sealed class Fleet : IDisposable
     private readonly HttpClient _http;
 
     /// <param name="reuse">Another fleet's ports, to restart "the same" service on the same data.</param>
-    public Fleet(string dataDirectory, int? externalBrokerPort = null, Fleet? reuse = null)
+    /// <param name="postgres">A PostgreSQL connection string: the store is PostgreSQL instead of LiteDB.</param>
+    public Fleet(string dataDirectory, int? externalBrokerPort = null, Fleet? reuse = null, string? postgres = null, params string[] extraArgs)
     {
         HttpPort = reuse?.HttpPort ?? Repo.FreePort();
         BrokerPort = externalBrokerPort ?? reuse?.BrokerPort ?? Repo.FreePort();
@@ -22,8 +23,16 @@ public sealed class Fleet : IDisposable
             "--Fleet:Broker:Mode", externalBrokerPort is null ? "Embedded" : "External",
             "--Fleet:Storage:Path", Path.Combine(dataDirectory, "fleet.db"),
             "--Fleet:Storage:ArtifactsPath", Path.Combine(dataDirectory, "artifacts"),
+            "--Fleet:Security:AdminKeyPath", Path.Combine(dataDirectory, "admin.key"),
+            .. extraArgs,
         ];
-        _process = ChildProcess.Start("fleet", "dotnet", args, Path.GetDirectoryName(Repo.FleetDll));
+        var environment = new Dictionary<string, string>();
+        if (postgres is not null)
+        {
+            args.AddRange(["--Fleet:Storage:Provider", "PostgreSql"]);
+            environment["Fleet__Storage__ConnectionString"] = postgres; // as an operator would: not on the command line
+        }
+        _process = ChildProcess.Start("fleet", "dotnet", args, Path.GetDirectoryName(Repo.FleetDll), environment);
         _http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{HttpPort}"), Timeout = TimeSpan.FromSeconds(10) };
         Wait.Until(() => Health().Result?["brokerConnected"]?.GetValue<bool>() == true, TimeSpan.FromSeconds(60),
             () => "the fleet service did not become healthy:\n" + _process.Output);
