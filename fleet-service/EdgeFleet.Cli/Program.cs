@@ -26,6 +26,8 @@ const string Usage = """
                                                      create an operator API key (printed once)
       edgefleet api-keys list [--json] | api-keys revoke --id ID
       edgefleet audit [--target T] [--limit N] [--json]    who changed what, newest first
+      edgefleet sim --devices N --rate R [--duration S] [--batch B] [--prefix P] [--ota-failure-rate F] [--json]
+                                                     simulated devices (real enrollment, MQTT, telemetry, OTA reports)
       edgefleet --version | --help
 
     --fleet defaults to $EDGEFLEET_URL, then http://127.0.0.1:5080. The API key comes from --api-key-file F
@@ -56,6 +58,7 @@ try
         "api-keys create" => await IdentityCommands.ApiKeyCreateAsync(line).ConfigureAwait(false),
         "api-keys list" => await IdentityCommands.ApiKeyListAsync(line).ConfigureAwait(false),
         "api-keys revoke" => await IdentityCommands.ApiKeyRevokeAsync(line).ConfigureAwait(false),
+        "sim" => await EdgeFleet.Cli.Sim.SimCommand.RunAsync(line).ConfigureAwait(false),
         "audit" => await IdentityCommands.AuditAsync(line).ConfigureAwait(false),
         "devices update" => await OtaCommands.DevicesUpdateAsync(line).ConfigureAwait(false),
         "keys init" => OtaCommands.KeysInit(line),

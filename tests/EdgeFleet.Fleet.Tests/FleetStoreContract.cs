@@ -205,6 +205,38 @@ public sealed class LiteDbFleetStoreTests : FleetStoreContract
 
     protected override IFleetStore Open() => new LiteDbFleetStore(Path.Combine(_dir, "fleet.db"));
 
+    [Fact]
+    public async Task A_file_with_one_document_per_record_is_regrouped_into_segments_and_keeps_deduplicating()
+    {
+        // The layout before segments: a device acknowledged to 3, with 5 and 6 stored above a hole at 4.
+        using (var db = new LiteDB.LiteDatabase(new LiteDB.ConnectionString { Filename = Path.Combine(_dir, "fleet.db"), Connection = LiteDB.ConnectionType.Direct }))
+        {
+            db.GetCollection("devices").Insert(new LiteDB.BsonDocument
+            {
+                ["_id"] = "old", ["firstSeen"] = T0.ToUnixTimeMilliseconds(), ["lastSeen"] = T0.ToUnixTimeMilliseconds(), ["restarts"] = 0, ["ota"] = "Idle",
+                ["streamId"] = "s", ["ackedSeq"] = 3L, ["telemetryRecords"] = 5L, ["skippedRecords"] = 0L,
+            });
+            var telemetry = db.GetCollection("telemetry");
+            foreach (var r in Records(1, 3).Concat(Records(5, 2)))
+            {
+                telemetry.Insert(new LiteDB.BsonDocument
+                {
+                    ["_id"] = $"old/s/{r.Seq:D19}", ["device"] = "old", ["stream"] = "s", ["seq"] = r.Seq, ["ts"] = r.Ts.ToUnixTimeMilliseconds(),
+                    ["kind"] = "Inference", ["body"] = System.Text.Json.JsonSerializer.Serialize(r, EdgeFleet.Shared.Wire.WireJsonContext.Default.TelemetryRecord),
+                });
+            }
+        }
+        Assert.Equal([1L, 2, 3, 5, 6], (await _store.GetTelemetryAsync("old", 10, default)).Select(r => r.Seq));
+        Assert.Equal([new SeqRange(5, 6)], (await _store.GetDeviceAsync("old", default))!.StoredAboveAck);
+        // 5 and 6 are known: sending 4..6 stores 4 and moves the watermark to 6.
+        var records = Records(4, 3);
+        var result = await _store.StoreTelemetryAsync(TelemetryBatchCodec.CreateBatch("old", "s", records), records, T0, default);
+        Assert.Equal(new TelemetryStoreResult(6, 1, 2, 0, 0), result);
+        _store.Dispose();
+        using var reopened = Open();
+        Assert.Equal(6, (await reopened.GetTelemetryAsync("old", 10, default)).Count);
+    }
+
     public override void Dispose()
     {
         base.Dispose();

@@ -39,6 +39,9 @@ public sealed record DeviceRecord
 
     public long AckedSeq { get; init; }
 
+    /// <summary>Sequence numbers stored above <see cref="AckedSeq"/>, waiting for a hole below them to fill.</summary>
+    public IReadOnlyList<SeqRange> StoredAboveAck { get; set; } = [];
+
     public long TelemetryRecords { get; init; }
 
     /// <summary>Sequence numbers that will never arrive: gaps the device left by evicting records unsent.</summary>

@@ -43,7 +43,7 @@ public sealed partial class AdminKeyBootstrap(IFleetStore store, string keyPath,
 
     private static partial class Log
     {
-        [LoggerMessage(5101, LogLevel.Warning, "No API key existed: created admin key {KeyId} and wrote it to {Path} (mode 0600); use it to create personal keys, then revoke it")]
+        [LoggerMessage(6101, LogLevel.Warning, "No API key existed: created admin key {KeyId} and wrote it to {Path} (mode 0600); use it to create personal keys, then revoke it")]
         public static partial void Created(ILogger logger, string keyId, string path);
     }
 }

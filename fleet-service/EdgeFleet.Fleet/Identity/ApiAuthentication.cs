@@ -71,7 +71,7 @@ public sealed partial class ApiAuthentication(
 
     private static partial class Log
     {
-        [LoggerMessage(5001, LogLevel.Warning, "Refused API credential of {Who} for {Path}: {Reason}")]
+        [LoggerMessage(6001, LogLevel.Warning, "Refused API credential of {Who} for {Path}: {Reason}")]
         public static partial void Refused(ILogger logger, string who, string path, string reason);
     }
 }

@@ -226,10 +226,10 @@ public static partial class IdentityApi
 
     private static partial class Log
     {
-        [LoggerMessage(5201, LogLevel.Information, "Enrolled device {DeviceId} with key {KeyId}")]
+        [LoggerMessage(6201, LogLevel.Information, "Enrolled device {DeviceId} with key {KeyId}")]
         public static partial void Enrolled(ILogger logger, string deviceId, string keyId);
 
-        [LoggerMessage(5202, LogLevel.Warning, "Refused enrollment of {DeviceId}: {Error}: {Reason}")]
+        [LoggerMessage(6202, LogLevel.Warning, "Refused enrollment of {DeviceId}: {Error}: {Reason}")]
         public static partial void EnrollRefused(ILogger logger, string deviceId, string error, string reason);
     }
 }

@@ -15,11 +15,12 @@ public interface IFleetStore : IDisposable
     Task RecordReportedAsync(ReportedState state, DateTimeOffset now, CancellationToken cancellationToken);
 
     /// <summary>
-    /// Stores each record of the batch once per (device, stream, sequence), records the gaps the device
-    /// declared (<see cref="TelemetryBatch.PendingFrom"/>), and returns the new watermark: the highest
-    /// sequence number at and below which everything is stored or a recorded gap.
+    /// Stores each record of each batch once per (device, stream, sequence), records the gaps the device
+    /// declared (<see cref="TelemetryBatch.PendingFrom"/>), and returns per batch the new watermark: the
+    /// highest sequence number at and below which everything is stored or a recorded gap. All batches go in
+    /// one transaction (group commit): the ingest pipeline hands over whatever arrived meanwhile.
     /// </summary>
-    Task<TelemetryStoreResult> StoreTelemetryAsync(TelemetryBatch batch, IReadOnlyList<TelemetryRecord> records, DateTimeOffset now, CancellationToken cancellationToken);
+    Task<IReadOnlyList<TelemetryStoreResult>> StoreTelemetryAsync(IReadOnlyList<IncomingTelemetry> batches, DateTimeOffset now, CancellationToken cancellationToken);
 
     /// <summary>Recorded gaps of one device's telemetry, oldest first.</summary>
     Task<IReadOnlyList<TelemetryGap>> GetGapsAsync(string deviceId, int limit, CancellationToken cancellationToken);
@@ -64,6 +65,17 @@ public interface IFleetStore : IDisposable
 
     /// <summary>The newest audit entries first, optionally only those about one target.</summary>
     Task<IReadOnlyList<AuditEntry>> GetAuditAsync(string? target, int limit, CancellationToken cancellationToken);
+}
+
+/// <summary>One decoded telemetry batch on its way into the store.</summary>
+public sealed record IncomingTelemetry(TelemetryBatch Batch, IReadOnlyList<TelemetryRecord> Records);
+
+public static class FleetStoreExtensions
+{
+    /// <summary>One batch on its own (tests, tools).</summary>
+    public static async Task<TelemetryStoreResult> StoreTelemetryAsync(this IFleetStore store, TelemetryBatch batch, IReadOnlyList<TelemetryRecord> records,
+        DateTimeOffset now, CancellationToken cancellationToken) =>
+        (await store.StoreTelemetryAsync([new IncomingTelemetry(batch, records)], now, cancellationToken).ConfigureAwait(false))[0];
 }
 
 /// <param name="AckedSeq">The watermark: the device may delete everything at and below it.</param>

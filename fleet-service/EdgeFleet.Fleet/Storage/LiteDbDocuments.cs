@@ -33,6 +33,7 @@ internal static class LiteDbDocuments
         ["lastInference"] = ToJson(d.LastInference),
         ["lastOta"] = ToJson(d.LastOta),
         ["tags"] = TagsToBson(d.Tags),
+        ["storedAbove"] = new BsonArray(d.StoredAboveAck.Select(r => new BsonArray { r.From, r.To })),
         ["enrolledAt"] = Time(d.EnrolledAt),
         ["revokedAt"] = Time(d.RevokedAt),
     };
@@ -58,6 +59,7 @@ internal static class LiteDbDocuments
         LastInference = FromJson<InferenceSample>(doc["lastInference"]),
         LastOta = FromJson<OtaStatusMessage>(doc["lastOta"]),
         Tags = TagsFromBson(doc["tags"]),
+        StoredAboveAck = doc["storedAbove"].IsArray ? [.. doc["storedAbove"].AsArray.Select(r => new SeqRange(r.AsArray[0].AsInt64, r.AsArray[1].AsInt64))] : [],
         EnrolledAt = Time(doc["enrolledAt"]),
         RevokedAt = Time(doc["revokedAt"]),
     };
@@ -90,6 +92,29 @@ internal static class LiteDbDocuments
         ["kind"] = r.Kind.ToString(),
         ["body"] = JsonSerializer.Serialize(r, WireJsonContext.Default.TelemetryRecord),
     };
+
+    /// <summary>The records of one batch that were new, as one document: one insert per batch, not per record.</summary>
+    public static BsonDocument FromSegment(string deviceId, string streamId, IReadOnlyList<(long Seq, DateTimeOffset Ts, string Body)> records) => new()
+    {
+        ["_id"] = TelemetryKey(deviceId, streamId, records[0].Seq),
+        ["device"] = deviceId,
+        ["stream"] = streamId,
+        ["first"] = records[0].Seq,
+        ["last"] = records[^1].Seq,
+        ["seqs"] = new BsonArray(records.Select(r => new BsonValue(r.Seq))),
+        ["bodies"] = new BsonArray(records.Select(r => new BsonValue(r.Body))),
+    };
+
+    public static IEnumerable<(long Seq, string Body)> SegmentRecords(BsonDocument segment)
+    {
+        var seqs = segment["seqs"].AsArray;
+        var bodies = segment["bodies"].AsArray;
+        for (var i = 0; i < seqs.Count; i++)
+            yield return (seqs[i].AsInt64, bodies[i].AsString);
+    }
+
+    public static TelemetryRecord ParseBody(string body) =>
+        JsonSerializer.Deserialize(body, WireJsonContext.Default.TelemetryRecord) ?? throw new InvalidDataException("a stored telemetry record is unreadable");
 
     public static TelemetryRecord ToTelemetry(BsonDocument doc) =>
         JsonSerializer.Deserialize(doc["body"].AsString, WireJsonContext.Default.TelemetryRecord)

@@ -23,12 +23,41 @@ public sealed partial class LiteDbFleetStore : IFleetStore
         Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
         _db = new LiteDatabase(new ConnectionString { Filename = path, Connection = ConnectionType.Direct });
         _devices = _db.GetCollection("devices");
-        _telemetry = _db.GetCollection("telemetry");
+        _telemetry = _db.GetCollection("telemetry_segments");
         _telemetry.EnsureIndex("device");
         _desired = _db.GetCollection("desired");
         _gaps = _db.GetCollection("telemetry_gaps");
         _gaps.EnsureIndex("device");
         OpenIdentityCollections();
+        MigratePerRecordTelemetry();
+    }
+
+    /// <summary>
+    /// Files written before telemetry segments kept one document per record in <c>telemetry</c>. They are
+    /// regrouped into segments of up to 500 records (upserts with deterministic ids, so a crash halfway
+    /// repeats the work harmlessly), each device's ranges above its watermark are rebuilt, and the old
+    /// collection is dropped.
+    /// </summary>
+    private void MigratePerRecordTelemetry()
+    {
+        if (!_db.CollectionExists("telemetry"))
+            return;
+        var old = _db.GetCollection("telemetry");
+        _db.BeginTrans();
+        foreach (var stream in old.FindAll().GroupBy(d => (Device: d["device"].AsString, Stream: d["stream"].AsString)))
+        {
+            var records = stream.Select(d => (Seq: d["seq"].AsInt64, Ts: DateTimeOffset.FromUnixTimeMilliseconds(d["ts"].AsInt64), Body: d["body"].AsString))
+                .OrderBy(r => r.Seq).ToList();
+            foreach (var chunk in records.Chunk(500))
+                _telemetry.Upsert(LiteDbDocuments.FromSegment(stream.Key.Device, stream.Key.Stream, chunk));
+            if (_devices.FindById(stream.Key.Device) is { } doc && LiteDbDocuments.ToDevice(doc) is { } device && device.StreamId == stream.Key.Stream)
+            {
+                var above = TelemetryLedger.Apply(device.AckedSeq, [], device.AckedSeq + 1, [.. records.Select(r => r.Seq)]).StoredAbove;
+                _devices.Update(LiteDbDocuments.FromDevice(device with { StoredAboveAck = above }));
+            }
+        }
+        _db.Commit();
+        _db.DropCollection("telemetry");
     }
 
     public Task RecordHelloAsync(HelloMessage hello, DateTimeOffset now, CancellationToken cancellationToken) =>
@@ -63,58 +92,26 @@ public sealed partial class LiteDbFleetStore : IFleetStore
     public Task<IReadOnlyList<(string DeviceId, byte[] Payload)>> ListDesiredAsync(CancellationToken cancellationToken) =>
         UnderGateAsync<IReadOnlyList<(string, byte[])>>(() => _desired.FindAll().Select(d => (d["_id"].AsString, d["payload"].AsBinary)).ToList(), cancellationToken);
 
-    public async Task<TelemetryStoreResult> StoreTelemetryAsync(TelemetryBatch batch, IReadOnlyList<TelemetryRecord> records, DateTimeOffset now, CancellationToken cancellationToken)
+    public async Task<IReadOnlyList<TelemetryStoreResult>> StoreTelemetryAsync(IReadOnlyList<IncomingTelemetry> batches, DateTimeOffset now, CancellationToken cancellationToken)
     {
         await _write.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
-            var device = LoadOrCreate(batch.DeviceId, now);
-            if (device.StreamId != batch.StreamId)
-                device = device with { StreamId = batch.StreamId, AckedSeq = 0 };
-
-            int stored = 0, duplicates = 0, conflicts = 0;
-            var evicted = device.EvictedRecords;
-            InferenceSample? lastInference = null;
+            var devices = new Dictionary<string, DeviceRecord>(StringComparer.Ordinal);
+            var results = new TelemetryStoreResult[batches.Count];
             _db.BeginTrans();
             try
             {
-                foreach (var record in records)
+                for (var i = 0; i < batches.Count; i++)
                 {
-                    var doc = LiteDbDocuments.FromTelemetry(batch.DeviceId, batch.StreamId, record);
-                    if (_telemetry.FindById(doc["_id"]) is { } existing)
-                    {
-                        duplicates++;
-                        if (existing["body"].AsString != doc["body"].AsString)
-                            conflicts++;
-                        continue;
-                    }
-                    _telemetry.Insert(doc);
-                    stored++;
-                    lastInference = record.Inference ?? lastInference;
-                    evicted = Math.Max(evicted, record.Evictions?.Records ?? 0);
+                    var (batch, records) = (batches[i].Batch, batches[i].Records);
+                    var device = devices.TryGetValue(batch.DeviceId, out var seen) ? seen : LoadOrCreate(batch.DeviceId, now);
+                    (devices[batch.DeviceId], results[i]) = StoreBatch(device, batch, records, now);
                 }
-                var inBatch = records.Select(r => r.Seq).ToHashSet();
-                var (watermark, gaps) = TelemetryWatermark.Advance(device.AckedSeq, batch.PendingFrom,
-                    (from, to) => _telemetry.Find(Query.Between("_id", LiteDbDocuments.TelemetryKey(batch.DeviceId, batch.StreamId, from), LiteDbDocuments.TelemetryKey(batch.DeviceId, batch.StreamId, to)))
-                        .Select(d => d["seq"].AsInt64),
-                    seq => inBatch.Contains(seq) || _telemetry.FindById(LiteDbDocuments.TelemetryKey(batch.DeviceId, batch.StreamId, seq)) is not null);
-                foreach (var gap in gaps)
-                    _gaps.Insert(LiteDbDocuments.FromGap(new TelemetryGap(batch.DeviceId, batch.StreamId, gap.From, gap.To, now)));
-                var skipped = gaps.Sum(g => g.To - g.From + 1);
-                device = device with
-                {
-                    LastSeen = now,
-                    AckedSeq = watermark,
-                    TelemetryRecords = device.TelemetryRecords + stored,
-                    SkippedRecords = device.SkippedRecords + skipped,
-                    EvictedRecords = evicted,
-                    ConflictingRecords = device.ConflictingRecords + conflicts,
-                    LastTelemetryAt = stored > 0 ? now : device.LastTelemetryAt,
-                    LastInference = lastInference ?? device.LastInference,
-                };
-                _devices.Upsert(LiteDbDocuments.FromDevice(device));
+                foreach (var device in devices.Values)
+                    _devices.Upsert(LiteDbDocuments.FromDevice(device));
                 _db.Commit();
-                return new TelemetryStoreResult(watermark, stored, duplicates, skipped, conflicts);
+                return results;
             }
             catch
             {
@@ -127,6 +124,77 @@ public sealed partial class LiteDbFleetStore : IFleetStore
             _write.Release();
         }
     }
+
+    /// <summary>One batch inside the open transaction: the ledger decides what is new, the new records become one segment.</summary>
+    private (DeviceRecord, TelemetryStoreResult) StoreBatch(DeviceRecord device, TelemetryBatch batch, IReadOnlyList<TelemetryRecord> records, DateTimeOffset now)
+    {
+        if (device.StreamId != batch.StreamId)
+            device = device with { StreamId = batch.StreamId, AckedSeq = 0, StoredAboveAck = [] };
+        var outcome = TelemetryLedger.Apply(device.AckedSeq, device.StoredAboveAck, batch.PendingFrom, records.Select(r => r.Seq).ToList());
+        var fresh = new List<(long, DateTimeOffset, string)>(records.Count);
+        var repeated = new Dictionary<long, string>();
+        var evicted = device.EvictedRecords;
+        InferenceSample? lastInference = null;
+        for (var i = 0; i < records.Count; i++)
+        {
+            var body = System.Text.Json.JsonSerializer.Serialize(records[i], WireJsonContext.Default.TelemetryRecord);
+            if (!outcome.IsNew[i])
+            {
+                repeated.TryAdd(records[i].Seq, body);
+                continue;
+            }
+            fresh.Add((records[i].Seq, records[i].Ts, body));
+            lastInference = records[i].Inference ?? lastInference;
+            evicted = Math.Max(evicted, records[i].Evictions?.Records ?? 0);
+        }
+        if (fresh.Count > 0)
+            _telemetry.Upsert(LiteDbDocuments.FromSegment(batch.DeviceId, batch.StreamId, fresh));
+        var conflicts = repeated.Count > 0 ? CountConflicts(batch.DeviceId, batch.StreamId, repeated) : 0;
+        foreach (var gap in outcome.Gaps)
+            _gaps.Insert(LiteDbDocuments.FromGap(new TelemetryGap(batch.DeviceId, batch.StreamId, gap.From, gap.To, now)));
+        var skipped = outcome.Gaps.Sum(g => g.To - g.From + 1);
+        device = device with
+        {
+            LastSeen = now,
+            AckedSeq = outcome.Acked,
+            StoredAboveAck = outcome.StoredAbove,
+            TelemetryRecords = device.TelemetryRecords + fresh.Count,
+            SkippedRecords = device.SkippedRecords + skipped,
+            EvictedRecords = evicted,
+            ConflictingRecords = device.ConflictingRecords + conflicts,
+            LastTelemetryAt = fresh.Count > 0 ? now : device.LastTelemetryAt,
+            LastInference = lastInference ?? device.LastInference,
+        };
+        return (device, new TelemetryStoreResult(outcome.Acked, fresh.Count, records.Count - fresh.Count, skipped, conflicts));
+    }
+
+    /// <summary>
+    /// Redelivered records whose content differs from the stored copy. A redelivery is almost always of recent
+    /// segments, so the search runs from the newest segment at or below the highest repeated number downwards,
+    /// and gives up after <see cref="ConflictSearchSegments"/> segments (the records are duplicates either way).
+    /// </summary>
+    private int CountConflicts(string deviceId, string streamId, Dictionary<long, string> repeated)
+    {
+        var conflicts = 0;
+        var left = repeated.Count;
+        var range = Query.Between("_id", LiteDbDocuments.TelemetryKey(deviceId, streamId, 0), LiteDbDocuments.TelemetryKey(deviceId, streamId, repeated.Keys.Max()));
+        foreach (var segment in _telemetry.Query().Where(range).OrderByDescending("_id").Limit(ConflictSearchSegments).ToEnumerable())
+        {
+            foreach (var (seq, body) in LiteDbDocuments.SegmentRecords(segment))
+            {
+                if (repeated.TryGetValue(seq, out var sent))
+                {
+                    conflicts += sent == body ? 0 : 1;
+                    left--;
+                }
+            }
+            if (left == 0)
+                break;
+        }
+        return conflicts;
+    }
+
+    private const int ConflictSearchSegments = 1000;
 
     public Task<IReadOnlyList<TelemetryGap>> GetGapsAsync(string deviceId, int limit, CancellationToken cancellationToken) =>
         UnderGateAsync<IReadOnlyList<TelemetryGap>>(() => _gaps.Find(Query.EQ("device", deviceId)).Select(LiteDbDocuments.ToGap)
@@ -141,7 +209,8 @@ public sealed partial class LiteDbFleetStore : IFleetStore
     public Task<IReadOnlyList<TelemetryRecord>> GetTelemetryAsync(string deviceId, int limit, CancellationToken cancellationToken) =>
         UnderGateAsync<IReadOnlyList<TelemetryRecord>>(() => _telemetry
             .Find(Query.EQ("device", deviceId))
-            .Select(LiteDbDocuments.ToTelemetry)
+            .SelectMany(LiteDbDocuments.SegmentRecords)
+            .Select(r => LiteDbDocuments.ParseBody(r.Body))
             .OrderBy(r => r.Ts).ThenBy(r => r.Seq)
             .Take(limit)
             .ToList(), cancellationToken);

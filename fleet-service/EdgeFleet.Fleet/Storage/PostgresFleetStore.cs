@@ -72,11 +72,29 @@ public sealed partial class PostgresFleetStore : IFleetStore
         return result;
     }
 
-    public async Task<TelemetryStoreResult> StoreTelemetryAsync(TelemetryBatch batch, IReadOnlyList<TelemetryRecord> records, DateTimeOffset now, CancellationToken cancellationToken)
+    public async Task<IReadOnlyList<TelemetryStoreResult>> StoreTelemetryAsync(IReadOnlyList<IncomingTelemetry> batches, DateTimeOffset now, CancellationToken cancellationToken)
     {
         await using var conn = await _db.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
         await using var tx = await conn.BeginTransactionAsync(cancellationToken).ConfigureAwait(false);
-        var device = await LockDeviceAsync(conn, tx, batch.DeviceId, now, cancellationToken).ConfigureAwait(false);
+        // Rows are locked in one order by every instance, so two instances' group commits cannot deadlock.
+        var devices = new Dictionary<string, DeviceRecord>(StringComparer.Ordinal);
+        foreach (var id in batches.Select(b => b.Batch.DeviceId).Distinct().Order(StringComparer.Ordinal))
+            devices[id] = await LockDeviceAsync(conn, tx, id, now, cancellationToken).ConfigureAwait(false);
+        var results = new TelemetryStoreResult[batches.Count];
+        for (var i = 0; i < batches.Count; i++)
+        {
+            var (batch, records) = (batches[i].Batch, batches[i].Records);
+            (devices[batch.DeviceId], results[i]) = await StoreBatchAsync(conn, tx, devices[batch.DeviceId], batch, records, now, cancellationToken).ConfigureAwait(false);
+        }
+        foreach (var device in devices.Values)
+            await SaveDeviceAsync(conn, tx, device, cancellationToken).ConfigureAwait(false);
+        await tx.CommitAsync(cancellationToken).ConfigureAwait(false);
+        return results;
+    }
+
+    private static async Task<(DeviceRecord, TelemetryStoreResult)> StoreBatchAsync(NpgsqlConnection conn, NpgsqlTransaction tx, DeviceRecord device,
+        TelemetryBatch batch, IReadOnlyList<TelemetryRecord> records, DateTimeOffset now, CancellationToken cancellationToken)
+    {
         if (device.StreamId != batch.StreamId)
             device = device with { StreamId = batch.StreamId, AckedSeq = 0 };
 
@@ -153,9 +171,7 @@ public sealed partial class PostgresFleetStore : IFleetStore
             LastTelemetryAt = stored > 0 ? now : device.LastTelemetryAt,
             LastInference = lastInference ?? device.LastInference,
         };
-        await SaveDeviceAsync(conn, tx, device, cancellationToken).ConfigureAwait(false);
-        await tx.CommitAsync(cancellationToken).ConfigureAwait(false);
-        return new TelemetryStoreResult(watermark, stored, duplicates, skipped, conflicts);
+        return (device, new TelemetryStoreResult(watermark, stored, duplicates, skipped, conflicts));
     }
 
     /// <summary>

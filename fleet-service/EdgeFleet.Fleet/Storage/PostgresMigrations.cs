@@ -89,37 +89,53 @@ public static class PostgresMigrations
     {
         var applied = new List<int>();
         await using var conn = await db.OpenConnectionAsync(ct).ConfigureAwait(false);
-        await using (var create = new NpgsqlCommand("create table if not exists schema_migrations (version integer primary key, name text not null, applied_at timestamptz not null default now())", conn))
-            await create.ExecuteNonQueryAsync(ct).ConfigureAwait(false);
-        foreach (var (version, name, sql) in All.Where(m => m.Version <= upTo))
+        // A session lock for the whole run: even "create table if not exists" races between instances.
+        await using (var lockCmd = new NpgsqlCommand("select pg_advisory_lock(@k)", conn))
         {
-            await using var tx = await conn.BeginTransactionAsync(ct).ConfigureAwait(false);
-            await using (var lockCmd = new NpgsqlCommand("select pg_advisory_xact_lock(@k)", conn, tx))
+            lockCmd.Parameters.AddWithValue("k", LockKey);
+            await lockCmd.ExecuteNonQueryAsync(ct).ConfigureAwait(false);
+        }
+        try
+        {
+            await using (var create = new NpgsqlCommand("create table if not exists schema_migrations (version integer primary key, name text not null, applied_at timestamptz not null default now())", conn))
+                await create.ExecuteNonQueryAsync(ct).ConfigureAwait(false);
+            foreach (var (version, name, sql) in All.Where(m => m.Version <= upTo))
             {
-                lockCmd.Parameters.AddWithValue("k", LockKey);
-                await lockCmd.ExecuteNonQueryAsync(ct).ConfigureAwait(false);
+                if (await ApplyOneAsync(conn, version, name, sql, ct).ConfigureAwait(false))
+                    applied.Add(version);
             }
-            await using (var check = new NpgsqlCommand("select count(*) from schema_migrations where version = @v", conn, tx))
-            {
-                check.Parameters.AddWithValue("v", version);
-                if ((long)(await check.ExecuteScalarAsync(ct).ConfigureAwait(false))! > 0)
-                {
-                    await tx.RollbackAsync(ct).ConfigureAwait(false);
-                    continue;
-                }
-            }
-            await using (var migrate = new NpgsqlCommand(sql, conn, tx))
-                await migrate.ExecuteNonQueryAsync(ct).ConfigureAwait(false);
-            await using (var record = new NpgsqlCommand("insert into schema_migrations (version, name) values (@v, @n)", conn, tx))
-            {
-                record.Parameters.AddWithValue("v", version);
-                record.Parameters.AddWithValue("n", name);
-                await record.ExecuteNonQueryAsync(ct).ConfigureAwait(false);
-            }
-            await tx.CommitAsync(ct).ConfigureAwait(false);
-            applied.Add(version);
+        }
+        finally
+        {
+            await using var unlock = new NpgsqlCommand("select pg_advisory_unlock(@k)", conn);
+            unlock.Parameters.AddWithValue("k", LockKey);
+            await unlock.ExecuteNonQueryAsync(CancellationToken.None).ConfigureAwait(false);
         }
         return applied;
+    }
+
+    private static async Task<bool> ApplyOneAsync(NpgsqlConnection conn, int version, string name, string sql, CancellationToken ct)
+    {
+        await using var tx = await conn.BeginTransactionAsync(ct).ConfigureAwait(false);
+        await using (var check = new NpgsqlCommand("select count(*) from schema_migrations where version = @v", conn, tx))
+        {
+            check.Parameters.AddWithValue("v", version);
+            if ((long)(await check.ExecuteScalarAsync(ct).ConfigureAwait(false))! > 0)
+            {
+                await tx.RollbackAsync(ct).ConfigureAwait(false);
+                return false;
+            }
+        }
+        await using (var migrate = new NpgsqlCommand(sql, conn, tx))
+            await migrate.ExecuteNonQueryAsync(ct).ConfigureAwait(false);
+        await using (var record = new NpgsqlCommand("insert into schema_migrations (version, name) values (@v, @n)", conn, tx))
+        {
+            record.Parameters.AddWithValue("v", version);
+            record.Parameters.AddWithValue("n", name);
+            await record.ExecuteNonQueryAsync(ct).ConfigureAwait(false);
+        }
+        await tx.CommitAsync(ct).ConfigureAwait(false);
+        return true;
     }
 
     /// <summary>The highest applied version (0 for an empty database).</summary>

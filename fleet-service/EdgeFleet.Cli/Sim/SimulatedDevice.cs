@@ -1,0 +1,201 @@
+using System.Buffers;
+using System.Text.Json;
+using EdgeFleet.Shared.Identity;
+using EdgeFleet.Shared.Ota;
+using EdgeFleet.Shared.Wire;
+using MQTTnet;
+using MQTTnet.Protocol;
+
+namespace EdgeFleet.Cli.Sim;
+
+/// <summary>
+/// One simulated device: its own Ed25519 key and enrollment, a real MQTT connection authenticated with a
+/// device token, telemetry batches with its own sequence numbers and stream, and OTA state reports when the
+/// fleet sets a desired model (without running the model: it reports success, or failure at a set rate).
+/// </summary>
+public sealed class SimulatedDevice : IAsyncDisposable
+{
+    private static readonly byte[][] Bodies = [.. new[] { "normal", "imbalance", "misalignment", "bearing-wear" }.Select((label, i) =>
+        TelemetryBatchCodec.Body(new TelemetryRecord
+        {
+            Ts = DateTimeOffset.UnixEpoch,
+            Kind = TelemetryKind.Inference,
+            Inference = new InferenceSample { Model = "vibration-classifier", Version = "1.0.0", Label = label, Confidence = 0.9f - (i * 0.1f), LatencyMicros = 180 + (i * 7) },
+        }))];
+
+    private readonly SigningKey _key;
+    private readonly string _host;
+    private readonly int _port;
+    private readonly string _stream = Guid.NewGuid().ToString("n")[..12];
+    private readonly string _telemetryTopic;
+    private readonly double _otaFailureRate;
+    private IMqttClient? _client;
+    private long _nextSeq = 1;
+    private long _acked;
+    private ModelRef _active = new() { Name = "vibration-classifier", Version = "1.0.0" };
+
+    public SimulatedDevice(string id, SigningKey key, string host, int port, double otaFailureRate)
+    {
+        Id = id;
+        _key = key;
+        _host = host;
+        _port = port;
+        _otaFailureRate = otaFailureRate;
+        _telemetryTopic = Topics.For(id, TopicKind.Telemetry);
+    }
+
+    public string Id { get; }
+
+    public bool Connected => _client?.IsConnected == true;
+
+    /// <summary>Records sent (sequence numbers used).</summary>
+    public long Sent => Interlocked.Read(ref _nextSeq) - 1;
+
+    /// <summary>The fleet's acknowledgement watermark for this device.</summary>
+    public long Acked => Interlocked.Read(ref _acked);
+
+    public int OtaReports { get; private set; }
+
+    public async Task ConnectAsync(MqttClientFactory factory, CancellationToken ct)
+    {
+        _client ??= factory.CreateMqttClient();
+        _client.ApplicationMessageReceivedAsync -= OnMessageAsync;
+        _client.ApplicationMessageReceivedAsync += OnMessageAsync;
+        var options = new MqttClientOptionsBuilder()
+            .WithTcpServer(_host, _port)
+            .WithClientId(Id)
+            .WithCredentials(Id, DeviceToken.Create(_key, Id, DateTimeOffset.UtcNow, TimeSpan.FromMinutes(10)))
+            .WithProtocolVersion(MQTTnet.Formatter.MqttProtocolVersion.V500)
+            .WithCleanStart(true)
+            .WithKeepAlivePeriod(TimeSpan.FromSeconds(60))
+            .WithTimeout(TimeSpan.FromSeconds(30))
+            .Build();
+        var result = await _client.ConnectAsync(options, ct).ConfigureAwait(false);
+        if (result.ResultCode != MqttClientConnectResultCode.Success)
+            throw new InvalidOperationException($"{Id}: broker refused: {result.ResultCode} {result.ReasonString}");
+        await _client.SubscribeAsync(new MqttClientSubscribeOptionsBuilder()
+            .WithTopicFilter(Topics.For(Id, TopicKind.TelemetryAck), MqttQualityOfServiceLevel.AtLeastOnce)
+            .WithTopicFilter(Topics.For(Id, TopicKind.StateDesired), MqttQualityOfServiceLevel.AtLeastOnce)
+            .Build(), ct).ConfigureAwait(false);
+        var hello = new HelloMessage
+        {
+            DeviceId = Id,
+            AgentVersion = "sim-" + typeof(SimulatedDevice).Assembly.GetName().Version?.ToString(3),
+            HardwareProfile = "x86-64-generic",
+            BootId = Guid.NewGuid().ToString("n"),
+            StartedAt = DateTimeOffset.UtcNow,
+            Models = [_active],
+        };
+        await PublishAsync(Topics.For(Id, TopicKind.Hello), WireReader.Write(hello, WireJsonContext.Default.HelloMessage), ct).ConfigureAwait(false);
+    }
+
+    /// <summary>Sends the next <paramref name="count"/> records as one batch (QoS 1, waits for the broker's PUBACK).</summary>
+    public async Task SendBatchAsync(int count, CancellationToken ct)
+    {
+        var first = Interlocked.Add(ref _nextSeq, count) - count;
+        var records = new (long, ReadOnlyMemory<byte>)[count];
+        for (var i = 0; i < count; i++)
+            records[i] = (first + i, Bodies[(int)((first + i) % Bodies.Length)]);
+        var batch = new TelemetryBatch
+        {
+            DeviceId = Id,
+            StreamId = _stream,
+            FirstSeq = first,
+            LastSeq = first + count - 1,
+            Count = count,
+            // Everything from the oldest unacknowledged record on is still "held" by this device.
+            PendingFrom = Math.Min(first, Acked + 1),
+            Encoding = TelemetryBatchCodec.Brotli,
+            Records = TelemetryBatchCodec.Encode(records),
+        };
+        await PublishAsync(_telemetryTopic, WireReader.Write(batch, WireJsonContext.Default.TelemetryBatch), ct).ConfigureAwait(false);
+    }
+
+    private async Task PublishAsync(string topic, byte[] payload, CancellationToken ct)
+    {
+        var client = _client ?? throw new InvalidOperationException("not connected");
+        await client.PublishAsync(new MqttApplicationMessageBuilder().WithTopic(topic).WithPayload(payload)
+            .WithQualityOfServiceLevel(MqttQualityOfServiceLevel.AtLeastOnce).Build(), ct).ConfigureAwait(false);
+    }
+
+    private async Task OnMessageAsync(MqttApplicationMessageReceivedEventArgs e)
+    {
+        var topic = e.ApplicationMessage.Topic;
+        var payload = e.ApplicationMessage.Payload.ToArray();
+        if (topic.EndsWith("/telemetry/ack", StringComparison.Ordinal))
+        {
+            var ack = WireReader.Read(payload, WireJsonContext.Default.TelemetryAck, Id);
+            if (ack.Ok)
+            {
+                long seen;
+                while ((seen = Interlocked.Read(ref _acked)) < ack.Message!.AckedSeq && Interlocked.CompareExchange(ref _acked, ack.Message.AckedSeq, seen) != seen)
+                {
+                }
+            }
+            return;
+        }
+        if (topic.EndsWith("/state/desired", StringComparison.Ordinal))
+        {
+            var desired = WireReader.Read(payload, WireJsonContext.Default.DesiredState, Id);
+            if (desired.Ok)
+                await ReportUpdateAsync(desired.Message!, CancellationToken.None).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Walks the OTA states the real agent reports, ending committed or (at the failure rate) rolled back.</summary>
+    private async Task ReportUpdateAsync(DesiredState desired, CancellationToken ct)
+    {
+        var body = desired.Manifest.TryGetProperty("signed", out var signed) ? signed : default;
+        if (body.ValueKind != JsonValueKind.Object || !body.TryGetProperty("modelId", out var idElement) || !body.TryGetProperty("version", out var versionElement))
+            return;
+        var modelId = idElement.GetString() ?? "?";
+        var version = versionElement.GetInt64();
+        var rollout = body.TryGetProperty("rolloutId", out var r) ? r.GetString() : null;
+        if (_active.Name == modelId && _active.Version == version.ToString(System.Globalization.CultureInfo.InvariantCulture))
+            return;
+        var fail = Random.Shared.NextDouble() < _otaFailureRate;
+        OtaState[] steps = fail
+            ? [OtaState.Downloading, OtaState.Verifying, OtaState.HealthCheck, OtaState.RolledBack]
+            : [OtaState.Downloading, OtaState.Verifying, OtaState.HealthCheck, OtaState.Activating, OtaState.Committed];
+        foreach (var state in steps)
+        {
+            var status = new OtaStatusMessage
+            {
+                DeviceId = Id,
+                ModelId = modelId,
+                Version = version,
+                RolloutId = rollout,
+                State = state,
+                Error = state == OtaState.RolledBack ? OtaError.HealthCheckFailed : null,
+                Reason = state == OtaState.RolledBack ? "simulated health-check failure" : null,
+                At = DateTimeOffset.UtcNow,
+            };
+            await PublishAsync(Topics.For(Id, TopicKind.OtaStatus), WireReader.Write(status, WireJsonContext.Default.OtaStatusMessage), ct).ConfigureAwait(false);
+            OtaReports++;
+        }
+        var previous = _active;
+        if (!fail)
+            _active = new ModelRef { Name = modelId, Version = version.ToString(System.Globalization.CultureInfo.InvariantCulture) };
+        var reported = new ReportedState { DeviceId = Id, Active = _active, Previous = fail ? null : previous, Ota = fail ? OtaState.RolledBack : OtaState.Committed, UpdatedAt = DateTimeOffset.UtcNow };
+        await PublishAsync(Topics.For(Id, TopicKind.StateReported), WireReader.Write(reported, WireJsonContext.Default.ReportedState), ct).ConfigureAwait(false);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (_client is not null)
+        {
+            if (_client.IsConnected)
+            {
+                try
+                {
+                    await _client.DisconnectAsync().ConfigureAwait(false);
+                }
+                catch (Exception e) when (e is MQTTnet.Exceptions.MqttCommunicationException or OperationCanceledException)
+                {
+                }
+            }
+            _client.Dispose();
+        }
+        _key.Dispose();
+    }
+}

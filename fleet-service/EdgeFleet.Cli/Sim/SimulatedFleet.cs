@@ -1,0 +1,147 @@
+using System.Diagnostics;
+using System.Net.Http.Json;
+using System.Text.Json.Nodes;
+using EdgeFleet.Shared.Identity;
+using EdgeFleet.Shared.Ota;
+using MQTTnet;
+
+namespace EdgeFleet.Cli.Sim;
+
+public sealed record SimOptions
+{
+    public int Devices { get; init; } = 100;
+
+    /// <summary>Telemetry records per second per device (0: connected and idle).</summary>
+    public double Rate { get; init; } = 1;
+
+    /// <summary>Records per batch; a device sends a batch every <c>BatchRecords / Rate</c> seconds.</summary>
+    public int BatchRecords { get; init; } = 50;
+
+    /// <summary>Device ids are <c>{Prefix}-{n}</c>; a fresh prefix per run keeps runs apart.</summary>
+    public string Prefix { get; init; } = "sim";
+
+    public double OtaFailureRate { get; init; }
+
+    /// <summary>Enrollments and connects in flight at once.</summary>
+    public int Concurrency { get; init; } = 64;
+}
+
+/// <summary>
+/// Many <see cref="SimulatedDevice"/>s in one process: enrolled through the fleet's API with one multi-use
+/// enrollment token, connected to the broker the fleet names, and driven by one scheduler that sends each
+/// device's batches on time (a device whose previous batch is still in flight skips a turn rather than
+/// piling up).
+/// </summary>
+public sealed class SimulatedFleet : IAsyncDisposable
+{
+    private readonly List<SimulatedDevice> _devices;
+    private readonly SimOptions _options;
+    private readonly MqttClientFactory _factory = new();
+
+    private SimulatedFleet(List<SimulatedDevice> devices, SimOptions options)
+    {
+        _devices = devices;
+        _options = options;
+    }
+
+    public IReadOnlyList<SimulatedDevice> Devices => _devices;
+
+    public long Sent => _devices.Sum(d => d.Sent);
+
+    public long Acked => _devices.Sum(d => d.Acked);
+
+    public int ConnectedCount => _devices.Count(d => d.Connected);
+
+    private long _skippedTurns;
+
+    /// <summary>Batches not sent because the device's previous one was still in flight (the fleet fell behind).</summary>
+    public long SkippedTurns => Interlocked.Read(ref _skippedTurns);
+
+    /// <summary>Enrolls <see cref="SimOptions.Devices"/> devices; <paramref name="api"/> carries an operator API key.</summary>
+    public static async Task<SimulatedFleet> EnrollAsync(HttpClient api, SimOptions options, CancellationToken ct)
+    {
+        using var tokenResponse = await api.PostAsJsonAsync(new Uri("/api/enrollment-tokens", UriKind.Relative),
+            new JsonObject { ["uses"] = options.Devices, ["expiresInHours"] = 1, ["note"] = "edgefleet sim", ["tags"] = new JsonObject { ["simulated"] = "true" } }, ct).ConfigureAwait(false);
+        var tokenBody = await tokenResponse.Content.ReadAsStringAsync(ct).ConfigureAwait(false);
+        if (!tokenResponse.IsSuccessStatusCode)
+            throw new CommandException($"cannot create an enrollment token ({(int)tokenResponse.StatusCode}): {tokenBody} (sim needs an operator API key)");
+        var token = JsonNode.Parse(tokenBody)!["token"]!.GetValue<string>();
+        var devices = new SimulatedDevice[options.Devices];
+        await Parallel.ForEachAsync(Enumerable.Range(0, options.Devices), new ParallelOptions { MaxDegreeOfParallelism = options.Concurrency, CancellationToken = ct }, async (i, ct) =>
+        {
+            var id = $"{options.Prefix}-{i:D5}";
+            var key = SigningKey.Generate();
+            using var response = await api.PostAsJsonAsync(new Uri("/api/enroll", UriKind.Relative), new EnrollRequest
+            {
+                Token = token,
+                DeviceId = id,
+                PublicKey = Convert.ToBase64String(key.PublicKeyBytes),
+                HardwareProfile = "x86-64-generic",
+                AgentVersion = "sim",
+            }, IdentityJsonContext.Default.EnrollRequest, ct).ConfigureAwait(false);
+            var body = await response.Content.ReadAsByteArrayAsync(ct).ConfigureAwait(false);
+            if (!response.IsSuccessStatusCode)
+                throw new CommandException($"enrollment of {id} refused ({(int)response.StatusCode}): {System.Text.Encoding.UTF8.GetString(body)}");
+            var enrolled = System.Text.Json.JsonSerializer.Deserialize(body, IdentityJsonContext.Default.EnrollResponse)!;
+            devices[i] = new SimulatedDevice(id, key, enrolled.BrokerHost, enrolled.BrokerPort, options.OtaFailureRate);
+        }).ConfigureAwait(false);
+        return new SimulatedFleet([.. devices], options);
+    }
+
+    public async Task ConnectAsync(CancellationToken ct) =>
+        await Parallel.ForEachAsync(_devices, new ParallelOptions { MaxDegreeOfParallelism = _options.Concurrency, CancellationToken = ct },
+            async (device, ct) => await device.ConnectAsync(_factory, ct).ConfigureAwait(false)).ConfigureAwait(false);
+
+    /// <summary>Sends telemetry for <paramref name="duration"/>; returns the records sent in that time.</summary>
+    public async Task<long> RunAsync(TimeSpan duration, CancellationToken ct)
+    {
+        var before = Sent;
+        if (_options.Rate <= 0)
+        {
+            await Task.Delay(duration, ct).ConfigureAwait(false);
+            return 0;
+        }
+        var interval = TimeSpan.FromSeconds(_options.BatchRecords / _options.Rate);
+        var inFlight = new Task?[_devices.Count];
+        var clock = Stopwatch.StartNew();
+        // Devices start spread over one interval, as a real fleet's clocks are.
+        var due = _devices.Select((_, i) => interval * ((double)i / _devices.Count)).ToArray();
+        using var timer = new PeriodicTimer(TimeSpan.FromMilliseconds(10));
+        while (clock.Elapsed < duration && await timer.WaitForNextTickAsync(ct).ConfigureAwait(false))
+        {
+            var now = clock.Elapsed;
+            for (var i = 0; i < _devices.Count; i++)
+            {
+                if (due[i] > now)
+                    continue;
+                due[i] += interval;
+                if (inFlight[i] is { IsCompleted: false } || !_devices[i].Connected)
+                {
+                    Interlocked.Increment(ref _skippedTurns);
+                    continue;
+                }
+                inFlight[i] = _devices[i].SendBatchAsync(_options.BatchRecords, ct);
+            }
+        }
+        await Task.WhenAll(inFlight.Where(t => t is not null)!).ConfigureAwait(false);
+        return Sent - before;
+    }
+
+    /// <summary>Waits until the fleet has acknowledged everything sent, or the timeout passes; returns whether it did.</summary>
+    public async Task<bool> DrainAsync(TimeSpan timeout, CancellationToken ct)
+    {
+        var clock = Stopwatch.StartNew();
+        while (clock.Elapsed < timeout)
+        {
+            if (_devices.All(d => d.Acked >= d.Sent))
+                return true;
+            await Task.Delay(100, ct).ConfigureAwait(false);
+        }
+        return false;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await Parallel.ForEachAsync(_devices, new ParallelOptions { MaxDegreeOfParallelism = 64 }, async (d, _) => await d.DisposeAsync().ConfigureAwait(false)).ConfigureAwait(false);
+    }
+}
