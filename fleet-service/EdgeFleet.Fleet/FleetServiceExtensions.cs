@@ -3,6 +3,7 @@ using EdgeFleet.Fleet.Devices;
 using EdgeFleet.Fleet.Identity;
 using EdgeFleet.Fleet.Ota;
 using EdgeFleet.Fleet.Storage;
+using EdgeFleet.Fleet.Telemetry;
 
 namespace EdgeFleet.Fleet;
 
@@ -53,6 +54,8 @@ public static class FleetServiceExtensions
     {
         services.AddSingleton<FleetMetrics>();
         services.AddSingleton(sp => BrokerConnection.For(sp.GetRequiredService<FleetOptions>().Broker));
+        services.AddSingleton<ReplyQueue>();
+        services.AddSingleton<TelemetryIngest>();
         services.AddSingleton<DeviceMessageRouter>();
         services.AddSingleton<FleetMqttClient>();
         // The embedded broker is registered first so that it listens before the fleet's client connects.
@@ -63,6 +66,8 @@ public static class FleetServiceExtensions
                 sp.GetRequiredService<DeviceRevocation>(), sp.GetRequiredService<FleetMetrics>(), sp.GetRequiredService<ILogger<EmbeddedBroker>>()));
             services.AddHostedService(sp => sp.GetRequiredService<EmbeddedBroker>());
         }
+        // Ingest starts before and stops after the client that feeds it, so queued batches are still stored.
+        services.AddHostedService(sp => sp.GetRequiredService<TelemetryIngest>());
         services.AddHostedService(sp => sp.GetRequiredService<FleetMqttClient>());
         services.ConfigureHttpJsonOptions(o => o.SerializerOptions.TypeInfoResolverChain.Insert(0, FleetApiJsonContext.Default));
         return services;

@@ -1,6 +1,7 @@
 using System.Text;
 using EdgeFleet.Fleet.Broker;
 using EdgeFleet.Fleet.Storage;
+using EdgeFleet.Fleet.Telemetry;
 using EdgeFleet.Shared.Wire;
 using Microsoft.Extensions.Logging.Abstractions;
 
@@ -12,20 +13,31 @@ public sealed class DeviceMessageRouterTests : IDisposable
     private readonly LiteDbFleetStore _store;
     private readonly FleetMetrics _metrics = new();
     private readonly DeviceMessageRouter _router;
+    private readonly ReplyQueue _replies = new();
+    private readonly TelemetryIngest _ingest;
 
     public DeviceMessageRouterTests()
     {
         _store = new LiteDbFleetStore(Path.Combine(_dir, "fleet.db"));
-        _router = new DeviceMessageRouter(_store, _metrics, TimeProvider.System, NullLogger<DeviceMessageRouter>.Instance);
+        _ingest = new TelemetryIngest(_store, _replies, _metrics, TimeProvider.System, NullLogger<TelemetryIngest>.Instance);
+        _ingest.StartAsync(default).GetAwaiter().GetResult();
+        _router = new DeviceMessageRouter(_store, _ingest, _metrics, TimeProvider.System, NullLogger<DeviceMessageRouter>.Instance);
+    }
+
+    /// <summary>The ack the ingest sends for a telemetry message, once it is stored.</summary>
+    private async Task<Reply> TelemetryAsync(string topic, byte[] payload)
+    {
+        await _router.HandleAsync(topic, payload, default);
+        return await _replies.Reader.ReadAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(10));
     }
 
     [Fact]
     public async Task Telemetry_is_stored_and_acknowledged_on_the_devices_ack_topic()
     {
         var batch = LiteDbFleetStoreTests.Batch("d1", "s", 1, 3);
-        var reply = await _router.HandleAsync("ef/v1/d1/telemetry", WireReader.Write(batch, WireJsonContext.Default.TelemetryBatch), default);
-        Assert.Equal("ef/v1/d1/telemetry/ack", reply!.Value.Topic);
-        var ack = WireReader.Read(reply.Value.Payload, WireJsonContext.Default.TelemetryAck, "d1");
+        var reply = await TelemetryAsync("ef/v1/d1/telemetry", WireReader.Write(batch, WireJsonContext.Default.TelemetryBatch));
+        Assert.Equal("ef/v1/d1/telemetry/ack", reply.Topic);
+        var ack = WireReader.Read(reply.Payload, WireJsonContext.Default.TelemetryAck, "d1");
         Assert.Equal(3, ack.Message!.AckedSeq);
         Assert.Equal("s", ack.Message.StreamId);
         Assert.Equal([new SeqRange(1, 3)], ack.Message.Stored);
@@ -35,9 +47,9 @@ public sealed class DeviceMessageRouterTests : IDisposable
     public async Task A_redelivered_batch_is_acknowledged_again_but_stored_once()
     {
         var payload = WireReader.Write(LiteDbFleetStoreTests.Batch("d1", "s", 1, 5), WireJsonContext.Default.TelemetryBatch);
-        var first = await _router.HandleAsync("ef/v1/d1/telemetry", payload, default);
-        var second = await _router.HandleAsync("ef/v1/d1/telemetry", payload, default);
-        Assert.Equal(first!.Value.Payload, second!.Value.Payload);
+        var first = await TelemetryAsync("ef/v1/d1/telemetry", payload);
+        var second = await TelemetryAsync("ef/v1/d1/telemetry", payload);
+        Assert.Equal(first.Payload, second.Payload);
         Assert.Equal(5, _metrics.TelemetryStored);
         Assert.Equal(5, _metrics.TelemetryDuplicates);
         Assert.Equal(5, (await _store.GetTelemetryAsync("d1", 100, default)).Count);
@@ -47,8 +59,9 @@ public sealed class DeviceMessageRouterTests : IDisposable
     public async Task A_batch_whose_compressed_records_are_garbage_stores_nothing_and_is_not_acknowledged()
     {
         var batch = LiteDbFleetStoreTests.Batch("d1", "s", 1, 5) with { Records = [0x0b, 0xad, 0xf0, 0x0d] };
-        Assert.Null(await _router.HandleAsync("ef/v1/d1/telemetry", WireReader.Write(batch, WireJsonContext.Default.TelemetryBatch), default));
+        await _router.HandleAsync("ef/v1/d1/telemetry", WireReader.Write(batch, WireJsonContext.Default.TelemetryBatch), default);
         Assert.Equal(1, _metrics.Rejected[WireError.Malformed]);
+        Assert.False(_replies.Reader.TryRead(out _));
         Assert.Empty(await _store.ListDevicesAsync(default));
     }
 
@@ -60,7 +73,7 @@ public sealed class DeviceMessageRouterTests : IDisposable
     [InlineData("ef/v1/BAD/telemetry", "{}", WireError.Invalid)]
     public async Task Garbage_is_counted_with_its_reason_and_stores_nothing(string topic, string payload, WireError error)
     {
-        Assert.Null(await _router.HandleAsync(topic, Encoding.UTF8.GetBytes(payload), default));
+        await _router.HandleAsync(topic, Encoding.UTF8.GetBytes(payload), default);
         Assert.Equal(1, _metrics.Rejected[error]);
         Assert.Empty(await _store.ListDevicesAsync(default));
     }
@@ -69,13 +82,33 @@ public sealed class DeviceMessageRouterTests : IDisposable
     public async Task A_payload_claiming_another_device_is_refused()
     {
         var batch = LiteDbFleetStoreTests.Batch("d2", "s", 1, 1);
-        Assert.Null(await _router.HandleAsync("ef/v1/d1/telemetry", WireReader.Write(batch, WireJsonContext.Default.TelemetryBatch), default));
+        await _router.HandleAsync("ef/v1/d1/telemetry", WireReader.Write(batch, WireJsonContext.Default.TelemetryBatch), default);
         Assert.Equal(1, _metrics.Rejected[WireError.DeviceMismatch]);
         Assert.Empty(await _store.ListDevicesAsync(default));
     }
 
+    [Fact]
+    public async Task Batches_of_many_devices_arriving_together_are_stored_in_groups_and_each_acknowledged()
+    {
+        var payloads = Enumerable.Range(0, 300).Select(d => (Device: $"d{d}", Payload: WireReader.Write(LiteDbFleetStoreTests.Batch($"d{d}", "s", 1, 20), WireJsonContext.Default.TelemetryBatch))).ToList();
+        foreach (var (device, payload) in payloads)
+            await _router.HandleAsync($"ef/v1/{device}/telemetry", payload, default);
+        var acked = new Dictionary<string, long>();
+        for (var i = 0; i < payloads.Count; i++)
+        {
+            var reply = await _replies.Reader.ReadAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(20));
+            var ack = WireReader.Read(reply.Payload, WireJsonContext.Default.TelemetryAck).Message!;
+            acked[ack.DeviceId] = ack.AckedSeq;
+        }
+        Assert.Equal(300, acked.Count);
+        Assert.All(acked.Values, a => Assert.Equal(20, a));
+        Assert.Equal(6000, _metrics.TelemetryStored);
+    }
+
     public void Dispose()
     {
+        _ingest.StopAsync(default).GetAwaiter().GetResult();
+        _ingest.Dispose();
         _store.Dispose();
         Directory.Delete(_dir, recursive: true);
     }

@@ -5,12 +5,6 @@ using Npgsql;
 
 namespace EdgeFleet.TestServers;
 
-[CollectionDefinition(Name)]
-public sealed class PostgresCollection : ICollectionFixture<PostgresServer>
-{
-    public const string Name = "postgres";
-}
-
 /// <summary>
 /// A real PostgreSQL server from Debian's <c>postgresql</c> package (scripts/test.sh installs it): a fresh
 /// cluster in a temporary directory on a free loopback port, started once per test collection, one database

@@ -1,4 +1,5 @@
 using EdgeFleet.Fleet.Storage;
+using EdgeFleet.Fleet.Telemetry;
 using EdgeFleet.Shared.Ota;
 using EdgeFleet.Shared.Wire;
 
@@ -11,14 +12,17 @@ public readonly record struct Reply(string Topic, byte[] Payload);
 /// Turns a device's MQTT message into a store update: checks the topic, parses and validates the payload
 /// (<see cref="WireReader"/>), and stores it. Bad input is counted and logged with its reason, never thrown.
 /// </summary>
-public sealed partial class DeviceMessageRouter(IFleetStore store, FleetMetrics metrics, TimeProvider time, ILogger<DeviceMessageRouter> log)
+/// <remarks>
+/// Telemetry goes on to <see cref="TelemetryIngest"/>, which stores it in groups and sends the acks.
+/// </remarks>
+public sealed partial class DeviceMessageRouter(IFleetStore store, TelemetryIngest ingest, FleetMetrics metrics, TimeProvider time, ILogger<DeviceMessageRouter> log)
 {
-    public async Task<Reply?> HandleAsync(string topic, ReadOnlyMemory<byte> payload, CancellationToken ct)
+    public async Task HandleAsync(string topic, ReadOnlyMemory<byte> payload, CancellationToken ct)
     {
         if (!Topics.TryParse(topic, out var deviceId, out var kind) || !Topics.IsFromDevice(kind))
         {
             Reject(WireError.Invalid, topic, "not a device-to-fleet topic of protocol v1");
-            return null;
+            return;
         }
         var now = time.GetUtcNow();
         switch (kind)
@@ -27,18 +31,18 @@ public sealed partial class DeviceMessageRouter(IFleetStore store, FleetMetrics 
                 {
                     var hello = WireReader.Read(payload.Span, WireJsonContext.Default.HelloMessage, deviceId);
                     if (!Accept(hello, topic))
-                        return null;
+                        return;
                     await store.RecordHelloAsync(hello.Message!, now, ct).ConfigureAwait(false);
                     Log.Hello(log, deviceId, hello.Message!.AgentVersion, hello.Message.BootId);
-                    return null;
+                    return;
                 }
             case TopicKind.StateReported:
                 {
                     var state = WireReader.Read(payload.Span, WireJsonContext.Default.ReportedState, deviceId);
                     if (!Accept(state, topic))
-                        return null;
+                        return;
                     await store.RecordReportedAsync(state.Message!, now, ct).ConfigureAwait(false);
-                    return null;
+                    return;
                 }
             case TopicKind.Telemetry:
                 {
@@ -46,42 +50,30 @@ public sealed partial class DeviceMessageRouter(IFleetStore store, FleetMetrics 
                     if (!batch.Ok)
                     {
                         Reject(batch.Error, topic, batch.Reason);
-                        return null;
+                        return;
                     }
                     var records = TelemetryBatchCodec.Decode(batch.Message!);
                     if (!Accept(records, topic))
-                        return null;
-                    var result = await store.StoreTelemetryAsync(batch.Message!, records.Message!, now, ct).ConfigureAwait(false);
-                    metrics.CountTelemetry(result.Stored, result.Duplicates);
-                    if (result.Skipped > 0)
-                        Log.Skipped(log, deviceId, result.Skipped, batch.Message!.PendingFrom);
-                    if (result.Conflicts > 0)
-                        Log.Conflicts(log, deviceId, result.Conflicts, batch.Message!.StreamId);
-                    var ack = new TelemetryAck
-                    {
-                        DeviceId = deviceId,
-                        StreamId = batch.Message!.StreamId,
-                        AckedSeq = result.AckedSeq,
-                        Stored = TelemetryAck.RangesOf(records.Message!.Select(r => r.Seq)),
-                    };
-                    return new Reply(Topics.For(deviceId, TopicKind.TelemetryAck), WireReader.Write(ack, WireJsonContext.Default.TelemetryAck));
+                        return;
+                    await ingest.SubmitAsync(new IncomingTelemetry(batch.Message!, records.Message!), ct).ConfigureAwait(false);
+                    return;
                 }
             case TopicKind.OtaStatus:
                 {
                     var status = WireReader.Read(payload.Span, WireJsonContext.Default.OtaStatusMessage, deviceId);
                     if (!Accept(status, topic))
-                        return null;
+                        return;
                     var m = status.Message!;
                     await store.RecordOtaStatusAsync(m, now, ct).ConfigureAwait(false);
                     if (m.Error is { } error)
                         Log.OtaFailed(log, deviceId, m.ModelId, m.Version, m.State, OtaErrors.Name(error), m.Reason ?? "");
                     else
                         Log.OtaStep(log, deviceId, m.ModelId, m.Version, m.State);
-                    return null;
+                    return;
                 }
             default:
                 Reject(WireError.Invalid, topic, $"the fleet does not handle {kind} yet");
-                return null;
+                return;
         }
     }
 
@@ -115,11 +107,5 @@ public sealed partial class DeviceMessageRouter(IFleetStore store, FleetMetrics 
 
         [LoggerMessage(4005, LogLevel.Warning, "Device {DeviceId} update {ModelId} v{Version}: {State}: {Code}: {Reason}")]
         public static partial void OtaFailed(ILogger logger, string deviceId, string modelId, long version, OtaState state, string code, string reason);
-
-        [LoggerMessage(4003, LogLevel.Warning, "Device {DeviceId} evicted {Count} telemetry records below sequence {PendingFrom} before sending them; recorded as gaps")]
-        public static partial void Skipped(ILogger logger, string deviceId, long count, long pendingFrom);
-
-        [LoggerMessage(4006, LogLevel.Error, "Device {DeviceId} sent {Count} telemetry records of stream {StreamId} again with other content; the first copies are kept")]
-        public static partial void Conflicts(ILogger logger, string deviceId, int count, string streamId);
     }
 }

@@ -20,14 +20,11 @@ public sealed partial class FleetMqttClient : BackgroundService
     private readonly IFleetStore _store;
     private readonly ILogger<FleetMqttClient> _log;
     private readonly IMqttClient _client;
-    private readonly Channel<Reply> _replies = Channel.CreateBounded<Reply>(new BoundedChannelOptions(10_000)
-    {
-        FullMode = BoundedChannelFullMode.Wait,
-        SingleReader = true,
-    });
+    private readonly ReplyQueue _replies;
 
-    public FleetMqttClient(BrokerConnection connection, DeviceMessageRouter router, IFleetStore store, ILogger<FleetMqttClient> log)
+    public FleetMqttClient(BrokerConnection connection, DeviceMessageRouter router, IFleetStore store, ReplyQueue replies, ILogger<FleetMqttClient> log)
     {
+        _replies = replies;
         _store = store;
         _connection = connection;
         _router = router;
@@ -65,7 +62,6 @@ public sealed partial class FleetMqttClient : BackgroundService
                 await Task.Delay(delay, stoppingToken).ConfigureAwait(false);
             }
         }
-        _replies.Writer.TryComplete();
         await publisher.ConfigureAwait(false);
         if (_client.IsConnected)
         {
@@ -117,34 +113,58 @@ public sealed partial class FleetMqttClient : BackgroundService
         var payload = message.Payload.Length <= Protocol.MaxPayloadBytes ? message.Payload.ToArray() : new byte[Protocol.MaxPayloadBytes + 1];
         try
         {
-            if (await _router.HandleAsync(message.Topic, payload, CancellationToken.None).ConfigureAwait(false) is { } reply)
-                await _replies.Writer.WriteAsync(reply).ConfigureAwait(false);
+            await _router.HandleAsync(message.Topic, payload, CancellationToken.None).ConfigureAwait(false);
         }
-        catch (Exception ex) when (ex is IOException or LiteDB.LiteException or InvalidOperationException or ChannelClosedException)
+        catch (Exception ex) when (ex is IOException or LiteDB.LiteException or Npgsql.NpgsqlException or InvalidOperationException or ChannelClosedException)
         {
             // Storage failed: no ack goes out, so the device keeps the records and sends them again.
             Log.HandlingFailed(_log, message.Topic, ex.Message);
         }
     }
 
+    /// <summary>
+    /// Publishes acks with up to <see cref="RepliesInFlight"/> awaiting their PUBACK at once: one at a time,
+    /// the broker's round trip would cap the acks per second.
+    /// </summary>
     private async Task PublishRepliesAsync(CancellationToken ct)
     {
-        await foreach (var reply in _replies.Reader.ReadAllAsync(CancellationToken.None).ConfigureAwait(false))
+        using var window = new SemaphoreSlim(RepliesInFlight);
+        try
         {
-            try
+            await foreach (var reply in _replies.Reader.ReadAllAsync(ct).ConfigureAwait(false))
             {
-                var message = new MqttApplicationMessageBuilder()
-                    .WithTopic(reply.Topic)
-                    .WithPayload(reply.Payload)
-                    .WithQualityOfServiceLevel(MqttQualityOfServiceLevel.AtLeastOnce)
-                    .Build();
-                await _client.PublishAsync(message, ct).ConfigureAwait(false);
+                await window.WaitAsync(ct).ConfigureAwait(false);
+                _ = PublishReplyAsync(reply, window, ct);
             }
-            catch (Exception e) when (e is MQTTnet.Exceptions.MqttCommunicationException or InvalidOperationException or OperationCanceledException)
-            {
-                // A lost ack is harmless: the device times out and resends, and the store deduplicates.
-                Log.ReplyLost(_log, reply.Topic, e.Message);
-            }
+        }
+        catch (OperationCanceledException) when (ct.IsCancellationRequested)
+        {
+        }
+        for (var i = 0; i < RepliesInFlight; i++)
+            await window.WaitAsync(TimeSpan.FromSeconds(2), CancellationToken.None).ConfigureAwait(false);
+    }
+
+    private const int RepliesInFlight = 256;
+
+    private async Task PublishReplyAsync(Reply reply, SemaphoreSlim window, CancellationToken ct)
+    {
+        try
+        {
+            var message = new MqttApplicationMessageBuilder()
+                .WithTopic(reply.Topic)
+                .WithPayload(reply.Payload)
+                .WithQualityOfServiceLevel(MqttQualityOfServiceLevel.AtLeastOnce)
+                .Build();
+            await _client.PublishAsync(message, ct).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is MQTTnet.Exceptions.MqttCommunicationException or InvalidOperationException or OperationCanceledException)
+        {
+            // A lost ack is harmless: the device times out and resends, and the store deduplicates.
+            Log.ReplyLost(_log, reply.Topic, e.Message);
+        }
+        finally
+        {
+            window.Release();
         }
     }
 

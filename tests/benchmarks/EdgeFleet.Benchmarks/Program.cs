@@ -12,12 +12,18 @@ return name switch
     "telemetry-append" => await EdgeFleet.Benchmarks.TelemetryAppend.RunAsync(
         args.Length > 1 ? int.Parse(args[1], CultureInfo.InvariantCulture) : 200_000,
         args.Length > 2 ? int.Parse(args[2], CultureInfo.InvariantCulture) : 256),
+    "fleet-ingest" => await EdgeFleet.Benchmarks.FleetIngest.RunAsync(
+        args.Length > 1 ? args[1] : "both",
+        args.Length > 2 ? int.Parse(args[2], CultureInfo.InvariantCulture) : 1000,
+        args.Length > 3 ? int.Parse(args[3], CultureInfo.InvariantCulture) : 20,
+        args.Length > 4 ? double.Parse(args[4], CultureInfo.InvariantCulture) : 60),
     _ => Usage(),
 };
 
 static int Usage()
 {
-    Console.Error.WriteLine("usage: edgefleet-bench ota-sha256 [MiB] | telemetry-append [records] [producers] | agent-startup [runs]");
+    Console.Error.WriteLine("usage: edgefleet-bench ota-sha256 [MiB] | telemetry-append [records] [producers] | agent-startup [runs]"
+        + " | fleet-ingest [embedded|mosquitto-postgres|both] [devices] [seconds] [records/s per device]");
     return 2;
 }
 

@@ -1,0 +1,96 @@
+using System.Threading.Channels;
+using EdgeFleet.Fleet.Broker;
+using EdgeFleet.Fleet.Storage;
+using EdgeFleet.Shared.Wire;
+
+namespace EdgeFleet.Fleet.Telemetry;
+
+/// <summary>
+/// Group commit for telemetry: decoded batches from all devices queue here, and one writer stores whatever
+/// has gathered (up to <see cref="MaxGroupBatches"/> batches or <see cref="MaxGroupRecords"/> records) in
+/// one store transaction, then sends each device its ack. Under load, a transaction's cost is shared by
+/// hundreds of batches; when idle, a lone batch is stored at once. Batches of one device keep their order.
+/// A failed write sends no acks: the devices keep their records and send them again.
+/// </summary>
+public sealed partial class TelemetryIngest(IFleetStore store, ReplyQueue replies, FleetMetrics metrics, TimeProvider time, ILogger<TelemetryIngest> log) : BackgroundService
+{
+    public const int MaxGroupBatches = 512;
+    public const int MaxGroupRecords = 25_000;
+
+    private readonly Channel<IncomingTelemetry> _queue = Channel.CreateBounded<IncomingTelemetry>(new BoundedChannelOptions(4 * MaxGroupBatches)
+    {
+        FullMode = BoundedChannelFullMode.Wait,
+        SingleReader = true,
+    });
+
+    /// <summary>Queues a batch; waits while the queue is full (backpressure onto the broker connection).</summary>
+    public ValueTask SubmitAsync(IncomingTelemetry batch, CancellationToken ct) => _queue.Writer.WriteAsync(batch, ct);
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        var group = new List<IncomingTelemetry>(MaxGroupBatches);
+        // Runs until the queue is completed at shutdown, so what was queued is still stored.
+        while (await _queue.Reader.WaitToReadAsync(CancellationToken.None).ConfigureAwait(false))
+        {
+            group.Clear();
+            var records = 0;
+            while (group.Count < MaxGroupBatches && records < MaxGroupRecords && _queue.Reader.TryRead(out var next))
+            {
+                group.Add(next);
+                records += next.Records.Count;
+            }
+            await StoreGroupAsync(group).ConfigureAwait(false);
+        }
+    }
+
+    public override async Task StopAsync(CancellationToken cancellationToken)
+    {
+        _queue.Writer.TryComplete();
+        await base.StopAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    private async Task StoreGroupAsync(List<IncomingTelemetry> group)
+    {
+        IReadOnlyList<TelemetryStoreResult> results;
+        try
+        {
+            results = await store.StoreTelemetryAsync(group, time.GetUtcNow(), CancellationToken.None).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is IOException or LiteDB.LiteException or Npgsql.NpgsqlException or InvalidOperationException or TimeoutException)
+        {
+            Log.StoreFailed(log, group.Count, e.Message);
+            return;
+        }
+        for (var i = 0; i < group.Count; i++)
+        {
+            var (batch, records) = (group[i].Batch, group[i].Records);
+            var result = results[i];
+            metrics.CountTelemetry(result.Stored, result.Duplicates);
+            if (result.Skipped > 0)
+                Log.Skipped(log, batch.DeviceId, result.Skipped, batch.PendingFrom);
+            if (result.Conflicts > 0)
+                Log.Conflicts(log, batch.DeviceId, result.Conflicts, batch.StreamId);
+            var ack = new TelemetryAck
+            {
+                DeviceId = batch.DeviceId,
+                StreamId = batch.StreamId,
+                AckedSeq = result.AckedSeq,
+                Stored = TelemetryAck.RangesOf(records.Select(r => r.Seq)),
+            };
+            await replies.WriteAsync(new Reply(Topics.For(batch.DeviceId, TopicKind.TelemetryAck), WireReader.Write(ack, WireJsonContext.Default.TelemetryAck)),
+                CancellationToken.None).ConfigureAwait(false);
+        }
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(4003, LogLevel.Warning, "Device {DeviceId} evicted {Count} telemetry records below sequence {PendingFrom} before sending them; recorded as gaps")]
+        public static partial void Skipped(ILogger logger, string deviceId, long count, long pendingFrom);
+
+        [LoggerMessage(4006, LogLevel.Error, "Device {DeviceId} sent {Count} telemetry records of stream {StreamId} again with other content; the first copies are kept")]
+        public static partial void Conflicts(ILogger logger, string deviceId, int count, string streamId);
+
+        [LoggerMessage(4007, LogLevel.Error, "Could not store {Batches} telemetry batches ({Reason}); not acknowledged, the devices will send them again")]
+        public static partial void StoreFailed(ILogger logger, int batches, string reason);
+    }
+}
