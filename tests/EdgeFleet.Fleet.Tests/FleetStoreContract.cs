@@ -213,16 +213,28 @@ public sealed class LiteDbFleetStoreTests : FleetStoreContract
         {
             db.GetCollection("devices").Insert(new LiteDB.BsonDocument
             {
-                ["_id"] = "old", ["firstSeen"] = T0.ToUnixTimeMilliseconds(), ["lastSeen"] = T0.ToUnixTimeMilliseconds(), ["restarts"] = 0, ["ota"] = "Idle",
-                ["streamId"] = "s", ["ackedSeq"] = 3L, ["telemetryRecords"] = 5L, ["skippedRecords"] = 0L,
+                ["_id"] = "old",
+                ["firstSeen"] = T0.ToUnixTimeMilliseconds(),
+                ["lastSeen"] = T0.ToUnixTimeMilliseconds(),
+                ["restarts"] = 0,
+                ["ota"] = "Idle",
+                ["streamId"] = "s",
+                ["ackedSeq"] = 3L,
+                ["telemetryRecords"] = 5L,
+                ["skippedRecords"] = 0L,
             });
             var telemetry = db.GetCollection("telemetry");
             foreach (var r in Records(1, 3).Concat(Records(5, 2)))
             {
                 telemetry.Insert(new LiteDB.BsonDocument
                 {
-                    ["_id"] = $"old/s/{r.Seq:D19}", ["device"] = "old", ["stream"] = "s", ["seq"] = r.Seq, ["ts"] = r.Ts.ToUnixTimeMilliseconds(),
-                    ["kind"] = "Inference", ["body"] = System.Text.Json.JsonSerializer.Serialize(r, EdgeFleet.Shared.Wire.WireJsonContext.Default.TelemetryRecord),
+                    ["_id"] = $"old/s/{r.Seq:D19}",
+                    ["device"] = "old",
+                    ["stream"] = "s",
+                    ["seq"] = r.Seq,
+                    ["ts"] = r.Ts.ToUnixTimeMilliseconds(),
+                    ["kind"] = "Inference",
+                    ["body"] = System.Text.Json.JsonSerializer.Serialize(r, EdgeFleet.Shared.Wire.WireJsonContext.Default.TelemetryRecord),
                 });
             }
         }
