@@ -18,6 +18,8 @@ public sealed record FleetOptions
     {
         if (Broker.Port is < 0 or > 65535)
             return $"Fleet:Broker:Port {Broker.Port} is out of range";
+        if (Broker.Mode == BrokerMode.External && (string.IsNullOrWhiteSpace(Broker.SharedGroup) || Broker.SharedGroup.Any(c => c is '/' or '+' or '#')))
+            return "Fleet:Broker:SharedGroup must be a non-empty name without '/', '+' or '#'";
         if (Broker.Mode == BrokerMode.External && string.IsNullOrWhiteSpace(Broker.Host))
             return "Fleet:Broker:Host is required in External mode";
         if (!Storage.IsPostgreSql && !Storage.Provider.Equals(StorageOptions.LiteDb, StringComparison.OrdinalIgnoreCase))
@@ -69,6 +71,12 @@ public sealed record BrokerOptions
     public string? Username { get; init; }
 
     public string? Password { get; init; }
+
+    /// <summary>
+    /// External mode: the shared-subscription group (<c>$share/{group}/ef/v1/+/…</c>) in which fleet instances
+    /// split device messages. Instances of one fleet use the same group.
+    /// </summary>
+    public string SharedGroup { get; init; } = "edgefleet";
 }
 
 public sealed record StorageOptions

@@ -96,8 +96,8 @@ public sealed class BrokerSecurityTests : IDisposable
 
         Assert.True((await _fleet.Health())!["brokerDenied"]!.GetValue<long>() >= 11);
         Wait.Until(() => _fleet.Output.Contains("Refused MQTT connection from client victim: token expired", StringComparison.Ordinal), TimeSpan.FromSeconds(5), () => _fleet.Output);
-        Assert.Contains("Refused MQTT connection from client victim: token signature does not verify", _fleet.Output, StringComparison.Ordinal);
-        Assert.Contains("Refused MQTT connection from client stranger: device is not enrolled", _fleet.Output, StringComparison.Ordinal);
+        Wait.Until(() => _fleet.Output.Contains("Refused MQTT connection from client victim: token signature does not verify", StringComparison.Ordinal)
+            && _fleet.Output.Contains("Refused MQTT connection from client stranger: device is not enrolled", StringComparison.Ordinal), TimeSpan.FromSeconds(5), () => _fleet.Output);
         Assert.DoesNotContain(good, _fleet.Output, StringComparison.Ordinal);
     }
 
@@ -178,7 +178,9 @@ public sealed class BrokerSecurityTests : IDisposable
         var id = viewer.Split('_')[1];
         Assert.Equal(HttpStatusCode.NoContent, (await _fleet.Send(HttpMethod.Delete, $"/api/api-keys/{id}")).StatusCode);
         Assert.Equal(HttpStatusCode.Unauthorized, (await _fleet.Send(HttpMethod.Get, "/api/devices", apiKey: viewer)).StatusCode);
-        Assert.Contains($"Refused API credential of key:{id} for /api/devices: API key was revoked", _fleet.Output, StringComparison.Ordinal);
+        // The console logger writes asynchronously: wait for the line rather than expect it at once.
+        Wait.Until(() => _fleet.Output.Contains($"Refused API credential of key:{id} for /api/devices: API key was revoked", StringComparison.Ordinal),
+            TimeSpan.FromSeconds(5), () => _fleet.Output);
     }
 
     private async Task<string> CreateApiKeyAsync(string name, string role)

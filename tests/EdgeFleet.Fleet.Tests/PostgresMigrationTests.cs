@@ -29,14 +29,16 @@ public sealed class PostgresMigrationTests(PostgresServer server)
         var connection = server.CreateDatabase();
         await using (var db = NpgsqlDataSource.Create(connection))
         {
-            Assert.Equal([1], await PostgresMigrations.ApplyAsync(db, default, upTo: Latest - 1));
-            // Rows as the previous release wrote them: no tags, no enrollment fields.
+            Assert.Equal([1, 2], await PostgresMigrations.ApplyAsync(db, default, upTo: Latest - 1));
+            // Rows as the previous schema held them: one row per record (5 stored above a hole at 4), no tags,
+            // no enrollment fields, no ledger.
             await using var insert = db.CreateCommand("""
                 insert into devices (id, doc) values ('old-1', '{"id":"old-1","firstSeen":"2026-11-01T00:00:00+00:00","lastSeen":"2026-11-02T00:00:00+00:00","ackedSeq":3,"telemetryRecords":3,"ota":"idle","streamId":"s"}');
                 insert into telemetry (device, stream, seq, ts, kind, body) values
                   ('old-1', 's', 1, '2026-11-01T00:00:01Z', 'Event', '{"seq":1,"ts":"2026-11-01T00:00:01+00:00","kind":"event","message":"a"}'),
                   ('old-1', 's', 2, '2026-11-01T00:00:02Z', 'Event', '{"seq":2,"ts":"2026-11-01T00:00:02+00:00","kind":"event","message":"b"}'),
-                  ('old-1', 's', 3, '2026-11-01T00:00:03Z', 'Event', '{"seq":3,"ts":"2026-11-01T00:00:03+00:00","kind":"event","message":"c"}');
+                  ('old-1', 's', 3, '2026-11-01T00:00:03Z', 'Event', '{"seq":3,"ts":"2026-11-01T00:00:03+00:00","kind":"event","message":"c"}'),
+                  ('old-1', 's', 5, '2026-11-01T00:00:05Z', 'Event', '{"seq":5,"ts":"2026-11-01T00:00:05+00:00","kind":"event","message":"e"}');
                 """);
             await insert.ExecuteNonQueryAsync();
         }
@@ -45,12 +47,18 @@ public sealed class PostgresMigrationTests(PostgresServer server)
         Assert.Equal(3, device.AckedSeq);
         Assert.Empty(device.Tags);
         Assert.Null(device.EnrolledAt);
-        Assert.Equal(["a", "b", "c"], (await store.GetTelemetryAsync("old-1", 10, default)).Select(r => r.Message));
-        // It carries on where it was: the next batch continues the stream, a redelivery is a duplicate.
-        var records = new List<TelemetryRecord> { new() { Seq = 3, Ts = DateTimeOffset.Parse("2026-11-01T00:00:03Z", System.Globalization.CultureInfo.InvariantCulture), Kind = TelemetryKind.Event, Message = "c" },
-            new() { Seq = 4, Ts = DateTimeOffset.UtcNow, Kind = TelemetryKind.Event, Message = "d" } };
+        Assert.Equal(["a", "b", "c", "e"], (await store.GetTelemetryAsync("old-1", 10, default)).Select(r => r.Message));
+        Assert.Equal([new SeqRange(5, 5)], device.StoredAboveAck);
+        // It carries on where it was: 4 fills the hole, 3 and 5 are redeliveries, the watermark jumps to 5.
+        var records = new List<TelemetryRecord>
+        {
+            new() { Seq = 3, Ts = DateTimeOffset.Parse("2026-11-01T00:00:03Z", System.Globalization.CultureInfo.InvariantCulture), Kind = TelemetryKind.Event, Message = "c" },
+            new() { Seq = 4, Ts = DateTimeOffset.Parse("2026-11-01T00:00:04Z", System.Globalization.CultureInfo.InvariantCulture), Kind = TelemetryKind.Event, Message = "d" },
+            new() { Seq = 5, Ts = DateTimeOffset.Parse("2026-11-01T00:00:05Z", System.Globalization.CultureInfo.InvariantCulture), Kind = TelemetryKind.Event, Message = "e" },
+        };
         var result = await store.StoreTelemetryAsync(TelemetryBatchCodec.CreateBatch("old-1", "s", records), records, DateTimeOffset.UtcNow, default);
-        Assert.Equal(new TelemetryStoreResult(4, 1, 1, 0, 0), result);
+        Assert.Equal(new TelemetryStoreResult(5, 1, 2, 0, 0), result);
+        Assert.Equal(["a", "b", "c", "d", "e"], (await store.GetTelemetryAsync("old-1", 10, default)).Select(r => r.Message));
         Assert.Empty(await store.ListApiKeysAsync(default)); // the new tables exist
     }
 

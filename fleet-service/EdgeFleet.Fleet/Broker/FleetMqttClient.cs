@@ -21,6 +21,21 @@ public sealed partial class FleetMqttClient : BackgroundService
     private readonly ILogger<FleetMqttClient> _log;
     private readonly IMqttClient _client;
     private readonly ReplyQueue _replies;
+    private readonly TaskCompletionSource<int> _receiveMaximum = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    /// <summary>
+    /// Received messages wait here for the router. The MQTT client's receive loop only copies a message in
+    /// and returns: if it waited for the router (which waits when ingest is full), it would stop reading the
+    /// PUBACKs of our own ack publishes on the same connection and both directions would stall. A message
+    /// is acknowledged to the broker once handled, so the broker's in-flight limit is the backpressure.
+    /// </summary>
+    /// <remarks>
+    /// One inbox per core, chosen by device id: messages of one device stay in order, different devices are
+    /// decoded in parallel.
+    /// </remarks>
+    private readonly Channel<(string Topic, byte[] Payload, MqttApplicationMessageReceivedEventArgs Received)>[] _inboxes =
+        [.. Enumerable.Range(0, Math.Max(1, Environment.ProcessorCount)).Select(_ =>
+            Channel.CreateUnbounded<(string, byte[], MqttApplicationMessageReceivedEventArgs)>(new UnboundedChannelOptions { SingleReader = true }))];
 
     public FleetMqttClient(BrokerConnection connection, DeviceMessageRouter router, IFleetStore store, ReplyQueue replies, ILogger<FleetMqttClient> log)
     {
@@ -38,6 +53,7 @@ public sealed partial class FleetMqttClient : BackgroundService
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
         var publisher = PublishRepliesAsync(stoppingToken);
+        var handlers = _inboxes.Select(HandleInboxAsync).ToArray();
         var attempt = 0;
         while (!stoppingToken.IsCancellationRequested)
         {
@@ -62,6 +78,9 @@ public sealed partial class FleetMqttClient : BackgroundService
                 await Task.Delay(delay, stoppingToken).ConfigureAwait(false);
             }
         }
+        foreach (var inbox in _inboxes)
+            inbox.Writer.TryComplete();
+        await Task.WhenAll(handlers).ConfigureAwait(false);
         await publisher.ConfigureAwait(false);
         if (_client.IsConnected)
         {
@@ -84,9 +103,12 @@ public sealed partial class FleetMqttClient : BackgroundService
         var result = await _client.ConnectAsync(builder.Build(), ct).ConfigureAwait(false);
         if (result.ResultCode != MqttClientConnectResultCode.Success)
             throw new InvalidOperationException($"broker refused the fleet service: {result.ResultCode} {result.ReasonString}");
+        // The broker's Receive Maximum caps our unacknowledged publishes (Mosquitto: 20); above it a broker
+        // may drop publishes, and their PUBACKs never come.
+        _receiveMaximum.TrySetResult(result.ReceiveMaximum is null or 0 ? ushort.MaxValue : result.ReceiveMaximum.Value);
         var subscribe = new MqttClientSubscribeOptionsBuilder();
         foreach (var kind in Subscribed)
-            subscribe = subscribe.WithTopicFilter(Topics.AllDevices(kind), MqttQualityOfServiceLevel.AtLeastOnce);
+            subscribe = subscribe.WithTopicFilter(_connection.SharedGroup is { } group ? $"$share/{group}/{Topics.AllDevices(kind)}" : Topics.AllDevices(kind), MqttQualityOfServiceLevel.AtLeastOnce);
         await _client.SubscribeAsync(subscribe.Build(), ct).ConfigureAwait(false);
         Log.Connected(_log, _connection.ToString());
         // Retained desired states live in the store too: a restarted (embedded) broker has none.
@@ -106,29 +128,59 @@ public sealed partial class FleetMqttClient : BackgroundService
         await _client.PublishAsync(message, ct).ConfigureAwait(false);
     }
 
-    private async Task OnMessageAsync(MqttApplicationMessageReceivedEventArgs e)
+    private Task OnMessageAsync(MqttApplicationMessageReceivedEventArgs e)
     {
         var message = e.ApplicationMessage;
         // Refuse oversized payloads before copying them.
         var payload = message.Payload.Length <= Protocol.MaxPayloadBytes ? message.Payload.ToArray() : new byte[Protocol.MaxPayloadBytes + 1];
-        try
+        e.AutoAcknowledge = false;
+        var inbox = _inboxes[Topics.TryParse(message.Topic, out var device, out _) ? (int)((uint)StringComparer.Ordinal.GetHashCode(device) % (uint)_inboxes.Length) : 0];
+        if (!inbox.Writer.TryWrite((message.Topic, payload, e)))
+            e.AutoAcknowledge = true; // shutting down: the broker redelivers what we do not handle
+        return Task.CompletedTask;
+    }
+
+    private async Task HandleInboxAsync(Channel<(string Topic, byte[] Payload, MqttApplicationMessageReceivedEventArgs Received)> inbox)
+    {
+        await foreach (var (topic, payload, received) in inbox.Reader.ReadAllAsync(CancellationToken.None).ConfigureAwait(false))
         {
-            await _router.HandleAsync(message.Topic, payload, CancellationToken.None).ConfigureAwait(false);
-        }
-        catch (Exception ex) when (ex is IOException or LiteDB.LiteException or Npgsql.NpgsqlException or InvalidOperationException or ChannelClosedException)
-        {
-            // Storage failed: no ack goes out, so the device keeps the records and sends them again.
-            Log.HandlingFailed(_log, message.Topic, ex.Message);
+            try
+            {
+                await _router.HandleAsync(topic, payload, CancellationToken.None).ConfigureAwait(false);
+            }
+            catch (Exception ex) when (ex is IOException or LiteDB.LiteException or Npgsql.NpgsqlException or InvalidOperationException or ChannelClosedException)
+            {
+                // Storage failed: no ack goes out, so the device keeps the records and sends them again.
+                Log.HandlingFailed(_log, topic, ex.Message);
+            }
+            try
+            {
+                await received.AcknowledgeAsync(CancellationToken.None).ConfigureAwait(false);
+            }
+            catch (Exception ex) when (ex is MQTTnet.Exceptions.MqttCommunicationException or InvalidOperationException or OperationCanceledException)
+            {
+                // The connection dropped: the broker sends the message again after we reconnect (or not, for
+                // a clean session); either way the device resends unacknowledged telemetry.
+            }
         }
     }
 
     /// <summary>
-    /// Publishes acks with up to <see cref="RepliesInFlight"/> awaiting their PUBACK at once: one at a time,
-    /// the broker's round trip would cap the acks per second.
+    /// Publishes acks with up to <see cref="RepliesInFlight"/> (or the broker's Receive Maximum, if lower)
+    /// awaiting their PUBACK at once: one at a time, the broker's round trip would cap the acks per second.
     /// </summary>
     private async Task PublishRepliesAsync(CancellationToken ct)
     {
-        using var window = new SemaphoreSlim(RepliesInFlight);
+        int inFlight;
+        try
+        {
+            inFlight = Math.Min(RepliesInFlight, await _receiveMaximum.Task.WaitAsync(ct).ConfigureAwait(false));
+        }
+        catch (OperationCanceledException)
+        {
+            return;
+        }
+        using var window = new SemaphoreSlim(inFlight);
         try
         {
             await foreach (var reply in _replies.Reader.ReadAllAsync(ct).ConfigureAwait(false))
@@ -140,7 +192,7 @@ public sealed partial class FleetMqttClient : BackgroundService
         catch (OperationCanceledException) when (ct.IsCancellationRequested)
         {
         }
-        for (var i = 0; i < RepliesInFlight; i++)
+        for (var i = 0; i < inFlight; i++)
             await window.WaitAsync(TimeSpan.FromSeconds(2), CancellationToken.None).ConfigureAwait(false);
     }
 
@@ -153,7 +205,7 @@ public sealed partial class FleetMqttClient : BackgroundService
             var message = new MqttApplicationMessageBuilder()
                 .WithTopic(reply.Topic)
                 .WithPayload(reply.Payload)
-                .WithQualityOfServiceLevel(MqttQualityOfServiceLevel.AtLeastOnce)
+                .WithQualityOfServiceLevel(MqttQualityOfServiceLevel.AtMostOnce)
                 .Build();
             await _client.PublishAsync(message, ct).ConfigureAwait(false);
         }

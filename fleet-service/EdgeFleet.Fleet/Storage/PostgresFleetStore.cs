@@ -76,136 +76,118 @@ public sealed partial class PostgresFleetStore : IFleetStore
     {
         await using var conn = await _db.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
         await using var tx = await conn.BeginTransactionAsync(cancellationToken).ConfigureAwait(false);
-        // Rows are locked in one order by every instance, so two instances' group commits cannot deadlock.
-        var devices = new Dictionary<string, DeviceRecord>(StringComparer.Ordinal);
-        foreach (var id in batches.Select(b => b.Batch.DeviceId).Distinct().Order(StringComparer.Ordinal))
-            devices[id] = await LockDeviceAsync(conn, tx, id, now, cancellationToken).ConfigureAwait(false);
+        var devices = await LockDevicesAsync(conn, tx, [.. batches.Select(b => b.Batch.DeviceId).Distinct()], now, cancellationToken).ConfigureAwait(false);
         var results = new TelemetryStoreResult[batches.Count];
+        await using var writes = new NpgsqlBatch(conn, tx);
         for (var i = 0; i < batches.Count; i++)
         {
             var (batch, records) = (batches[i].Batch, batches[i].Records);
-            (devices[batch.DeviceId], results[i]) = await StoreBatchAsync(conn, tx, devices[batch.DeviceId], batch, records, now, cancellationToken).ConfigureAwait(false);
+            (devices[batch.DeviceId], results[i]) = await StoreBatchAsync(conn, tx, writes, devices[batch.DeviceId], batch, records, now, cancellationToken).ConfigureAwait(false);
         }
         foreach (var device in devices.Values)
-            await SaveDeviceAsync(conn, tx, device, cancellationToken).ConfigureAwait(false);
+        {
+            var save = new NpgsqlBatchCommand("update devices set doc = @doc::jsonb where id = @id");
+            save.Parameters.AddWithValue("id", device.Id);
+            save.Parameters.AddWithValue("doc", ToJson(device));
+            writes.BatchCommands.Add(save);
+        }
+        await writes.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
         await tx.CommitAsync(cancellationToken).ConfigureAwait(false);
         return results;
     }
 
-    private static async Task<(DeviceRecord, TelemetryStoreResult)> StoreBatchAsync(NpgsqlConnection conn, NpgsqlTransaction tx, DeviceRecord device,
+    /// <summary>
+    /// One batch: the device's ledger (in its locked row) decides which records are new; those become one
+    /// segment row. The writes are queued on <paramref name="writes"/> and sent in one round trip for the group.
+    /// </summary>
+    private static async Task<(DeviceRecord, TelemetryStoreResult)> StoreBatchAsync(NpgsqlConnection conn, NpgsqlTransaction tx, NpgsqlBatch writes, DeviceRecord device,
         TelemetryBatch batch, IReadOnlyList<TelemetryRecord> records, DateTimeOffset now, CancellationToken cancellationToken)
     {
         if (device.StreamId != batch.StreamId)
-            device = device with { StreamId = batch.StreamId, AckedSeq = 0 };
-
-        var bodies = records.Select(r => JsonSerializer.Serialize(r, WireJsonContext.Default.TelemetryRecord)).ToArray();
-        var inserted = new HashSet<long>();
-        await using (var insert = new NpgsqlCommand("""
-            insert into telemetry (device, stream, seq, ts, kind, body)
-            select @d, @s, r.seq, r.ts, r.kind, r.body from unnest(@seqs, @ts, @kinds, @bodies) as r(seq, ts, kind, body)
-            on conflict do nothing
-            returning seq
-            """, conn, tx))
-        {
-            insert.Parameters.AddWithValue("d", batch.DeviceId);
-            insert.Parameters.AddWithValue("s", batch.StreamId);
-            insert.Parameters.AddWithValue("seqs", records.Select(r => r.Seq).ToArray());
-            insert.Parameters.AddWithValue("ts", NpgsqlDbType.Array | NpgsqlDbType.TimestampTz, records.Select(r => r.Ts.UtcDateTime).ToArray());
-            insert.Parameters.AddWithValue("kinds", records.Select(r => r.Kind.ToString()).ToArray());
-            insert.Parameters.AddWithValue("bodies", bodies);
-            await using var reader = await insert.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
-            while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
-                inserted.Add(reader.GetInt64(0));
-        }
-        int stored = inserted.Count, duplicates = 0, conflicts = 0;
+            device = device with { StreamId = batch.StreamId, AckedSeq = 0, StoredAboveAck = [] };
+        var outcome = TelemetryLedger.Apply(device.AckedSeq, device.StoredAboveAck, batch.PendingFrom, [.. records.Select(r => r.Seq)]);
+        var fresh = new List<(long Seq, DateTimeOffset Ts, string Body)>(records.Count);
+        var repeated = new Dictionary<long, string>();
         var evicted = device.EvictedRecords;
         InferenceSample? lastInference = null;
-        var duplicateBodies = new Dictionary<long, string>();
         for (var i = 0; i < records.Count; i++)
         {
-            if (inserted.Contains(records[i].Seq))
+            var body = JsonSerializer.Serialize(records[i], WireJsonContext.Default.TelemetryRecord);
+            if (!outcome.IsNew[i])
             {
-                lastInference = records[i].Inference ?? lastInference;
-                evicted = Math.Max(evicted, records[i].Evictions?.Records ?? 0);
+                repeated.TryAdd(records[i].Seq, body);
+                continue;
             }
-            else
-            {
-                duplicates++;
-                duplicateBodies[records[i].Seq] = bodies[i];
-            }
+            fresh.Add((records[i].Seq, records[i].Ts, body));
+            lastInference = records[i].Inference ?? lastInference;
+            evicted = Math.Max(evicted, records[i].Evictions?.Records ?? 0);
         }
-        if (duplicateBodies.Count > 0)
+        if (fresh.Count > 0)
         {
-            await using var existing = new NpgsqlCommand("select seq, body from telemetry where device = @d and stream = @s and seq = any(@seqs)", conn, tx);
-            existing.Parameters.AddWithValue("d", batch.DeviceId);
-            existing.Parameters.AddWithValue("s", batch.StreamId);
-            existing.Parameters.AddWithValue("seqs", duplicateBodies.Keys.ToArray());
-            await using var reader = await existing.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
-            while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
-            {
-                if (reader.GetString(1) != duplicateBodies[reader.GetInt64(0)])
-                    conflicts++;
-            }
+            var insert = new NpgsqlBatchCommand("""
+                insert into telemetry_segments (device, stream, first_seq, last_seq, first_ts, seqs, bodies) values (@d, @s, @f, @l, @ts, @seqs, @bodies)
+                """);
+            insert.Parameters.AddWithValue("d", batch.DeviceId);
+            insert.Parameters.AddWithValue("s", batch.StreamId);
+            insert.Parameters.AddWithValue("f", fresh[0].Seq);
+            insert.Parameters.AddWithValue("l", fresh[^1].Seq);
+            insert.Parameters.AddWithValue("ts", fresh.Min(r => r.Ts).UtcDateTime);
+            insert.Parameters.AddWithValue("seqs", fresh.Select(r => r.Seq).ToArray());
+            insert.Parameters.AddWithValue("bodies", fresh.Select(r => r.Body).ToArray());
+            writes.BatchCommands.Add(insert);
         }
-
-        var (watermark, gaps) = await AdvanceWatermarkAsync(conn, tx, batch, device.AckedSeq, cancellationToken).ConfigureAwait(false);
-        foreach (var gap in gaps)
+        var conflicts = repeated.Count > 0 ? await CountConflictsAsync(conn, tx, batch, repeated, cancellationToken).ConfigureAwait(false) : 0;
+        foreach (var gap in outcome.Gaps)
         {
-            await using var insertGap = new NpgsqlCommand("insert into telemetry_gaps (device, stream, from_seq, to_seq, recorded_at) values (@d, @s, @f, @t, @at)", conn, tx);
+            var insertGap = new NpgsqlBatchCommand("insert into telemetry_gaps (device, stream, from_seq, to_seq, recorded_at) values (@d, @s, @f, @t, @at)");
             insertGap.Parameters.AddWithValue("d", batch.DeviceId);
             insertGap.Parameters.AddWithValue("s", batch.StreamId);
             insertGap.Parameters.AddWithValue("f", gap.From);
             insertGap.Parameters.AddWithValue("t", gap.To);
             insertGap.Parameters.AddWithValue("at", now.UtcDateTime);
-            await insertGap.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+            writes.BatchCommands.Add(insertGap);
         }
-        var skipped = gaps.Sum(g => g.To - g.From + 1);
+        var skipped = outcome.Gaps.Sum(g => g.To - g.From + 1);
         device = device with
         {
             LastSeen = now,
-            AckedSeq = watermark,
-            TelemetryRecords = device.TelemetryRecords + stored,
+            AckedSeq = outcome.Acked,
+            StoredAboveAck = outcome.StoredAbove,
+            TelemetryRecords = device.TelemetryRecords + fresh.Count,
             SkippedRecords = device.SkippedRecords + skipped,
             EvictedRecords = evicted,
             ConflictingRecords = device.ConflictingRecords + conflicts,
-            LastTelemetryAt = stored > 0 ? now : device.LastTelemetryAt,
+            LastTelemetryAt = fresh.Count > 0 ? now : device.LastTelemetryAt,
             LastInference = lastInference ?? device.LastInference,
         };
-        return (device, new TelemetryStoreResult(watermark, stored, duplicates, skipped, conflicts));
+        return (device, new TelemetryStoreResult(outcome.Acked, fresh.Count, records.Count - fresh.Count, skipped, conflicts));
     }
 
-    /// <summary>
-    /// <see cref="TelemetryWatermark.Advance"/> over this database: the stored sequence numbers above the floor
-    /// are read in one query (bounded), so the climb through consecutive records costs no query per record.
-    /// </summary>
-    private static async Task<(long, List<SeqRange>)> AdvanceWatermarkAsync(NpgsqlConnection conn, NpgsqlTransaction tx, TelemetryBatch batch, long current, CancellationToken ct)
+    /// <summary>Redelivered records whose content differs from the stored copy; searched in the newest segments that can hold them.</summary>
+    private static async Task<int> CountConflictsAsync(NpgsqlConnection conn, NpgsqlTransaction tx, TelemetryBatch batch, Dictionary<long, string> repeated, CancellationToken ct)
     {
-        const int Window = 100_000;
-        var floor = Math.Max(current, batch.PendingFrom - 1);
-        var below = current < batch.PendingFrom - 1 ? await StoredSeqsAsync(conn, tx, batch, current + 1, batch.PendingFrom - 1, int.MaxValue, ct).ConfigureAwait(false) : [];
-        var above = await StoredSeqsAsync(conn, tx, batch, floor + 1, long.MaxValue, Window, ct).ConfigureAwait(false);
-        var aboveSet = above.ToHashSet();
-        var truncated = above.Count == Window;
-        var result = TelemetryWatermark.Advance(current, batch.PendingFrom,
-            (from, to) => below.Where(s => s >= from && s <= to),
-            seq => aboveSet.Contains(seq) || (truncated && seq > above[^1]
-                && StoredSeqsAsync(conn, tx, batch, seq, seq, 1, ct).GetAwaiter().GetResult().Count == 1));
-        return result;
-    }
-
-    private static async Task<List<long>> StoredSeqsAsync(NpgsqlConnection conn, NpgsqlTransaction tx, TelemetryBatch batch, long from, long to, int limit, CancellationToken ct)
-    {
-        await using var cmd = new NpgsqlCommand("select seq from telemetry where device = @d and stream = @s and seq between @f and @t order by seq limit @l", conn, tx);
+        await using var cmd = new NpgsqlCommand("""
+            select seqs, bodies from telemetry_segments
+            where device = @d and stream = @s and first_seq <= @max and last_seq >= @min
+            order by first_seq desc limit 1000
+            """, conn, tx);
         cmd.Parameters.AddWithValue("d", batch.DeviceId);
         cmd.Parameters.AddWithValue("s", batch.StreamId);
-        cmd.Parameters.AddWithValue("f", from);
-        cmd.Parameters.AddWithValue("t", to);
-        cmd.Parameters.AddWithValue("l", limit);
-        var seqs = new List<long>();
+        cmd.Parameters.AddWithValue("max", repeated.Keys.Max());
+        cmd.Parameters.AddWithValue("min", repeated.Keys.Min());
+        var conflicts = 0;
         await using var reader = await cmd.ExecuteReaderAsync(ct).ConfigureAwait(false);
         while (await reader.ReadAsync(ct).ConfigureAwait(false))
-            seqs.Add(reader.GetInt64(0));
-        return seqs;
+        {
+            var seqs = (long[])reader[0];
+            var bodies = (string[])reader[1];
+            for (var i = 0; i < seqs.Length; i++)
+            {
+                if (repeated.TryGetValue(seqs[i], out var sent))
+                    conflicts += sent == bodies[i] ? 0 : 1;
+            }
+        }
+        return conflicts;
     }
 
     public async Task<IReadOnlyList<TelemetryGap>> GetGapsAsync(string deviceId, int limit, CancellationToken cancellationToken)
@@ -239,17 +221,19 @@ public sealed partial class PostgresFleetStore : IFleetStore
 
     public async Task<IReadOnlyList<TelemetryRecord>> GetTelemetryAsync(string deviceId, int limit, CancellationToken cancellationToken)
     {
-        await using var cmd = _db.CreateCommand("select body from telemetry where device = @d order by ts, seq limit @l");
+        await using var cmd = _db.CreateCommand("select bodies from telemetry_segments where device = @d");
         cmd.Parameters.AddWithValue("d", deviceId);
-        cmd.Parameters.AddWithValue("l", limit);
         var records = new List<TelemetryRecord>();
         await using var reader = await cmd.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
         while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
         {
-            records.Add(JsonSerializer.Deserialize(reader.GetString(0), WireJsonContext.Default.TelemetryRecord)
-                ?? throw new InvalidDataException($"a telemetry record of {deviceId} is unreadable"));
+            foreach (var body in (string[])reader[0])
+            {
+                records.Add(JsonSerializer.Deserialize(body, WireJsonContext.Default.TelemetryRecord)
+                    ?? throw new InvalidDataException($"a telemetry record of {deviceId} is unreadable"));
+            }
         }
-        return records;
+        return [.. records.OrderBy(r => r.Ts).ThenBy(r => r.Seq).Take(limit)];
     }
 
     private async Task UpdateDeviceAsync(string deviceId, DateTimeOffset now, Func<DeviceRecord, DeviceRecord> change, CancellationToken ct)
@@ -259,6 +243,30 @@ public sealed partial class PostgresFleetStore : IFleetStore
         var device = change(await LockDeviceAsync(conn, tx, deviceId, now, ct).ConfigureAwait(false)) with { LastSeen = now };
         await SaveDeviceAsync(conn, tx, device, ct).ConfigureAwait(false);
         await tx.CommitAsync(ct).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Creates missing rows and locks all of them until the transaction ends, in id order: every instance
+    /// locks in the same order, so two instances' group commits cannot deadlock.
+    /// </summary>
+    private static async Task<Dictionary<string, DeviceRecord>> LockDevicesAsync(NpgsqlConnection conn, NpgsqlTransaction tx, string[] ids, DateTimeOffset now, CancellationToken ct)
+    {
+        await using (var ensure = new NpgsqlCommand("insert into devices (id, doc) select * from unnest(@ids, @docs::jsonb[]) on conflict (id) do nothing", conn, tx))
+        {
+            ensure.Parameters.AddWithValue("ids", ids);
+            ensure.Parameters.AddWithValue("docs", ids.Select(id => ToJson(new DeviceRecord { Id = id, FirstSeen = now, LastSeen = now })).ToArray());
+            await ensure.ExecuteNonQueryAsync(ct).ConfigureAwait(false);
+        }
+        await using var select = new NpgsqlCommand("select doc from devices where id = any(@ids) order by id collate \"C\" for update", conn, tx);
+        select.Parameters.AddWithValue("ids", ids);
+        var devices = new Dictionary<string, DeviceRecord>(StringComparer.Ordinal);
+        await using var reader = await select.ExecuteReaderAsync(ct).ConfigureAwait(false);
+        while (await reader.ReadAsync(ct).ConfigureAwait(false))
+        {
+            var device = FromJson(reader.GetString(0));
+            devices[device.Id] = device;
+        }
+        return devices;
     }
 
     /// <summary>Creates the device's row if needed and locks it until the transaction ends.</summary>

@@ -82,6 +82,31 @@ public static class PostgresMigrations
             );
             create index audit_target on audit (target, id);
             """),
+        (3, "telemetry as one segment per batch", """
+            create table telemetry_segments (
+                device text not null,
+                stream text not null,
+                first_seq bigint not null,
+                last_seq bigint not null,
+                first_ts timestamptz not null,
+                seqs bigint[] not null,
+                bodies text[] not null,
+                primary key (device, stream, first_seq)
+            );
+            insert into telemetry_segments (device, stream, first_seq, last_seq, first_ts, seqs, bodies)
+                select device, stream, seq, seq, ts, array[seq], array[body] from telemetry;
+            -- What the per-record table knew by its primary key, the device's ledger now keeps: the ranges
+            -- stored above its watermark (islands of consecutive sequence numbers).
+            update devices d set doc = jsonb_set(d.doc, '{storedAboveAck}', coalesce((
+                select jsonb_agg(jsonb_build_object('from', f, 'to', t) order by f)
+                from (
+                    select min(seq) as f, max(seq) as t
+                    from (select seq, seq - row_number() over (order by seq) as island
+                          from telemetry x
+                          where x.device = d.id and x.stream = d.doc->>'streamId' and x.seq > (d.doc->>'ackedSeq')::bigint) numbered
+                    group by island) islands), '[]'::jsonb));
+            drop table telemetry;
+            """),
     ];
 
     /// <summary>Applies the migrations above <c>max(version)</c> up to <paramref name="upTo"/>; returns the versions applied.</summary>
