@@ -50,6 +50,14 @@ public static class FleetServiceExtensions
         return services;
     }
 
+    /// <summary>Scheduler leadership among instances sharing one PostgreSQL.</summary>
+    public static IServiceCollection AddFleetScaleOut(this IServiceCollection services)
+    {
+        services.AddSingleton<Scale.LeaderElection>();
+        services.AddHostedService(sp => sp.GetRequiredService<Scale.LeaderElection>());
+        return services;
+    }
+
     public static IServiceCollection AddFleetBroker(this IServiceCollection services, BrokerOptions broker)
     {
         services.AddSingleton<FleetMetrics>();

@@ -25,6 +25,7 @@ var options = builder.Services.AddFleetOptions(builder.Configuration);
 builder.Services
     .AddFleetStorage()
     .AddFleetIdentity(options)
+    .AddFleetScaleOut()
     .AddFleetBroker(options.Broker);
 
 var app = builder.Build();

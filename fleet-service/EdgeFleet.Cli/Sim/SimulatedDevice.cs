@@ -90,9 +90,20 @@ public sealed class SimulatedDevice : IAsyncDisposable
     }
 
     /// <summary>Sends the next <paramref name="count"/> records as one batch (QoS 1, waits for the broker's PUBACK).</summary>
-    public async Task SendBatchAsync(int count, CancellationToken ct)
+    public Task SendBatchAsync(int count, CancellationToken ct) => SendAsync(Interlocked.Add(ref _nextSeq, count) - count, count, ct);
+
+    /// <summary>
+    /// Sends everything not yet acknowledged again, as the agent does after its ack timeout (a batch lost with
+    /// a fleet instance that died before storing it). The records are the same, so the fleet deduplicates.
+    /// </summary>
+    public async Task ResendUnackedAsync(int batchRecords, CancellationToken ct)
     {
-        var first = Interlocked.Add(ref _nextSeq, count) - count;
+        for (var first = Acked + 1; first <= Sent; first += batchRecords)
+            await SendAsync(first, (int)Math.Min(batchRecords, Sent - first + 1), ct).ConfigureAwait(false);
+    }
+
+    private async Task SendAsync(long first, int count, CancellationToken ct)
+    {
         var records = new (long, ReadOnlyMemory<byte>)[count];
         for (var i = 0; i < count; i++)
             records[i] = (first + i, Bodies[(int)((first + i) % Bodies.Length)]);

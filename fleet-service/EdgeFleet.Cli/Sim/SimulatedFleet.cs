@@ -127,15 +127,30 @@ public sealed class SimulatedFleet : IAsyncDisposable
         return Sent - before;
     }
 
-    /// <summary>Waits until the fleet has acknowledged everything sent, or the timeout passes; returns whether it did.</summary>
-    public async Task<bool> DrainAsync(TimeSpan timeout, CancellationToken ct)
+    /// <summary>
+    /// Waits until the fleet has acknowledged everything sent, or the timeout passes; returns whether it did.
+    /// When acknowledgements stop coming for <paramref name="resendAfter"/> (3 s by default), devices still
+    /// waiting send their unacknowledged records again, as agents do.
+    /// </summary>
+    public async Task<bool> DrainAsync(TimeSpan timeout, CancellationToken ct, TimeSpan? resendAfter = null)
     {
         var clock = Stopwatch.StartNew();
+        var lastAcked = Acked;
+        var lastProgress = clock.Elapsed;
         while (clock.Elapsed < timeout)
         {
             if (_devices.All(d => d.Acked >= d.Sent))
                 return true;
             await Task.Delay(100, ct).ConfigureAwait(false);
+            var acked = Acked;
+            if (acked != lastAcked)
+                (lastAcked, lastProgress) = (acked, clock.Elapsed);
+            else if (clock.Elapsed - lastProgress > (resendAfter ?? TimeSpan.FromSeconds(3)))
+            {
+                await Parallel.ForEachAsync(_devices.Where(d => d.Acked < d.Sent && d.Connected), ct,
+                    async (d, ct) => await d.ResendUnackedAsync(_options.BatchRecords, ct).ConfigureAwait(false)).ConfigureAwait(false);
+                lastProgress = clock.Elapsed;
+            }
         }
         return false;
     }

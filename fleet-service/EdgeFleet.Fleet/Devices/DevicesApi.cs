@@ -14,7 +14,7 @@ public sealed record DeviceView(DeviceRecord Device, bool Online)
 
 public sealed record ApiError(string Error, string Reason);
 
-public sealed record HealthView(string Status, string BrokerMode, bool BrokerConnected, string Storage, int Devices,
+public sealed record HealthView(string Status, string Instance, bool Leader, string BrokerMode, bool BrokerConnected, string Storage, int Devices,
     long MessagesAccepted, long TelemetryStored, long TelemetryDuplicates, long BrokerDenied, IReadOnlyDictionary<string, long> MessagesRejected);
 
 /// <summary>
@@ -25,11 +25,13 @@ public static class DevicesApi
 {
     public static IEndpointRouteBuilder MapFleetApi(this IEndpointRouteBuilder app)
     {
-        app.MapGet("/api/health", async (IFleetStore store, FleetMqttClient client, FleetMetrics metrics, FleetOptions options, CancellationToken ct) =>
+        app.MapGet("/api/health", async (IFleetStore store, FleetMqttClient client, FleetMetrics metrics, FleetOptions options, Scale.LeaderElection leader, CancellationToken ct) =>
         {
             var devices = await store.ListDevicesAsync(ct).ConfigureAwait(false);
             return TypedResults.Ok(new HealthView(
                 client.Connected ? "ok" : "degraded",
+                leader.Instance,
+                leader.IsLeader,
                 options.Broker.Mode.ToString(),
                 client.Connected,
                 options.Storage.Provider,

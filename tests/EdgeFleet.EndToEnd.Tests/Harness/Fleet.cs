@@ -11,7 +11,8 @@ public sealed class Fleet : IDisposable
 
     /// <param name="reuse">Another fleet's ports, to restart "the same" service on the same data.</param>
     /// <param name="postgres">A PostgreSQL connection string: the store is PostgreSQL instead of LiteDB.</param>
-    public Fleet(string dataDirectory, int? externalBrokerPort = null, Fleet? reuse = null, string? postgres = null, params string[] extraArgs)
+    /// <param name="adminKey">Another instance's admin key (instances sharing one PostgreSQL share their keys; only the first writes one).</param>
+    public Fleet(string dataDirectory, int? externalBrokerPort = null, Fleet? reuse = null, string? postgres = null, string? adminKey = null, params string[] extraArgs)
     {
         HttpPort = reuse?.HttpPort ?? Repo.FreePort();
         BrokerPort = externalBrokerPort ?? reuse?.BrokerPort ?? Repo.FreePort();
@@ -37,7 +38,7 @@ public sealed class Fleet : IDisposable
         Wait.Until(() => Health().Result?["brokerConnected"]?.GetValue<bool>() == true, TimeSpan.FromSeconds(60),
             () => "the fleet service did not become healthy:\n" + _process.Output);
         AdminKeyPath = Path.Combine(dataDirectory, "admin.key");
-        AdminKey = File.ReadAllText(AdminKeyPath).Trim();
+        AdminKey = adminKey ?? File.ReadAllText(AdminKeyPath).Trim();
         _http.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", AdminKey);
     }
 
@@ -104,6 +105,14 @@ public sealed class Fleet : IDisposable
     }
 
     public string Url => $"http://127.0.0.1:{HttpPort}";
+
+    /// <summary>An HTTP client for this fleet that carries the admin key.</summary>
+    public HttpClient AdminClient() => new()
+    {
+        BaseAddress = new Uri(Url),
+        Timeout = TimeSpan.FromSeconds(30),
+        DefaultRequestHeaders = { Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", AdminKey) },
+    };
 
     /// <summary>Uploads a model file; returns its SHA-256.</summary>
     public async Task<string> UploadArtifact(byte[] content)
