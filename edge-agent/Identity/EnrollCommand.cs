@@ -81,6 +81,8 @@ public static class EnrollCommand
             };
             // It may hold a broker password: owner-only from the first byte.
             AtomicFile.Write(DeviceCredentials.StatePath(config.StateDirectory), JsonSerializer.SerializeToUtf8Bytes(state, EnrollmentJsonContext.Default.EnrollmentState), privateFile: true);
+            if (!GiveToStateOwner(config.StateDirectory, stderr))
+                return 1;
             if (args.Has("json"))
                 stdout.WriteLine(JsonSerializer.Serialize(state with { BrokerPassword = null }, EnrollmentJsonContext.Default.EnrollmentState));
             else
@@ -117,6 +119,28 @@ public static class EnrollCommand
         {
             throw new ConfigException($"device key: {e.Message}");
         }
+    }
+
+    /// <summary>
+    /// A field engineer runs enroll as root, but the service runs as the state directory's owner (the
+    /// package's <c>edgefleet</c> user): the key and enrollment files are handed to that owner, or the service
+    /// could not read its own key.
+    /// </summary>
+    private static bool GiveToStateOwner(string stateDirectory, TextWriter stderr)
+    {
+        if (Environment.UserName != "root")
+            return true;
+        using var chown = System.Diagnostics.Process.Start(new System.Diagnostics.ProcessStartInfo("chown",
+            ["--reference=" + stateDirectory, DeviceCredentials.KeyPath(stateDirectory), DeviceCredentials.StatePath(stateDirectory)])
+        { RedirectStandardError = true });
+        if (chown is null)
+            return true;
+        var error = chown.StandardError.ReadToEnd();
+        chown.WaitForExit();
+        if (chown.ExitCode == 0)
+            return true;
+        stderr.WriteLine($"error: enrolled, but could not give the key to the state directory's owner: {error.Trim()}");
+        return false;
     }
 
     private static string Reason(byte[] body)
