@@ -19,12 +19,33 @@ public class ConfigTests
             // comments are allowed
             { "stateDirectory": "state", "broker": { "port": 1884 }, "model": { "name": "m", "version": "1", "path": "m.onnx" }, }
             """);
-        Assert.Equal(1884, config.Broker.Port);
-        Assert.Equal("localhost", config.Broker.Host);
+        Assert.Equal(1884, config.Broker.EffectivePort);
+        Assert.Null(config.Broker.Host); // unset: the enrollment's broker, else localhost
+        Assert.Equal("localhost", config.Broker.EffectiveHost);
         Assert.Equal(0.5, config.Broker.MinReconnectSeconds);
         Assert.Equal(dir.File("state"), config.StateDirectory);
         Assert.Equal(dir.File("m.onnx"), config.Model!.Path);
         Assert.Equal(InputKind.DemoVibration, config.Input.Kind);
+    }
+
+    [Fact]
+    public void An_enrollment_fills_the_broker_and_fleet_url_the_file_leaves_out_and_must_match_a_configured_id()
+    {
+        using var dir = new TempDir();
+        var config = LoadText(dir, """{ "stateDirectory": "state", "broker": { "port": 1884 } }""");
+        Directory.CreateDirectory(config.StateDirectory);
+        using (var key = EdgeFleet.Shared.Ota.SigningKey.Generate())
+            EdgeFleet.Shared.Ota.KeyFile.Write(Path.Combine(config.StateDirectory, "device.key"), key, passphrase: null);
+        File.WriteAllText(Path.Combine(config.StateDirectory, "enrollment.json"), """
+            {"deviceId":"cam-9","fleetUrl":"http://fleet:5080","brokerHost":"mqtt.fleet","brokerPort":8883,"brokerAuth":"token","enrolledAt":"2026-11-23T00:00:00Z"}
+            """);
+        using var credentials = EdgeFleet.Agent.Identity.DeviceCredentials.Load(config.StateDirectory);
+        var applied = credentials.Apply(config);
+        Assert.Equal(("cam-9", "mqtt.fleet", 1884, "http://fleet:5080"), (applied.DeviceId, applied.Broker.EffectiveHost, applied.Broker.EffectivePort, applied.Ota.FleetUrl));
+        Assert.StartsWith("eft1.", credentials.BrokerPassword(DateTimeOffset.UtcNow), StringComparison.Ordinal);
+        Assert.Throws<ConfigException>(() => credentials.Apply(config with { DeviceId = "someone-else" }));
+        File.WriteAllText(Path.Combine(config.StateDirectory, "enrollment.json"), "{broken");
+        Assert.Contains("enroll again", Assert.Throws<ConfigException>(() => EdgeFleet.Agent.Identity.DeviceCredentials.Load(config.StateDirectory)).Message, StringComparison.Ordinal);
     }
 
     [Theory]
