@@ -1,4 +1,3 @@
-using System.Net.Http.Json;
 using System.Text.Json;
 using EdgeFleet.Agent.Configuration;
 using EdgeFleet.Shared.Cli;
@@ -38,7 +37,10 @@ public static class EnrollCommand
         HttpResponseMessage response;
         try
         {
-            response = await http.PostAsJsonAsync("api/enroll", request, IdentityJsonContext.Default.EnrollRequest).ConfigureAwait(false);
+            // Plain bytes rather than System.Net.Http.Json, which would add its own weight to the AOT binary.
+            using var content = new ByteArrayContent(JsonSerializer.SerializeToUtf8Bytes(request, IdentityJsonContext.Default.EnrollRequest));
+            content.Headers.ContentType = new System.Net.Http.Headers.MediaTypeHeaderValue("application/json");
+            response = await http.PostAsync(new Uri("api/enroll", UriKind.Relative), content).ConfigureAwait(false);
         }
         catch (Exception e) when (e is HttpRequestException or TaskCanceledException)
         {

@@ -56,4 +56,18 @@ public sealed record DeviceRecord
     public DateTimeOffset? LastTelemetryAt { get; init; }
 
     public InferenceSample? LastInference { get; init; }
+
+    /// <summary>The record after a hello: agent, profile, boot (a new boot id counts a restart), first model.</summary>
+    public DeviceRecord WithHello(HelloMessage hello) => this with
+    {
+        AgentVersion = hello.AgentVersion,
+        HardwareProfile = hello.HardwareProfile,
+        BootId = hello.BootId,
+        Restarts = BootId is not null && BootId != hello.BootId ? Restarts + 1 : Restarts,
+        ActiveModel = hello.Models.Count > 0 ? hello.Models[0] : ActiveModel,
+    };
+
+    public DeviceRecord WithReported(ReportedState state) => this with { ActiveModel = state.Active, Ota = state.Ota };
+
+    public DeviceRecord WithOtaStatus(OtaStatusMessage status) => this with { LastOta = status, Ota = status.State };
 }

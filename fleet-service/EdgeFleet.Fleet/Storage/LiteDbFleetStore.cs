@@ -61,20 +61,13 @@ public sealed partial class LiteDbFleetStore : IFleetStore
     }
 
     public Task RecordHelloAsync(HelloMessage hello, DateTimeOffset now, CancellationToken cancellationToken) =>
-        UpdateDeviceAsync(hello.DeviceId, now, d => d with
-        {
-            AgentVersion = hello.AgentVersion,
-            HardwareProfile = hello.HardwareProfile,
-            BootId = hello.BootId,
-            Restarts = d.BootId is not null && d.BootId != hello.BootId ? d.Restarts + 1 : d.Restarts,
-            ActiveModel = hello.Models.Count > 0 ? hello.Models[0] : d.ActiveModel,
-        }, cancellationToken);
+        UpdateDeviceAsync(hello.DeviceId, now, d => d.WithHello(hello), cancellationToken);
 
     public Task RecordReportedAsync(ReportedState state, DateTimeOffset now, CancellationToken cancellationToken) =>
-        UpdateDeviceAsync(state.DeviceId, now, d => d with { ActiveModel = state.Active, Ota = state.Ota }, cancellationToken);
+        UpdateDeviceAsync(state.DeviceId, now, d => d.WithReported(state), cancellationToken);
 
     public Task RecordOtaStatusAsync(OtaStatusMessage status, DateTimeOffset now, CancellationToken cancellationToken) =>
-        UpdateDeviceAsync(status.DeviceId, now, d => d with { LastOta = status, Ota = status.State }, cancellationToken);
+        UpdateDeviceAsync(status.DeviceId, now, d => d.WithOtaStatus(status), cancellationToken);
 
     public async Task SetDesiredAsync(string deviceId, byte[] payload, CancellationToken cancellationToken)
     {
@@ -128,44 +121,12 @@ public sealed partial class LiteDbFleetStore : IFleetStore
     /// <summary>One batch inside the open transaction: the ledger decides what is new, the new records become one segment.</summary>
     private (DeviceRecord, TelemetryStoreResult) StoreBatch(DeviceRecord device, TelemetryBatch batch, IReadOnlyList<TelemetryRecord> records, DateTimeOffset now)
     {
-        if (device.StreamId != batch.StreamId)
-            device = device with { StreamId = batch.StreamId, AckedSeq = 0, StoredAboveAck = [] };
-        var outcome = TelemetryLedger.Apply(device.AckedSeq, device.StoredAboveAck, batch.PendingFrom, records.Select(r => r.Seq).ToList());
-        var fresh = new List<(long, DateTimeOffset, string)>(records.Count);
-        var repeated = new Dictionary<long, string>();
-        var evicted = device.EvictedRecords;
-        InferenceSample? lastInference = null;
-        for (var i = 0; i < records.Count; i++)
-        {
-            var body = System.Text.Json.JsonSerializer.Serialize(records[i], WireJsonContext.Default.TelemetryRecord);
-            if (!outcome.IsNew[i])
-            {
-                repeated.TryAdd(records[i].Seq, body);
-                continue;
-            }
-            fresh.Add((records[i].Seq, records[i].Ts, body));
-            lastInference = records[i].Inference ?? lastInference;
-            evicted = Math.Max(evicted, records[i].Evictions?.Records ?? 0);
-        }
-        if (fresh.Count > 0)
-            _telemetry.Upsert(LiteDbDocuments.FromSegment(batch.DeviceId, batch.StreamId, fresh));
-        var conflicts = repeated.Count > 0 ? CountConflicts(batch.DeviceId, batch.StreamId, repeated) : 0;
-        foreach (var gap in outcome.Gaps)
+        var plan = BatchPlan.For(device, batch, records);
+        if (plan.Fresh.Count > 0)
+            _telemetry.Upsert(LiteDbDocuments.FromSegment(batch.DeviceId, batch.StreamId, plan.Fresh));
+        foreach (var gap in plan.Outcome.Gaps)
             _gaps.Insert(LiteDbDocuments.FromGap(new TelemetryGap(batch.DeviceId, batch.StreamId, gap.From, gap.To, now)));
-        var skipped = outcome.Gaps.Sum(g => g.To - g.From + 1);
-        device = device with
-        {
-            LastSeen = now,
-            AckedSeq = outcome.Acked,
-            StoredAboveAck = outcome.StoredAbove,
-            TelemetryRecords = device.TelemetryRecords + fresh.Count,
-            SkippedRecords = device.SkippedRecords + skipped,
-            EvictedRecords = evicted,
-            ConflictingRecords = device.ConflictingRecords + conflicts,
-            LastTelemetryAt = fresh.Count > 0 ? now : device.LastTelemetryAt,
-            LastInference = lastInference ?? device.LastInference,
-        };
-        return (device, new TelemetryStoreResult(outcome.Acked, fresh.Count, records.Count - fresh.Count, skipped, conflicts));
+        return plan.Complete(plan.Repeated.Count > 0 ? CountConflicts(batch.DeviceId, batch.StreamId, plan.Repeated) : 0, now);
     }
 
     /// <summary>

@@ -39,20 +39,13 @@ public sealed partial class PostgresFleetStore : IFleetStore
     }
 
     public Task RecordHelloAsync(HelloMessage hello, DateTimeOffset now, CancellationToken cancellationToken) =>
-        UpdateDeviceAsync(hello.DeviceId, now, d => d with
-        {
-            AgentVersion = hello.AgentVersion,
-            HardwareProfile = hello.HardwareProfile,
-            BootId = hello.BootId,
-            Restarts = d.BootId is not null && d.BootId != hello.BootId ? d.Restarts + 1 : d.Restarts,
-            ActiveModel = hello.Models.Count > 0 ? hello.Models[0] : d.ActiveModel,
-        }, cancellationToken);
+        UpdateDeviceAsync(hello.DeviceId, now, d => d.WithHello(hello), cancellationToken);
 
     public Task RecordReportedAsync(ReportedState state, DateTimeOffset now, CancellationToken cancellationToken) =>
-        UpdateDeviceAsync(state.DeviceId, now, d => d with { ActiveModel = state.Active, Ota = state.Ota }, cancellationToken);
+        UpdateDeviceAsync(state.DeviceId, now, d => d.WithReported(state), cancellationToken);
 
     public Task RecordOtaStatusAsync(OtaStatusMessage status, DateTimeOffset now, CancellationToken cancellationToken) =>
-        UpdateDeviceAsync(status.DeviceId, now, d => d with { LastOta = status, Ota = status.State }, cancellationToken);
+        UpdateDeviceAsync(status.DeviceId, now, d => d.WithOtaStatus(status), cancellationToken);
 
     public async Task SetDesiredAsync(string deviceId, byte[] payload, CancellationToken cancellationToken)
     {
@@ -97,31 +90,14 @@ public sealed partial class PostgresFleetStore : IFleetStore
     }
 
     /// <summary>
-    /// One batch: the device's ledger (in its locked row) decides which records are new; those become one
-    /// segment row. The writes are queued on <paramref name="writes"/> and sent in one round trip for the group.
+    /// One batch: <see cref="BatchPlan"/> decides what is new; those records become one segment row. The writes
+    /// are queued on <paramref name="writes"/> and sent in one round trip for the group.
     /// </summary>
     private static async Task<(DeviceRecord, TelemetryStoreResult)> StoreBatchAsync(NpgsqlConnection conn, NpgsqlTransaction tx, NpgsqlBatch writes, DeviceRecord device,
         TelemetryBatch batch, IReadOnlyList<TelemetryRecord> records, DateTimeOffset now, CancellationToken cancellationToken)
     {
-        if (device.StreamId != batch.StreamId)
-            device = device with { StreamId = batch.StreamId, AckedSeq = 0, StoredAboveAck = [] };
-        var outcome = TelemetryLedger.Apply(device.AckedSeq, device.StoredAboveAck, batch.PendingFrom, [.. records.Select(r => r.Seq)]);
-        var fresh = new List<(long Seq, DateTimeOffset Ts, string Body)>(records.Count);
-        var repeated = new Dictionary<long, string>();
-        var evicted = device.EvictedRecords;
-        InferenceSample? lastInference = null;
-        for (var i = 0; i < records.Count; i++)
-        {
-            var body = JsonSerializer.Serialize(records[i], WireJsonContext.Default.TelemetryRecord);
-            if (!outcome.IsNew[i])
-            {
-                repeated.TryAdd(records[i].Seq, body);
-                continue;
-            }
-            fresh.Add((records[i].Seq, records[i].Ts, body));
-            lastInference = records[i].Inference ?? lastInference;
-            evicted = Math.Max(evicted, records[i].Evictions?.Records ?? 0);
-        }
+        var plan = BatchPlan.For(device, batch, records);
+        var fresh = plan.Fresh;
         if (fresh.Count > 0)
         {
             var insert = new NpgsqlBatchCommand("""
@@ -136,8 +112,7 @@ public sealed partial class PostgresFleetStore : IFleetStore
             insert.Parameters.AddWithValue("bodies", fresh.Select(r => r.Body).ToArray());
             writes.BatchCommands.Add(insert);
         }
-        var conflicts = repeated.Count > 0 ? await CountConflictsAsync(conn, tx, batch, repeated, cancellationToken).ConfigureAwait(false) : 0;
-        foreach (var gap in outcome.Gaps)
+        foreach (var gap in plan.Outcome.Gaps)
         {
             var insertGap = new NpgsqlBatchCommand("insert into telemetry_gaps (device, stream, from_seq, to_seq, recorded_at) values (@d, @s, @f, @t, @at)");
             insertGap.Parameters.AddWithValue("d", batch.DeviceId);
@@ -147,20 +122,8 @@ public sealed partial class PostgresFleetStore : IFleetStore
             insertGap.Parameters.AddWithValue("at", now.UtcDateTime);
             writes.BatchCommands.Add(insertGap);
         }
-        var skipped = outcome.Gaps.Sum(g => g.To - g.From + 1);
-        device = device with
-        {
-            LastSeen = now,
-            AckedSeq = outcome.Acked,
-            StoredAboveAck = outcome.StoredAbove,
-            TelemetryRecords = device.TelemetryRecords + fresh.Count,
-            SkippedRecords = device.SkippedRecords + skipped,
-            EvictedRecords = evicted,
-            ConflictingRecords = device.ConflictingRecords + conflicts,
-            LastTelemetryAt = fresh.Count > 0 ? now : device.LastTelemetryAt,
-            LastInference = lastInference ?? device.LastInference,
-        };
-        return (device, new TelemetryStoreResult(outcome.Acked, fresh.Count, records.Count - fresh.Count, skipped, conflicts));
+        var conflicts = plan.Repeated.Count > 0 ? await CountConflictsAsync(conn, tx, batch, plan.Repeated, cancellationToken).ConfigureAwait(false) : 0;
+        return plan.Complete(conflicts, now);
     }
 
     /// <summary>Redelivered records whose content differs from the stored copy; searched in the newest segments that can hold them.</summary>
