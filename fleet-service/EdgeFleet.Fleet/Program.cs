@@ -1,3 +1,4 @@
+using EdgeFleet.Fleet.Groups;
 using EdgeFleet.Fleet;
 using EdgeFleet.Fleet.Devices;
 using EdgeFleet.Fleet.Identity;
@@ -33,6 +34,7 @@ app.UseAuthentication();
 app.UseAuthorization();
 app.MapFleetApi();
 app.MapIdentityApi();
+app.MapGroupsApi();
 app.MapOtaApi();
 app.MapGet("/", () => Results.Redirect("/api/devices"));
 app.Run();

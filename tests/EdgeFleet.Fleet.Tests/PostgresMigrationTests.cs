@@ -24,12 +24,12 @@ public sealed class PostgresMigrationTests(PostgresServer server)
     }
 
     [Fact]
-    public async Task A_database_on_the_previous_schema_keeps_its_data_through_the_migration()
+    public async Task A_database_with_one_row_per_telemetry_record_keeps_its_data_through_the_migrations()
     {
         var connection = server.CreateDatabase();
         await using (var db = NpgsqlDataSource.Create(connection))
         {
-            Assert.Equal([1, 2], await PostgresMigrations.ApplyAsync(db, default, upTo: Latest - 1));
+            Assert.Equal([1, 2], await PostgresMigrations.ApplyAsync(db, default, upTo: 2));
             // Rows as the previous schema held them: one row per record (5 stored above a hole at 4), no tags,
             // no enrollment fields, no ledger.
             await using var insert = db.CreateCommand("""
@@ -60,6 +60,25 @@ public sealed class PostgresMigrationTests(PostgresServer server)
         Assert.Equal(new TelemetryStoreResult(5, 1, 2, 0, 0), result);
         Assert.Equal(["a", "b", "c", "d", "e"], (await store.GetTelemetryAsync("old-1", 10, default)).Select(r => r.Message));
         Assert.Empty(await store.ListApiKeysAsync(default)); // the new tables exist
+    }
+
+    [Fact]
+    public async Task A_database_on_the_previous_schema_is_migrated_and_keeps_its_devices()
+    {
+        var connection = server.CreateDatabase();
+        await using (var db = NpgsqlDataSource.Create(connection))
+        {
+            Assert.Equal([.. Enumerable.Range(1, Latest - 1)], await PostgresMigrations.ApplyAsync(db, default, upTo: Latest - 1));
+            await using var insert = db.CreateCommand("""
+                insert into devices (id, doc) values ('old-2', '{"id":"old-2","firstSeen":"2026-11-01T00:00:00+00:00","lastSeen":"2026-11-02T00:00:00+00:00","tags":{"site":"north"},"ota":"idle"}');
+                """);
+            await insert.ExecuteNonQueryAsync();
+        }
+        using var store = await PostgresFleetStore.OpenAsync(connection, default);
+        await using (var db = NpgsqlDataSource.Create(connection))
+            Assert.Equal(Latest, await PostgresMigrations.CurrentAsync(db, default));
+        Assert.Equal("north", (await store.GetDeviceAsync("old-2", default))!.Tags["site"]);
+        Assert.Empty(await store.ListGroupsAsync(default)); // the new table exists
     }
 
     [Fact]

@@ -1,5 +1,6 @@
 using System.Text.Json.Serialization;
 using EdgeFleet.Fleet.Broker;
+using EdgeFleet.Fleet.Groups;
 using EdgeFleet.Fleet.Identity;
 using EdgeFleet.Fleet.Storage;
 using EdgeFleet.Shared.Wire;
@@ -18,7 +19,8 @@ public sealed record HealthView(string Status, string Instance, bool Leader, str
     long MessagesAccepted, long TelemetryStored, long TelemetryDuplicates, long BrokerDenied, IReadOnlyDictionary<string, long> MessagesRejected);
 
 /// <summary>
-/// The fleet's JSON API: <c>/api/health</c>, <c>/api/devices</c>, <c>/api/devices/{id}</c>, and a device's stored
+/// The fleet's JSON API: <c>/api/health</c>, <c>/api/devices</c> (filtered by <c>?group=</c> and <c>?selector=</c>),
+/// <c>/api/devices/{id}</c>, and a device's stored
 /// telemetry (<c>/telemetry</c>, oldest first) and recorded gaps (<c>/gaps</c>).
 /// </summary>
 public static class DevicesApi
@@ -44,12 +46,15 @@ public static class DevicesApi
         }).AllowAnonymous();
         var api = app.MapGroup("/api/devices").RequireAuthorization(ApiAuthentication.ViewerPolicy);
 
-        api.MapGet("", async (IFleetStore store, FleetOptions options, TimeProvider time, CancellationToken ct) =>
+        api.MapGet("", async Task<IResult> (string? group, string? selector, IFleetStore store, FleetOptions options, TimeProvider time, CancellationToken ct) =>
         {
+            var (filter, error) = await GroupsApi.FilterAsync(group, selector, store, ct).ConfigureAwait(false);
+            if (error is not null)
+                return error;
             var now = time.GetUtcNow();
             var offline = TimeSpan.FromSeconds(options.OfflineAfterSeconds);
             var devices = await store.ListDevicesAsync(ct).ConfigureAwait(false);
-            return TypedResults.Ok(devices.Select(d => DeviceView.Of(d, now, offline)).ToList());
+            return TypedResults.Ok(devices.Where(filter).Select(d => DeviceView.Of(d, now, offline)).ToList());
         });
 
         api.MapGet("/{id}", async Task<IResult> (string id, IFleetStore store, FleetOptions options, TimeProvider time, CancellationToken ct) =>
@@ -95,6 +100,11 @@ public static class DevicesApi
 [JsonSerializable(typeof(ApiKeyView))]
 [JsonSerializable(typeof(List<ApiKeyView>))]
 [JsonSerializable(typeof(List<AuditEntry>))]
+[JsonSerializable(typeof(TagPatchRequest))]
+[JsonSerializable(typeof(GroupRequest))]
+[JsonSerializable(typeof(GroupChangeRequest))]
+[JsonSerializable(typeof(GroupView))]
+[JsonSerializable(typeof(List<GroupView>))]
 [JsonSerializable(typeof(EdgeFleet.Shared.Identity.EnrollResponse))]
 [JsonSerializable(typeof(EdgeFleet.Fleet.Ota.ArtifactView))]
 [JsonSerializable(typeof(EdgeFleet.Fleet.Ota.DesiredView))]

@@ -41,8 +41,6 @@ public sealed record ApiKeyView(string Id, string Name, OperatorRole Role, DateT
 /// </summary>
 public static partial class IdentityApi
 {
-    public const int MaxTags = 32;
-
     public static IEndpointRouteBuilder MapIdentityApi(this IEndpointRouteBuilder app)
     {
         app.MapPost("/api/enrollment-tokens", CreateEnrollmentTokenAsync).RequireAuthorization(ApiAuthentication.OperatorPolicy);
@@ -206,11 +204,11 @@ public static partial class IdentityApi
 
     public static string? ValidateTags(IReadOnlyDictionary<string, string> tags)
     {
-        if (tags.Count > MaxTags)
-            return $"at most {MaxTags} tags";
+        if (tags.Count > TagPatch.MaxTags)
+            return $"at most {TagPatch.MaxTags} tags";
         foreach (var (k, v) in tags)
         {
-            if (k.Length is 0 or > 64 || !k.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.'))
+            if (!TagSelector.IsKey(k))
                 return $"tag name '{LogText.Sanitize(k)}' must be 1-64 of letters, digits, '-', '_', '.'";
             if (v.Length > 256)
                 return $"tag '{k}' value is longer than 256 characters";

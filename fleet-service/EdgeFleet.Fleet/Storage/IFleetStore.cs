@@ -1,12 +1,13 @@
 using EdgeFleet.Fleet.Devices;
+using EdgeFleet.Fleet.Groups;
 using EdgeFleet.Fleet.Identity;
 using EdgeFleet.Shared.Wire;
 
 namespace EdgeFleet.Fleet.Storage;
 
 /// <summary>
-/// What the fleet service keeps. Implementations: LiteDB (embedded default); PostgreSQL comes with the
-/// fleet-core work. Every implementation must pass the same store test suite.
+/// What the fleet service keeps. Implementations: LiteDB (embedded default) and PostgreSQL (several
+/// instances). Every implementation must pass the same store test suite.
 /// </summary>
 public interface IFleetStore : IDisposable
 {
@@ -35,6 +36,23 @@ public interface IFleetStore : IDisposable
     Task<IReadOnlyList<DeviceRecord>> ListDevicesAsync(CancellationToken cancellationToken);
 
     Task<DeviceRecord?> GetDeviceAsync(string deviceId, CancellationToken cancellationToken);
+
+    /// <summary>Applies <paramref name="patch"/> to a known device's tags in one step; null when the device is unknown.</summary>
+    Task<TagChange?> ChangeTagsAsync(string deviceId, TagPatch patch, CancellationToken cancellationToken);
+
+    /// <summary>Creates a group; false when one of that name exists.</summary>
+    Task<bool> CreateGroupAsync(DeviceGroup group, CancellationToken cancellationToken);
+
+    Task<DeviceGroup?> GetGroupAsync(string name, CancellationToken cancellationToken);
+
+    /// <summary>Every group, by name.</summary>
+    Task<IReadOnlyList<DeviceGroup>> ListGroupsAsync(CancellationToken cancellationToken);
+
+    /// <summary>Replaces a group by <paramref name="change"/> of its current state, atomically; null when there is no such group.</summary>
+    Task<(DeviceGroup Before, DeviceGroup After)?> UpdateGroupAsync(string name, Func<DeviceGroup, DeviceGroup> change, CancellationToken cancellationToken);
+
+    /// <summary>Deletes a group and returns it; null when there was none.</summary>
+    Task<DeviceGroup?> DeleteGroupAsync(string name, CancellationToken cancellationToken);
 
     /// <summary>Stored telemetry of one device, oldest first (for the API and tests).</summary>
     Task<IReadOnlyList<TelemetryRecord>> GetTelemetryAsync(string deviceId, int limit, CancellationToken cancellationToken);

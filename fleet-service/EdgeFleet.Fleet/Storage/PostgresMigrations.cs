@@ -107,6 +107,12 @@ public static class PostgresMigrations
                     group by island) islands), '[]'::jsonb));
             drop table telemetry;
             """),
+        (4, "device groups", """
+            create table device_groups (
+                name text primary key,
+                doc jsonb not null
+            );
+            """),
     ];
 
     /// <summary>Applies the migrations above <c>max(version)</c> up to <paramref name="upTo"/>; returns the versions applied.</summary>
