@@ -48,22 +48,25 @@ public static class Commands
 
     public static async Task<int> DevicesListAsync(CommandLine args)
     {
-        args.AllowOnly([.. FleetHttp.Options, "json"]);
+        args.AllowOnly([.. FleetHttp.Options, "group", "selector", "json"]);
         using var http = FleetHttp.Create(args);
-        var body = await FleetHttp.SendAsync(http, () => http.GetAsync(new Uri("/api/devices", UriKind.Relative))).ConfigureAwait(false);
+        var query = string.Join('&', new[] { ("group", args.Get("group")), ("selector", args.Get("selector")) }
+            .Where(q => q.Item2 is not null).Select(q => $"{q.Item1}={Uri.EscapeDataString(q.Item2!)}"));
+        var path = query.Length == 0 ? "/api/devices" : "/api/devices?" + query;
+        var body = await FleetHttp.SendAsync(http, () => http.GetAsync(new Uri(path, UriKind.Relative))).ConfigureAwait(false);
         if (args.Has("json"))
         {
             Console.WriteLine(body);
             return 0;
         }
         var devices = JsonNode.Parse(body)?.AsArray() ?? throw new CommandException("the fleet service sent no device list");
-        Console.WriteLine($"{"DEVICE",-24} {"ONLINE",-7} {"PROFILE",-20} {"MODEL",-32} {"RECORDS",9} {"LAST RESULT"}");
+        Console.WriteLine($"{"DEVICE",-24} {"ONLINE",-7} {"PROFILE",-20} {"MODEL",-32} {"RECORDS",9} {"LAST RESULT",-24} TAGS");
         foreach (var view in devices)
         {
             var d = view!["device"]!;
             var model = d["activeModel"] is { } m ? $"{m["name"]} {m["version"]}" : "-";
             var last = d["lastInference"] is { } i ? string.Create(CultureInfo.InvariantCulture, $"{i["label"]} ({i["confidence"]!.GetValue<double>():P0})") : "-";
-            Console.WriteLine($"{d["id"],-24} {((bool)view["online"]! ? "yes" : "no"),-7} {d["hardwareProfile"] ?? "-",-20} {model,-32} {d["telemetryRecords"],9} {last}");
+            Console.WriteLine($"{d["id"],-24} {((bool)view["online"]! ? "yes" : "no"),-7} {d["hardwareProfile"] ?? "-",-20} {model,-32} {d["telemetryRecords"],9} {last,-24} {GroupCommands.Tags(d["tags"])}");
         }
         return 0;
     }

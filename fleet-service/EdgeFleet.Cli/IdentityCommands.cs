@@ -100,7 +100,7 @@ public static class IdentityCommands
         return 0;
     }
 
-    private static JsonObject ParseTags(string? tags)
+    internal static JsonObject ParseTags(string? tags, string option = "tags")
     {
         var result = new JsonObject();
         if (string.IsNullOrWhiteSpace(tags))
@@ -109,7 +109,7 @@ public static class IdentityCommands
         {
             var eq = pair.IndexOf('=', StringComparison.Ordinal);
             if (eq <= 0)
-                throw new UsageException($"--tags wants name=value pairs separated by commas, not '{pair}'");
+                throw new UsageException($"--{option} wants name=value pairs separated by commas, not '{pair}'");
             result[pair[..eq]] = pair[(eq + 1)..];
         }
         return result;

@@ -18,7 +18,15 @@ const string Usage = """
       edgefleet model push --model F [--fleet URL]     upload a model file to the fleet's artifact store
       edgefleet devices update --device D --manifest M --keys D [--fleet URL]
                                                      set a device's desired model (signed manifest + key set)
-      edgefleet devices list [--fleet URL] [--json]         list the devices a fleet service knows
+      edgefleet devices list [--group G] [--selector S] [--json]
+                                                     list devices (of a group; whose tags match a selector)
+      edgefleet devices tag --device D [--set k=v,k=v] [--remove k,k]
+                                                     change a device's tags (site, region, customer, ...)
+      edgefleet groups list | groups show --name G [--json]
+      edgefleet groups create --name G (--selector S | --devices a,b) [--description T]
+                                                     a dynamic group (tag selector) or a static one (listed devices)
+      edgefleet groups update --name G [--selector S] [--add a,b] [--remove a,b] [--description T]
+      edgefleet groups delete --name G
       edgefleet devices enroll-token [--uses N] [--hours H] [--tags k=v,k=v] [--note T] [--json]
                                                      create a one-time enrollment token (printed once)
       edgefleet devices revoke --device D              disconnect a device and refuse it from now on
@@ -53,6 +61,12 @@ try
     {
         "model demo" => Commands.ModelDemo(line),
         "devices list" => await Commands.DevicesListAsync(line).ConfigureAwait(false),
+        "devices tag" => await GroupCommands.TagAsync(line).ConfigureAwait(false),
+        "groups list" => await GroupCommands.ListAsync(line).ConfigureAwait(false),
+        "groups show" => await GroupCommands.ShowAsync(line).ConfigureAwait(false),
+        "groups create" => await GroupCommands.CreateAsync(line).ConfigureAwait(false),
+        "groups update" => await GroupCommands.UpdateAsync(line).ConfigureAwait(false),
+        "groups delete" => await GroupCommands.DeleteAsync(line).ConfigureAwait(false),
         "devices enroll-token" => await IdentityCommands.EnrollTokenAsync(line).ConfigureAwait(false),
         "devices revoke" => await IdentityCommands.RevokeAsync(line).ConfigureAwait(false),
         "api-keys create" => await IdentityCommands.ApiKeyCreateAsync(line).ConfigureAwait(false),

@@ -16,6 +16,8 @@ public static class Repo
 
     public static string FleetDll => Path.Combine(Root, "fleet-service/EdgeFleet.Fleet/bin", Configuration, "net10.0/edgefleet-fleet.dll");
 
+    public static string CliDll => Path.Combine(Root, "fleet-service/EdgeFleet.Cli/bin", Configuration, "net10.0/edgefleet.dll");
+
     public static string AgentDll => Path.Combine(Root, "edge-agent/bin", Configuration, "net10.0/edgefleet-agent.dll");
 
     /// <summary>The NativeAOT agent, published by scripts/test.sh (EDGEFLEET_AGENT_AOT overrides).</summary>
