@@ -22,6 +22,8 @@ public sealed record FleetOptions
             return "Fleet:Broker:SharedGroup must be a non-empty name without '/', '+' or '#'";
         if (Broker.Mode == BrokerMode.External && string.IsNullOrWhiteSpace(Broker.Host))
             return "Fleet:Broker:Host is required in External mode";
+        if (Broker.DeviceAccounts == DeviceAccounts.MosquittoDynamicSecurity && (Broker.Mode != BrokerMode.External || string.IsNullOrEmpty(Broker.Username)))
+            return "Fleet:Broker:DeviceAccounts MosquittoDynamicSecurity needs External mode and Fleet:Broker:Username (the dynamic-security admin)";
         if (!Storage.IsPostgreSql && !Storage.Provider.Equals(StorageOptions.LiteDb, StringComparison.OrdinalIgnoreCase))
             return $"Fleet:Storage:Provider '{Storage.Provider}' is not one of LiteDb, PostgreSql";
         if (Storage.IsPostgreSql && string.IsNullOrWhiteSpace(Storage.ConnectionString))
@@ -77,6 +79,19 @@ public sealed record BrokerOptions
     /// split device messages. Instances of one fleet use the same group.
     /// </summary>
     public string SharedGroup { get; init; } = "edgefleet";
+
+    /// <summary>
+    /// External mode: who keeps device accounts on the broker. <c>None</c>: the operator does (devices are told
+    /// to present device tokens). <c>MosquittoDynamicSecurity</c>: the fleet creates one account and ACL role
+    /// per device through Mosquitto's dynamic-security plugin, as its admin (<see cref="Username"/>).
+    /// </summary>
+    public DeviceAccounts DeviceAccounts { get; init; } = DeviceAccounts.None;
+}
+
+public enum DeviceAccounts
+{
+    None,
+    MosquittoDynamicSecurity,
 }
 
 public sealed record StorageOptions

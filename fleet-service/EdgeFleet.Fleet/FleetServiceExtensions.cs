@@ -65,6 +65,11 @@ public static class FleetServiceExtensions
         services.AddSingleton<ReplyQueue>();
         services.AddSingleton<TelemetryIngest>();
         services.AddSingleton<DeviceMessageRouter>();
+        if (broker.Mode == BrokerMode.External && broker.DeviceAccounts == DeviceAccounts.MosquittoDynamicSecurity)
+        {
+            services.AddSingleton(sp => new MosquittoDynamicSecurity(broker, sp.GetRequiredService<DeviceRevocation>(),
+                sp.GetRequiredService<ILogger<MosquittoDynamicSecurity>>()));
+        }
         services.AddSingleton<FleetMqttClient>();
         // The embedded broker is registered first so that it listens before the fleet's client connects.
         if (broker.Mode == BrokerMode.Embedded)

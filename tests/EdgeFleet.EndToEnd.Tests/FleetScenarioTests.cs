@@ -44,7 +44,7 @@ public class FleetScenarioTests(DemoModel model) : IClassFixture<DemoModel>
         var dir = System.IO.Directory.CreateTempSubdirectory("edgefleet-scenario-").FullName;
         using var mosquitto = external ? new Mosquitto() : null;
         using var database = postgres ? new EdgeFleet.TestServers.PostgresServer() : null;
-        using var fleet = new Fleet(dir, mosquitto?.Port, postgres: database?.CreateDatabase());
+        using var fleet = new Fleet(dir, mosquitto, postgres: database?.CreateDatabase());
         if (postgres)
             Assert.Equal("PostgreSql", (await fleet.Health())!["storage"]!.GetValue<string>());
         using var a = new Agent(dir, "pump-a", fleet, model.Path, "normal");

@@ -19,8 +19,8 @@ public sealed class ScaleOutTests
         using var postgres = new PostgresServer();
         using var mosquitto = new Mosquitto();
         var database = postgres.CreateDatabase();
-        var a = new Fleet(Path.Combine(dir, "a"), mosquitto.Port, postgres: database);
-        var b = new Fleet(Path.Combine(dir, "b"), mosquitto.Port, postgres: database, adminKey: a.AdminKey);
+        var a = new Fleet(Path.Combine(dir, "a"), mosquitto, postgres: database);
+        var b = new Fleet(Path.Combine(dir, "b"), mosquitto, postgres: database, adminKey: a.AdminKey);
         try
         {
             string Explain() => $"a:\n{a.Output}\n--- b:\n{b.Output}";

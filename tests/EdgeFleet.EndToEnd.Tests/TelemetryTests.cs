@@ -92,7 +92,7 @@ public partial class TelemetryTests(DemoModel model, Xunit.Abstractions.ITestOut
     {
         var dir = Directory.CreateTempSubdirectory("edgefleet-outage-").FullName;
         using var broker = mosquitto ? new Mosquitto() : null;
-        var fleet = new Fleet(dir, broker?.Port);
+        var fleet = new Fleet(dir, broker);
         using var agent = new Agent(dir, "remote", fleet, model.Path, "imbalance", configure: c =>
         {
             c["input"]!["rateHz"] = 100;

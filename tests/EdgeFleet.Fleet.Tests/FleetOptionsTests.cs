@@ -21,6 +21,16 @@ public class FleetOptionsTests
         Assert.Contains(key, options.Validate(), StringComparison.Ordinal);
     }
 
+    [Theory]
+    [InlineData(BrokerMode.Embedded, "edgefleet-fleet", false)]
+    [InlineData(BrokerMode.External, null, false)]
+    [InlineData(BrokerMode.External, "edgefleet-fleet", true)]
+    public void Mosquitto_device_accounts_need_an_external_broker_and_its_admin_account(BrokerMode mode, string? username, bool valid)
+    {
+        var options = new FleetOptions { Broker = new BrokerOptions { Mode = mode, Username = username, DeviceAccounts = DeviceAccounts.MosquittoDynamicSecurity } };
+        Assert.Equal(valid, options.Validate() is null);
+    }
+
     [Fact]
     public void The_embedded_broker_secret_is_random_and_never_printed()
     {

@@ -10,7 +10,7 @@ namespace EdgeFleet.Cli.Sim;
 
 /// <summary>
 /// One simulated device: its own Ed25519 key and enrollment, a real MQTT connection authenticated with a
-/// device token, telemetry batches with its own sequence numbers and stream, and OTA state reports when the
+/// device token (or the broker password enrollment issued), telemetry batches with its own sequence numbers and stream, and OTA state reports when the
 /// fleet sets a desired model (without running the model: it reports success, or failure at a set rate).
 /// </summary>
 public sealed class SimulatedDevice : IAsyncDisposable
@@ -46,6 +46,9 @@ public sealed class SimulatedDevice : IAsyncDisposable
 
     public string Id { get; }
 
+    /// <summary>The broker password an external Mosquitto issued at enrollment; null: device tokens.</summary>
+    public string? BrokerPassword { get; init; }
+
     public bool Connected => _client?.IsConnected == true;
 
     /// <summary>Records sent (sequence numbers used).</summary>
@@ -64,7 +67,7 @@ public sealed class SimulatedDevice : IAsyncDisposable
         var options = new MqttClientOptionsBuilder()
             .WithTcpServer(_host, _port)
             .WithClientId(Id)
-            .WithCredentials(Id, DeviceToken.Create(_key, Id, DateTimeOffset.UtcNow, TimeSpan.FromMinutes(10)))
+            .WithCredentials(Id, BrokerPassword ?? DeviceToken.Create(_key, Id, DateTimeOffset.UtcNow, TimeSpan.FromMinutes(10)))
             .WithProtocolVersion(MQTTnet.Formatter.MqttProtocolVersion.V500)
             .WithCleanStart(true)
             .WithKeepAlivePeriod(TimeSpan.FromSeconds(60))

@@ -83,7 +83,10 @@ public sealed class SimulatedFleet : IAsyncDisposable
             if (!response.IsSuccessStatusCode)
                 throw new CommandException($"enrollment of {id} refused ({(int)response.StatusCode}): {System.Text.Encoding.UTF8.GetString(body)}");
             var enrolled = System.Text.Json.JsonSerializer.Deserialize(body, IdentityJsonContext.Default.EnrollResponse)!;
-            devices[i] = new SimulatedDevice(id, key, enrolled.BrokerHost, enrolled.BrokerPort, options.OtaFailureRate);
+            devices[i] = new SimulatedDevice(id, key, enrolled.BrokerHost, enrolled.BrokerPort, options.OtaFailureRate)
+            {
+                BrokerPassword = enrolled.BrokerAuth == "password" ? enrolled.BrokerPassword : null,
+            };
         }).ConfigureAwait(false);
         return new SimulatedFleet([.. devices], options);
     }

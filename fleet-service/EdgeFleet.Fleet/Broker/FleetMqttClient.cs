@@ -37,8 +37,12 @@ public sealed partial class FleetMqttClient : BackgroundService
         [.. Enumerable.Range(0, Math.Max(1, Environment.ProcessorCount)).Select(_ =>
             Channel.CreateUnbounded<(string, byte[], MqttApplicationMessageReceivedEventArgs)>(new UnboundedChannelOptions { SingleReader = true }))];
 
-    public FleetMqttClient(BrokerConnection connection, DeviceMessageRouter router, IFleetStore store, ReplyQueue replies, ILogger<FleetMqttClient> log)
+    private readonly MosquittoDynamicSecurity? _accounts;
+
+    public FleetMqttClient(BrokerConnection connection, DeviceMessageRouter router, IFleetStore store, ReplyQueue replies, ILogger<FleetMqttClient> log,
+        MosquittoDynamicSecurity? accounts = null)
     {
+        _accounts = accounts;
         _replies = replies;
         _store = store;
         _connection = connection;
@@ -71,7 +75,7 @@ public sealed partial class FleetMqttClient : BackgroundService
                 break;
             }
             catch (Exception e) when (e is MQTTnet.Exceptions.MqttCommunicationException or MQTTnet.Adapter.MqttConnectingFailedException
-                or InvalidOperationException or OperationCanceledException or IOException or System.Net.Sockets.SocketException)
+                or InvalidOperationException or OperationCanceledException or IOException or System.Net.Sockets.SocketException or BrokerAccountException)
             {
                 var delay = TimeSpan.FromSeconds(Math.Min(10, 0.2 * Math.Pow(2, attempt++)) * (0.5 + (Random.Shared.NextDouble() / 2)));
                 Log.NotConnected(_log, _connection.ToString(), e.Message, delay.TotalSeconds);
@@ -91,6 +95,13 @@ public sealed partial class FleetMqttClient : BackgroundService
 
     private async Task ConnectAsync(CancellationToken ct)
     {
+        if (_accounts is not null)
+        {
+            // The fleet's own rights on a dynamic-security Mosquitto (before subscribing: granting them
+            // disconnects the account's sessions), and revocations the broker missed.
+            await _accounts.EnsureServiceAccessAsync(ct).ConfigureAwait(false);
+            await _accounts.ReconcileRevokedAsync(_store, ct).ConfigureAwait(false);
+        }
         var builder = new MqttClientOptionsBuilder()
             .WithTcpServer(_connection.Host, _connection.Port)
             .WithClientId($"edgefleet-fleet-{Environment.MachineName.ToLowerInvariant()}-{Environment.ProcessId}")
@@ -109,7 +120,12 @@ public sealed partial class FleetMqttClient : BackgroundService
         var subscribe = new MqttClientSubscribeOptionsBuilder();
         foreach (var kind in Subscribed)
             subscribe = subscribe.WithTopicFilter(_connection.SharedGroup is { } group ? $"$share/{group}/{Topics.AllDevices(kind)}" : Topics.AllDevices(kind), MqttQualityOfServiceLevel.AtLeastOnce);
-        await _client.SubscribeAsync(subscribe.Build(), ct).ConfigureAwait(false);
+        var subscribed = await _client.SubscribeAsync(subscribe.Build(), ct).ConfigureAwait(false);
+        if (subscribed.Items.FirstOrDefault(i => (int)i.ResultCode > (int)MqttClientSubscribeResultCode.GrantedQoS2) is { } refused)
+        {
+            await _client.DisconnectAsync(new MqttClientDisconnectOptions(), ct).ConfigureAwait(false);
+            throw new InvalidOperationException($"the broker refused the subscription {refused.TopicFilter.Topic}: {refused.ResultCode}");
+        }
         Log.Connected(_log, _connection.ToString());
         // Retained desired states live in the store too: a restarted (embedded) broker has none.
         foreach (var (deviceId, payload) in await _store.ListDesiredAsync(ct).ConfigureAwait(false))

@@ -1,6 +1,8 @@
 using System.Security.Claims;
 using System.Text.Json;
+using EdgeFleet.Fleet.Broker;
 using EdgeFleet.Fleet.Devices;
+using Microsoft.AspNetCore.Mvc;
 using EdgeFleet.Fleet.Storage;
 using EdgeFleet.Shared.Identity;
 using EdgeFleet.Shared.Ota;
@@ -87,7 +89,7 @@ public static partial class IdentityApi
     }
 
     private static async Task<IResult> EnrollAsync(HttpRequest http, IFleetStore store, FleetOptions options, TimeProvider time,
-        ILoggerFactory logs, CancellationToken ct)
+        ILoggerFactory logs, [FromServices] MosquittoDynamicSecurity? brokerAccounts, CancellationToken ct)
     {
         var log = logs.CreateLogger(typeof(IdentityApi));
         EnrollRequest? request;
@@ -134,6 +136,19 @@ public static partial class IdentityApi
             case EnrollOutcome.DeviceRevoked:
                 return Refuse(log, request.DeviceId, EnrollErrors.DeviceRevoked, $"device '{request.DeviceId}' was revoked; enroll under a new id", StatusCodes.Status403Forbidden);
         }
+        string? brokerPassword = null;
+        if (brokerAccounts is not null)
+        {
+            try
+            {
+                brokerPassword = await brokerAccounts.ProvisionDeviceAsync(request.DeviceId, ct).ConfigureAwait(false);
+            }
+            catch (BrokerAccountException e)
+            {
+                // The registration stands; the device retries (same key, same token) and gets its account then.
+                return Refuse(log, request.DeviceId, EnrollErrors.BrokerUnavailable, e.Message, StatusCodes.Status503ServiceUnavailable);
+            }
+        }
         var device = await store.GetDeviceAsync(request.DeviceId, ct).ConfigureAwait(false);
         await store.AppendAuditAsync(new AuditEntry
         {
@@ -150,7 +165,8 @@ public static partial class IdentityApi
             DeviceId = request.DeviceId,
             BrokerHost = broker.PublicHost ?? http.Host.Host,
             BrokerPort = broker.PublicPort ?? broker.Port,
-            BrokerAuth = "token",
+            BrokerAuth = brokerPassword is null ? "token" : "password",
+            BrokerPassword = brokerPassword,
             Tags = new Dictionary<string, string>(device?.Tags ?? new Dictionary<string, string>()),
         });
     }
@@ -164,7 +180,16 @@ public static partial class IdentityApi
         if (!await store.RevokeDeviceAsync(id, Actor(user), now, ct).ConfigureAwait(false))
             return TypedResults.NotFound(new ApiError("UnknownDevice", $"device '{id}' is not enrolled"));
         await AuditAsync(store, user, "device.revoke", id, """{"revoked":false}""", """{"revoked":true}""", time, ct).ConfigureAwait(false);
-        await revocation.RevokedAsync(id, ct).ConfigureAwait(false);
+        try
+        {
+            await revocation.RevokedAsync(id, ct).ConfigureAwait(false);
+        }
+        catch (BrokerAccountException e)
+        {
+            return TypedResults.Json(new ApiError("BrokerUnavailable",
+                $"'{id}' is revoked in the registry, but the broker was not told ({e.Message}); it will be when the fleet reconnects, or repeat the request"),
+                FleetApiJsonContext.Default.ApiError, statusCode: StatusCodes.Status502BadGateway);
+        }
         return TypedResults.NoContent();
     }
 

@@ -51,4 +51,7 @@ public static class EnrollErrors
     public const string DeviceIdTaken = "device-id-taken";
     public const string DeviceRevoked = "device-revoked";
     public const string Malformed = "malformed";
+
+    /// <summary>The fleet could not create the device's broker account; retrying the same enrollment is safe.</summary>
+    public const string BrokerUnavailable = "broker-unavailable";
 }

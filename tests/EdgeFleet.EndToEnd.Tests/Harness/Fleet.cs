@@ -12,22 +12,28 @@ public sealed class Fleet : IDisposable
     /// <param name="reuse">Another fleet's ports, to restart "the same" service on the same data.</param>
     /// <param name="postgres">A PostgreSQL connection string: the store is PostgreSQL instead of LiteDB.</param>
     /// <param name="adminKey">Another instance's admin key (instances sharing one PostgreSQL share their keys; only the first writes one).</param>
-    public Fleet(string dataDirectory, int? externalBrokerPort = null, Fleet? reuse = null, string? postgres = null, string? adminKey = null, params string[] extraArgs)
+    /// <param name="mosquitto">An external Mosquitto: the fleet consumes through it and keeps its device accounts.</param>
+    public Fleet(string dataDirectory, Mosquitto? mosquitto = null, Fleet? reuse = null, string? postgres = null, string? adminKey = null, params string[] extraArgs)
     {
         HttpPort = reuse?.HttpPort ?? Repo.FreePort();
-        BrokerPort = externalBrokerPort ?? reuse?.BrokerPort ?? Repo.FreePort();
+        BrokerPort = mosquitto?.Port ?? reuse?.BrokerPort ?? Repo.FreePort();
         List<string> args =
         [
             Repo.FleetDll,
             "--urls", $"http://127.0.0.1:{HttpPort}",
             "--Fleet:Broker:Port", BrokerPort.ToString(System.Globalization.CultureInfo.InvariantCulture),
-            "--Fleet:Broker:Mode", externalBrokerPort is null ? "Embedded" : "External",
+            "--Fleet:Broker:Mode", mosquitto is null ? "Embedded" : "External",
             "--Fleet:Storage:Path", Path.Combine(dataDirectory, "fleet.db"),
             "--Fleet:Storage:ArtifactsPath", Path.Combine(dataDirectory, "artifacts"),
             "--Fleet:Security:AdminKeyPath", Path.Combine(dataDirectory, "admin.key"),
             .. extraArgs,
         ];
         var environment = new Dictionary<string, string>();
+        if (mosquitto is not null)
+        {
+            args.AddRange(["--Fleet:Broker:Username", Mosquitto.AdminUser, "--Fleet:Broker:DeviceAccounts", "MosquittoDynamicSecurity"]);
+            environment["Fleet__Broker__Password"] = mosquitto.AdminPassword;
+        }
         if (postgres is not null)
         {
             args.AddRange(["--Fleet:Storage:Provider", "PostgreSql"]);

@@ -1,0 +1,139 @@
+using System.Net;
+using System.Text.Json.Nodes;
+using EdgeFleet.EndToEnd.Tests.Harness;
+using EdgeFleet.Shared.Identity;
+using EdgeFleet.Shared.Ota;
+using EdgeFleet.Shared.Wire;
+using MQTTnet;
+using MQTTnet.Protocol;
+
+namespace EdgeFleet.EndToEnd.Tests;
+
+/// <summary>
+/// The same refusals as <see cref="BrokerSecurityTests"/>, enforced by a real Mosquitto set up with the shipped
+/// packaging/mosquitto script, whose per-device accounts the fleet keeps through dynamic security.
+/// </summary>
+[Collection("processes")]
+public sealed class MosquittoSecurityTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("edgefleet-mosquitto-security-").FullName;
+    private readonly Mosquitto _mosquitto = new();
+    private readonly Fleet _fleet;
+
+    public MosquittoSecurityTests() => _fleet = new Fleet(_dir, _mosquitto);
+
+    private async Task<(SigningKey Key, string Password)> EnrollAsync(string deviceId, SigningKey? key = null, string? token = null)
+    {
+        key ??= SigningKey.Generate();
+        using var response = await _fleet.Send(HttpMethod.Post, "/api/enroll", new JsonObject
+        {
+            ["token"] = token ?? await _fleet.EnrollmentToken(),
+            ["deviceId"] = deviceId,
+            ["publicKey"] = Convert.ToBase64String(key.PublicKeyBytes),
+        }, apiKey: "");
+        var body = await response.Content.ReadAsStringAsync();
+        Assert.True(response.IsSuccessStatusCode, body);
+        var enrolled = JsonNode.Parse(body)!;
+        Assert.Equal("password", enrolled["brokerAuth"]!.GetValue<string>());
+        return (key, enrolled["brokerPassword"]!.GetValue<string>());
+    }
+
+    private MqttClientOptions Options(string clientId, string? username, string? password)
+    {
+        var options = new MqttClientOptionsBuilder().WithTcpServer("127.0.0.1", _mosquitto.Port).WithClientId(clientId)
+            .WithProtocolVersion(MQTTnet.Formatter.MqttProtocolVersion.V500).WithTimeout(TimeSpan.FromSeconds(10));
+        if (username is not null)
+            options = options.WithCredentials(username, password);
+        return options.Build();
+    }
+
+    private async Task<MqttClientConnectResultCode> ConnectResultAsync(string clientId, string? username, string? password)
+    {
+        using var client = new MqttClientFactory().CreateMqttClient();
+        return (await client.ConnectAsync(Options(clientId, username, password))).ResultCode;
+    }
+
+    private async Task<IMqttClient> ConnectAsync(string deviceId, string password)
+    {
+        var client = new MqttClientFactory().CreateMqttClient();
+        Assert.Equal(MqttClientConnectResultCode.Success, (await client.ConnectAsync(Options(deviceId, deviceId, password))).ResultCode);
+        return client;
+    }
+
+    [Fact]
+    public async Task Only_an_enrolled_device_with_its_own_id_and_password_gets_in_and_refusals_are_logged()
+    {
+        var (victimKey, victim) = await EnrollAsync("victim");
+        var (_, intruder) = await EnrollAsync("intruder");
+        Assert.Equal(MqttClientConnectResultCode.NotAuthorized, await ConnectResultAsync("stranger", null, null));
+        Assert.Equal(MqttClientConnectResultCode.NotAuthorized, await ConnectResultAsync("stranger", "stranger", "guess"));
+        // Another device's id with the intruder's own password; the intruder's account under the victim's client id.
+        Assert.Equal(MqttClientConnectResultCode.NotAuthorized, await ConnectResultAsync("victim", "victim", intruder));
+        Assert.Equal(MqttClientConnectResultCode.NotAuthorized, await ConnectResultAsync("victim", "intruder", intruder));
+        // A device token is no use to Mosquitto, nor is a password with a changed character.
+        Assert.Equal(MqttClientConnectResultCode.NotAuthorized, await ConnectResultAsync("victim", "victim", DeviceToken.Create(victimKey, "victim", DateTimeOffset.UtcNow, TimeSpan.FromMinutes(5))));
+        Assert.Equal(MqttClientConnectResultCode.NotAuthorized, await ConnectResultAsync("victim", "victim", victim[..^1] + (victim[^1] == 'A' ? 'B' : 'A')));
+        Assert.Equal(MqttClientConnectResultCode.Success, await ConnectResultAsync("victim", "victim", victim));
+        // Mosquitto logs each refusal (without the client id it refused).
+        Wait.Until(() => _mosquitto.Output.Split('\n').Count(l => l.Contains("disconnected, not authorised", StringComparison.Ordinal)) >= 6,
+            TimeSpan.FromSeconds(5), () => _mosquitto.Output);
+        Assert.DoesNotContain(victim, _fleet.Output, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task A_device_publishes_and_subscribes_only_under_its_own_prefix()
+    {
+        var (_, snoopPassword) = await EnrollAsync("snoop");
+        using var snoop = await ConnectAsync("snoop", snoopPassword);
+        var all = await snoop.SubscribeAsync(new MqttClientSubscribeOptionsBuilder().WithTopicFilter("ef/v1/+/telemetry/ack").Build());
+        var other = await snoop.SubscribeAsync(new MqttClientSubscribeOptionsBuilder().WithTopicFilter("ef/v1/victim/#").Build());
+        var own = await snoop.SubscribeAsync(new MqttClientSubscribeOptionsBuilder().WithTopicFilter("ef/v1/snoop/telemetry/ack").Build());
+        Assert.Equal(MqttClientSubscribeResultCode.NotAuthorized, all.Items.Single().ResultCode);
+        Assert.Equal(MqttClientSubscribeResultCode.NotAuthorized, other.Items.Single().ResultCode);
+        Assert.Equal(MqttClientSubscribeResultCode.GrantedQoS0, own.Items.Single().ResultCode);
+
+        // Telemetry as another device, and a fleet-to-device topic of its own: dropped; its own telemetry is stored.
+        await snoop.PublishAsync(Message("ef/v1/victim/telemetry", Batch("victim")));
+        await snoop.PublishAsync(Message("ef/v1/snoop/state/desired", [1, 2, 3]));
+        await snoop.PublishAsync(Message("ef/v1/snoop/telemetry", Batch("snoop")));
+        await Wait.ForAsync(async () => await _fleet.Device("snoop") is { } d && d["device"]!["telemetryRecords"]!.GetValue<long>() == 1 ? d : null,
+            TimeSpan.FromSeconds(15), () => _fleet.Output);
+        Assert.Null(await _fleet.Device("victim"));
+    }
+
+    [Fact]
+    public async Task Revoking_disables_the_account_and_disconnects_and_a_retried_enrollment_rekeys_it()
+    {
+        var token = await _fleet.EnrollmentToken();
+        var key = SigningKey.Generate();
+        var (_, first) = await EnrollAsync("lost-unit", key, token);
+        // A lost response: the device retries with the same key and token and gets a new password; the old one stops working.
+        var (_, second) = await EnrollAsync("lost-unit", key, token);
+        Assert.NotEqual(first, second);
+        Assert.Equal(MqttClientConnectResultCode.NotAuthorized, await ConnectResultAsync("lost-unit", "lost-unit", first));
+        using var device = await ConnectAsync("lost-unit", second);
+        var disconnected = new TaskCompletionSource();
+        device.DisconnectedAsync += _ =>
+        {
+            disconnected.TrySetResult();
+            return Task.CompletedTask;
+        };
+        Assert.Equal(HttpStatusCode.NoContent, (await _fleet.Send(HttpMethod.Post, "/api/devices/lost-unit/revoke")).StatusCode);
+        await disconnected.Task.WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.Equal(MqttClientConnectResultCode.NotAuthorized, await ConnectResultAsync("lost-unit", "lost-unit", second));
+    }
+
+    private static MqttApplicationMessage Message(string topic, byte[] payload) =>
+        new MqttApplicationMessageBuilder().WithTopic(topic).WithPayload(payload).WithQualityOfServiceLevel(MqttQualityOfServiceLevel.AtLeastOnce).Build();
+
+    private static byte[] Batch(string device) => WireReader.Write(
+        TelemetryBatchCodec.CreateBatch(device, "s", [new TelemetryRecord { Seq = 1, Ts = DateTimeOffset.UtcNow, Kind = TelemetryKind.Event, Message = "hi" }]),
+        WireJsonContext.Default.TelemetryBatch);
+
+    public void Dispose()
+    {
+        _fleet.Dispose();
+        _mosquitto.Dispose();
+        Directory.Delete(_dir, recursive: true);
+    }
+}
