@@ -17,6 +17,12 @@ public sealed record AgentConfig
 
     public BrokerConfig Broker { get; set; } = new();
 
+    /// <summary>
+    /// PEM file of the CA that issued the fleet's TLS certificates (broker and HTTPS API), for a fleet on a
+    /// private PKI; unset: the system's trusted CAs.
+    /// </summary>
+    public string? FleetCaFile { get; set; }
+
     public ModelConfig? Model { get; set; }
 
     public InputConfig Input { get; set; } = new();
@@ -63,6 +69,17 @@ public sealed record BrokerConfig
 
     [JsonIgnore]
     public int EffectivePort => Port ?? 1883;
+
+    /// <summary>MQTT over TLS. Unset: as the fleet said at enrollment, else plain MQTT.</summary>
+    public bool? Tls { get; set; }
+
+    /// <summary>
+    /// Mutual TLS: a PEM client certificate (subject CN = the device id) and its key, issued by the CA the
+    /// fleet's broker trusts for devices. With it the broker needs no device token.
+    /// </summary>
+    public string? ClientCertificateFile { get; set; }
+
+    public string? ClientKeyFile { get; set; }
 
     /// <summary>Credentials for a broker without device tokens; an enrolled device uses its own instead.</summary>
     public string? Username { get; set; }

@@ -37,6 +37,12 @@ public static class AgentConfigLoader
         StateDirectory = Path.GetFullPath(c.StateDirectory, baseDir),
         Model = c.Model is null ? null : c.Model with { Path = Path.GetFullPath(c.Model.Path, baseDir) },
         Input = c.Input.Path is null ? c.Input : c.Input with { Path = Path.GetFullPath(c.Input.Path, baseDir) },
+        FleetCaFile = c.FleetCaFile is null ? null : Path.GetFullPath(c.FleetCaFile, baseDir),
+        Broker = c.Broker with
+        {
+            ClientCertificateFile = c.Broker.ClientCertificateFile is null ? null : Path.GetFullPath(c.Broker.ClientCertificateFile, baseDir),
+            ClientKeyFile = c.Broker.ClientKeyFile is null ? null : Path.GetFullPath(c.Broker.ClientKeyFile, baseDir),
+        },
     };
 
     public static void Validate(AgentConfig c)
@@ -45,6 +51,13 @@ public static class AgentConfigLoader
             throw new ConfigException($"deviceId '{c.DeviceId}' is invalid: use 1-64 of a-z, 0-9, '-', '_', '.'");
         if (c.Broker.Port is { } port && port is < 1 or > 65535)
             throw new ConfigException($"broker.port {c.Broker.Port} is out of range");
+        if ((c.Broker.ClientCertificateFile is null) != (c.Broker.ClientKeyFile is null))
+            throw new ConfigException("broker.clientCertificateFile and broker.clientKeyFile go together");
+        foreach (var (name, file) in new[] { ("fleetCaFile", c.FleetCaFile), ("broker.clientCertificateFile", c.Broker.ClientCertificateFile), ("broker.clientKeyFile", c.Broker.ClientKeyFile) })
+        {
+            if (file is not null && !File.Exists(file))
+                throw new ConfigException($"{name} {file} does not exist");
+        }
         if (c.Broker.MinReconnectSeconds <= 0 || c.Broker.MaxReconnectSeconds < c.Broker.MinReconnectSeconds)
             throw new ConfigException("broker reconnect delays must satisfy 0 < min <= max");
         if (c.Input.Kind == InputKind.DemoVibration && !MachineConditions.TryParse(c.Input.Condition, out _))

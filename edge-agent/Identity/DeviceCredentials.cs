@@ -17,6 +17,8 @@ public sealed record EnrollmentState
 
     public required int BrokerPort { get; init; }
 
+    public bool BrokerTls { get; set; }
+
     /// <summary><c>token</c> or <c>password</c> (see <see cref="EnrollResponse.BrokerAuth"/>).</summary>
     public required string BrokerAuth { get; init; }
 
@@ -109,7 +111,12 @@ public sealed class DeviceCredentials : IDisposable
         return config with
         {
             DeviceId = State.DeviceId,
-            Broker = config.Broker with { Host = config.Broker.Host ?? State.BrokerHost, Port = config.Broker.Port ?? State.BrokerPort },
+            Broker = config.Broker with
+            {
+                Host = config.Broker.Host ?? State.BrokerHost,
+                Port = config.Broker.Port ?? State.BrokerPort,
+                Tls = config.Broker.Tls ?? State.BrokerTls,
+            },
             Ota = config.Ota with { FleetUrl = config.Ota.FleetUrl ?? State.FleetUrl },
         };
     }

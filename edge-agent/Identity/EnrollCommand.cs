@@ -7,7 +7,7 @@ using EdgeFleet.Shared.Ota;
 namespace EdgeFleet.Agent.Identity;
 
 /// <summary>
-/// <c>edgefleet-agent enroll --fleet URL --token T|--token-file F [--config PATH] [--json]</c>: creates the
+/// <c>edgefleet-agent enroll --fleet URL --token T|--token-file F [--ca-file F] [--config PATH] [--json]</c>: creates the
 /// device key (once), registers its public key with the fleet using a one-time enrollment token, and writes
 /// <c>enrollment.json</c>. Running it again with the same token after a lost response is safe.
 /// </summary>
@@ -15,7 +15,7 @@ public static class EnrollCommand
 {
     public static async Task<int> RunAsync(CommandLine args, TextWriter stdout, TextWriter stderr)
     {
-        args.AllowOnly("config", "fleet", "token", "token-file", "json");
+        args.AllowOnly("config", "fleet", "token", "token-file", "ca-file", "json");
         var fleet = args.Get("fleet") ?? throw new UsageException("enroll needs --fleet URL (the fleet service's address)");
         if (!Uri.TryCreate(fleet, UriKind.Absolute, out var fleetUri) || fleetUri.Scheme is not ("http" or "https"))
             throw new UsageException($"--fleet '{fleet}' is not an http(s) URL");
@@ -33,7 +33,7 @@ public static class EnrollCommand
             HardwareProfile = config.HardwareProfile,
             AgentVersion = AgentRuntime.Version,
         };
-        using var http = new HttpClient { BaseAddress = fleetUri, Timeout = TimeSpan.FromSeconds(30) };
+        using var http = FleetTrust.From(args.Get("ca-file") ?? config.FleetCaFile).CreateHttpClient(TimeSpan.FromSeconds(30), fleetUri);
         HttpResponseMessage response;
         try
         {
@@ -76,6 +76,7 @@ public static class EnrollCommand
                 FleetUrl = fleetUri.GetLeftPart(UriPartial.Authority),
                 BrokerHost = enrolled.BrokerHost,
                 BrokerPort = enrolled.BrokerPort,
+                BrokerTls = enrolled.BrokerTls,
                 BrokerAuth = enrolled.BrokerAuth,
                 BrokerPassword = enrolled.BrokerPassword,
                 EnrolledAt = DateTimeOffset.UtcNow,

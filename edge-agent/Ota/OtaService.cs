@@ -34,7 +34,7 @@ public sealed partial class OtaService : BackgroundService
     private readonly ModelPointer _pointer;
     private readonly string _modelsDir;
     private readonly ArtifactDownloader _downloader;
-    private readonly HttpClient _http = new() { Timeout = TimeSpan.FromMinutes(10) };
+    private readonly HttpClient _http;
     private readonly SemaphoreSlim _wake = new(0);
     private string? _settledDigest;
     private DateTimeOffset _retryAt;
@@ -42,6 +42,7 @@ public sealed partial class OtaService : BackgroundService
     public OtaService(AgentConfig config, DeviceCredentials credentials, AgentRuntime runtime, ModelHost host, OtaStore store, SyncService sync, ILogger<OtaService> log)
     {
         _config = config;
+        _http = FleetTrust.From(config.FleetCaFile).CreateHttpClient(TimeSpan.FromMinutes(10));
         _runtime = runtime;
         _host = host;
         _store = store;

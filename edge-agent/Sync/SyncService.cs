@@ -1,3 +1,4 @@
+using System.Security.Cryptography.X509Certificates;
 using System.Buffers;
 using EdgeFleet.Agent.Configuration;
 using EdgeFleet.Agent.Identity;
@@ -128,6 +129,16 @@ public sealed partial class SyncService : BackgroundService
         }
     }
 
+    /// <summary>TLS to the broker: its certificate checked against <c>fleetCaFile</c> (or the system's CAs), and the device's own for mutual TLS.</summary>
+    private void Tls(MqttClientTlsOptionsBuilder tls)
+    {
+        var trust = FleetTrust.From(_config.FleetCaFile);
+        tls.UseTls().WithTargetHost(_config.Broker.EffectiveHost)
+            .WithCertificateValidationHandler(e => trust.Validate(e.Certificate, e.Chain, e.SslPolicyErrors));
+        if (_config.Broker.ClientCertificateFile is { } certificate)
+            tls.WithClientCertificates([X509Certificate2.CreateFromPemFile(certificate, _config.Broker.ClientKeyFile)]);
+    }
+
     private async Task ConnectAsync(CancellationToken ct)
     {
         var builder = new MqttClientOptionsBuilder()
@@ -137,6 +148,8 @@ public sealed partial class SyncService : BackgroundService
             .WithCleanStart(true)
             .WithKeepAlivePeriod(TimeSpan.FromSeconds(30))
             .WithTimeout(TimeSpan.FromSeconds(10));
+        if (_config.Broker.Tls == true)
+            builder = builder.WithTlsOptions(Tls);
         if (_credentials.Enrolled)
             builder = builder.WithCredentials(_runtime.DeviceId, _credentials.BrokerPassword(_runtime.Time.GetUtcNow()));
         else if (_config.Broker.Username is { } user)

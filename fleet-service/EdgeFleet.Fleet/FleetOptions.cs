@@ -11,6 +11,8 @@ public sealed record FleetOptions
 
     public SecurityOptions Security { get; init; } = new();
 
+    public Identity.TlsOptions Tls { get; init; } = new();
+
     /// <summary>A device that has sent nothing for this long is shown as offline.</summary>
     public double OfflineAfterSeconds { get; init; } = 90;
 
@@ -34,6 +36,10 @@ public sealed record FleetOptions
             return "Fleet:Storage:ArtifactsPath is required";
         if (Security.Validate() is { } security)
             return security;
+        if (Tls.Validate() is { } tls)
+            return tls;
+        if (Broker.TlsPort is < 1 or > 65535 || (Tls.Enabled && Broker.Mode == BrokerMode.Embedded && Broker.TlsPort == Broker.Port))
+            return $"Fleet:Broker:TlsPort {Broker.TlsPort} is out of range or the plain port";
         if (Broker.PublicPort is < 0 or > 65535)
             return $"Fleet:Broker:PublicPort {Broker.PublicPort} is out of range";
         if (OfflineAfterSeconds <= 0)
@@ -67,7 +73,17 @@ public sealed record BrokerOptions
     /// </summary>
     public string? PublicHost { get; init; }
 
+    /// <summary>Unset: <see cref="TlsPort"/> when the embedded broker has TLS, else <see cref="Port"/>.</summary>
     public int? PublicPort { get; init; }
+
+    /// <summary>Whether devices are told to use TLS. Unset: when the embedded broker has TLS (an external broker's TLS listener: set it).</summary>
+    public bool? PublicTls { get; init; }
+
+    /// <summary>
+    /// Embedded mode with <c>Fleet:Tls</c> set: the TLS listener devices use (all interfaces). The plain port
+    /// then listens on loopback only, for the fleet service itself.
+    /// </summary>
+    public int TlsPort { get; init; } = 8883;
 
     /// <summary>External mode: the fleet service's own credentials on that broker.</summary>
     public string? Username { get; init; }

@@ -75,7 +75,7 @@ public static class FleetServiceExtensions
         if (broker.Mode == BrokerMode.Embedded)
         {
             services.AddSingleton(sp => new EmbeddedBroker(
-                broker, sp.GetRequiredService<BrokerConnection>(), sp.GetRequiredService<DeviceAuthenticator>(),
+                broker, sp.GetRequiredService<FleetOptions>().Tls, sp.GetRequiredService<BrokerConnection>(), sp.GetRequiredService<DeviceAuthenticator>(),
                 sp.GetRequiredService<DeviceRevocation>(), sp.GetRequiredService<FleetMetrics>(), sp.GetRequiredService<ILogger<EmbeddedBroker>>()));
             services.AddHostedService(sp => sp.GetRequiredService<EmbeddedBroker>());
         }

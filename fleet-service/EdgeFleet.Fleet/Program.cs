@@ -23,6 +23,13 @@ var etc = new Microsoft.Extensions.Configuration.Json.JsonConfigurationSource { 
 etc.ResolveFileProvider();
 sources.Insert(afterFiles, etc);
 var options = builder.Services.AddFleetOptions(builder.Configuration);
+if (options.Tls.Enabled)
+{
+    // The slim builder leaves HTTPS out; with a configured certificate every https:// URL uses it.
+    var certificate = options.Tls.LoadCertificate();
+    builder.WebHost.UseKestrelHttpsConfiguration();
+    builder.WebHost.ConfigureKestrel(k => k.ConfigureHttpsDefaults(https => https.ServerCertificate = certificate));
+}
 builder.Services
     .AddFleetStorage()
     .AddFleetIdentity(options)

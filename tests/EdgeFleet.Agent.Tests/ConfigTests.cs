@@ -63,6 +63,8 @@ public class ConfigTests
     [InlineData("""{ "telemetry": { "ttlHours": { "health": -1 } } }""", "ttlHours.health")]
     [InlineData("""{ "logLevel": "Chatty" }""", "agent.json")]
     [InlineData("{", "agent.json")]
+    [InlineData("""{ "fleetCaFile": "no-such-ca.pem" }""", "fleetCaFile")]
+    [InlineData("""{ "broker": { "clientCertificateFile": "device.crt" } }""", "clientKeyFile go together")]
     public void Rejects_bad_configuration_with_the_reason(string json, string mentions)
     {
         using var dir = new TempDir();

@@ -1,4 +1,6 @@
+using System.Net;
 using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
 using System.Text;
 using EdgeFleet.Fleet.Identity;
 using MQTTnet.Protocol;
@@ -12,26 +14,43 @@ namespace EdgeFleet.Fleet.Broker;
 /// (<see cref="DeviceAuthenticator"/>), enforces <see cref="TopicAccess"/>, and disconnects a device the
 /// moment it is revoked.
 /// </summary>
-public sealed partial class EmbeddedBroker(BrokerOptions options, BrokerConnection connection, DeviceAuthenticator authenticator,
+public sealed partial class EmbeddedBroker(BrokerOptions options, TlsOptions tls, BrokerConnection connection, DeviceAuthenticator authenticator,
     DeviceRevocation revocation, FleetMetrics metrics, ILogger<EmbeddedBroker> log) : IHostedService, IDisposable
 {
     private const string ServiceItem = "edgefleet.service";
     private MqttServer? _server;
+    private X509Certificate2Collection? _clientCa;
 
     public async Task StartAsync(CancellationToken cancellationToken)
     {
-        var serverOptions = new MqttServerOptionsBuilder()
+        var builder = new MqttServerOptionsBuilder()
             .WithDefaultEndpoint()
             .WithDefaultEndpointPort(options.Port)
-            .WithMaxPendingMessagesPerClient(10_000)
-            .Build();
+            .WithMaxPendingMessagesPerClient(10_000);
+        if (tls.Enabled)
+        {
+            // Devices come in over TLS; the plain listener stays for the fleet's own loopback client.
+            builder = builder.WithDefaultEndpointBoundIPAddress(IPAddress.Loopback).WithDefaultEndpointBoundIPV6Address(IPAddress.IPv6Loopback)
+                .WithEncryptedEndpoint().WithEncryptedEndpointPort(options.TlsPort);
+            _clientCa = tls.LoadClientCa();
+        }
+        var serverOptions = builder.Build();
+        if (tls.Enabled)
+            serverOptions.TlsEndpointOptions.CertificateProvider = new LoadedCertificate(tls.LoadCertificate());
+        if (_clientCa is not null)
+        {
+            // Ask for a certificate; a device without one still connects and authenticates with a token.
+            serverOptions.TlsEndpointOptions.ClientCertificateRequired = true;
+            serverOptions.TlsEndpointOptions.RemoteCertificateValidationCallback = (_, certificate, _, errors) =>
+                certificate is null || DeviceCertificates.ChainsTo(new X509Certificate2(certificate), _clientCa);
+        }
         _server = new MqttServerFactory().CreateMqttServer(serverOptions);
         _server.ValidatingConnectionAsync += ValidateConnectionAsync;
         _server.InterceptingPublishAsync += InterceptPublishAsync;
         _server.InterceptingSubscriptionAsync += InterceptSubscriptionAsync;
         revocation.Subscribe(DisconnectAsync);
         await _server.StartAsync().ConfigureAwait(false);
-        Log.Started(log, options.Port);
+        Log.Started(log, tls.Enabled ? $"TLS on port {options.TlsPort}{(_clientCa is null ? "" : " (client certificates accepted)")}, plain on loopback port {options.Port}" : $"port {options.Port}");
     }
 
     public async Task StopAsync(CancellationToken cancellationToken)
@@ -68,6 +87,11 @@ public sealed partial class EmbeddedBroker(BrokerOptions options, BrokerConnecti
                 Deny(e, MqttConnectReasonCode.BadUserNameOrPassword, "wrong service credentials");
             return;
         }
+        if (_clientCa is not null && e.ChannelAdapter.ClientCertificate is { } certificate)
+        {
+            await ValidateCertificateAsync(e, new X509Certificate2(certificate)).ConfigureAwait(false);
+            return;
+        }
         if (e.UserName is not null && !string.Equals(e.UserName, e.ClientId, StringComparison.Ordinal))
         {
             Deny(e, MqttConnectReasonCode.BadUserNameOrPassword, $"user name {LogText.Sanitize(e.UserName)} is not the client id");
@@ -84,6 +108,24 @@ public sealed partial class EmbeddedBroker(BrokerOptions options, BrokerConnecti
                 _ => MqttConnectReasonCode.BadUserNameOrPassword,
             }, result.Reason);
         }
+    }
+
+    /// <summary>Mutual TLS: the certificate (already chained to the device CA) names the device; it must be enrolled and not revoked.</summary>
+    private async Task ValidateCertificateAsync(ValidatingConnectionEventArgs e, X509Certificate2 certificate)
+    {
+        var name = certificate.GetNameInfo(X509NameType.SimpleName, forIssuer: false);
+        if (!string.Equals(name, e.ClientId, StringComparison.Ordinal))
+        {
+            Deny(e, MqttConnectReasonCode.NotAuthorized, $"client certificate is for '{LogText.Sanitize(name)}', not this client id");
+            return;
+        }
+        var result = await authenticator.CheckEnrolledAsync(e.ClientId, CancellationToken.None).ConfigureAwait(false);
+        if (!result.Valid)
+        {
+            Deny(e, result.Error == DeviceAuthError.Revoked ? MqttConnectReasonCode.Banned : MqttConnectReasonCode.NotAuthorized, result.Reason);
+            return;
+        }
+        Log.CertificateAccepted(log, e.ClientId, certificate.Thumbprint);
     }
 
     private void Deny(ValidatingConnectionEventArgs e, MqttConnectReasonCode code, string reason)
@@ -131,8 +173,11 @@ public sealed partial class EmbeddedBroker(BrokerOptions options, BrokerConnecti
 
     private static partial class Log
     {
-        [LoggerMessage(3001, LogLevel.Information, "Embedded MQTT broker listening on port {Port}")]
-        public static partial void Started(ILogger logger, int port);
+        [LoggerMessage(3006, LogLevel.Information, "Device {DeviceId} connected with client certificate {Thumbprint}")]
+        public static partial void CertificateAccepted(ILogger logger, string deviceId, string thumbprint);
+
+        [LoggerMessage(3001, LogLevel.Information, "Embedded MQTT broker listening: {Listeners}")]
+        public static partial void Started(ILogger logger, string listeners);
 
         [LoggerMessage(3002, LogLevel.Warning, "Refused MQTT connection from client {ClientId}: {Reason}")]
         public static partial void ConnectionRefused(ILogger logger, string clientId, string reason);
@@ -146,4 +191,10 @@ public sealed partial class EmbeddedBroker(BrokerOptions options, BrokerConnecti
         [LoggerMessage(3004, LogLevel.Warning, "Refused subscription by {ClientId} to {Filter}: outside its topics")]
         public static partial void SubscribeDenied(ILogger logger, string clientId, string filter);
     }
+}
+
+/// <summary>The fleet's certificate as loaded from its PEM files.</summary>
+internal sealed class LoadedCertificate(X509Certificate2 certificate) : MQTTnet.Certificates.ICertificateProvider
+{
+    public X509Certificate2 GetCertificate() => certificate;
 }

@@ -38,16 +38,34 @@ public sealed class DeviceAuthenticator
         if (string.IsNullOrEmpty(token))
             return DeviceAuthResult.Fail(DeviceAuthError.NoCredentials, "no device token (is the device enrolled?)");
         var now = _time.GetUtcNow();
-        var credential = await CredentialAsync(deviceId!, now, cancellationToken).ConfigureAwait(false);
-        if (credential is null)
-            return DeviceAuthResult.Fail(DeviceAuthError.UnknownDevice, "device is not enrolled");
-        if (credential.Revoked)
-            return DeviceAuthResult.Fail(DeviceAuthError.Revoked, $"device was revoked at {credential.RevokedAt:yyyy-MM-ddTHH:mm:ssZ}");
-        var check = DeviceToken.Verify(token, deviceId!, credential.PublicKey, now,
+        var (credential, status) = await EnrolledAsync(deviceId!, now, cancellationToken).ConfigureAwait(false);
+        if (!status.Valid)
+            return status;
+        var check = DeviceToken.Verify(token, deviceId!, credential!.PublicKey, now,
             TimeSpan.FromMinutes(_options.DeviceTokenMaxLifetimeMinutes), TimeSpan.FromSeconds(_options.ClockSkewSeconds));
         return check.Valid
             ? DeviceAuthResult.Ok
             : DeviceAuthResult.Fail(DeviceAuthError.BadToken, check.Reason);
+    }
+
+    /// <summary>
+    /// For a device whose identity something else proved (a client certificate): is it enrolled and not revoked?
+    /// </summary>
+    public async Task<DeviceAuthResult> CheckEnrolledAsync(string? deviceId, CancellationToken cancellationToken)
+    {
+        if (!DeviceId.IsValid(deviceId))
+            return DeviceAuthResult.Fail(DeviceAuthError.InvalidDeviceId, "client id is not a valid device id");
+        return (await EnrolledAsync(deviceId!, _time.GetUtcNow(), cancellationToken).ConfigureAwait(false)).Status;
+    }
+
+    private async Task<(DeviceCredential? Credential, DeviceAuthResult Status)> EnrolledAsync(string deviceId, DateTimeOffset now, CancellationToken ct)
+    {
+        var credential = await CredentialAsync(deviceId, now, ct).ConfigureAwait(false);
+        if (credential is null)
+            return (null, DeviceAuthResult.Fail(DeviceAuthError.UnknownDevice, "device is not enrolled"));
+        if (credential.Revoked)
+            return (credential, DeviceAuthResult.Fail(DeviceAuthError.Revoked, $"device was revoked at {credential.RevokedAt:yyyy-MM-ddTHH:mm:ssZ}"));
+        return (credential, DeviceAuthResult.Ok);
     }
 
     /// <summary>A bearer device token on the HTTP API: the device id comes from the token's subject.</summary>

@@ -160,11 +160,13 @@ public static partial class IdentityApi
         }, ct).ConfigureAwait(false);
         Log.Enrolled(log, request.DeviceId, SigningKey.KeyIdOf(publicKey));
         var broker = options.Broker;
+        var embeddedTls = broker.Mode == BrokerMode.Embedded && options.Tls.Enabled;
         return TypedResults.Ok(new EnrollResponse
         {
             DeviceId = request.DeviceId,
             BrokerHost = broker.PublicHost ?? http.Host.Host,
-            BrokerPort = broker.PublicPort ?? broker.Port,
+            BrokerPort = broker.PublicPort ?? (embeddedTls ? broker.TlsPort : broker.Port),
+            BrokerTls = broker.PublicTls ?? embeddedTls,
             BrokerAuth = brokerPassword is null ? "token" : "password",
             BrokerPassword = brokerPassword,
             Tags = new Dictionary<string, string>(device?.Tags ?? new Dictionary<string, string>()),

@@ -29,6 +29,9 @@ public sealed record EnrollResponse
 
     public required int BrokerPort { get; init; }
 
+    /// <summary>Whether the broker expects TLS (MQTT over TLS, usually port 8883).</summary>
+    public bool BrokerTls { get; set; }
+
     /// <summary>
     /// <c>token</c>: the device authenticates with <see cref="DeviceToken"/>s (embedded broker).
     /// <c>password</c>: an external broker that cannot check signatures (Mosquitto) takes

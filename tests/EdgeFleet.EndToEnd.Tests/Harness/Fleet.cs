@@ -13,14 +13,16 @@ public sealed class Fleet : IDisposable
     /// <param name="postgres">A PostgreSQL connection string: the store is PostgreSQL instead of LiteDB.</param>
     /// <param name="adminKey">Another instance's admin key (instances sharing one PostgreSQL share their keys; only the first writes one).</param>
     /// <param name="mosquitto">An external Mosquitto: the fleet consumes through it and keeps its device accounts.</param>
-    public Fleet(string dataDirectory, Mosquitto? mosquitto = null, Fleet? reuse = null, string? postgres = null, string? adminKey = null, params string[] extraArgs)
+    /// <param name="httpsPort">Also serve the API over HTTPS on this port (with Fleet:Tls set in <paramref name="extraArgs"/>).</param>
+    public Fleet(string dataDirectory, Mosquitto? mosquitto = null, Fleet? reuse = null, string? postgres = null, string? adminKey = null,
+        int? httpsPort = null, params string[] extraArgs)
     {
         HttpPort = reuse?.HttpPort ?? Repo.FreePort();
         BrokerPort = mosquitto?.Port ?? reuse?.BrokerPort ?? Repo.FreePort();
         List<string> args =
         [
             Repo.FleetDll,
-            "--urls", $"http://127.0.0.1:{HttpPort}",
+            "--urls", $"http://127.0.0.1:{HttpPort}" + (httpsPort is null ? "" : $";https://127.0.0.1:{httpsPort}"),
             "--Fleet:Broker:Port", BrokerPort.ToString(System.Globalization.CultureInfo.InvariantCulture),
             "--Fleet:Broker:Mode", mosquitto is null ? "Embedded" : "External",
             "--Fleet:Storage:Path", Path.Combine(dataDirectory, "fleet.db"),
