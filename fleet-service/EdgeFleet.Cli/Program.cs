@@ -34,7 +34,7 @@ const string Usage = """
                                                      create an operator API key (printed once)
       edgefleet api-keys list [--json] | api-keys revoke --id ID
       edgefleet audit [--target T] [--limit N] [--json]    who changed what, newest first
-      edgefleet sim --devices N --rate R [--duration S] [--batch B] [--prefix P] [--ota-failure-rate F] [--json]
+      edgefleet sim --devices N --rate R [--duration S] [--batch B] [--prefix P] [--ota-failure-rate F] [--shared-keepalive] [--json]
                                                      simulated devices (real enrollment, MQTT, telemetry, OTA reports)
       edgefleet --version | --help
 
@@ -46,7 +46,7 @@ const string Usage = """
 try
 {
     var line = CommandLine.Parse(args.Length >= 2 && !args[1].StartsWith("--", StringComparison.Ordinal) ? [args[0] + " " + args[1], .. args[2..]] : args,
-        new HashSet<string> { "help", "version", "json", "root" });
+        new HashSet<string> { "help", "version", "json", "root", "shared-keepalive" });
     if (line.Has("version"))
     {
         Console.WriteLine($"edgefleet {typeof(Commands).Assembly.GetName().Version?.ToString(3)}");

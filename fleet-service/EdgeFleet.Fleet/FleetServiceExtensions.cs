@@ -71,16 +71,17 @@ public static class FleetServiceExtensions
                 sp.GetRequiredService<ILogger<MosquittoDynamicSecurity>>()));
         }
         services.AddSingleton<FleetMqttClient>();
-        // The embedded broker is registered first so that it listens before the fleet's client connects.
+        // Ingest starts before and stops after what feeds it (the embedded broker, the fleet's client), so
+        // queued batches are still stored; the embedded broker listens before the fleet's client connects.
+        services.AddHostedService(sp => sp.GetRequiredService<TelemetryIngest>());
         if (broker.Mode == BrokerMode.Embedded)
         {
             services.AddSingleton(sp => new EmbeddedBroker(
                 broker, sp.GetRequiredService<FleetOptions>().Tls, sp.GetRequiredService<BrokerConnection>(), sp.GetRequiredService<DeviceAuthenticator>(),
-                sp.GetRequiredService<DeviceRevocation>(), sp.GetRequiredService<FleetMetrics>(), sp.GetRequiredService<ILogger<EmbeddedBroker>>()));
+                sp.GetRequiredService<DeviceRevocation>(), sp.GetRequiredService<DeviceMessageRouter>(), sp.GetRequiredService<FleetMetrics>(),
+                sp.GetRequiredService<ILogger<EmbeddedBroker>>()));
             services.AddHostedService(sp => sp.GetRequiredService<EmbeddedBroker>());
         }
-        // Ingest starts before and stops after the client that feeds it, so queued batches are still stored.
-        services.AddHostedService(sp => sp.GetRequiredService<TelemetryIngest>());
         services.AddHostedService(sp => sp.GetRequiredService<FleetMqttClient>());
         services.ConfigureHttpJsonOptions(o => o.SerializerOptions.TypeInfoResolverChain.Insert(0, FleetApiJsonContext.Default));
         return services;

@@ -32,6 +32,20 @@ public sealed class TlsTests(DemoModel model) : IClassFixture<DemoModel>, IDispo
             "--Fleet:Tls:CertificatePath", certificate, "--Fleet:Tls:KeyPath", key, "--Fleet:Tls:ClientCaPath", _pki.CaPath,
             "--Fleet:Broker:TlsPort", _tlsPort.ToString(CultureInfo.InvariantCulture), "--Fleet:Broker:PublicHost", "127.0.0.1",
         ]);
+        // Kestrel binds its endpoints one after another: the plain one the harness waits on may answer first.
+        Wait.Until(() =>
+        {
+            try
+            {
+                using var client = new System.Net.Sockets.TcpClient();
+                client.Connect(IPAddress.Loopback, _httpsPort);
+                return true;
+            }
+            catch (System.Net.Sockets.SocketException)
+            {
+                return false;
+            }
+        }, TimeSpan.FromSeconds(30), () => "the HTTPS endpoint did not open");
         return _fleet;
     }
 

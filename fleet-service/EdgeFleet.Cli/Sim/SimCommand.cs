@@ -6,7 +6,7 @@ using EdgeFleet.Shared.Cli;
 namespace EdgeFleet.Cli.Sim;
 
 /// <summary>
-/// <c>edgefleet sim --devices N --rate R [--duration S] [--batch B] [--prefix P] [--ota-failure-rate F] [--json]</c>:
+/// <c>edgefleet sim --devices N --rate R [--duration S] [--batch B] [--prefix P] [--ota-failure-rate F] [--shared-keepalive] [--json]</c>:
 /// a fleet of simulated devices for load and rollout tests. Runs until Ctrl-C or for <c>--duration</c>
 /// seconds, printing throughput every 5 s, then waits for the fleet to acknowledge what was sent.
 /// </summary>
@@ -14,7 +14,7 @@ public static class SimCommand
 {
     public static async Task<int> RunAsync(CommandLine args)
     {
-        args.AllowOnly([.. FleetHttp.Options, "devices", "rate", "duration", "batch", "prefix", "ota-failure-rate", "json"]);
+        args.AllowOnly([.. FleetHttp.Options, "devices", "rate", "duration", "batch", "prefix", "ota-failure-rate", "shared-keepalive", "json"]);
         var options = new SimOptions
         {
             Devices = args.GetInt("devices", 100),
@@ -22,6 +22,7 @@ public static class SimCommand
             BatchRecords = args.GetInt("batch", 50),
             Prefix = args.Get("prefix") ?? "sim",
             OtaFailureRate = Double(args, "ota-failure-rate", 0),
+            SharedKeepAlive = args.Has("shared-keepalive"),
         };
         if (options.Devices is < 1 or > 100_000 || options.Rate < 0 || options.BatchRecords is < 1 or > 1000 || options.OtaFailureRate is < 0 or > 1)
             throw new UsageException("--devices 1..100000, --rate >= 0, --batch 1..1000, --ota-failure-rate 0..1");

@@ -24,13 +24,20 @@ public sealed record SimOptions
 
     /// <summary>Enrollments and connects in flight at once.</summary>
     public int Concurrency { get; init; } = 64;
+
+    /// <summary>
+    /// Ping every device from one loop (each once per 60 s, spread over the period) instead of a keep-alive
+    /// loop per MQTT client: for thousands of devices on the embedded broker (see <see cref="SimulatedDevice.SharedKeepAlive"/>).
+    /// </summary>
+    public bool SharedKeepAlive { get; init; }
 }
 
 /// <summary>
 /// Many <see cref="SimulatedDevice"/>s in one process: enrolled through the fleet's API with one multi-use
 /// enrollment token, connected to the broker the fleet names, and driven by one scheduler that sends each
 /// device's batches on time (a device whose previous batch is still in flight skips a turn rather than
-/// piling up).
+/// piling up). With <see cref="SimOptions.SharedKeepAlive"/>, one loop pings every connected device once a
+/// minute instead of a timer per MQTT client.
 /// </summary>
 public sealed class SimulatedFleet : IAsyncDisposable
 {
@@ -38,11 +45,18 @@ public sealed class SimulatedFleet : IAsyncDisposable
     private readonly SimOptions _options;
     private readonly MqttClientFactory _factory = new();
 
+    private readonly CancellationTokenSource _stopping = new();
+    private Task? _keepAlive;
+    private long _pingsFailed;
+
     private SimulatedFleet(List<SimulatedDevice> devices, SimOptions options)
     {
         _devices = devices;
         _options = options;
     }
+
+    /// <summary>Pings that got no answer (the connection had dropped).</summary>
+    public long PingsFailed => Interlocked.Read(ref _pingsFailed);
 
     public IReadOnlyList<SimulatedDevice> Devices => _devices;
 
@@ -85,15 +99,47 @@ public sealed class SimulatedFleet : IAsyncDisposable
             var enrolled = System.Text.Json.JsonSerializer.Deserialize(body, IdentityJsonContext.Default.EnrollResponse)!;
             devices[i] = new SimulatedDevice(id, key, enrolled.BrokerHost, enrolled.BrokerPort, options.OtaFailureRate)
             {
+                SharedKeepAlive = options.SharedKeepAlive,
                 BrokerPassword = enrolled.BrokerAuth == "password" ? enrolled.BrokerPassword : null,
             };
         }).ConfigureAwait(false);
         return new SimulatedFleet([.. devices], options);
     }
 
-    public async Task ConnectAsync(CancellationToken ct) =>
+    public async Task ConnectAsync(CancellationToken ct)
+    {
         await Parallel.ForEachAsync(_devices, new ParallelOptions { MaxDegreeOfParallelism = _options.Concurrency, CancellationToken = ct },
             async (device, ct) => await device.ConnectAsync(_factory, ct).ConfigureAwait(false)).ConfigureAwait(false);
+        if (_options.SharedKeepAlive)
+            _keepAlive ??= KeepAliveAsync(_stopping.Token);
+    }
+
+    private async Task KeepAliveAsync(CancellationToken ct)
+    {
+        // One tick per 100 ms, each pinging the next slice of devices: every device once per period.
+        var tick = TimeSpan.FromMilliseconds(100);
+        var slices = (int)(TimeSpan.FromSeconds(60) / tick);
+        using var timer = new PeriodicTimer(tick);
+        var slice = 0;
+        try
+        {
+            while (await timer.WaitForNextTickAsync(ct).ConfigureAwait(false))
+            {
+                for (var i = slice; i < _devices.Count; i += slices)
+                    _ = PingAsync(_devices[i], ct);
+                slice = (slice + 1) % slices;
+            }
+        }
+        catch (OperationCanceledException)
+        {
+        }
+    }
+
+    private async Task PingAsync(SimulatedDevice device, CancellationToken ct)
+    {
+        if (device.Connected && !await device.PingAsync(ct).ConfigureAwait(false) && !ct.IsCancellationRequested)
+            Interlocked.Increment(ref _pingsFailed);
+    }
 
     /// <summary>Sends telemetry for <paramref name="duration"/>; returns the records sent in that time.</summary>
     public async Task<long> RunAsync(TimeSpan duration, CancellationToken ct)
@@ -160,6 +206,10 @@ public sealed class SimulatedFleet : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
+        await _stopping.CancelAsync().ConfigureAwait(false);
+        if (_keepAlive is not null)
+            await _keepAlive.ConfigureAwait(false);
+        _stopping.Dispose();
         await Parallel.ForEachAsync(_devices, new ParallelOptions { MaxDegreeOfParallelism = 64 }, async (d, _) => await d.DisposeAsync().ConfigureAwait(false)).ConfigureAwait(false);
     }
 }

@@ -17,6 +17,28 @@ public readonly record struct Reply(string Topic, byte[] Payload);
 /// </remarks>
 public sealed partial class DeviceMessageRouter(IFleetStore store, TelemetryIngest ingest, FleetMetrics metrics, TimeProvider time, ILogger<DeviceMessageRouter> log)
 {
+    /// <summary>A received payload copied out of the MQTT library's buffers; an oversized one becomes one byte too many, which <see cref="WireReader"/> refuses, without being copied.</summary>
+    public static byte[] CopyPayload(in System.Buffers.ReadOnlySequence<byte> payload) =>
+        payload.Length <= Protocol.MaxPayloadBytes ? System.Buffers.BuffersExtensions.ToArray(payload) : new byte[Protocol.MaxPayloadBytes + 1];
+
+    /// <summary>
+    /// <see cref="HandleAsync"/>, with a storage failure logged instead of thrown (no ack goes out, so the
+    /// device keeps its records and sends them again); returns whether the message was handled.
+    /// </summary>
+    public async Task<bool> TryHandleAsync(string topic, ReadOnlyMemory<byte> payload)
+    {
+        try
+        {
+            await HandleAsync(topic, payload, CancellationToken.None).ConfigureAwait(false);
+            return true;
+        }
+        catch (Exception ex) when (ex is IOException or LiteDB.LiteException or Npgsql.NpgsqlException or InvalidOperationException or System.Threading.Channels.ChannelClosedException)
+        {
+            Log.HandlingFailed(log, topic, ex.Message);
+            return false;
+        }
+    }
+
     public async Task HandleAsync(string topic, ReadOnlyMemory<byte> payload, CancellationToken ct)
     {
         if (!Topics.TryParse(topic, out var deviceId, out var kind) || !Topics.IsFromDevice(kind))
@@ -101,6 +123,9 @@ public sealed partial class DeviceMessageRouter(IFleetStore store, TelemetryInge
 
         [LoggerMessage(4002, LogLevel.Warning, "Rejected message on {Topic}: {Error}: {Reason}")]
         public static partial void Rejected(ILogger logger, string topic, WireError error, string reason);
+
+        [LoggerMessage(5003, LogLevel.Error, "Could not handle message on {Topic}: {Reason}")]
+        public static partial void HandlingFailed(ILogger logger, string topic, string reason);
 
         [LoggerMessage(4004, LogLevel.Information, "Device {DeviceId} update {ModelId} v{Version}: {State}")]
         public static partial void OtaStep(ILogger logger, string deviceId, string modelId, long version, OtaState state);

@@ -1,8 +1,12 @@
+using System.Collections;
+using System.Collections.Concurrent;
 using System.Net;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using System.Text;
 using EdgeFleet.Fleet.Identity;
+using EdgeFleet.Shared.Wire;
+using MQTTnet;
 using MQTTnet.Protocol;
 using MQTTnet.Server;
 
@@ -14,12 +18,27 @@ namespace EdgeFleet.Fleet.Broker;
 /// (<see cref="DeviceAuthenticator"/>), enforces <see cref="TopicAccess"/>, and disconnects a device the
 /// moment it is revoked.
 /// </summary>
+/// <remarks>
+/// Device messages do not travel through the broker's routing: MQTTnet matches every publish against every
+/// subscribed session, so with 10,000 devices connected each message would cost 10,000 checks (and a copy of
+/// the session list). A device's publish is handed to the <see cref="DeviceMessageRouter"/> in the device's
+/// own connection (its PUBACK follows once the message is handled, so a full ingest queue slows only the
+/// devices sending), and an ack goes straight into the device's session (<see cref="TryDeliverAsync"/>).
+/// </remarks>
 public sealed partial class EmbeddedBroker(BrokerOptions options, TlsOptions tls, BrokerConnection connection, DeviceAuthenticator authenticator,
-    DeviceRevocation revocation, FleetMetrics metrics, ILogger<EmbeddedBroker> log) : IHostedService, IDisposable
+    DeviceRevocation revocation, DeviceMessageRouter router, FleetMetrics metrics, ILogger<EmbeddedBroker> log) : IHostedService, IDisposable
 {
     private const string ServiceItem = "edgefleet.service";
     private MqttServer? _server;
     private X509Certificate2Collection? _clientCa;
+
+    /// <summary>Connected clients by id, with their session's items (which identify the session).</summary>
+    private readonly ConcurrentDictionary<string, IDictionary> _connected = new(StringComparer.Ordinal);
+
+    /// <summary>Sessions looked up for direct delivery; an entry whose items are not the connected session's is stale.</summary>
+    private readonly ConcurrentDictionary<string, MqttSessionStatus> _sessions = new(StringComparer.Ordinal);
+
+    private long _sessionsListedAt;
 
     public async Task StartAsync(CancellationToken cancellationToken)
     {
@@ -48,6 +67,20 @@ public sealed partial class EmbeddedBroker(BrokerOptions options, TlsOptions tls
         _server.ValidatingConnectionAsync += ValidateConnectionAsync;
         _server.InterceptingPublishAsync += InterceptPublishAsync;
         _server.InterceptingSubscriptionAsync += InterceptSubscriptionAsync;
+        _server.ClientConnectedAsync += e =>
+        {
+            _connected[e.ClientId] = e.SessionItems;
+            metrics.ClientConnected();
+            return Task.CompletedTask;
+        };
+        _server.ClientDisconnectedAsync += e =>
+        {
+            // A session taken over by a new connection reports its end after the new one has connected.
+            _connected.TryRemove(KeyValuePair.Create(e.ClientId, e.SessionItems));
+            _sessions.TryRemove(e.ClientId, out _);
+            metrics.ClientDisconnected();
+            return Task.CompletedTask;
+        };
         revocation.Subscribe(DisconnectAsync);
         await _server.StartAsync().ConfigureAwait(false);
         Log.Started(log, tls.Enabled ? $"TLS on port {options.TlsPort}{(_clientCa is null ? "" : " (client certificates accepted)")}, plain on loopback port {options.Port}" : $"port {options.Port}");
@@ -135,19 +168,61 @@ public sealed partial class EmbeddedBroker(BrokerOptions options, TlsOptions tls
         Log.ConnectionRefused(log, LogText.Sanitize(e.ClientId), reason);
     }
 
-    private Task InterceptPublishAsync(InterceptingPublishEventArgs e)
+    private async Task InterceptPublishAsync(InterceptingPublishEventArgs e)
     {
         if (e.SessionItems.Contains(ServiceItem) || e.ClientId is null)
-            return Task.CompletedTask; // the fleet service itself, or a message injected by the server
+            return; // the fleet service itself, or a message injected by the server
         var topic = e.ApplicationMessage.Topic;
+        e.ProcessPublish = false;
         if (!TopicAccess.MayPublish(e.ClientId, topic))
         {
-            e.ProcessPublish = false;
             e.Response.ReasonCode = MqttPubAckReasonCode.NotAuthorized;
             metrics.CountDenied();
             Log.PublishDenied(log, e.ClientId, LogText.Sanitize(topic));
+            return;
         }
-        return Task.CompletedTask;
+        // Device to fleet, and no one else subscribes to device topics: handled here rather than routed.
+        await router.TryHandleAsync(topic, DeviceMessageRouter.CopyPayload(e.ApplicationMessage.Payload)).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Puts a reply (QoS 0) straight into the connected device's session, without matching it against every
+    /// session's subscriptions. False when the device is not connected or its session is not known yet (the
+    /// caller then publishes it the ordinary way).
+    /// </summary>
+    public async ValueTask<bool> TryDeliverAsync(Reply reply)
+    {
+        if (_server is null || !Topics.TryParse(reply.Topic, out var deviceId, out _) || !_connected.TryGetValue(deviceId, out var items))
+            return false;
+        if (!_sessions.TryGetValue(deviceId, out var session) || !ReferenceEquals(session.Items, items))
+        {
+            await ListSessionsAsync().ConfigureAwait(false);
+            if (!_sessions.TryGetValue(deviceId, out session) || !ReferenceEquals(session.Items, items))
+                return false;
+        }
+        var message = new MqttApplicationMessage { Topic = reply.Topic, Payload = new System.Buffers.ReadOnlySequence<byte>(reply.Payload), QualityOfServiceLevel = MqttQualityOfServiceLevel.AtMostOnce };
+        try
+        {
+            return session.TryEnqueueApplicationMessage(message, out _);
+        }
+        catch (ObjectDisposedException)
+        {
+            return false; // the session ended a moment ago
+        }
+    }
+
+    /// <summary>Refreshes the session lookup, at most ten times a second (listing costs one object per session).</summary>
+    private async Task ListSessionsAsync()
+    {
+        var last = Interlocked.Read(ref _sessionsListedAt);
+        var now = Environment.TickCount64;
+        if (now - last < 100 || Interlocked.CompareExchange(ref _sessionsListedAt, now, last) != last)
+            return;
+        foreach (var session in await _server!.GetSessionsAsync().ConfigureAwait(false))
+        {
+            if (_connected.TryGetValue(session.Id, out var items) && ReferenceEquals(items, session.Items))
+                _sessions[session.Id] = session;
+        }
     }
 
     private Task InterceptSubscriptionAsync(InterceptingSubscriptionEventArgs e)

@@ -10,6 +10,7 @@ public sealed class FleetMetrics
     private long _telemetryStored;
     private long _telemetryDuplicates;
     private long _denied;
+    private long _brokerClients;
 
     public ConcurrentDictionary<WireError, long> Rejected { get; } = new();
 
@@ -21,6 +22,13 @@ public sealed class FleetMetrics
 
     /// <summary>Connections and publishes the embedded broker refused.</summary>
     public long Denied => Interlocked.Read(ref _denied);
+
+    /// <summary>MQTT clients connected to the embedded broker now (devices and the fleet's own client).</summary>
+    public long BrokerClients => Interlocked.Read(ref _brokerClients);
+
+    public void ClientConnected() => Interlocked.Increment(ref _brokerClients);
+
+    public void ClientDisconnected() => Interlocked.Decrement(ref _brokerClients);
 
     public void CountAccepted() => Interlocked.Increment(ref _accepted);
 

@@ -38,11 +38,13 @@ public sealed partial class FleetMqttClient : BackgroundService
             Channel.CreateUnbounded<(string, byte[], MqttApplicationMessageReceivedEventArgs)>(new UnboundedChannelOptions { SingleReader = true }))];
 
     private readonly MosquittoDynamicSecurity? _accounts;
+    private readonly EmbeddedBroker? _embedded;
 
     public FleetMqttClient(BrokerConnection connection, DeviceMessageRouter router, IFleetStore store, ReplyQueue replies, ILogger<FleetMqttClient> log,
-        MosquittoDynamicSecurity? accounts = null)
+        MosquittoDynamicSecurity? accounts = null, EmbeddedBroker? embedded = null)
     {
         _accounts = accounts;
+        _embedded = embedded;
         _replies = replies;
         _store = store;
         _connection = connection;
@@ -117,14 +119,18 @@ public sealed partial class FleetMqttClient : BackgroundService
         // The broker's Receive Maximum caps our unacknowledged publishes (Mosquitto: 20); above it a broker
         // may drop publishes, and their PUBACKs never come.
         _receiveMaximum.TrySetResult(result.ReceiveMaximum is null or 0 ? ushort.MaxValue : result.ReceiveMaximum.Value);
-        var subscribe = new MqttClientSubscribeOptionsBuilder();
-        foreach (var kind in Subscribed)
-            subscribe = subscribe.WithTopicFilter(_connection.SharedGroup is { } group ? $"$share/{group}/{Topics.AllDevices(kind)}" : Topics.AllDevices(kind), MqttQualityOfServiceLevel.AtLeastOnce);
-        var subscribed = await _client.SubscribeAsync(subscribe.Build(), ct).ConfigureAwait(false);
-        if (subscribed.Items.FirstOrDefault(i => (int)i.ResultCode > (int)MqttClientSubscribeResultCode.GrantedQoS2) is { } refused)
+        // The embedded broker hands device messages to the router itself (EmbeddedBroker.InterceptPublishAsync).
+        if (_embedded is null)
         {
-            await _client.DisconnectAsync(new MqttClientDisconnectOptions(), ct).ConfigureAwait(false);
-            throw new InvalidOperationException($"the broker refused the subscription {refused.TopicFilter.Topic}: {refused.ResultCode}");
+            var subscribe = new MqttClientSubscribeOptionsBuilder();
+            foreach (var kind in Subscribed)
+                subscribe = subscribe.WithTopicFilter(_connection.SharedGroup is { } group ? $"$share/{group}/{Topics.AllDevices(kind)}" : Topics.AllDevices(kind), MqttQualityOfServiceLevel.AtLeastOnce);
+            var subscribed = await _client.SubscribeAsync(subscribe.Build(), ct).ConfigureAwait(false);
+            if (subscribed.Items.FirstOrDefault(i => (int)i.ResultCode > (int)MqttClientSubscribeResultCode.GrantedQoS2) is { } refused)
+            {
+                await _client.DisconnectAsync(new MqttClientDisconnectOptions(), ct).ConfigureAwait(false);
+                throw new InvalidOperationException($"the broker refused the subscription {refused.TopicFilter.Topic}: {refused.ResultCode}");
+            }
         }
         Log.Connected(_log, _connection.ToString());
         // Retained desired states live in the store too: a restarted (embedded) broker has none.
@@ -147,8 +153,7 @@ public sealed partial class FleetMqttClient : BackgroundService
     private Task OnMessageAsync(MqttApplicationMessageReceivedEventArgs e)
     {
         var message = e.ApplicationMessage;
-        // Refuse oversized payloads before copying them.
-        var payload = message.Payload.Length <= Protocol.MaxPayloadBytes ? message.Payload.ToArray() : new byte[Protocol.MaxPayloadBytes + 1];
+        var payload = DeviceMessageRouter.CopyPayload(message.Payload);
         e.AutoAcknowledge = false;
         var inbox = _inboxes[Topics.TryParse(message.Topic, out var device, out _) ? (int)((uint)StringComparer.Ordinal.GetHashCode(device) % (uint)_inboxes.Length) : 0];
         if (!inbox.Writer.TryWrite((message.Topic, payload, e)))
@@ -160,15 +165,7 @@ public sealed partial class FleetMqttClient : BackgroundService
     {
         await foreach (var (topic, payload, received) in inbox.Reader.ReadAllAsync(CancellationToken.None).ConfigureAwait(false))
         {
-            try
-            {
-                await _router.HandleAsync(topic, payload, CancellationToken.None).ConfigureAwait(false);
-            }
-            catch (Exception ex) when (ex is IOException or LiteDB.LiteException or Npgsql.NpgsqlException or InvalidOperationException or ChannelClosedException)
-            {
-                // Storage failed: no ack goes out, so the device keeps the records and sends them again.
-                Log.HandlingFailed(_log, topic, ex.Message);
-            }
+            await _router.TryHandleAsync(topic, payload).ConfigureAwait(false);
             try
             {
                 await received.AcknowledgeAsync(CancellationToken.None).ConfigureAwait(false);
@@ -201,6 +198,8 @@ public sealed partial class FleetMqttClient : BackgroundService
         {
             await foreach (var reply in _replies.Reader.ReadAllAsync(ct).ConfigureAwait(false))
             {
+                if (_embedded is not null && await _embedded.TryDeliverAsync(reply).ConfigureAwait(false))
+                    continue;
                 await window.WaitAsync(ct).ConfigureAwait(false);
                 _ = PublishReplyAsync(reply, window, ct);
             }
@@ -249,9 +248,6 @@ public sealed partial class FleetMqttClient : BackgroundService
 
         [LoggerMessage(5002, LogLevel.Warning, "Fleet service not connected to broker {Broker} ({Reason}); retrying in {DelaySeconds:F1} s")]
         public static partial void NotConnected(ILogger logger, string broker, string reason, double delaySeconds);
-
-        [LoggerMessage(5003, LogLevel.Error, "Could not handle message on {Topic}: {Reason}")]
-        public static partial void HandlingFailed(ILogger logger, string topic, string reason);
 
         [LoggerMessage(5004, LogLevel.Warning, "Could not publish reply to {Topic}: {Reason}")]
         public static partial void ReplyLost(ILogger logger, string topic, string reason);

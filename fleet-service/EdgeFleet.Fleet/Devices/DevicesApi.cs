@@ -16,7 +16,8 @@ public sealed record DeviceView(DeviceRecord Device, bool Online)
 public sealed record ApiError(string Error, string Reason);
 
 public sealed record HealthView(string Status, string Instance, bool Leader, string BrokerMode, bool BrokerConnected, string Storage, int Devices,
-    long MessagesAccepted, long TelemetryStored, long TelemetryDuplicates, long BrokerDenied, IReadOnlyDictionary<string, long> MessagesRejected);
+    long MessagesAccepted, long TelemetryStored, long TelemetryDuplicates, long BrokerDenied, IReadOnlyDictionary<string, long> MessagesRejected,
+    long? BrokerClients);
 
 /// <summary>
 /// The fleet's JSON API: <c>/api/health</c>, <c>/api/devices</c> (filtered by <c>?group=</c> and <c>?selector=</c>),
@@ -42,7 +43,8 @@ public static class DevicesApi
                 metrics.TelemetryStored,
                 metrics.TelemetryDuplicates,
                 metrics.Denied,
-                metrics.Rejected.ToDictionary(kv => kv.Key.ToString(), kv => kv.Value)));
+                metrics.Rejected.ToDictionary(kv => kv.Key.ToString(), kv => kv.Value),
+                options.Broker.Mode == BrokerMode.Embedded ? metrics.BrokerClients : null));
         }).AllowAnonymous();
         var api = app.MapGroup("/api/devices").RequireAuthorization(ApiAuthentication.ViewerPolicy);
 

@@ -139,10 +139,10 @@ public static class FleetIngest
         return storedRecords / clock.Elapsed.TotalSeconds;
     }
 
-    private static async Task<long> StoredAsync(HttpClient http) =>
+    internal static async Task<long> StoredAsync(HttpClient http) =>
         (await http.GetFromJsonAsync<JsonNode>("/api/health"))!["telemetryStored"]!.GetValue<long>();
 
-    private static async Task WaitHealthyAsync(HttpClient http, string dir)
+    internal static async Task WaitHealthyAsync(HttpClient http, string dir)
     {
         for (var i = 0; i < 300; i++)
         {
@@ -175,7 +175,7 @@ public static class FleetIngest
         return p;
     }
 
-    private static void Stop(Process? p)
+    internal static void Stop(Process? p)
     {
         if (p is null)
             return;
@@ -187,7 +187,7 @@ public static class FleetIngest
         p.Dispose();
     }
 
-    private static int FreePort()
+    internal static int FreePort()
     {
         using var listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
         listener.Start();
