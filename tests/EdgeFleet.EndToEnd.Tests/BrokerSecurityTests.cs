@@ -217,6 +217,42 @@ public sealed class BrokerSecurityTests : IDisposable
     }
 
     [Fact]
+    public async Task Acks_go_to_their_own_device_only_and_device_messages_to_the_fleet_only()
+    {
+        long Clients() => _fleet.Health().Result!["brokerClients"]!.GetValue<long>();
+        var before = Clients(); // the fleet's own client
+        using var sender = await ConnectAsync("sender");
+        using var bystander = await ConnectAsync("bystander");
+        Wait.Until(() => Clients() == before + 2, TimeSpan.FromSeconds(10), () => $"brokerClients {Clients()}, expected {before + 2}");
+        var received = new System.Collections.Concurrent.ConcurrentQueue<(string Client, string Topic)>();
+        foreach (var (client, id) in new[] { (sender, "sender"), (bystander, "bystander") })
+        {
+            client.ApplicationMessageReceivedAsync += e =>
+            {
+                received.Enqueue((id, e.ApplicationMessage.Topic));
+                return Task.CompletedTask;
+            };
+            // Everything under its own prefix, its own publishes included.
+            await client.SubscribeAsync($"ef/v1/{id}/#", MqttQualityOfServiceLevel.AtLeastOnce);
+        }
+
+        for (var seq = 1; seq <= 3; seq++)
+        {
+            var batch = WireReader.Write(TelemetryBatchCodec.CreateBatch("sender", "s",
+                [new TelemetryRecord { Seq = seq, Ts = DateTimeOffset.UtcNow, Kind = TelemetryKind.Event, Message = "hi" }]), WireJsonContext.Default.TelemetryBatch);
+            var result = await sender.PublishAsync(Message("ef/v1/sender/telemetry", batch));
+            Assert.Equal(MqttClientPublishReasonCode.Success, result.ReasonCode); // handled by the fleet, not "no subscribers"
+        }
+        Wait.Until(() => received.Count(r => r.Topic == "ef/v1/sender/telemetry/ack") == 3, TimeSpan.FromSeconds(10), () => string.Join(", ", received));
+        await Task.Delay(300);
+        Assert.All(received, r => Assert.Equal(("sender", "ef/v1/sender/telemetry/ack"), r)); // no echo of its telemetry, nothing for the bystander
+        Assert.Equal(3, (await _fleet.Device("sender"))!["device"]!["telemetryRecords"]!.GetValue<long>());
+
+        await bystander.DisconnectAsync();
+        Wait.Until(() => Clients() == before + 1, TimeSpan.FromSeconds(10), () => $"brokerClients {Clients()}, expected {before + 1}");
+    }
+
+    [Fact]
     public async Task A_device_cannot_subscribe_to_other_devices_topics()
     {
         using var snoop = await ConnectAsync("snoop");
