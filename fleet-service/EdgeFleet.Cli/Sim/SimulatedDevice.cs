@@ -218,22 +218,25 @@ public sealed class SimulatedDevice : IAsyncDisposable
         await PublishAsync(Topics.For(Id, TopicKind.StateReported), WireReader.Write(reported, WireJsonContext.Default.ReportedState), ct).ConfigureAwait(false);
     }
 
+    /// <summary>A clean MQTT disconnect; <see cref="ConnectAsync"/> may follow.</summary>
+    public async Task DisconnectAsync()
+    {
+        if (_client is { IsConnected: true } client)
+        {
+            try
+            {
+                await client.DisconnectAsync().ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is MQTTnet.Exceptions.MqttCommunicationException or OperationCanceledException)
+            {
+            }
+        }
+    }
+
     public async ValueTask DisposeAsync()
     {
-        if (_client is not null)
-        {
-            if (_client.IsConnected)
-            {
-                try
-                {
-                    await _client.DisconnectAsync().ConfigureAwait(false);
-                }
-                catch (Exception e) when (e is MQTTnet.Exceptions.MqttCommunicationException or OperationCanceledException)
-                {
-                }
-            }
-            _client.Dispose();
-        }
+        await DisconnectAsync().ConfigureAwait(false);
+        _client?.Dispose();
         _key.Dispose();
     }
 }

@@ -114,6 +114,11 @@ public sealed class SimulatedFleet : IAsyncDisposable
             _keepAlive ??= KeepAliveAsync(_stopping.Token);
     }
 
+    /// <summary>Disconnects every device cleanly; <see cref="ConnectAsync"/> connects them again (same ids, keys and streams).</summary>
+    public async Task DisconnectAsync(CancellationToken ct) =>
+        await Parallel.ForEachAsync(_devices, new ParallelOptions { MaxDegreeOfParallelism = _options.Concurrency, CancellationToken = ct },
+            async (device, _) => await device.DisconnectAsync().ConfigureAwait(false)).ConfigureAwait(false);
+
     private async Task KeepAliveAsync(CancellationToken ct)
     {
         // One tick per 100 ms, each pinging the next slice of devices: every device once per period.

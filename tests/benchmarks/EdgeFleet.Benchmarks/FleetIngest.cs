@@ -46,28 +46,18 @@ public static class FleetIngest
         {
             var httpPort = FreePort();
             var mqttPort = FreePort();
-            List<string> args = [fleetDll, "--urls", $"http://127.0.0.1:{httpPort}", "--Fleet:Broker:Port", $"{mqttPort}",
-                "--Fleet:Storage:Path", Path.Combine(dir, "fleet.db"), "--Fleet:Storage:ArtifactsPath", Path.Combine(dir, "artifacts"),
-                "--Fleet:Security:AdminKeyPath", Path.Combine(dir, "admin.key"), "--Logging:LogLevel:Default", "Warning"];
-            var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = Path.GetDirectoryName(fleetDll)! };
             string? connection = null;
+            Dictionary<string, string> environment = [];
+            List<string> extra = [];
             if (postgres is not null)
             {
                 mosquitto = StartMosquitto(dir, mqttPort);
                 connection = postgres.CreateDatabase();
-                args.AddRange(["--Fleet:Broker:Mode", "External", "--Fleet:Storage:Provider", "PostgreSql"]);
-                info.Environment["Fleet__Storage__ConnectionString"] = connection;
+                extra.AddRange(["--Fleet:Broker:Mode", "External", "--Fleet:Storage:Provider", "PostgreSql"]);
+                environment["Fleet__Storage__ConnectionString"] = connection;
             }
-            foreach (var a in args)
-                info.ArgumentList.Add(a);
-            fleet = Process.Start(info)!;
-            fleet.OutputDataReceived += (_, _) => { };
-            fleet.ErrorDataReceived += (_, _) => { };
-            fleet.BeginOutputReadLine();
-            fleet.BeginErrorReadLine();
-            using var http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{httpPort}"), Timeout = TimeSpan.FromSeconds(30) };
-            await WaitHealthyAsync(http, dir);
-            http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", (await File.ReadAllTextAsync(Path.Combine(dir, "admin.key"))).Trim());
+            fleet = StartFleet(fleetDll, dir, httpPort, mqttPort, extra, environment);
+            using var http = await ConnectApiAsync(dir, httpPort);
 
             // Offered a little above the target (60 records/s per device by default), in batches of 60: the simulator
             // shares the two cores, so offering far more than the fleet can take costs the fleet CPU it needs.
@@ -139,10 +129,37 @@ public static class FleetIngest
         return storedRecords / clock.Elapsed.TotalSeconds;
     }
 
+    /// <summary>The fleet service as its own process on loopback ports, data in <paramref name="dir"/>, logging warnings only.</summary>
+    internal static Process StartFleet(string fleetDll, string dir, int httpPort, int mqttPort, IEnumerable<string> extraArgs, IReadOnlyDictionary<string, string> environment)
+    {
+        var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = Path.GetDirectoryName(fleetDll)! };
+        foreach (var a in new[] { fleetDll, "--urls", $"http://127.0.0.1:{httpPort}", "--Fleet:Broker:Port", $"{mqttPort}",
+            "--Fleet:Storage:Path", Path.Combine(dir, "fleet.db"), "--Fleet:Storage:ArtifactsPath", Path.Combine(dir, "artifacts"),
+            "--Fleet:Security:AdminKeyPath", Path.Combine(dir, "admin.key"), "--Logging:LogLevel:Default", "Warning" }.Concat(extraArgs))
+            info.ArgumentList.Add(a);
+        foreach (var (name, value) in environment)
+            info.Environment[name] = value;
+        var fleet = Process.Start(info)!;
+        fleet.OutputDataReceived += (_, _) => { };
+        fleet.ErrorDataReceived += (_, _) => { };
+        fleet.BeginOutputReadLine();
+        fleet.BeginErrorReadLine();
+        return fleet;
+    }
+
+    /// <summary>An API client with the admin key, once the fleet is healthy.</summary>
+    internal static async Task<HttpClient> ConnectApiAsync(string dir, int httpPort)
+    {
+        var http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{httpPort}"), Timeout = TimeSpan.FromSeconds(60) };
+        await WaitHealthyAsync(http, dir);
+        http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", (await File.ReadAllTextAsync(Path.Combine(dir, "admin.key"))).Trim());
+        return http;
+    }
+
     internal static async Task<long> StoredAsync(HttpClient http) =>
         (await http.GetFromJsonAsync<JsonNode>("/api/health"))!["telemetryStored"]!.GetValue<long>();
 
-    internal static async Task WaitHealthyAsync(HttpClient http, string dir)
+    private static async Task WaitHealthyAsync(HttpClient http, string dir)
     {
         for (var i = 0; i < 300; i++)
         {

@@ -20,8 +20,9 @@ return name switch
     "fleet-connections" => await EdgeFleet.Benchmarks.FleetConnections.RunAsync(
         args.Length > 1 ? int.Parse(args[1], CultureInfo.InvariantCulture) : 10_000,
         args.Length > 2 ? int.Parse(args[2], CultureInfo.InvariantCulture) : 100,
-        args.Length > 3 ? int.Parse(args[3], CultureInfo.InvariantCulture) : 20,
+        args.Length > 3 ? int.Parse(args[3], CultureInfo.InvariantCulture) : 15,
         args.Length > 4 ? double.Parse(args[4], CultureInfo.InvariantCulture) : 700,
+        args.Length > 5 && args[5] != "--client-keepalive" ? int.Parse(args[5], CultureInfo.InvariantCulture) : 3,
         !args.Contains("--client-keepalive")),
     _ => Usage(),
 };
@@ -30,7 +31,7 @@ static int Usage()
 {
     Console.Error.WriteLine("usage: edgefleet-bench ota-sha256 [MiB] | telemetry-append [records] [producers] | agent-startup [runs]"
         + " | fleet-ingest [embedded|mosquitto-postgres|both] [devices] [seconds] [records/s per device]"
-        + " | fleet-connections [devices] [busy devices] [seconds] [records/s per busy device] [--client-keepalive]");
+        + " | fleet-connections [devices] [busy devices] [seconds] [records/s per busy device] [rounds] [--client-keepalive]");
     return 2;
 }
 
