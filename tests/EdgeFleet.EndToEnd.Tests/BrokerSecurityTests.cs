@@ -253,6 +253,32 @@ public sealed class BrokerSecurityTests : IDisposable
     }
 
     [Fact]
+    public async Task Simulated_devices_with_the_shared_keepalive_reconnect_and_deliver_everything_once()
+    {
+        long Clients() => _fleet.Health().Result!["brokerClients"]!.GetValue<long>();
+        var before = Clients();
+        using var http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{_fleet.HttpPort}") };
+        http.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", _fleet.AdminKey);
+        await using var sim = await EdgeFleet.Cli.Sim.SimulatedFleet.EnrollAsync(http,
+            new EdgeFleet.Cli.Sim.SimOptions { Devices = 20, Rate = 50, BatchRecords = 10, Prefix = "keepalive", SharedKeepAlive = true }, CancellationToken.None);
+        await sim.ConnectAsync(CancellationToken.None);
+        Wait.Until(() => Clients() == before + 20, TimeSpan.FromSeconds(10), () => $"brokerClients {Clients()}");
+        await sim.RunAsync(TimeSpan.FromSeconds(2), CancellationToken.None);
+        await sim.DisconnectAsync(CancellationToken.None);
+        Wait.Until(() => Clients() == before, TimeSpan.FromSeconds(10), () => $"brokerClients {Clients()} after disconnecting");
+        await sim.ConnectAsync(CancellationToken.None); // same ids, keys and streams
+        Wait.Until(() => Clients() == before + 20, TimeSpan.FromSeconds(10), () => $"brokerClients {Clients()} after reconnecting");
+        await sim.RunAsync(TimeSpan.FromSeconds(3), CancellationToken.None); // the ping loop reaches all 20 within 2 s
+        Assert.True(await sim.DrainAsync(TimeSpan.FromSeconds(30), CancellationToken.None));
+        Assert.Equal(0, sim.PingsFailed);
+        Assert.Equal(20, sim.ConnectedCount);
+        long stored = 0;
+        foreach (var device in sim.Devices)
+            stored += (await _fleet.Device(device.Id))!["device"]!["telemetryRecords"]!.GetValue<long>();
+        Assert.Equal(sim.Sent, stored);
+    }
+
+    [Fact]
     public async Task A_device_cannot_subscribe_to_other_devices_topics()
     {
         using var snoop = await ConnectAsync("snoop");
