@@ -1,0 +1,47 @@
+namespace EdgeFleet.ModelTools.Quantization;
+
+/// <summary>An observed value range of a tensor.</summary>
+public readonly record struct TensorRange(float Min, float Max)
+{
+    public TensorRange Union(TensorRange other) => new(Math.Min(Min, other.Min), Math.Max(Max, other.Max));
+}
+
+/// <summary>Affine quantization parameters: real = (q - ZeroPoint) * Scale.</summary>
+public readonly record struct QuantParams(float Scale, int ZeroPoint);
+
+/// <summary>The arithmetic of INT8 quantization, in one place.</summary>
+public static class QuantMath
+{
+    /// <summary>
+    /// Asymmetric parameters for an activation range. The range is widened to include 0 so that zero (padding,
+    /// ReLU) is exact, as ONNX Runtime's fused kernels and its ReLU/Clip removal expect.
+    /// </summary>
+    public static QuantParams Activation(TensorRange range, ActivationType type)
+    {
+        var (qmin, qmax) = type == ActivationType.UInt8 ? (0, 255) : (-128, 127);
+        var rmin = Math.Min(0f, range.Min);
+        var rmax = Math.Max(0f, range.Max);
+        if (!float.IsFinite(rmin) || !float.IsFinite(rmax))
+            throw new InvalidOperationException($"calibration saw a non-finite value ({range.Min}, {range.Max})");
+        if (rmax - rmin < 1e-12f)
+            return new QuantParams(1f, type == ActivationType.UInt8 ? 0 : 0);
+        var scale = (rmax - rmin) / (qmax - qmin);
+        var zero = (int)Math.Round(qmin - rmin / scale, MidpointRounding.ToEven);
+        return new QuantParams(scale, Math.Clamp(zero, qmin, qmax));
+    }
+
+    /// <summary>Symmetric INT8 (−127..127, zero point 0) scale for weights whose largest magnitude is <paramref name="maxAbs"/>.</summary>
+    public static float SymmetricScale(float maxAbs) => maxAbs > 0 ? maxAbs / 127f : 1f;
+
+    public static sbyte QuantizeSymmetric(float value, float scale) =>
+        (sbyte)Math.Clamp(Math.Round(value / scale, MidpointRounding.ToEven), -127, 127);
+
+    public static int QuantizeBias(float value, float scale) =>
+        scale == 0 ? 0 : (int)Math.Clamp(Math.Round(value / scale, MidpointRounding.ToEven), int.MinValue + 1, int.MaxValue);
+
+    public static int Quantize(float value, QuantParams p, ActivationType type)
+    {
+        var (qmin, qmax) = type == ActivationType.UInt8 ? (0, 255) : (-128, 127);
+        return (int)Math.Clamp(Math.Round(value / p.Scale, MidpointRounding.ToEven) + p.ZeroPoint, qmin, qmax);
+    }
+}

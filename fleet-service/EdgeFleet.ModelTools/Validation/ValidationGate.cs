@@ -1,0 +1,205 @@
+using System.Diagnostics;
+using System.Security.Cryptography;
+using EdgeFleet.ModelTools.Onnx;
+using EdgeFleet.ModelTools.Quantization;
+using Microsoft.ML.OnnxRuntime;
+
+namespace EdgeFleet.ModelTools.Validation;
+
+/// <summary>
+/// Runs a reference model and a candidate (typically FP32 and its INT8 variant) on the same inputs in the same
+/// process at the same thread count, interleaved so that both see the same machine, and judges the candidate
+/// against thresholds: top-1 agreement and accuracy for classification outputs, error and cosine similarity
+/// for any output, latency and file size ratios.
+/// </summary>
+public static class ValidationGate
+{
+    public sealed record Request
+    {
+        public required string Reference { get; init; }
+
+        public required string Candidate { get; init; }
+
+        public required string DataDirectory { get; init; }
+
+        /// <summary>One class index per sample (or per row of a batched sample), in sample order.</summary>
+        public IReadOnlyList<int>? Labels { get; init; }
+
+        /// <summary>The output to compare; the first output when null.</summary>
+        public string? Output { get; init; }
+
+        public int Threads { get; init; } = 1;
+
+        public int MaxSamples { get; init; } = int.MaxValue;
+
+        /// <summary>Timed runs per model at least (samples are cycled to reach it).</summary>
+        public int LatencyRuns { get; init; } = 30;
+
+        public ValidationThresholds Thresholds { get; init; } = new();
+    }
+
+    public static ValidationReport Run(Request request)
+    {
+        using var options = new SessionOptions
+        {
+            IntraOpNumThreads = request.Threads,
+            InterOpNumThreads = 1,
+            ExecutionMode = ExecutionMode.ORT_SEQUENTIAL,
+            LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR,
+        };
+        using var reference = Open(request.Reference, options, "reference");
+        using var candidate = Open(request.Candidate, options, "candidate");
+        var output = request.Output ?? reference.OutputMetadata.Keys.First();
+        if (!reference.OutputMetadata.ContainsKey(output) || !candidate.OutputMetadata.ContainsKey(output))
+            throw new ValidationException($"output '{output}' is not in both models (reference: {string.Join(", ", reference.OutputMetadata.Keys)}; candidate: {string.Join(", ", candidate.OutputMetadata.Keys)})");
+        foreach (var (name, meta) in reference.InputMetadata)
+            if (!candidate.InputMetadata.TryGetValue(name, out var other) || other.ElementDataType != meta.ElementDataType)
+                throw new ValidationException($"the candidate's inputs differ from the reference's at '{name}'");
+
+        var samples = SampleSet.Open(request.DataDirectory, reference.InputMetadata);
+        var count = Math.Min(samples.Count, request.MaxSamples);
+        var comparison = new OutputComparison(request.Labels);
+        var inputs = Enumerable.Range(0, count).Select(samples.Read).ToList();
+        using var runOptions = new RunOptions();
+        foreach (var sample in inputs)
+        {
+            var r = Infer(reference, runOptions, sample, output);
+            var c = Infer(candidate, runOptions, sample, output);
+            comparison.Add(r.Values, c.Values, r.Shape);
+        }
+        if (request.Labels is { } labels && labels.Count != comparison.Rows)
+            throw new ValidationException($"{labels.Count} labels for {comparison.Rows} classified rows");
+
+        var (referenceLatency, candidateLatency) = MeasureLatency(reference, candidate, runOptions, inputs, output, request.LatencyRuns);
+        var referenceBytes = new FileInfo(request.Reference).Length;
+        var candidateBytes = new FileInfo(request.Candidate).Length;
+        var report = new ValidationReport
+        {
+            Reference = Path.GetFileName(request.Reference),
+            Candidate = Path.GetFileName(request.Candidate),
+            ReferenceSha256 = Sha256(request.Reference),
+            CandidateSha256 = Sha256(request.Candidate),
+            Output = output,
+            Samples = count,
+            Threads = request.Threads,
+            Top1Agreement = comparison.Top1Agreement,
+            ReferenceAccuracy = comparison.ReferenceAccuracy,
+            CandidateAccuracy = comparison.CandidateAccuracy,
+            MaxAbsError = comparison.MaxAbsError,
+            MeanAbsError = comparison.MeanAbsError,
+            Cosine = comparison.Cosine,
+            ReferenceLatency = referenceLatency,
+            CandidateLatency = candidateLatency,
+            LatencyRatio = candidateLatency.P50Ms / referenceLatency.P50Ms,
+            ReferenceBytes = referenceBytes,
+            CandidateBytes = candidateBytes,
+            SizeRatio = (double)candidateBytes / referenceBytes,
+            Checks = [],
+            Verdict = "",
+            At = DateTimeOffset.UtcNow,
+        };
+        var checks = Judge(report, request.Thresholds);
+        return report with { Checks = checks, Verdict = checks.All(c => c.Passed) ? "accepted" : "rejected" };
+    }
+
+    public static IReadOnlyList<ValidationCheck> Judge(ValidationReport report, ValidationThresholds t)
+    {
+        var checks = new List<ValidationCheck>();
+        void AtLeast(string name, double? value, double? limit)
+        {
+            if (value is { } v && limit is { } l)
+                checks.Add(new ValidationCheck(name, v, ">=", l, v >= l));
+        }
+        void AtMost(string name, double? value, double? limit)
+        {
+            if (value is { } v && limit is { } l)
+                checks.Add(new ValidationCheck(name, v, "<=", l, v <= l));
+        }
+        AtLeast("top1Agreement", report.Top1Agreement, t.MinTop1Agreement);
+        AtLeast("cosine", report.Cosine, t.MinCosine);
+        AtMost("accuracyDrop", report.ReferenceAccuracy - report.CandidateAccuracy, t.MaxAccuracyDrop);
+        AtMost("latencyRatio", report.LatencyRatio, t.MaxLatencyRatio);
+        AtMost("sizeRatio", report.SizeRatio, t.MaxSizeRatio);
+        AtMost("meanAbsError", report.MeanAbsError, t.MaxMeanAbsError);
+        return checks;
+    }
+
+    private static (LatencyFigures Reference, LatencyFigures Candidate) MeasureLatency(InferenceSession reference, InferenceSession candidate, RunOptions runOptions,
+        List<IReadOnlyList<SampleTensor>> inputs, string output, int runs)
+    {
+        for (var i = 0; i < 3; i++)
+        {
+            Infer(reference, runOptions, inputs[i % inputs.Count], output);
+            Infer(candidate, runOptions, inputs[i % inputs.Count], output);
+        }
+        var r = new List<double>();
+        var c = new List<double>();
+        for (var i = 0; i < Math.Max(runs, inputs.Count); i++)
+        {
+            var sample = inputs[i % inputs.Count];
+            // Alternate which model goes first so neither always runs on a warmer cache.
+            if (i % 2 == 0)
+            {
+                r.Add(Infer(reference, runOptions, sample, output).Ms);
+                c.Add(Infer(candidate, runOptions, sample, output).Ms);
+            }
+            else
+            {
+                c.Add(Infer(candidate, runOptions, sample, output).Ms);
+                r.Add(Infer(reference, runOptions, sample, output).Ms);
+            }
+        }
+        return (Figures(r), Figures(c));
+    }
+
+    private static LatencyFigures Figures(List<double> ms)
+    {
+        ms.Sort();
+        return new LatencyFigures(Percentile(ms, 0.50), Percentile(ms, 0.95), ms.Count);
+    }
+
+    internal static double Percentile(List<double> sorted, double q) => sorted[Math.Min(sorted.Count - 1, (int)Math.Ceiling(q * sorted.Count) - 1)];
+
+    private static (float[] Values, long[] Shape, double Ms) Infer(InferenceSession session, RunOptions runOptions, IReadOnlyList<SampleTensor> sample, string output)
+    {
+        var values = sample.Select(t => t.ToOrtValue()).ToArray();
+        try
+        {
+            var clock = Stopwatch.StartNew();
+            using var results = session.Run(runOptions, sample.Select(t => t.Name).ToArray(), values, [output]);
+            var ms = clock.Elapsed.TotalMilliseconds;
+            return (results[0].GetTensorDataAsSpan<float>().ToArray(), results[0].GetTensorTypeAndShape().Shape, ms);
+        }
+        catch (OnnxRuntimeException e)
+        {
+            throw new ValidationException($"ONNX Runtime failed: {ModelPreprocessor.FirstLine(e.Message)}");
+        }
+        finally
+        {
+            foreach (var v in values)
+                v.Dispose();
+        }
+    }
+
+    private static InferenceSession Open(string path, SessionOptions options, string role)
+    {
+        if (!File.Exists(path))
+            throw new ValidationException($"the {role} model {path} does not exist");
+        try
+        {
+            return new InferenceSession(path, options);
+        }
+        catch (OnnxRuntimeException e)
+        {
+            throw new ValidationException($"ONNX Runtime cannot load the {role} model {path}: {ModelPreprocessor.FirstLine(e.Message)}");
+        }
+    }
+
+    private static string Sha256(string path)
+    {
+        using var file = File.OpenRead(path);
+        return Convert.ToHexStringLower(SHA256.HashData(file));
+    }
+}
+
+public sealed class ValidationException(string message) : Exception(message);
