@@ -1,3 +1,4 @@
+using EdgeFleet.Fleet.Models;
 using EdgeFleet.Fleet.Groups;
 using EdgeFleet.Fleet;
 using EdgeFleet.Fleet.Devices;
@@ -43,5 +44,6 @@ app.MapFleetApi();
 app.MapIdentityApi();
 app.MapGroupsApi();
 app.MapOtaApi();
+app.MapModelsApi();
 app.MapGet("/", () => Results.Redirect("/api/devices"));
 app.Run();

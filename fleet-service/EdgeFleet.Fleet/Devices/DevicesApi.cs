@@ -90,6 +90,13 @@ public static class DevicesApi
 [JsonSourceGenerationOptions(System.Text.Json.JsonSerializerDefaults.Web, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
     UseStringEnumConverter = true)]
 [JsonSerializable(typeof(List<DeviceView>))]
+[JsonSerializable(typeof(EdgeFleet.Fleet.Models.ModelRequest))]
+[JsonSerializable(typeof(EdgeFleet.Fleet.Models.StateChangeRequest))]
+[JsonSerializable(typeof(EdgeFleet.Fleet.Models.ModelView))]
+[JsonSerializable(typeof(List<EdgeFleet.Fleet.Models.ModelView>))]
+[JsonSerializable(typeof(EdgeFleet.Fleet.Models.ModelVersion))]
+[JsonSerializable(typeof(EdgeFleet.Fleet.Models.ModelCard))]
+[JsonSerializable(typeof(IReadOnlyList<EdgeFleet.Fleet.Models.ModelArtifact>))]
 [JsonSerializable(typeof(DeviceView))]
 [JsonSerializable(typeof(ApiError))]
 [JsonSerializable(typeof(List<TelemetryRecord>))]

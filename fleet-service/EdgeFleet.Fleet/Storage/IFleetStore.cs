@@ -1,5 +1,6 @@
 using EdgeFleet.Fleet.Devices;
 using EdgeFleet.Fleet.Groups;
+using EdgeFleet.Fleet.Models;
 using EdgeFleet.Fleet.Identity;
 using EdgeFleet.Shared.Wire;
 
@@ -53,6 +54,28 @@ public interface IFleetStore : IDisposable
 
     /// <summary>Deletes a group and returns it; null when there was none.</summary>
     Task<DeviceGroup?> DeleteGroupAsync(string name, CancellationToken cancellationToken);
+
+    /// <summary>Registers a model; false when one of that id exists.</summary>
+    Task<bool> CreateModelAsync(RegisteredModel model, CancellationToken cancellationToken);
+
+    Task<RegisteredModel?> GetModelAsync(string id, CancellationToken cancellationToken);
+
+    /// <summary>Every registered model, by id.</summary>
+    Task<IReadOnlyList<RegisteredModel>> ListModelsAsync(CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Adds a version if it is above every existing version of its model (versions only grow, as devices
+    /// require); returns the highest version before the call (0 for none) and whether the version was added.
+    /// </summary>
+    Task<(bool Added, long Latest)> AddModelVersionAsync(ModelVersion version, CancellationToken cancellationToken);
+
+    Task<ModelVersion?> GetModelVersionAsync(string modelId, long version, CancellationToken cancellationToken);
+
+    /// <summary>A model's versions, newest first.</summary>
+    Task<IReadOnlyList<ModelVersion>> ListModelVersionsAsync(string modelId, CancellationToken cancellationToken);
+
+    /// <summary>Replaces a version by <paramref name="change"/> of its current state, atomically; null when there is no such version.</summary>
+    Task<(ModelVersion Before, ModelVersion After)?> UpdateModelVersionAsync(string modelId, long version, Func<ModelVersion, ModelVersion> change, CancellationToken cancellationToken);
 
     /// <summary>Stored telemetry of one device, oldest first (for the API and tests).</summary>
     Task<IReadOnlyList<TelemetryRecord>> GetTelemetryAsync(string deviceId, int limit, CancellationToken cancellationToken);

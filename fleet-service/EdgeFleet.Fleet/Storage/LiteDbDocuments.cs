@@ -144,6 +144,8 @@ internal static class LiteDbDocuments
 [System.Text.Json.Serialization.JsonSourceGenerationOptions(JsonSerializerDefaults.Web, UseStringEnumConverter = true)]
 [System.Text.Json.Serialization.JsonSerializable(typeof(DeviceRecord))]
 [System.Text.Json.Serialization.JsonSerializable(typeof(EdgeFleet.Fleet.Groups.DeviceGroup))]
+[System.Text.Json.Serialization.JsonSerializable(typeof(EdgeFleet.Fleet.Models.RegisteredModel))]
+[System.Text.Json.Serialization.JsonSerializable(typeof(EdgeFleet.Fleet.Models.ModelVersion))]
 [System.Text.Json.Serialization.JsonSerializable(typeof(Dictionary<string, string>))]
 [System.Text.Json.Serialization.JsonSerializable(typeof(ModelRef))]
 [System.Text.Json.Serialization.JsonSerializable(typeof(InferenceSample))]

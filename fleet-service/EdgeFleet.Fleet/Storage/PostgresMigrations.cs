@@ -113,6 +113,18 @@ public static class PostgresMigrations
                 doc jsonb not null
             );
             """),
+        (5, "model registry", """
+            create table models (
+                id text primary key,
+                doc jsonb not null
+            );
+            create table model_versions (
+                model_id text not null references models (id),
+                version bigint not null,
+                doc jsonb not null,
+                primary key (model_id, version)
+            );
+            """),
     ];
 
     /// <summary>Applies the migrations above <c>max(version)</c> up to <paramref name="upTo"/>; returns the versions applied.</summary>

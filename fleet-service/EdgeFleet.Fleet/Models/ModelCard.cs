@@ -1,0 +1,72 @@
+using System.Text.Json;
+
+namespace EdgeFleet.Fleet.Models;
+
+/// <summary>A tensor of the model's interface; -1 marks a symbolic dimension.</summary>
+public sealed record TensorSchema(string Name, string Type, long[] Shape);
+
+/// <summary>
+/// A feature's training-time distribution, the baseline for drift: counts per bin between consecutive
+/// <see cref="Edges"/> (so one count fewer than edges).
+/// </summary>
+public sealed record FeatureBaseline(string Name, double[] Edges, long[] Counts);
+
+/// <summary>
+/// What a version is for and where it came from: who owns it, what it is meant for and not, the hash of its
+/// training data, its metrics, its input/output schema, its feature baselines for drift, and the thresholds
+/// its validation gate applies.
+/// </summary>
+public sealed record ModelCard
+{
+    public string? Owner { get; init; }
+
+    public string? IntendedUse { get; init; }
+
+    public string? Limitations { get; init; }
+
+    public string? TrainingDataSha256 { get; init; }
+
+    public Dictionary<string, double> Metrics { get; init; } = [];
+
+    public List<string> Labels { get; init; } = [];
+
+    public List<TensorSchema> Inputs { get; init; } = [];
+
+    public List<TensorSchema> Outputs { get; init; } = [];
+
+    public List<FeatureBaseline> FeatureBaselines { get; init; } = [];
+
+    /// <summary>The validation gate's thresholds (the CLI's <c>--card</c> reads them), as written.</summary>
+    public JsonElement? Thresholds { get; init; }
+
+    /// <summary>Null when the card is complete and consistent, else the first problem found.</summary>
+    public string? Problem()
+    {
+        if (string.IsNullOrWhiteSpace(Owner))
+            return "the model card needs an owner";
+        if (string.IsNullOrWhiteSpace(IntendedUse))
+            return "the model card needs an intendedUse";
+        if (TrainingDataSha256 is { } sha && (sha.Length != 64 || !sha.All(char.IsAsciiHexDigit)))
+            return "trainingDataSha256 must be 64 hex digits";
+        foreach (var (name, value) in Metrics)
+            if (!double.IsFinite(value))
+                return $"metric '{name}' is not a finite number";
+        foreach (var t in Inputs.Concat(Outputs))
+            if (string.IsNullOrWhiteSpace(t.Name) || string.IsNullOrWhiteSpace(t.Type) || t.Shape is null || t.Shape.Any(d => d < -1))
+                return $"tensor schema '{t.Name}' needs a name, a type and a shape (-1 for a symbolic dimension)";
+        foreach (var b in FeatureBaselines)
+        {
+            if (string.IsNullOrWhiteSpace(b.Name))
+                return "a feature baseline has no name";
+            if (b.Edges is not { Length: >= 2 } || b.Counts is null || b.Counts.Length != b.Edges.Length - 1)
+                return $"feature baseline '{b.Name}' needs at least two edges and one count per bin (edges - 1)";
+            if (b.Edges.Any(e => !double.IsFinite(e)) || b.Edges.Zip(b.Edges.Skip(1)).Any(p => p.Second <= p.First))
+                return $"feature baseline '{b.Name}': edges must be finite and strictly increasing";
+            if (b.Counts.Any(c => c < 0))
+                return $"feature baseline '{b.Name}': counts must not be negative";
+        }
+        if (FeatureBaselines.GroupBy(b => b.Name).FirstOrDefault(g => g.Count() > 1) is { } dup)
+            return $"feature baseline '{dup.Key}' appears twice";
+        return null;
+    }
+}
