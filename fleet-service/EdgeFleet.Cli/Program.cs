@@ -16,6 +16,21 @@ const string Usage = """
                            [--tolerance X] [--latency-budget-ms X] [--rollout-id R] [--expires-days N] [--url U]
                                                      write the signed manifest M for model F
       edgefleet model push --model F [--fleet URL]     upload a model file to the fleet's artifact store
+      edgefleet model samples --kind demo|ocr-cls|ocr-det --count N --out DIR [--seed S] [--size PX]
+                                                     write sample inputs (.npy; labels.txt where known)
+      edgefleet model quantize --model F --out F [--mode static|dynamic] [--data DIR] [--method minmax|percentile|mse]
+                           [--percentile P] [--activations uint8|int8] [--per-tensor] [--exclude-nodes a,b]
+                           [--exclude-ops Op,Op] [--max-samples N] [--json]
+                                                     INT8 quantization (static QDQ from calibration data, or dynamic)
+      edgefleet model validate --reference F --candidate F --data DIR [--labels F] [--threads N] [--card C]
+                           [--min-agreement X] [--min-cosine X] [--max-accuracy-drop X] [--max-latency-ratio X]
+                           [--max-size-ratio X] [--report-out F] [--json]
+                                                     the validation gate; exits 3 when it rejects the candidate
+      edgefleet model register --id ID [--description T] [--owner O]
+      edgefleet model push --model-id ID --card C [--fp32 F] [--int8 F] [--variant PROFILE=F,...] [--report R] [--model-version N]
+                                                     upload a version to the registry (with a report: validated or rejected)
+      edgefleet model list | model show --model-id ID [--model-version N] [--json]
+      edgefleet model approve|reject|retire --model-id ID --model-version N [--reason R]
       edgefleet devices update --device D --manifest M --keys D [--fleet URL]
                                                      set a device's desired model (signed manifest + key set)
       edgefleet devices list [--group G] [--selector S] [--json]
@@ -46,7 +61,7 @@ const string Usage = """
 try
 {
     var line = CommandLine.Parse(args.Length >= 2 && !args[1].StartsWith("--", StringComparison.Ordinal) ? [args[0] + " " + args[1], .. args[2..]] : args,
-        new HashSet<string> { "help", "version", "json", "root", "shared-keepalive" });
+        new HashSet<string> { "help", "version", "json", "root", "shared-keepalive", "per-tensor" });
     if (line.Has("version"))
     {
         Console.WriteLine($"edgefleet {typeof(Commands).Assembly.GetName().Version?.ToString(3)}");
@@ -78,7 +93,16 @@ try
         "keys init" => OtaCommands.KeysInit(line),
         "keys rotate" => OtaCommands.KeysRotate(line),
         "model sign" => OtaCommands.ModelSign(line),
-        "model push" => await OtaCommands.ModelPushAsync(line).ConfigureAwait(false),
+        "model push" => await ModelCommands.PushAsync(line).ConfigureAwait(false),
+        "model samples" => ModelCommands.Samples(line),
+        "model quantize" => ModelCommands.Quantize(line),
+        "model validate" => ModelCommands.Validate(line),
+        "model register" => await ModelCommands.RegisterAsync(line).ConfigureAwait(false),
+        "model list" => await ModelCommands.ListAsync(line).ConfigureAwait(false),
+        "model show" => await ModelCommands.ShowAsync(line).ConfigureAwait(false),
+        "model approve" => await ModelCommands.MoveAsync(line, "approve").ConfigureAwait(false),
+        "model reject" => await ModelCommands.MoveAsync(line, "reject").ConfigureAwait(false),
+        "model retire" => await ModelCommands.MoveAsync(line, "retire").ConfigureAwait(false),
         _ => throw new UsageException($"unknown command '{line.Command}' (see --help)"),
     };
 }

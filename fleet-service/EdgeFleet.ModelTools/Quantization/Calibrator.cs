@@ -21,7 +21,7 @@ public static class Calibrator
         var existing = augmented.Graph.Output.Select(o => o.Name).ToHashSet();
         foreach (var name in tensors.Where(t => !existing.Contains(t)))
             augmented.Graph.Output.Add(new ValueInfoProto { Name = name, Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = (int)TensorProto.Types.DataType.Float } } });
-        using var sessionOptions = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_BASIC, IntraOpNumThreads = options.Threads };
+        using var sessionOptions = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_BASIC, IntraOpNumThreads = options.Threads, LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR };
         using var session = CreateSession(augmented, sessionOptions);
         var names = tensors.ToArray();
         var count = Math.Min(samples.Count, options.MaxSamples ?? int.MaxValue);

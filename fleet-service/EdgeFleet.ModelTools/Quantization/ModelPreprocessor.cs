@@ -32,7 +32,7 @@ public static class ModelPreprocessor
             var input = Path.Combine(directory.FullName, "in.onnx");
             var output = Path.Combine(directory.FullName, "out.onnx");
             File.WriteAllBytes(input, model.ToBytes());
-            using (var options = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_BASIC, OptimizedModelFilePath = output, IntraOpNumThreads = 1 })
+            using (var options = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_BASIC, OptimizedModelFilePath = output, IntraOpNumThreads = 1, LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR })
             {
                 try
                 {
