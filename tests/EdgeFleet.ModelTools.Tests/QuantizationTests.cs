@@ -1,0 +1,194 @@
+using EdgeFleet.ModelTools.Demo;
+using EdgeFleet.ModelTools.Onnx;
+using EdgeFleet.ModelTools.Onnx.Proto;
+using EdgeFleet.ModelTools.Quantization;
+using EdgeFleet.ModelTools.Samples;
+using EdgeFleet.ModelTools.Validation;
+using EdgeFleet.Shared.Demo;
+using Google.Protobuf;
+using Microsoft.ML.OnnxRuntime;
+
+namespace EdgeFleet.ModelTools.Tests;
+
+public sealed class QuantizationTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("edgefleet-quant-").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    private string Samples(string name, int count, Func<Random, float[]> make, long[] shape, int seed)
+    {
+        var dir = Path.Combine(_dir, name);
+        Directory.CreateDirectory(dir);
+        var random = new Random(seed);
+        for (var i = 0; i < count; i++)
+            Npy.Write(Path.Combine(dir, $"{i:D4}.npy"), make(random), shape);
+        return dir;
+    }
+
+    private static SampleSet Open(string model, string dir)
+    {
+        using var session = new InferenceSession(model);
+        return SampleSet.Open(dir, session.InputMetadata);
+    }
+
+    /// <summary>The op types ONNX Runtime actually runs, from the graph it optimised.</summary>
+    private string[] OptimizedOps(string model)
+    {
+        var optimized = Path.Combine(_dir, Path.GetFileNameWithoutExtension(model) + ".opt.onnx");
+        using (var options = new SessionOptions { OptimizedModelFilePath = optimized, LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR })
+        using (new InferenceSession(model, options))
+        {
+        }
+        return [.. OnnxModel.Load(optimized).Graph.Node.Select(n => n.OpType)];
+    }
+
+    private string Quantize(string fp32, string calibration, string name, QuantizationOptions? options = null)
+    {
+        var (model, report) = QdqQuantizer.Quantize(OnnxModel.Load(fp32), Open(fp32, calibration), options ?? new QuantizationOptions());
+        Assert.True(report.QuantizedNodes > 0);
+        var path = Path.Combine(_dir, name);
+        model.Save(path);
+        return path;
+    }
+
+    [Fact]
+    public void The_classifier_quantizes_to_fused_int8_kernels_and_the_gate_reports_what_it_measured()
+    {
+        var shape = new long[] { 1, 3, 48, 192 };
+        var calibration = Samples("cls-cal", 24, r => TextImages.ClassifierInput(r, out _), shape, seed: 1);
+        var validation = Samples("cls-val", 40, r => TextImages.ClassifierInput(r, out _), shape, seed: 2);
+        var int8 = Quantize(TestModels.Classifier, calibration, "cls-int8.onnx");
+
+        var ops = OptimizedOps(int8);
+        Assert.Contains("QLinearConv", ops);
+        Assert.DoesNotContain("Conv", ops);
+        Assert.True(new FileInfo(int8).Length < new FileInfo(TestModels.Classifier).Length * 0.6);
+
+        var report = ValidationGate.Run(new ValidationGate.Request { Reference = TestModels.Classifier, Candidate = int8, DataDirectory = validation, LatencyRuns = 10 });
+        // The gate's figures, recomputed here independently.
+        int agree = 0;
+        double cosine = 0;
+        var random = new Random(2);
+        for (var i = 0; i < 40; i++)
+        {
+            var x = TextImages.ClassifierInput(random, out _);
+            var r = OnnxModelTests.Run(TestModels.Classifier, null, x, shape);
+            var c = OnnxModelTests.Run(int8, null, x, shape);
+            agree += (r[0] > r[1]) == (c[0] > c[1]) ? 1 : 0;
+            cosine += (r[0] * c[0] + r[1] * c[1]) / Math.Sqrt((r[0] * r[0] + r[1] * r[1]) * (c[0] * c[0] + c[1] * c[1]));
+        }
+        Assert.Equal(agree / 40.0, report.Top1Agreement!.Value, 6);
+        Assert.Equal(cosine / 40, report.Cosine, 4);
+        Assert.Equal(40, report.Samples);
+        Assert.True(report.Cosine > 0.95, $"cosine {report.Cosine}");
+        Assert.Equal((double)new FileInfo(int8).Length / new FileInfo(TestModels.Classifier).Length, report.SizeRatio, 6);
+        Assert.Equal(report.Checks.All(c => c.Passed) ? "accepted" : "rejected", report.Verdict);
+    }
+
+    [Fact]
+    public void A_broken_quantization_with_a_wrong_scale_is_rejected_by_the_gate()
+    {
+        var shape = new long[] { 1, 3, 48, 192 };
+        var calibration = Samples("cal", 16, r => TextImages.ClassifierInput(r, out _), shape, seed: 1);
+        var validation = Samples("val", 30, r => TextImages.ClassifierInput(r, out _), shape, seed: 3);
+        var good = Quantize(TestModels.Classifier, calibration, "good.onnx");
+        var model = OnnxModel.Load(good);
+        // Scale every activation by 40 at the first quantized layer's input: the model still loads and runs.
+        var q = model.Graph.Node.First(n => n.OpType == "QuantizeLinear");
+        var scale = model.Initializer(q.Input[1])!;
+        scale.RawData = Google.Protobuf.ByteString.CopyFrom(BitConverter.GetBytes(Tensors.Floats(scale)[0] * 40));
+        var broken = Path.Combine(_dir, "broken.onnx");
+        model.Save(broken);
+
+        var thresholds = new ValidationThresholds { MaxLatencyRatio = null };
+        var goodReport = ValidationGate.Run(new ValidationGate.Request { Reference = TestModels.Classifier, Candidate = good, DataDirectory = validation, LatencyRuns = 5, Thresholds = thresholds });
+        var brokenReport = ValidationGate.Run(new ValidationGate.Request { Reference = TestModels.Classifier, Candidate = broken, DataDirectory = validation, LatencyRuns = 5, Thresholds = thresholds });
+        Assert.Equal("rejected", brokenReport.Verdict);
+        Assert.True(brokenReport.Cosine < goodReport.Cosine - 0.02, $"broken {brokenReport.Cosine} vs good {goodReport.Cosine}");
+        Assert.Contains(brokenReport.Checks, c => !c.Passed && c.Name is "cosine" or "top1Agreement");
+    }
+
+    [Fact]
+    public void The_detector_quantizes_and_runs_int8_convolutions()
+    {
+        var shape = new long[] { 1, 3, 128, 128 };
+        var calibration = Samples("det-cal", 6, r => TextImages.DetectorInput(r, 128), shape, seed: 1);
+        var int8 = Quantize(TestModels.Detector, calibration, "det-int8.onnx", new QuantizationOptions { Method = CalibrationMethod.Percentile, Percentile = 99.99 });
+        Assert.Contains("QLinearConv", OptimizedOps(int8));
+        var report = ValidationGate.Run(new ValidationGate.Request { Reference = TestModels.Detector, Candidate = int8, DataDirectory = Samples("det-val", 4, r => TextImages.DetectorInput(r, 128), shape, seed: 9), LatencyRuns = 4 });
+        Assert.Null(report.Top1Agreement);
+        Assert.InRange(report.Cosine, 0.5, 1.0);
+        Assert.True(report.SizeRatio < 0.35, $"size ratio {report.SizeRatio}");
+    }
+
+    [Fact]
+    public void The_demo_model_quantizes_statically_and_dynamically_and_keeps_its_accuracy()
+    {
+        var trained = DemoModelTrainer.Train(seed: 7, perClass: 200, epochs: 20);
+        var fp32 = Path.Combine(_dir, "demo.onnx");
+        File.WriteAllBytes(fp32, trained.OnnxBytes);
+        var data = DemoDataset.Generate(perClass: 60, seed: 99);
+        var dir = Path.Combine(_dir, "demo-samples");
+        Directory.CreateDirectory(dir);
+        for (var i = 0; i < data.Count; i++)
+            Npy.Write(Path.Combine(dir, $"{i:D4}.npy"), data.Features[i], 1, VibrationFeatures.Count);
+        var labels = data.Labels.ToList();
+
+        var stat = Quantize(fp32, dir, "demo-static.onnx");
+        var (dynamicModel, dynamicReport) = DynamicQuantizer.Quantize(OnnxModel.Load(fp32), new QuantizationOptions { Mode = QuantizationMode.Dynamic });
+        Assert.Equal(2, dynamicReport.QuantizedByOpType["Gemm"]);
+        Assert.Contains(dynamicModel.Graph.Node, n => n.OpType == "MatMulInteger");
+        Assert.DoesNotContain(dynamicModel.Graph.Node, n => n.OpType == "Gemm");
+        var dynamicPath = Path.Combine(_dir, "demo-dynamic.onnx");
+        dynamicModel.Save(dynamicPath);
+
+        foreach (var candidate in new[] { stat, dynamicPath })
+        {
+            var report = ValidationGate.Run(new ValidationGate.Request { Reference = fp32, Candidate = candidate, DataDirectory = dir, Labels = labels, LatencyRuns = 5 });
+            Assert.True(report.Top1Agreement >= 0.98, $"{candidate}: agreement {report.Top1Agreement}");
+            Assert.True(report.CandidateAccuracy >= report.ReferenceAccuracy - 0.02, $"{candidate}: accuracy {report.ReferenceAccuracy} → {report.CandidateAccuracy}");
+            Assert.Contains(report.Checks, c => c.Name == "accuracyDrop");
+        }
+    }
+
+    [Fact]
+    public void A_model_without_float_inputs_cannot_be_calibrated()
+    {
+        var builder = new OnnxModelBuilder("ids");
+        var model = builder.Build();
+        model.Graph.Input.Add(new ValueInfoProto { Name = "ids", Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = (int)TensorProto.Types.DataType.Int64, Shape = new TensorShapeProto { Dim = { new TensorShapeProto.Types.Dimension { DimValue = 1 }, new TensorShapeProto.Types.Dimension { DimValue = 4 } } } } } });
+        model.Graph.Output.Add(new ValueInfoProto { Name = "y", Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = (int)TensorProto.Types.DataType.Float } } });
+        model.Graph.Node.Add(new NodeProto { OpType = "Cast", Name = "cast", Input = { "ids" }, Output = { "f" }, Attribute = { OnnxModelBuilder.IntAttribute("to", 1) } });
+        model.Graph.Node.Add(new NodeProto { OpType = "MatMul", Name = "mm", Input = { "f", "w" }, Output = { "y" } });
+        model.Graph.Initializer.Add(Tensors.FromFloats("w", new float[8], 4, 2));
+        var path = Path.Combine(_dir, "ids.onnx");
+        File.WriteAllBytes(path, model.ToByteArray());
+        var dir = Path.Combine(_dir, "ids-samples");
+        Directory.CreateDirectory(dir);
+        File.WriteAllText(Path.Combine(dir, "0.json"), """{"inputs":{"ids":{"shape":[1,4],"type":"int64","data":[1,2,3,4]}}}""");
+
+        var error = Assert.Throws<QuantizationException>(() => QdqQuantizer.Quantize(OnnxModel.Load(path), Open(path, dir), new QuantizationOptions()));
+        Assert.Contains("no float inputs", error.Message);
+        Assert.Contains("dynamic", error.Message);
+        // Dynamic quantization needs no calibration and handles it.
+        Assert.Equal(1, DynamicQuantizer.Quantize(OnnxModel.Load(path), new QuantizationOptions()).Report.QuantizedNodes);
+    }
+
+    [Fact]
+    public void Empty_or_mismatched_calibration_data_gets_a_clear_error()
+    {
+        var empty = Path.Combine(_dir, "empty");
+        Directory.CreateDirectory(empty);
+        Assert.Contains("holds no samples", Assert.Throws<SampleDataException>(() => Open(TestModels.Classifier, empty)).Message);
+        Assert.Contains("does not exist", Assert.Throws<SampleDataException>(() => Open(TestModels.Classifier, Path.Combine(_dir, "nowhere"))).Message);
+
+        var wrong = Samples("wrong", 2, r => new float[3 * 48], [1, 3, 48], seed: 1);
+        var error = Assert.Throws<SampleDataException>(() => QdqQuantizer.Quantize(OnnxModel.Load(TestModels.Classifier), Open(TestModels.Classifier, wrong), new QuantizationOptions()));
+        Assert.Contains("has shape [1,3,48]", error.Message);
+
+        var everything = new QuantizationOptions { ExcludeOpTypes = QdqQuantizer.QuantizableOpTypes.ToHashSet() };
+        var cal = Samples("cal", 2, r => TextImages.ClassifierInput(r, out _), [1, 3, 48, 192], seed: 1);
+        Assert.Contains("excluded", Assert.Throws<QuantizationException>(() => QdqQuantizer.Quantize(OnnxModel.Load(TestModels.Classifier), Open(TestModels.Classifier, cal), everything)).Message);
+    }
+}
