@@ -6,8 +6,8 @@ namespace EdgeFleet.ModelTools.Quantization;
 
 /// <summary>
 /// Static INT8 quantization in the QDQ format: every activation tensor at the boundary of a quantized node gets
-/// a QuantizeLinear → DequantizeLinear pair with parameters from calibration, weights are stored as per-channel
-/// symmetric int8 behind a DequantizeLinear, and biases as int32 with scale input × weight scale. ONNX Runtime
+/// a QuantizeLinear → DequantizeLinear pair with parameters from calibration, and weights are stored as
+/// per-channel symmetric int8 behind a DequantizeLinear (biases stay float; the runtime folds them). ONNX Runtime
 /// recognises DQ → op → Q groups and runs them as QLinearConv, QLinearMatMul, QGemm, QLinearAdd, … while the
 /// file stays a standard ONNX model that any runtime can execute in float.
 /// </summary>
@@ -31,6 +31,8 @@ public static class QdqQuantizer
     {
         var inputBytes = fp32.ToBytes().LongLength;
         var prepared = ModelPreprocessor.Prepare(fp32);
+        if (options.EqualizeChannels)
+            ChannelEqualizer.Equalize(prepared, calibration, options);
         var ranges = Calibrate(prepared, calibration, options);
         var (model, nodes, excluded) = Apply(prepared, ranges, options);
         var report = new QuantizationReport("static", nodes.Count,
@@ -65,12 +67,13 @@ public static class QdqQuantizer
         foreach (var node in plan.Nodes)
         {
             if (WeightOps.Contains(node.OpType))
-                rewriter.QuantizeWeightAndBias(node, parameters);
+                rewriter.QuantizeWeight(node);
             else if (node.OpType is "Add" or "Mul")
                 rewriter.QuantizeConstantInputs(node);
         }
         rewriter.RemoveUnusedInitializers();
         rewriter.SortTopologically();
+        rewriter.CompactTensorNames();
         model.Proto.ProducerName = "edgefleet-modeltools";
         model.Proto.MetadataProps.Add(new StringStringEntryProto { Key = "edgefleet.quantization", Value = $"static-qdq;activations={options.Activations.ToString().ToLowerInvariant()};method={options.Method.ToString().ToLowerInvariant()};per-channel={options.PerChannel.ToString().ToLowerInvariant()}" });
         return (model, plan.Nodes, plan.Excluded);

@@ -4,7 +4,7 @@ using DataType = EdgeFleet.ModelTools.Onnx.Proto.TensorProto.Types.DataType;
 
 namespace EdgeFleet.ModelTools.Quantization;
 
-/// <summary>The graph edits of QDQ quantization: Q/DQ pairs on activations, int8 weights, int32 biases.</summary>
+/// <summary>The graph edits of QDQ quantization: Q/DQ pairs on activations and constants, int8 weights.</summary>
 internal sealed class QdqRewriter(OnnxModel model, QuantizationOptions options)
 {
     private readonly Dictionary<string, (string Dequantized, float[] Scales)> _weights = [];
@@ -15,14 +15,14 @@ internal sealed class QdqRewriter(OnnxModel model, QuantizationOptions options)
     public void QuantizeActivation(string tensor, QuantParams p)
     {
         var (scale, zero) = ScaleAndZero(tensor, p);
-        var quantized = model.UniqueName($"{tensor}_quantized");
-        var dequantized = model.UniqueName($"{tensor}_dequantized");
+        var quantized = model.UniqueName("q");
+        var dequantized = model.UniqueName("dq");
         foreach (var node in model.Graph.Node)
             for (var i = 0; i < node.Input.Count; i++)
                 if (node.Input[i] == tensor)
                     node.Input[i] = dequantized;
-        model.Graph.Node.Add(OpsetUpgrade.NewNode("QuantizeLinear", [tensor, scale, zero], [quantized], model.UniqueName($"{tensor}_QuantizeLinear")));
-        model.Graph.Node.Add(OpsetUpgrade.NewNode("DequantizeLinear", [quantized, scale, zero], [dequantized], model.UniqueName($"{tensor}_DequantizeLinear")));
+        model.Graph.Node.Add(OpsetUpgrade.NewNode("QuantizeLinear", [tensor, scale, zero], [quantized], model.UniqueName("Q")));
+        model.Graph.Node.Add(OpsetUpgrade.NewNode("DequantizeLinear", [quantized, scale, zero], [dequantized], model.UniqueName("DQ")));
     }
 
     /// <summary>Constant float inputs of an elementwise op, stored quantized with their own range.</summary>
@@ -37,20 +37,23 @@ internal sealed class QdqRewriter(OnnxModel model, QuantizationOptions options)
                 var values = Tensors.Floats(constant);
                 var p = QuantMath.Activation(new TensorRange(values.Min(), values.Max()), options.Activations);
                 var (scale, zero) = ScaleAndZero(constant.Name, p);
-                var q = model.UniqueName($"{constant.Name}_quantized");
+                var q = model.UniqueName("c");
                 model.Graph.Initializer.Add(_activationType == DataType.Uint8
                     ? Tensors.Make(q, DataType.Uint8, Array.ConvertAll(values, v => (byte)QuantMath.Quantize(v, p, options.Activations)), [.. constant.Dims])
                     : Tensors.Make(q, DataType.Int8, Array.ConvertAll(values, v => (sbyte)QuantMath.Quantize(v, p, options.Activations)), [.. constant.Dims]));
-                dequantized = model.UniqueName($"{constant.Name}_dequantized");
-                model.Graph.Node.Add(OpsetUpgrade.NewNode("DequantizeLinear", [q, scale, zero], [dequantized], model.UniqueName($"{constant.Name}_DequantizeLinear")));
+                dequantized = model.UniqueName("dq");
+                model.Graph.Node.Add(OpsetUpgrade.NewNode("DequantizeLinear", [q, scale, zero], [dequantized], model.UniqueName("DQ")));
                 _constants[constant.Name] = dequantized;
             }
             node.Input[i] = dequantized;
         }
     }
 
-    /// <summary>Per-channel (or per-tensor) symmetric int8 weight, and the int32 bias of Conv, ConvTranspose and Gemm.</summary>
-    public void QuantizeWeightAndBias(NodeProto node, Dictionary<string, QuantParams> activations)
+    /// <summary>
+    /// Per-channel (or per-tensor) symmetric int8 weight. Biases stay float: ONNX Runtime quantizes them to int32
+    /// itself when it fuses the group (and TensorRT wants them float), which saves a scale per channel.
+    /// </summary>
+    public void QuantizeWeight(NodeProto node)
     {
         var weight = model.Initializer(node.Input[1]);
         if (weight is null)
@@ -61,29 +64,11 @@ internal sealed class QdqRewriter(OnnxModel model, QuantizationOptions options)
         var axis = WeightAxis(node, weight);
         var key = $"{weight.Name}@{axis}";
         if (!_weights.TryGetValue(key, out var quantizedWeight))
-            _weights[key] = quantizedWeight = QuantizeWeight(weight, axis);
+            _weights[key] = quantizedWeight = QuantizeWeight(weight, axis, explicitZeroPoint: node.OpType is not ("Conv" or "ConvTranspose"));
         node.Input[1] = quantizedWeight.Dequantized;
         if (node.OpType == "MatMul" && model.Initializer(node.Input[0]) is not null)
             QuantizeConstantInputs(node);
 
-        var inputOrigin = OriginalName(node.Input[0]);
-        if (node.Input.Count < 3 || node.Input[2].Length == 0 || model.Initializer(node.Input[2]) is not { DataType: (int)DataType.Float } bias
-            || bias.Dims.Count != 1 || !activations.TryGetValue(inputOrigin, out var input))
-            return;
-        var values = Tensors.Floats(bias);
-        var scales = values.Select((_, c) => input.Scale * quantizedWeight.Scales[quantizedWeight.Scales.Length == 1 ? 0 : c]).ToArray();
-        if (quantizedWeight.Scales.Length != 1 && quantizedWeight.Scales.Length != values.Length)
-            return;
-        var q = model.UniqueName($"{bias.Name}_quantized");
-        var scaleName = model.UniqueName($"{bias.Name}_scale");
-        var zeroName = model.UniqueName($"{bias.Name}_zero_point");
-        model.Graph.Initializer.Add(Tensors.Make(q, DataType.Int32, values.Select((v, c) => QuantMath.QuantizeBias(v, scales[c])).ToArray(), values.Length));
-        model.Graph.Initializer.Add(Tensors.FromFloats(scaleName, scales, scales.Length));
-        model.Graph.Initializer.Add(Tensors.Make(zeroName, DataType.Int32, new int[values.Length], values.Length));
-        var dequantized = model.UniqueName($"{bias.Name}_dequantized");
-        model.Graph.Node.Add(OpsetUpgrade.NewNode("DequantizeLinear", [q, scaleName, zeroName], [dequantized], model.UniqueName($"{bias.Name}_DequantizeLinear"),
-            OnnxModelBuilder.IntAttribute("axis", 0)));
-        node.Input[2] = dequantized;
     }
 
     /// <summary>Drops initializers no node or graph output reads any more (the float weights that were replaced).</summary>
@@ -96,6 +81,34 @@ internal sealed class QdqRewriter(OnnxModel model, QuantizationOptions options)
         var names = unused.Select(t => t.Name).ToHashSet();
         foreach (var input in model.Graph.Input.Where(i => names.Contains(i.Name)).ToList())
             model.Graph.Input.Remove(input);
+    }
+
+    /// <summary>
+    /// Gives every tensor inside the graph (not its inputs and outputs) a short name: on a small model the
+    /// names are a tenth of the file once the weights are int8. Node names, which exclusions refer to, stay.
+    /// </summary>
+    public void CompactTensorNames()
+    {
+        var keep = model.Graph.Input.Select(i => i.Name).Concat(model.Graph.Output.Select(o => o.Name)).Append("").ToHashSet();
+        var names = new Dictionary<string, string>();
+        string Short(string name)
+        {
+            if (keep.Contains(name))
+                return name;
+            if (!names.TryGetValue(name, out var s))
+                names[name] = s = "t" + names.Count.ToString("x", System.Globalization.CultureInfo.InvariantCulture);
+            return s;
+        }
+        foreach (var t in model.Graph.Initializer)
+            t.Name = Short(t.Name);
+        foreach (var node in model.Graph.Node)
+        {
+            for (var i = 0; i < node.Input.Count; i++)
+                node.Input[i] = Short(node.Input[i]);
+            for (var i = 0; i < node.Output.Count; i++)
+                node.Output[i] = Short(node.Output[i]);
+        }
+        model.Graph.ValueInfo.Clear();
     }
 
     /// <summary>Orders nodes so every input is produced before it is read (Kahn, stable in the original order).</summary>
@@ -138,7 +151,11 @@ internal sealed class QdqRewriter(OnnxModel model, QuantizationOptions options)
         model.Graph.Node.AddRange(order);
     }
 
-    private (string Dequantized, float[] Scales) QuantizeWeight(TensorProto weight, int? axis)
+    /// <summary>
+    /// Symmetric int8 weights; the zero point (0) is left out for convolutions, which ONNX Runtime fuses
+    /// without it, and written for Gemm and MatMul, whose fusions want it.
+    /// </summary>
+    private (string Dequantized, float[] Scales) QuantizeWeight(TensorProto weight, int? axis, bool explicitZeroPoint)
     {
         var values = Tensors.Floats(weight);
         var dims = weight.Dims.ToArray();
@@ -154,22 +171,25 @@ internal sealed class QdqRewriter(OnnxModel model, QuantizationOptions options)
         var q = new sbyte[values.Length];
         for (long i = 0; i < values.Length; i++)
             q[i] = QuantMath.QuantizeSymmetric(values[i], scales[(int)(i / inner % channels)]);
-        var qName = model.UniqueName($"{weight.Name}_quantized");
-        var scaleName = model.UniqueName($"{weight.Name}_scale");
-        var zeroName = model.UniqueName($"{weight.Name}_zero_point");
+        var qName = model.UniqueName("w");
+        var scaleName = model.UniqueName("ws");
         model.Graph.Initializer.Add(Tensors.Make(qName, DataType.Int8, q, dims));
         if (axis is null)
         {
             model.Graph.Initializer.Add(Tensors.FromFloats(scaleName, scales));
-            model.Graph.Initializer.Add(Tensors.Make(zeroName, DataType.Int8, new sbyte[1]));
         }
         else
         {
             model.Graph.Initializer.Add(Tensors.FromFloats(scaleName, scales, channels));
-            model.Graph.Initializer.Add(Tensors.Make(zeroName, DataType.Int8, new sbyte[channels], channels));
         }
-        var dequantized = model.UniqueName($"{weight.Name}_dequantized");
-        var dq = OpsetUpgrade.NewNode("DequantizeLinear", [qName, scaleName, zeroName], [dequantized], model.UniqueName($"{weight.Name}_DequantizeLinear"));
+        var dequantized = model.UniqueName("dq");
+        var dq = OpsetUpgrade.NewNode("DequantizeLinear", [qName, scaleName], [dequantized], model.UniqueName("DQ"));
+        if (explicitZeroPoint)
+        {
+            var zero = model.UniqueName("wz");
+            model.Graph.Initializer.Add(axis is null ? Tensors.Make(zero, DataType.Int8, new sbyte[1]) : Tensors.Make(zero, DataType.Int8, new sbyte[channels], channels));
+            dq.Input.Add(zero);
+        }
         if (axis is { } channelAxis)
             dq.Attribute.Add(OnnxModelBuilder.IntAttribute("axis", channelAxis));
         model.Graph.Node.Add(dq);
@@ -193,22 +213,12 @@ internal sealed class QdqRewriter(OnnxModel model, QuantizationOptions options)
 
     private (string Scale, string Zero) ScaleAndZero(string tensor, QuantParams p)
     {
-        var scale = model.UniqueName($"{tensor}_scale");
-        var zero = model.UniqueName($"{tensor}_zero_point");
+        var scale = model.UniqueName("s");
+        var zero = model.UniqueName("z");
         model.Graph.Initializer.Add(Tensors.FromFloats(scale, [p.Scale]));
         model.Graph.Initializer.Add(_activationType == DataType.Uint8
             ? Tensors.Make(zero, DataType.Uint8, [(byte)p.ZeroPoint])
             : Tensors.Make(zero, DataType.Int8, [(sbyte)p.ZeroPoint]));
         return (scale, zero);
-    }
-
-    /// <summary>The tensor a DQ output stands for (its name before quantization).</summary>
-    private string OriginalName(string tensor)
-    {
-        var producer = model.Graph.Node.FirstOrDefault(n => n.OpType == "DequantizeLinear" && n.Output[0] == tensor);
-        if (producer is null)
-            return tensor;
-        var q = model.Graph.Node.FirstOrDefault(n => n.OpType == "QuantizeLinear" && n.Output[0] == producer.Input[0]);
-        return q?.Input[0] ?? tensor;
     }
 }

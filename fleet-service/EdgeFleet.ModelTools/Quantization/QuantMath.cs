@@ -36,9 +36,6 @@ public static class QuantMath
     public static sbyte QuantizeSymmetric(float value, float scale) =>
         (sbyte)Math.Clamp(Math.Round(value / scale, MidpointRounding.ToEven), -127, 127);
 
-    public static int QuantizeBias(float value, float scale) =>
-        scale == 0 ? 0 : (int)Math.Clamp(Math.Round(value / scale, MidpointRounding.ToEven), int.MinValue + 1, int.MaxValue);
-
     public static int Quantize(float value, QuantParams p, ActivationType type)
     {
         var (qmin, qmax) = type == ActivationType.UInt8 ? (0, 255) : (-128, 127);

@@ -43,6 +43,9 @@ public sealed record QuantizationOptions
     /// <summary>One scale per output channel for weights (the default), or one per tensor.</summary>
     public bool PerChannel { get; init; } = true;
 
+    /// <summary>Even out the channels between consecutive convolutions before calibrating (see <c>ChannelEqualizer</c>).</summary>
+    public bool EqualizeChannels { get; init; } = true;
+
     public IReadOnlySet<string> ExcludeNodes { get; init; } = new HashSet<string>();
 
     public IReadOnlySet<string> ExcludeOpTypes { get; init; } = new HashSet<string>();
