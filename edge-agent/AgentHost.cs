@@ -1,3 +1,4 @@
+using EdgeFleet.Agent.Profiles;
 using EdgeFleet.Shared.Cli;
 using EdgeFleet.Agent.Configuration;
 using EdgeFleet.Agent.Health;
@@ -13,7 +14,7 @@ using Microsoft.Extensions.Logging;
 namespace EdgeFleet.Agent;
 
 /// <summary>The wiring of <c>edgefleet-agent run</c>: configuration, state, and the background services.</summary>
-public static class AgentHost
+public static partial class AgentHost
 {
     public static async Task<int> RunAsync(CommandLine args)
     {
@@ -22,7 +23,8 @@ public static class AgentHost
         Directory.CreateDirectory(config.StateDirectory);
         var credentials = DeviceCredentials.Load(config.StateDirectory);
         config = credentials.Apply(config);
-        var runtime = new AgentRuntime(DeviceIdentity.Resolve(config), config.HardwareProfile, TimeProvider.System);
+        var (profile, profileNote) = ResolveProfile(config);
+        var runtime = new AgentRuntime(DeviceIdentity.Resolve(config), profile.Name, TimeProvider.System) { Profile = profile };
 
         var builder = Host.CreateEmptyApplicationBuilder(new HostApplicationBuilderSettings());
         if (Environment.GetEnvironmentVariable("JOURNAL_STREAM") is not null)
@@ -58,7 +60,32 @@ public static class AgentHost
         builder.Services.AddHostedService<HealthService>();
 
         using var host = builder.Build();
+        var log = host.Services.GetRequiredService<ILoggerFactory>().CreateLogger("EdgeFleet.Agent.Profiles");
+        if (profileNote is not null)
+            Log.ProfileNote(log, profileNote);
+        Log.ProfileInUse(log, profile.Name, string.Join(" > ", profile.ExecutionProviders.Select(p => p.Name)));
         await host.RunAsync().ConfigureAwait(false);
         return 0;
+    }
+
+    /// <summary>The configured hardware profile, or with "auto" the one <see cref="ProfileDetector"/> names.</summary>
+    internal static (HardwareProfile Profile, string? Note) ResolveProfile(AgentConfig config)
+    {
+        if (config.HardwareProfile != "auto")
+            return HardwareProfiles.Resolve(config.HardwareProfile, config.ProfilesDirectory);
+        var profiles = HardwareProfiles.LoadAll(config.ProfilesDirectory);
+        var report = new ProfileDetector().Detect(profiles);
+        return report.Best is { } best
+            ? (profiles.First(p => p.Name == best), $"detected hardware profile {best}: {string.Join("; ", report.Profiles.First(p => p.Profile == best).Reasons)}")
+            : (HardwareProfile.CpuOnly("cpu"), "no hardware profile matches this device; running on the CPU");
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(1101, LogLevel.Information, "{Note}")]
+        public static partial void ProfileNote(ILogger logger, string note);
+
+        [LoggerMessage(1102, LogLevel.Information, "Hardware profile {Profile}: execution providers {Providers}")]
+        public static partial void ProfileInUse(ILogger logger, string profile, string providers);
     }
 }

@@ -17,6 +17,9 @@ public sealed class AgentRuntime(string deviceId, string hardwareProfile, TimePr
 
     public string HardwareProfile { get; } = hardwareProfile;
 
+    /// <summary>The profile's settings (execution providers, threads); CPU only until the host resolves the file.</summary>
+    public Profiles.HardwareProfile Profile { get; set; } = Profiles.HardwareProfile.CpuOnly(hardwareProfile);
+
     public string BootId { get; } = Guid.NewGuid().ToString("N");
 
     public DateTimeOffset StartedAt { get; } = time.GetUtcNow();

@@ -18,6 +18,13 @@ const string Usage = """
                                                    register this device with the fleet (one-time token)
       edgefleet-agent buffer [--config PATH] [--json]
                                                    show and check the telemetry buffer of a stopped agent
+      edgefleet-agent bench --model M [--threads N] [--runs N] [--warmup N] [--shape x=1x3x48x192]
+                            [--profile P] [--json]
+                                                   the model through the agent's path and plain ONNX Runtime, interleaved
+      edgefleet-agent profile detect [--profiles DIR] [--root DIR] [--json]
+                                                   name the hardware profile that fits this device, with reasons
+      edgefleet-agent profile show --name P [--model M] [--profiles DIR] [--json]
+                                                   a profile's settings; with a model, the providers it really gets
       edgefleet-agent --version                    print the version
       edgefleet-agent --help                       print this help
 
@@ -26,7 +33,9 @@ const string Usage = """
 
 try
 {
-    var line = CommandLine.Parse(args, new HashSet<string> { "help", "version", "json" });
+    // Two-word commands: "profile detect", "profile show".
+    var line = CommandLine.Parse(args is ["profile", var verb, ..] && !verb.StartsWith("--", StringComparison.Ordinal) ? ["profile " + verb, .. args[2..]] : args,
+        new HashSet<string> { "help", "version", "json" });
     if (line.Has("version"))
     {
         Console.WriteLine($"edgefleet-agent {AgentRuntime.Version}");
@@ -43,6 +52,9 @@ try
         "infer" => InferCommand.Run(line, Console.Out, Console.Error),
         "enroll" => await EnrollCommand.RunAsync(line, Console.Out, Console.Error).ConfigureAwait(false),
         "buffer" => BufferCommand.Run(line, Console.Out, Console.Error),
+        "bench" => BenchCommand.Run(line, Console.Out, Console.Error),
+        "profile detect" => ProfileCommand.Detect(line, Console.Out, Console.Error),
+        "profile show" => ProfileCommand.Show(line, Console.Out, Console.Error),
         "verify-manifest" => await VerifyManifestCommand.RunAsync(line, Console.Out, Console.Error).ConfigureAwait(false),
         _ => throw new UsageException($"unknown command '{line.Command}' (see --help)"),
     };

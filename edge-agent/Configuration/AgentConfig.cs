@@ -13,7 +13,10 @@ public sealed record AgentConfig
 
     public string StateDirectory { get; set; } = "/var/lib/edgefleet";
 
+    /// <summary>The device class (a file in <see cref="ProfilesDirectory"/>), or "auto" to detect it at start.</summary>
     public string HardwareProfile { get; set; } = "x86-64-generic";
+
+    public string ProfilesDirectory { get; set; } = Profiles.HardwareProfiles.DefaultDirectory;
 
     public BrokerConfig Broker { get; set; } = new();
 
@@ -99,8 +102,8 @@ public sealed record ModelConfig
 
     public required string Path { get; set; }
 
-    /// <summary>Execution threads for ONNX Runtime; 0 lets it choose.</summary>
-    public int IntraOpThreads { get; set; } = 1;
+    /// <summary>Execution threads for ONNX Runtime; 0 lets it choose; unset takes the hardware profile's.</summary>
+    public int? IntraOpThreads { get; set; }
 }
 
 [JsonConverter(typeof(JsonStringEnumConverter<InputKind>))]

@@ -22,9 +22,9 @@ public sealed class LoadedModel : IDisposable
     public Classifier Classifier { get; }
 
     /// <summary>Loads a model file and builds its classifier; throws <see cref="InferenceException"/>.</summary>
-    public static LoadedModel Load(ModelRef model, string path, int intraOpThreads)
+    public static LoadedModel Load(ModelRef model, string path, int? intraOpThreads, Profiles.HardwareProfile? profile = null)
     {
-        var session = ModelSession.Load(path, intraOpThreads);
+        var session = ModelSession.Load(path, intraOpThreads, profile);
         try
         {
             return new LoadedModel(model, path, session, new Classifier(session, InferenceService.LabelsOf(session)));

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using Microsoft.ML.OnnxRuntime;
+using EdgeFleet.Agent.Profiles;
 using Microsoft.ML.OnnxRuntime.Tensors;
 
 namespace EdgeFleet.Agent.Inference;
@@ -27,16 +28,20 @@ public sealed class ModelSession : IDisposable
     private readonly InferenceSession _session;
     private readonly RunOptions _runOptions = new();
 
-    private ModelSession(string path, InferenceSession session)
+    private ModelSession(string path, InferenceSession session, ProviderChoice providers)
     {
         Path = path;
         _session = session;
+        Providers = providers;
         Inputs = session.InputMetadata.Select(kv => TensorSpec.From(kv.Key, kv.Value)).ToArray();
         Outputs = session.OutputMetadata.Select(kv => TensorSpec.From(kv.Key, kv.Value)).ToArray();
         InputNames = Inputs.Select(i => i.Name).ToArray();
         OutputNames = Outputs.Select(o => o.Name).ToArray();
         Metadata = session.ModelMetadata.CustomMetadataMap;
     }
+
+    /// <summary>The execution providers the session runs on and those it fell back from.</summary>
+    public ProviderChoice Providers { get; }
 
     /// <summary>The model's metadata_props (labels, provenance).</summary>
     public IReadOnlyDictionary<string, string> Metadata { get; }
@@ -51,28 +56,29 @@ public sealed class ModelSession : IDisposable
 
     internal string[] OutputNames { get; }
 
-    public static ModelSession Load(string path, int intraOpThreads = 1)
+    /// <summary>
+    /// Opens a model on <paramref name="profile"/>'s execution providers (CPU only when null), falling back past
+    /// providers this device cannot use; <paramref name="intraOpThreads"/> null takes the profile's thread count.
+    /// </summary>
+    public static ModelSession Load(string path, int? intraOpThreads = 1, HardwareProfile? profile = null)
     {
         if (!File.Exists(path))
             throw new InferenceException(InferenceError.ModelMissing, $"model file {path} does not exist");
-        var options = new SessionOptions
-        {
-            IntraOpNumThreads = intraOpThreads,
-            InterOpNumThreads = 1,
-            ExecutionMode = ExecutionMode.ORT_SEQUENTIAL,
-            GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL,
-        };
+        profile ??= HardwareProfile.CpuOnly("cpu");
         try
         {
-            return new ModelSession(path, new InferenceSession(path, options));
+            var (session, providers) = ExecutionProviders.CreateSession(path, profile, () => new SessionOptions
+            {
+                IntraOpNumThreads = intraOpThreads ?? profile.Threads.IntraOp,
+                InterOpNumThreads = Math.Max(1, profile.Threads.InterOp),
+                ExecutionMode = ExecutionMode.ORT_SEQUENTIAL,
+                GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL,
+            });
+            return new ModelSession(path, session, providers);
         }
         catch (OnnxRuntimeException e)
         {
             throw new InferenceException(InferenceError.ModelLoadFailed, $"ONNX Runtime cannot load {path}: {FirstLine(e.Message)}");
-        }
-        finally
-        {
-            options.Dispose();
         }
     }
 
@@ -109,6 +115,19 @@ public sealed class ModelSession : IDisposable
     }
 
     /// <summary>Runs pre-built values into pre-allocated outputs: the steady-state path, no per-call allocation.</summary>
+    /// <summary>Runs with outputs allocated by ONNX Runtime (the caller disposes them).</summary>
+    internal IDisposableReadOnlyCollection<OrtValue> RunAllocating(IReadOnlyCollection<OrtValue> inputs)
+    {
+        try
+        {
+            return _session.Run(_runOptions, InputNames, inputs, OutputNames);
+        }
+        catch (OnnxRuntimeException e)
+        {
+            throw new InferenceException(InferenceError.RunFailed, $"inference failed: {FirstLine(e.Message)}");
+        }
+    }
+
     internal void Run(IReadOnlyCollection<OrtValue> inputs, IReadOnlyCollection<OrtValue> outputs)
     {
         try

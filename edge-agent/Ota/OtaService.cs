@@ -1,3 +1,4 @@
+using EdgeFleet.Agent.Profiles;
 using System.Net.Http.Headers;
 using EdgeFleet.Agent.Identity;
 using System.Globalization;
@@ -197,13 +198,14 @@ public sealed partial class OtaService : BackgroundService
         LoadedModel candidate;
         try
         {
-            candidate = LoadedModel.Load(Ref(model)!, model.Path, _config.Model?.IntraOpThreads ?? 1);
+            candidate = LoadedModel.Load(Ref(model)!, model.Path, _config.Model?.IntraOpThreads, _runtime.Profile);
         }
         catch (InferenceException e)
         {
             // A classifier that does not fit the model (input/output shape) is the schema's problem, not the loader's.
             return (null, new OtaFailure(e.Code == InferenceError.InputMismatch ? OtaError.SchemaMismatch : OtaError.ModelLoadFailed, e.Message));
         }
+        ReportProviders(candidate);
         var failure = HealthChecker.CheckSchema(candidate.Session, manifest.Schema) ?? HealthChecker.Run(candidate.Session, manifest.HealthCheck);
         if (failure is null)
             return (candidate, null);
@@ -289,7 +291,9 @@ public sealed partial class OtaService : BackgroundService
                 continue;
             try
             {
-                _host.Activate(LoadedModel.Load(Ref(candidate)!, candidate.Path, _config.Model?.IntraOpThreads ?? 1));
+                var loaded = LoadedModel.Load(Ref(candidate)!, candidate.Path, _config.Model?.IntraOpThreads, _runtime.Profile);
+                ReportProviders(loaded);
+                _host.Activate(loaded);
                 if (pointer is not null && candidate != pointer.Active)
                     _pointer.Write(new PointerContent { Active = candidate });
                 Log.Serving(_log, candidate.ModelId, candidate.VersionLabel, candidate.Path);
@@ -437,8 +441,22 @@ public sealed partial class OtaService : BackgroundService
         base.Dispose();
     }
 
+    /// <summary>Says once per process why a profile's execution provider is not used, and what the model runs on.</summary>
+    private void ReportProviders(LoadedModel model)
+    {
+        foreach (var fallback in ExecutionProviders.FirstSeen(model.Session.Providers.Fallbacks))
+            Log.ProviderUnavailable(_log, fallback.Provider, _runtime.Profile.Name, fallback.Reason);
+        Log.RunsOn(_log, model.Model.Name, string.Join(" > ", model.Session.Providers.Providers));
+    }
+
     private static partial class Log
     {
+        [LoggerMessage(3009, LogLevel.Warning, "Execution provider {Provider} of profile {Profile} is not used: {Reason}; the next one is tried")]
+        public static partial void ProviderUnavailable(ILogger logger, string provider, string profile, string reason);
+
+        [LoggerMessage(3010, LogLevel.Information, "Model {ModelId} runs on {Providers}")]
+        public static partial void RunsOn(ILogger logger, string modelId, string providers);
+
         [LoggerMessage(3001, LogLevel.Information, "Serving model {ModelId} {Version} from {Path}")]
         public static partial void Serving(ILogger logger, string modelId, string version, string path);
 

@@ -29,6 +29,7 @@ install -D -m 0644 "$root/packaging/systemd/edgefleet-agent.service" "$stage/lib
 install -D -m 0644 "$here/sysusers.conf" "$stage/usr/lib/sysusers.d/edgefleet-agent.conf"
 install -D -m 0644 "$here/tmpfiles.conf" "$stage/usr/lib/tmpfiles.d/edgefleet-agent.conf"
 install -D -m 0644 "$here/agent.json" "$stage/etc/edgefleet/agent.json"
+for profile in "$root"/hardware-profiles/*.json; do install -D -m 0644 "$profile" "$stage/usr/share/edgefleet/hardware-profiles/$(basename "$profile")"; done
 install -D -m 0644 "$here/copyright" "$stage/usr/share/doc/edgefleet-agent/copyright"
 install -D -m 0644 "$root/docs/operations.md" "$stage/usr/share/doc/edgefleet-agent/operations.md"
 sed "s/@VERSION@/$version/" "$here/changelog" | gzip -9n > "$stage/usr/share/doc/edgefleet-agent/changelog.gz"

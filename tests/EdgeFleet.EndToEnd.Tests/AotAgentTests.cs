@@ -49,6 +49,22 @@ public class AotAgentTests(DemoModel model) : IClassFixture<DemoModel>
     }
 
     [Fact]
+    public void Detects_its_hardware_profile_and_falls_back_to_the_cpu_with_reasons()
+    {
+        var profiles = Path.Combine(Repo.Root, "hardware-profiles");
+        var (code, output) = Run("profile", "detect", "--profiles", profiles, "--json");
+        Assert.Equal(0, code);
+        var report = System.Text.Json.Nodes.JsonNode.Parse(output)!;
+        Assert.Equal("x86_64", report["architecture"]!.GetValue<string>());
+        Assert.StartsWith("x86-64-", report["best"]!.GetValue<string>(), StringComparison.Ordinal);
+
+        var (showCode, show) = Run("profile", "show", "--name", "jetson-orin-nano", "--model", model.Path, "--profiles", profiles);
+        Assert.Equal(0, showCode);
+        Assert.Contains("runs on CPU", show, StringComparison.Ordinal);
+        Assert.Contains("CUDA not used: [ErrorCode:Fail] CUDA execution provider is not enabled in this build", show, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task Runs_as_a_device_against_the_fleet()
     {
         _ = Binary;

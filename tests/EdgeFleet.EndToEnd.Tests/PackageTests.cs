@@ -33,6 +33,8 @@ public sealed class PackageTests : IDisposable
         Assert.Contains("./lib/systemd/system/edgefleet-agent.service", contents, StringComparison.Ordinal);
         Assert.Contains("./usr/lib/sysusers.d/edgefleet-agent.conf", contents, StringComparison.Ordinal);
         Assert.Contains("./etc/edgefleet/agent.json", contents, StringComparison.Ordinal);
+        Assert.Matches(@"-rw-r--r-- root/root\s+\d+ .* \./usr/share/edgefleet/hardware-profiles/jetson-orin-nano\.json\n", contents);
+        Assert.Contains("./usr/share/edgefleet/hardware-profiles/schema.json", contents, StringComparison.Ordinal);
         Assert.DoesNotContain(".dll", contents, StringComparison.Ordinal); // the ONNX Runtime package's Windows files stay out
         Assert.DoesNotContain(".dbg", contents, StringComparison.Ordinal);
         Assert.Equal("/etc/edgefleet/agent.json", Run("dpkg-deb", "--info", deb, "conffiles").Output.Trim());

@@ -66,6 +66,15 @@ public class ModelRegistryRulesTests
     }
 
     [Fact]
+    public void A_card_with_only_the_required_fields_reads_with_empty_collections()
+    {
+        var card = System.Text.Json.JsonSerializer.Deserialize("""{"owner":"o","intendedUse":"u"}""", EdgeFleet.Fleet.Devices.FleetApiJsonContext.Default.ModelCard)!;
+        Assert.Null(card.Problem());
+        Assert.Empty(card.Metrics);
+        Assert.Empty(card.FeatureBaselines);
+    }
+
+    [Fact]
     public void Model_cards_are_checked_field_by_field()
     {
         Assert.Null(new ModelCard { Owner = "o", IntendedUse = "u" }.Problem());

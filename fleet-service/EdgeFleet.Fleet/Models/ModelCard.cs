@@ -26,15 +26,15 @@ public sealed record ModelCard
 
     public string? TrainingDataSha256 { get; init; }
 
-    public Dictionary<string, double> Metrics { get; init; } = [];
+    public Dictionary<string, double> Metrics { get; set; } = [];
 
-    public List<string> Labels { get; init; } = [];
+    public List<string> Labels { get; set; } = [];
 
-    public List<TensorSchema> Inputs { get; init; } = [];
+    public List<TensorSchema> Inputs { get; set; } = [];
 
-    public List<TensorSchema> Outputs { get; init; } = [];
+    public List<TensorSchema> Outputs { get; set; } = [];
 
-    public List<FeatureBaseline> FeatureBaselines { get; init; } = [];
+    public List<FeatureBaseline> FeatureBaselines { get; set; } = [];
 
     /// <summary>The validation gate's thresholds (the CLI's <c>--card</c> reads them), as written.</summary>
     public JsonElement? Thresholds { get; init; }

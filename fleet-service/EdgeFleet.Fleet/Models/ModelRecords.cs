@@ -45,9 +45,9 @@ public sealed record ModelVersion
 
     public required IReadOnlyList<ModelArtifact> Artifacts { get; init; }
 
-    public IReadOnlyList<ValidationRecord> Validations { get; init; } = [];
+    public IReadOnlyList<ValidationRecord> Validations { get; set; } = [];
 
-    public IReadOnlyList<StateChange> History { get; init; } = [];
+    public IReadOnlyList<StateChange> History { get; set; } = [];
 
     public required DateTimeOffset CreatedAt { get; init; }
 

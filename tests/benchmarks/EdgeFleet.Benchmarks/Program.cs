@@ -24,6 +24,9 @@ return name switch
         args.Length > 4 ? double.Parse(args[4], CultureInfo.InvariantCulture) : 700,
         args.Length > 5 && args[5] != "--client-keepalive" ? int.Parse(args[5], CultureInfo.InvariantCulture) : 3,
         !args.Contains("--client-keepalive")),
+    "agent-overhead" => EdgeFleet.Benchmarks.AgentOverhead.Run(
+        args.Length > 1 ? int.Parse(args[1], CultureInfo.InvariantCulture) : 1000,
+        args.Length > 2 ? int.Parse(args[2], CultureInfo.InvariantCulture) : 60),
     "model-int8" => EdgeFleet.Benchmarks.ModelInt8.Run(
         args.Length > 1 ? int.Parse(args[1], CultureInfo.InvariantCulture) : 500,
         args.Length > 2 ? int.Parse(args[2], CultureInfo.InvariantCulture) : 640,
@@ -37,7 +40,7 @@ static int Usage()
     Console.Error.WriteLine("usage: edgefleet-bench ota-sha256 [MiB] | telemetry-append [records] [producers] | agent-startup [runs]"
         + " | fleet-ingest [embedded|mosquitto-postgres|both] [devices] [seconds] [records/s per device]"
         + " | fleet-connections [devices] [busy devices] [seconds] [records/s per busy device] [rounds] [--client-keepalive]"
-        + " | model-int8 [cls images] [det size] [det images] [calibration images]");
+        + " | model-int8 [cls images] [det size] [det images] [calibration images] | agent-overhead [cls runs] [det runs]");
     return 2;
 }
 
