@@ -145,6 +145,9 @@ public sealed record TelemetryConfig
 
     public double HealthIntervalSeconds { get; set; } = 10;
 
+    /// <summary>Each model version's latency histogram is sent once per window of this length.</summary>
+    public double LatencyWindowSeconds { get; set; } = 60;
+
     /// <summary>The buffer's record limit; beyond it the lowest priority, oldest records are evicted.</summary>
     public long MaxBufferRecords { get; set; } = 200_000;
 

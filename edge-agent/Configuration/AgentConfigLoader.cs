@@ -68,12 +68,12 @@ public static class AgentConfigLoader
             throw new ConfigException("input.rateHz must be within (0, 1000]");
         if (c.Telemetry.MaxBatchRecords is < 1 or > Protocol.MaxRecordsPerBatch)
             throw new ConfigException($"telemetry.maxBatchRecords must be within 1..{Protocol.MaxRecordsPerBatch}");
-        if (c.Telemetry.MaxBatchAgeSeconds <= 0 || c.Telemetry.AckTimeoutSeconds <= 0 || c.Telemetry.HealthIntervalSeconds <= 0)
+        if (c.Telemetry.MaxBatchAgeSeconds <= 0 || c.Telemetry.AckTimeoutSeconds <= 0 || c.Telemetry.HealthIntervalSeconds <= 0 || c.Telemetry.LatencyWindowSeconds <= 0)
             throw new ConfigException("telemetry intervals must be positive");
         ValidateBuffer(c.Telemetry);
     }
 
-    private static readonly string[] KindNames = ["inference", "health", "event", "alarm", "audit", "ota-status", "evictions"];
+    private static readonly string[] KindNames = ["inference", "health", "event", "alarm", "audit", "ota-status", "evictions", "latency"];
 
     private static void ValidateBuffer(TelemetryConfig t)
     {

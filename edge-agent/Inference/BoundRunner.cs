@@ -5,14 +5,15 @@ namespace EdgeFleet.Agent.Inference;
 
 /// <summary>
 /// The allocation-free steady state for any model with float inputs and outputs at fixed shapes: input and
-/// output tensors are allocated once (output shapes from one probing run) and reused, so a call copies the
-/// caller's data in and runs. Not thread-safe: one caller at a time.
+/// output tensors are allocated once (output shapes from one probing run), bound to the session once (an I/O
+/// binding) and reused, so a call runs without allocating. Not thread-safe: one caller at a time.
 /// </summary>
 public sealed class BoundRunner : IDisposable
 {
     private readonly ModelSession _session;
     private readonly OrtValue[] _inputValues;
     private readonly OrtValue[] _outputValues;
+    private readonly OrtIoBinding _binding;
 
     public BoundRunner(ModelSession session, IReadOnlyDictionary<string, long[]> inputShapes)
     {
@@ -47,6 +48,7 @@ public sealed class BoundRunner : IDisposable
                 outputs.Add(OrtValue.CreateTensorValueFromMemory(buffer, shape));
             }
             _outputValues = [.. outputs];
+            _binding = session.Bind(_inputValues, _outputValues);
         }
         catch
         {
@@ -62,10 +64,11 @@ public sealed class BoundRunner : IDisposable
     /// <summary>The output buffers, in the model's output order, overwritten by each run.</summary>
     public List<float[]> Outputs { get; } = [];
 
-    public void Run() => _session.Run(_inputValues, _outputValues);
+    public void Run() => _session.Run(_binding);
 
     public void Dispose()
     {
+        _binding?.Dispose();
         foreach (var v in _inputValues)
             v.Dispose();
         foreach (var v in _outputValues ?? [])

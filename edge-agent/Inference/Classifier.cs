@@ -5,7 +5,7 @@ namespace EdgeFleet.Agent.Inference;
 
 /// <summary>
 /// The steady-state path for a classifier with one float input [batch, K] and one float output
-/// [batch, C]: input and output tensors are allocated once and reused, so a call allocates nothing.
+/// [batch, C]: input and output tensors are allocated and bound once and reused, so a call allocates nothing.
 /// Not thread-safe: one caller at a time.
 /// </summary>
 public sealed class Classifier : IDisposable
@@ -15,6 +15,7 @@ public sealed class Classifier : IDisposable
     private readonly float[] _output;
     private readonly OrtValue[] _inputValues;
     private readonly OrtValue[] _outputValues;
+    private readonly OrtIoBinding _binding;
 
     public Classifier(ModelSession session, IReadOnlyList<string> labels)
     {
@@ -33,6 +34,7 @@ public sealed class Classifier : IDisposable
         _output = new float[labels.Count];
         _inputValues = [OrtValue.CreateTensorValueFromMemory(_input, [1, FeatureCount])];
         _outputValues = [OrtValue.CreateTensorValueFromMemory(_output, [1, labels.Count])];
+        _binding = session.Bind(_inputValues, _outputValues);
     }
 
     public int FeatureCount { get; }
@@ -45,7 +47,7 @@ public sealed class Classifier : IDisposable
         if (features.Length != FeatureCount)
             throw new InferenceException(InferenceError.InputMismatch, $"expected {FeatureCount} features, got {features.Length}");
         features.CopyTo(_input);
-        _session.Run(_inputValues, _outputValues);
+        _session.Run(_binding);
         var best = 0;
         for (var i = 1; i < _output.Length; i++)
         {
@@ -57,6 +59,7 @@ public sealed class Classifier : IDisposable
 
     public void Dispose()
     {
+        _binding.Dispose();
         _inputValues[0].Dispose();
         _outputValues[0].Dispose();
     }

@@ -26,8 +26,10 @@ public sealed partial class InferenceService(
         }
         using var source = CreateSource();
         var features = new float[VibrationFeatures.Count];
+        var latency = new LatencyWindows(TimeSpan.FromSeconds(config.Telemetry.LatencyWindowSeconds));
         while (await source.NextWindowAsync(stoppingToken).ConfigureAwait(false) is { } window)
         {
+            await FlushLatencyAsync(latency, force: false, stoppingToken).ConfigureAwait(false);
             VibrationFeatures.Compute(window.Span, features);
             var started = Stopwatch.GetTimestamp();
             (ModelRef Model, string Label, float Confidence)? result;
@@ -38,11 +40,14 @@ public sealed partial class InferenceService(
             catch (InferenceException e)
             {
                 Log.RunFailed(log, e.Code, e.Message);
+                if (host.Current?.Model is { } failing)
+                    latency.RecordError(failing, runtime.Time.GetUtcNow());
                 continue;
             }
             if (result is not { } r)
                 continue; // no model loaded (yet): the OTA service keeps trying
             var micros = (long)Stopwatch.GetElapsedTime(started).TotalMicroseconds;
+            latency.Record(r.Model, micros, runtime.Time.GetUtcNow());
             try
             {
                 await buffer.AppendAsync(new TelemetryRecord
@@ -64,7 +69,24 @@ public sealed partial class InferenceService(
                 // Refused (disk full): the buffer logs the refusal once and reports the count when it recovers.
             }
         }
+        await FlushLatencyAsync(latency, force: true, CancellationToken.None).ConfigureAwait(false);
         Log.InputEnded(log);
+    }
+
+    /// <summary>Appends each model version's latency record when the window has ended.</summary>
+    private async Task FlushLatencyAsync(LatencyWindows latency, bool force, CancellationToken ct)
+    {
+        foreach (var window in latency.Close(runtime.Time.GetUtcNow(), force))
+        {
+            try
+            {
+                await buffer.AppendAsync(new TelemetryRecord { Ts = runtime.Time.GetUtcNow(), Kind = TelemetryKind.Latency, Latency = window }, cancellationToken: ct).ConfigureAwait(false);
+            }
+            catch (TelemetryBufferException)
+            {
+                // Refused (disk full): logged by the buffer.
+            }
+        }
     }
 
     private IInputSource CreateSource() => config.Input.Kind switch

@@ -100,7 +100,7 @@ public sealed class ModelSession : IDisposable
                 values.Add(ToOrtValue(spec, tensor));
             }
             var started = Stopwatch.GetTimestamp();
-            using var results = RunCore(values);
+            using var results = RunAllocating(values);
             var micros = (long)Stopwatch.GetElapsedTime(started).TotalMicroseconds;
             var outputs = new Dictionary<string, JsonTensor>();
             for (var i = 0; i < OutputNames.Length; i++)
@@ -115,32 +115,32 @@ public sealed class ModelSession : IDisposable
     }
 
     /// <summary>Runs pre-built values into pre-allocated outputs: the steady-state path, no per-call allocation.</summary>
+    /// <summary>Binds pre-allocated tensors to the model's inputs and outputs, in their order, for <see cref="Run(OrtIoBinding)"/>.</summary>
+    internal OrtIoBinding Bind(IReadOnlyList<OrtValue> inputs, IReadOnlyList<OrtValue> outputs)
+    {
+        var binding = _session.CreateIoBinding();
+        for (var i = 0; i < inputs.Count; i++)
+            binding.BindInput(InputNames[i], inputs[i]);
+        for (var i = 0; i < outputs.Count; i++)
+            binding.BindOutput(OutputNames[i], outputs[i]);
+        return binding;
+    }
+
+    /// <summary>Runs on bound tensors: no managed allocation per call.</summary>
+    internal void Run(OrtIoBinding binding)
+    {
+        try
+        {
+            _session.RunWithBinding(_runOptions, binding);
+        }
+        catch (OnnxRuntimeException e)
+        {
+            throw new InferenceException(InferenceError.RunFailed, $"inference failed: {FirstLine(e.Message)}");
+        }
+    }
+
     /// <summary>Runs with outputs allocated by ONNX Runtime (the caller disposes them).</summary>
     internal IDisposableReadOnlyCollection<OrtValue> RunAllocating(IReadOnlyCollection<OrtValue> inputs)
-    {
-        try
-        {
-            return _session.Run(_runOptions, InputNames, inputs, OutputNames);
-        }
-        catch (OnnxRuntimeException e)
-        {
-            throw new InferenceException(InferenceError.RunFailed, $"inference failed: {FirstLine(e.Message)}");
-        }
-    }
-
-    internal void Run(IReadOnlyCollection<OrtValue> inputs, IReadOnlyCollection<OrtValue> outputs)
-    {
-        try
-        {
-            _session.Run(_runOptions, InputNames, inputs, OutputNames, outputs);
-        }
-        catch (OnnxRuntimeException e)
-        {
-            throw new InferenceException(InferenceError.RunFailed, $"inference failed: {FirstLine(e.Message)}");
-        }
-    }
-
-    private IDisposableReadOnlyCollection<OrtValue> RunCore(IReadOnlyCollection<OrtValue> inputs)
     {
         try
         {

@@ -51,6 +51,7 @@ public static class TelemetryPolicy
         TelemetryKind.Audit => "audit",
         TelemetryKind.OtaStatus => "ota-status",
         TelemetryKind.Evictions => "evictions",
+        TelemetryKind.Latency => "latency",
         _ => kind.ToString(),
     };
 }

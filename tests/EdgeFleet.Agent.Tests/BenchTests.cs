@@ -47,3 +47,35 @@ public class BenchTests(DemoModelFixture model) : IClassFixture<DemoModelFixture
         Assert.Contains("does not exist", missing.ToString(), StringComparison.Ordinal);
     }
 }
+
+public class SteadyStateAllocationTests(DemoModelFixture model) : IClassFixture<DemoModelFixture>
+{
+    [Fact]
+    public void The_bound_runner_allocates_nothing_per_inference()
+    {
+        using var session = ModelSession.Load(model.Path);
+        using var runner = new BoundRunner(session, new Dictionary<string, long[]> { ["features"] = [1, 8] });
+        for (var i = 0; i < 20; i++)
+            runner.Run();
+        var before = GC.GetAllocatedBytesForCurrentThread();
+        for (var i = 0; i < 1000; i++)
+            runner.Run();
+        var perRun = (GC.GetAllocatedBytesForCurrentThread() - before) / 1000.0;
+        Assert.True(perRun < 1, $"{perRun:F1} bytes allocated per inference");
+    }
+
+    [Fact]
+    public void The_classifier_allocates_nothing_per_inference()
+    {
+        using var session = ModelSession.Load(model.Path);
+        using var classifier = new Classifier(session, ["normal", "imbalance", "bearing-wear"]);
+        float[] features = [0.8f, 1.3f, 1.6f, 1.5f, 0.6f, 0.001f, 0.001f, 0.05f];
+        for (var i = 0; i < 20; i++)
+            classifier.Classify(features);
+        var before = GC.GetAllocatedBytesForCurrentThread();
+        for (var i = 0; i < 1000; i++)
+            classifier.Classify(features);
+        var perRun = (GC.GetAllocatedBytesForCurrentThread() - before) / 1000.0;
+        Assert.True(perRun < 1, $"{perRun:F1} bytes allocated per classification");
+    }
+}

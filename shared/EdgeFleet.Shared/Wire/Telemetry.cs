@@ -29,6 +29,44 @@ public enum TelemetryKind
     /// <summary>What the device's buffer dropped on purpose (capacity, age), cumulative for the stream.</summary>
     [JsonStringEnumMemberName("evictions")]
     Evictions,
+
+    /// <summary>Inference latency of one model version over one window, as a mergeable histogram.</summary>
+    [JsonStringEnumMemberName("latency")]
+    Latency,
+}
+
+/// <summary>
+/// One model version's inference latency over a window: percentiles for reading, and the histogram's
+/// non-empty buckets (<see cref="Stats.LatencyHistogram"/>) so the fleet can merge windows and devices exactly.
+/// </summary>
+public sealed record LatencyWindow
+{
+    public required string Model { get; init; }
+
+    public required string Version { get; init; }
+
+    public required DateTimeOffset From { get; init; }
+
+    public required double Seconds { get; init; }
+
+    public required long Count { get; init; }
+
+    public long Errors { get; init; }
+
+    public required long P50Micros { get; init; }
+
+    public required long P95Micros { get; init; }
+
+    public required long P99Micros { get; init; }
+
+    public required long MinMicros { get; init; }
+
+    public required long MaxMicros { get; init; }
+
+    public required long SumMicros { get; init; }
+
+    /// <summary>[bucket index, count] pairs.</summary>
+    public List<long[]> Buckets { get; set; } = [];
 }
 
 /// <summary>One model run: which model, what it said, how long it took.</summary>
@@ -101,6 +139,8 @@ public sealed record TelemetryRecord
 
     public EvictionReport? Evictions { get; init; }
 
+    public LatencyWindow? Latency { get; init; }
+
     /// <summary>The one rule for which body a kind carries, used by both sides.</summary>
     public string? Validate(int index)
     {
@@ -111,6 +151,7 @@ public sealed record TelemetryRecord
             TelemetryKind.Event or TelemetryKind.Alarm or TelemetryKind.Audit => Message is null ? "message" : null,
             TelemetryKind.OtaStatus => Ota is null ? "ota" : null,
             TelemetryKind.Evictions => Evictions is null ? "evictions" : null,
+            TelemetryKind.Latency => Latency is null ? "latency" : null,
             _ => "a known kind",
         };
         if (body is not null)
@@ -123,7 +164,20 @@ public sealed record TelemetryRecord
             return $"records[{index}].message is longer than 1024 characters";
         if (Ota?.Validate() is { } ota)
             return $"records[{index}].ota: {ota}";
+        if (Latency is { } latency && LatencyProblem(latency) is { } why)
+            return $"records[{index}].latency: {why}";
         return null;
+    }
+
+    private static string? LatencyProblem(LatencyWindow w)
+    {
+        if (string.IsNullOrWhiteSpace(w.Model) || w.Model.Length > 128 || string.IsNullOrWhiteSpace(w.Version) || w.Version.Length > 64)
+            return "model and version are 1-128 and 1-64 characters";
+        if (w.Count < 0 || w.Errors < 0 || !(w.Seconds > 0) || w.Buckets.Count > Stats.LatencyHistogram.BucketCount)
+            return "count and errors must not be negative, seconds must be positive";
+        if (w.Count > 0 && !(w.MinMicros <= w.P50Micros && w.P50Micros <= w.P95Micros && w.P95Micros <= w.P99Micros && w.P99Micros <= w.MaxMicros))
+            return "percentiles must satisfy min ≤ p50 ≤ p95 ≤ p99 ≤ max";
+        return Stats.LatencyHistogram.FromWire(w, out var problem) is null ? problem : null;
     }
 }
 
