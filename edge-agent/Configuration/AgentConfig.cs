@@ -148,6 +148,15 @@ public sealed record TelemetryConfig
     /// <summary>Each model version's latency histogram is sent once per window of this length.</summary>
     public double LatencyWindowSeconds { get; set; } = 60;
 
+    /// <summary>
+    /// Results whose top-class confidence is below this are sent as hard examples, with their input (0: none).
+    /// A model's own <c>edgefleet.hard_example_below</c> metadata takes precedence.
+    /// </summary>
+    public double HardExampleBelow { get; set; } = 0.6;
+
+    /// <summary>Hard examples may take this many bytes of telemetry per hour; the rest are counted, not sent.</summary>
+    public long HardExampleBytesPerHour { get; set; } = 1024 * 1024;
+
     /// <summary>The buffer's record limit; beyond it the lowest priority, oldest records are evicted.</summary>
     public long MaxBufferRecords { get; set; } = 200_000;
 

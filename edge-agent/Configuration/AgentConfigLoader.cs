@@ -70,10 +70,12 @@ public static class AgentConfigLoader
             throw new ConfigException($"telemetry.maxBatchRecords must be within 1..{Protocol.MaxRecordsPerBatch}");
         if (c.Telemetry.MaxBatchAgeSeconds <= 0 || c.Telemetry.AckTimeoutSeconds <= 0 || c.Telemetry.HealthIntervalSeconds <= 0 || c.Telemetry.LatencyWindowSeconds <= 0)
             throw new ConfigException("telemetry intervals must be positive");
+        if (c.Telemetry.HardExampleBelow is < 0 or > 1 || c.Telemetry.HardExampleBytesPerHour < 0)
+            throw new ConfigException("telemetry.hardExampleBelow must be within [0, 1] and hardExampleBytesPerHour not negative");
         ValidateBuffer(c.Telemetry);
     }
 
-    private static readonly string[] KindNames = ["inference", "health", "event", "alarm", "audit", "ota-status", "evictions", "latency"];
+    private static readonly string[] KindNames = ["inference", "health", "event", "alarm", "audit", "ota-status", "evictions", "latency", "hard-example"];
 
     private static void ValidateBuffer(TelemetryConfig t)
     {

@@ -27,12 +27,14 @@ public sealed partial class InferenceService(
         using var source = CreateSource();
         var features = new float[VibrationFeatures.Count];
         var latency = new LatencyWindows(TimeSpan.FromSeconds(config.Telemetry.LatencyWindowSeconds));
+        var hardExamples = new HardExampleSampler(config.Telemetry.HardExampleBytesPerHour, runtime.Time);
+        long[] featureShape = [1, VibrationFeatures.Count];
         while (await source.NextWindowAsync(stoppingToken).ConfigureAwait(false) is { } window)
         {
             await FlushLatencyAsync(latency, force: false, stoppingToken).ConfigureAwait(false);
             VibrationFeatures.Compute(window.Span, features);
             var started = Stopwatch.GetTimestamp();
-            (ModelRef Model, string Label, float Confidence)? result;
+            (ModelRef Model, string Label, float Confidence, float? HardExampleBelow)? result;
             try
             {
                 result = host.Classify(features);
@@ -48,26 +50,22 @@ public sealed partial class InferenceService(
                 continue; // no model loaded (yet): the OTA service keeps trying
             var micros = (long)Stopwatch.GetElapsedTime(started).TotalMicroseconds;
             latency.Record(r.Model, micros, runtime.Time.GetUtcNow());
-            try
+            await AppendAsync(new TelemetryRecord
             {
-                await buffer.AppendAsync(new TelemetryRecord
+                Ts = runtime.Time.GetUtcNow(),
+                Kind = TelemetryKind.Inference,
+                Inference = new InferenceSample
                 {
-                    Ts = runtime.Time.GetUtcNow(),
-                    Kind = TelemetryKind.Inference,
-                    Inference = new InferenceSample
-                    {
-                        Model = r.Model.Name,
-                        Version = r.Model.Version,
-                        Label = r.Label,
-                        Confidence = r.Confidence,
-                        LatencyMicros = micros,
-                    },
-                }, cancellationToken: stoppingToken).ConfigureAwait(false);
-            }
-            catch (TelemetryBufferException)
-            {
-                // Refused (disk full): the buffer logs the refusal once and reports the count when it recovers.
-            }
+                    Model = r.Model.Name,
+                    Version = r.Model.Version,
+                    Label = r.Label,
+                    Confidence = r.Confidence,
+                    LatencyMicros = micros,
+                },
+            }, stoppingToken).ConfigureAwait(false);
+            var threshold = r.HardExampleBelow ?? (float)config.Telemetry.HardExampleBelow;
+            if (hardExamples.Offer(r.Model, r.Label, r.Confidence, threshold, features, featureShape) is { } hard)
+                await AppendAsync(hard, stoppingToken).ConfigureAwait(false);
         }
         await FlushLatencyAsync(latency, force: true, CancellationToken.None).ConfigureAwait(false);
         Log.InputEnded(log);
@@ -77,15 +75,18 @@ public sealed partial class InferenceService(
     private async Task FlushLatencyAsync(LatencyWindows latency, bool force, CancellationToken ct)
     {
         foreach (var window in latency.Close(runtime.Time.GetUtcNow(), force))
+            await AppendAsync(new TelemetryRecord { Ts = runtime.Time.GetUtcNow(), Kind = TelemetryKind.Latency, Latency = window }, ct).ConfigureAwait(false);
+    }
+
+    private async Task AppendAsync(TelemetryRecord record, CancellationToken ct)
+    {
+        try
         {
-            try
-            {
-                await buffer.AppendAsync(new TelemetryRecord { Ts = runtime.Time.GetUtcNow(), Kind = TelemetryKind.Latency, Latency = window }, cancellationToken: ct).ConfigureAwait(false);
-            }
-            catch (TelemetryBufferException)
-            {
-                // Refused (disk full): logged by the buffer.
-            }
+            await buffer.AppendAsync(record, cancellationToken: ct).ConfigureAwait(false);
+        }
+        catch (TelemetryBufferException)
+        {
+            // Refused (disk full): the buffer logs the refusal once and reports the count when it recovers.
         }
     }
 

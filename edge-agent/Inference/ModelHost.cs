@@ -21,6 +21,10 @@ public sealed class LoadedModel : IDisposable
 
     public Classifier Classifier { get; }
 
+    /// <summary>The model's own hard-example threshold (<c>edgefleet.hard_example_below</c> metadata), if it has one.</summary>
+    public float? HardExampleBelow => Session.Metadata.TryGetValue("edgefleet.hard_example_below", out var text)
+        && float.TryParse(text, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out var v) && v is >= 0 and <= 1 ? v : null;
+
     /// <summary>Loads a model file and builds its classifier; throws <see cref="InferenceException"/>.</summary>
     public static LoadedModel Load(ModelRef model, string path, int? intraOpThreads, Profiles.HardwareProfile? profile = null)
     {
@@ -91,7 +95,7 @@ public sealed class ModelHost : IDisposable
     }
 
     /// <summary>Classifies on the current model; null when none is loaded.</summary>
-    public (ModelRef Model, string Label, float Confidence)? Classify(ReadOnlySpan<float> features)
+    public (ModelRef Model, string Label, float Confidence, float? HardExampleBelow)? Classify(ReadOnlySpan<float> features)
     {
         lock (_lock)
         {
@@ -101,7 +105,7 @@ public sealed class ModelHost : IDisposable
             {
                 var (index, confidence) = model.Classifier.Classify(features);
                 _consecutiveFailures = 0;
-                return (model.Model, model.Classifier.Labels[index], confidence);
+                return (model.Model, model.Classifier.Labels[index], confidence, model.HardExampleBelow);
             }
             catch (InferenceException)
             {

@@ -52,6 +52,7 @@ public static class TelemetryPolicy
         TelemetryKind.OtaStatus => "ota-status",
         TelemetryKind.Evictions => "evictions",
         TelemetryKind.Latency => "latency",
+        TelemetryKind.HardExample => "hard-example",
         _ => kind.ToString(),
     };
 }

@@ -33,6 +33,38 @@ public enum TelemetryKind
     /// <summary>Inference latency of one model version over one window, as a mergeable histogram.</summary>
     [JsonStringEnumMemberName("latency")]
     Latency,
+
+    /// <summary>An input the model was unsure about (low top-class confidence), kept for retraining.</summary>
+    [JsonStringEnumMemberName("hard-example")]
+    HardExample,
+}
+
+/// <summary>
+/// An input whose top-class confidence fell below the model's threshold, with what the model said, sampled
+/// on the device under a byte budget per hour so that retraining can learn from the cases that were hard.
+/// </summary>
+public sealed record HardExample
+{
+    public const int MaxValues = 65_536;
+
+    public required string Model { get; init; }
+
+    public required string Version { get; init; }
+
+    public required string Label { get; init; }
+
+    public required float Confidence { get; init; }
+
+    /// <summary>The threshold it fell below.</summary>
+    public required float Threshold { get; init; }
+
+    public required long[] Shape { get; init; }
+
+    /// <summary>The model's input, row-major.</summary>
+    public required float[] Input { get; init; }
+
+    /// <summary>Hard examples not sent since the previous one because the hour's budget was spent.</summary>
+    public long Skipped { get; init; }
 }
 
 /// <summary>
@@ -141,6 +173,8 @@ public sealed record TelemetryRecord
 
     public LatencyWindow? Latency { get; init; }
 
+    public HardExample? HardExample { get; init; }
+
     /// <summary>The one rule for which body a kind carries, used by both sides.</summary>
     public string? Validate(int index)
     {
@@ -152,6 +186,7 @@ public sealed record TelemetryRecord
             TelemetryKind.OtaStatus => Ota is null ? "ota" : null,
             TelemetryKind.Evictions => Evictions is null ? "evictions" : null,
             TelemetryKind.Latency => Latency is null ? "latency" : null,
+            TelemetryKind.HardExample => HardExample is null ? "hardExample" : null,
             _ => "a known kind",
         };
         if (body is not null)
@@ -166,6 +201,20 @@ public sealed record TelemetryRecord
             return $"records[{index}].ota: {ota}";
         if (Latency is { } latency && LatencyProblem(latency) is { } why)
             return $"records[{index}].latency: {why}";
+        if (HardExample is { } hard && HardExampleProblem(hard) is { } problem)
+            return $"records[{index}].hardExample: {problem}";
+        return null;
+    }
+
+    private static string? HardExampleProblem(HardExample h)
+    {
+        if (string.IsNullOrWhiteSpace(h.Model) || h.Model.Length > 128 || string.IsNullOrWhiteSpace(h.Version) || h.Version.Length > 64 || h.Label.Length > 128)
+            return "model, version and label are 1-128, 1-64 and at most 128 characters";
+        if (float.IsNaN(h.Confidence) || h.Confidence is < 0 or > 1 || float.IsNaN(h.Threshold) || h.Threshold is < 0 or > 1 || h.Skipped < 0)
+            return "confidence and threshold must be within [0, 1], skipped not negative";
+        if (h.Shape.Length is 0 or > 8 || h.Shape.Any(d => d < 1) || h.Input.Length > HardExample.MaxValues
+            || h.Shape.Aggregate(1L, (a, b) => a * b) != h.Input.Length)
+            return $"shape must be 1-8 positive dimensions whose product is the number of input values (at most {HardExample.MaxValues})";
         return null;
     }
 
