@@ -17,34 +17,29 @@ public static class Calibrator
 
     public static Dictionary<string, TensorRange> Collect(OnnxModel model, IReadOnlyCollection<string> tensors, SampleSet samples, QuantizationOptions options)
     {
-        var augmented = model.Clone();
-        var existing = augmented.Graph.Output.Select(o => o.Name).ToHashSet();
-        foreach (var name in tensors.Where(t => !existing.Contains(t)))
-            augmented.Graph.Output.Add(new ValueInfoProto { Name = name, Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = (int)TensorProto.Types.DataType.Float } } });
-        using var sessionOptions = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_BASIC, IntraOpNumThreads = options.Threads, LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR };
-        using var session = CreateSession(augmented, sessionOptions);
-        var names = tensors.ToArray();
-        var count = Math.Min(samples.Count, options.MaxSamples ?? int.MaxValue);
-
         var ranges = new Dictionary<string, TensorRange>();
-        Run(session, samples, count, names, (name, values) =>
+        void MinMax(string name, OrtValue value)
         {
+            var values = value.GetTensorDataAsSpan<float>();
             var range = new TensorRange(TensorPrimitives.Min(values), TensorPrimitives.Max(values));
             ranges[name] = ranges.TryGetValue(name, out var r) ? r.Union(range) : range;
-        });
+        }
         if (options.Method == CalibrationMethod.MinMax)
+        {
+            TensorObserver.Run(model, tensors, samples, options, MinMax);
             return ranges;
-
-        var histograms = names.ToDictionary(n => n, _ => new long[Bins]);
-        Run(session, samples, count, names, (name, values) =>
+        }
+        var histograms = tensors.ToDictionary(n => n, _ => new long[Bins]);
+        void Bin(string name, OrtValue value)
         {
             var (min, max) = ranges[name];
             var width = (max - min) / Bins;
             var histogram = histograms[name];
-            foreach (var v in values)
+            foreach (var v in value.GetTensorDataAsSpan<float>())
                 histogram[width > 0 ? Math.Clamp((int)((v - min) / width), 0, Bins - 1) : 0]++;
-        });
-        return names.ToDictionary(n => n, n => options.Method == CalibrationMethod.Percentile
+        }
+        TensorObserver.Run(model, tensors, samples, options, MinMax, Bin);
+        return tensors.ToDictionary(n => n, n => options.Method == CalibrationMethod.Percentile
             ? Trim(ranges[n], histograms[n], options.Percentile)
             : LeastSquaredError(ranges[n], histograms[n], options.Activations));
     }
@@ -94,42 +89,5 @@ public static class Calibrator
         for (double seen = 0; high > 0 && seen + histogram[high] <= tail; high--)
             seen += histogram[high];
         return new TensorRange(full.Min + low * width, full.Min + (high + 1) * width);
-    }
-
-    private static void Run(InferenceSession session, SampleSet samples, int count, string[] names, Action<string, ReadOnlySpan<float>> observe)
-    {
-        using var runOptions = new RunOptions();
-        for (var i = 0; i < count; i++)
-        {
-            var sample = samples.Read(i);
-            var inputs = sample.Select(t => t.ToOrtValue()).ToArray();
-            try
-            {
-                using var outputs = session.Run(runOptions, sample.Select(t => t.Name).ToArray(), inputs, names);
-                for (var k = 0; k < names.Length; k++)
-                    observe(names[k], outputs[k].GetTensorDataAsSpan<float>());
-            }
-            catch (OnnxRuntimeException e)
-            {
-                throw new SampleDataException($"{samples.Entries[i]}: ONNX Runtime failed on this sample: {ModelPreprocessor.FirstLine(e.Message)}");
-            }
-            finally
-            {
-                foreach (var value in inputs)
-                    value.Dispose();
-            }
-        }
-    }
-
-    private static InferenceSession CreateSession(OnnxModel model, SessionOptions options)
-    {
-        try
-        {
-            return new InferenceSession(model.ToBytes(), options);
-        }
-        catch (OnnxRuntimeException e)
-        {
-            throw new OnnxFormatException($"ONNX Runtime cannot load the model for calibration: {ModelPreprocessor.FirstLine(e.Message)}", e);
-        }
     }
 }

@@ -1,6 +1,6 @@
 using EdgeFleet.ModelTools.Onnx;
 using EdgeFleet.ModelTools.Onnx.Proto;
-using Microsoft.ML.OnnxRuntime;
+using System.Numerics.Tensors;
 
 namespace EdgeFleet.ModelTools.Quantization;
 
@@ -88,45 +88,26 @@ internal static class ChannelEqualizer
     /// <summary>Per-channel (axis 1) largest magnitude of each tensor over the samples.</summary>
     private static Dictionary<string, float[]> ChannelRanges(OnnxModel model, string[] tensors, SampleSet samples, QuantizationOptions options)
     {
-        var augmented = model.Clone();
-        foreach (var name in tensors)
-            augmented.Graph.Output.Add(new ValueInfoProto { Name = name, Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = (int)TensorProto.Types.DataType.Float } } });
-        using var sessionOptions = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_BASIC, IntraOpNumThreads = options.Threads, LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR };
-        using var session = new InferenceSession(augmented.ToBytes(), sessionOptions);
-        using var runOptions = new RunOptions();
         var result = new Dictionary<string, float[]>();
-        var count = Math.Min(samples.Count, options.MaxSamples ?? int.MaxValue);
-        for (var i = 0; i < count; i++)
+        TensorObserver.Run(model, tensors, samples, options, (name, value) =>
         {
-            var sample = samples.Read(i);
-            var inputs = sample.Select(t => t.ToOrtValue()).ToArray();
-            try
+            var shape = value.GetTensorTypeAndShape().Shape;
+            if (shape.Length < 2)
+                return;
+            var values = value.GetTensorDataAsSpan<float>();
+            var channels = (int)shape[1];
+            var inner = (int)shape.Skip(2).Aggregate(1L, (x, y) => x * y);
+            if (!result.TryGetValue(name, out var max))
+                result[name] = max = new float[channels];
+            for (var n = 0; n < shape[0]; n++)
             {
-                using var outputs = session.Run(runOptions, sample.Select(t => t.Name).ToArray(), inputs, tensors);
-                for (var k = 0; k < tensors.Length; k++)
+                for (var c = 0; c < channels; c++)
                 {
-                    var shape = outputs[k].GetTensorTypeAndShape().Shape;
-                    if (shape.Length < 2)
-                        continue;
-                    var values = outputs[k].GetTensorDataAsSpan<float>();
-                    var channels = (int)shape[1];
-                    var inner = (int)shape.Skip(2).Aggregate(1L, (x, y) => x * y);
-                    if (!result.TryGetValue(tensors[k], out var max))
-                        result[tensors[k]] = max = new float[channels];
-                    for (var n = 0; n < shape[0]; n++)
-                        for (var c = 0; c < channels; c++)
-                        {
-                            var slice = values.Slice((int)((n * channels + c) * inner), inner);
-                            max[c] = Math.Max(max[c], Math.Max(Math.Abs(System.Numerics.Tensors.TensorPrimitives.Min(slice)), Math.Abs(System.Numerics.Tensors.TensorPrimitives.Max(slice))));
-                        }
+                    var slice = values.Slice((int)((n * channels + c) * inner), inner);
+                    max[c] = Math.Max(max[c], Math.Max(Math.Abs(TensorPrimitives.Min(slice)), Math.Abs(TensorPrimitives.Max(slice))));
                 }
             }
-            finally
-            {
-                foreach (var v in inputs)
-                    v.Dispose();
-            }
-        }
+        });
         return result;
     }
 
