@@ -51,7 +51,7 @@ public static partial class AgentHost
         builder.Services.AddSingleton(sp => new TelemetryBuffer(Path.Combine(config.StateDirectory, "telemetry.db"), config.Telemetry, runtime.Time,
             sp.GetRequiredService<ILoggerFactory>().CreateLogger<TelemetryBuffer>()));
         builder.Services.AddSingleton<SyncService>();
-        builder.Services.AddSingleton<ModelHost>();
+        builder.Services.AddSingleton(_ => new ModelHost(runtime, config.Fallback));
         builder.Services.AddSingleton(_ => new OtaStore(Path.Combine(config.StateDirectory, "ota.db")));
         // Start order matters: OTA picks and loads the model to serve before inference starts.
         builder.Services.AddHostedService<OtaService>();

@@ -34,9 +34,30 @@ public sealed record AgentConfig
 
     public OtaConfig Ota { get; set; } = new();
 
+    public FallbackConfig Fallback { get; set; } = new();
+
     /// <summary>Trace, Debug, Information, Warning, Error or Critical.</summary>
     [JsonConverter(typeof(JsonStringEnumConverter<Microsoft.Extensions.Logging.LogLevel>))]
     public Microsoft.Extensions.Logging.LogLevel LogLevel { get; set; } = Microsoft.Extensions.Logging.LogLevel.Information;
+}
+
+/// <summary>
+/// What happens when the active model fails: the model it replaced stays loaded as the fallback, and a circuit
+/// breaker sends requests there while the active model keeps failing.
+/// </summary>
+public sealed record FallbackConfig
+{
+    /// <summary>Keep the previous model loaded and serve from it when the active one fails (costs its memory).</summary>
+    public bool Enabled { get; set; } = true;
+
+    /// <summary>Consecutive failures (errors, or runs over the latency budget) that open the breaker.</summary>
+    public int FailureThreshold { get; set; } = 3;
+
+    /// <summary>How long an open breaker sends requests to the fallback before trying the active model again.</summary>
+    public double OpenSeconds { get; set; } = 30;
+
+    /// <summary>A run slower than this counts as a failure (the result is still used); 0: no budget.</summary>
+    public double LatencyBudgetMs { get; set; }
 }
 
 /// <summary>Signed model updates. Without a pinned root the agent refuses every update (and says so).</summary>

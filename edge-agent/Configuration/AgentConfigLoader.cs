@@ -72,6 +72,8 @@ public static class AgentConfigLoader
             throw new ConfigException("telemetry intervals must be positive");
         if (c.Telemetry.HardExampleBelow is < 0 or > 1 || c.Telemetry.HardExampleBytesPerHour < 0)
             throw new ConfigException("telemetry.hardExampleBelow must be within [0, 1] and hardExampleBytesPerHour not negative");
+        if (c.Fallback.FailureThreshold < 1 || c.Fallback.OpenSeconds <= 0 || c.Fallback.LatencyBudgetMs < 0)
+            throw new ConfigException("fallback.failureThreshold must be at least 1, openSeconds positive and latencyBudgetMs not negative");
         ValidateBuffer(c.Telemetry);
     }
 

@@ -34,7 +34,7 @@ public sealed partial class InferenceService(
             await FlushLatencyAsync(latency, force: false, stoppingToken).ConfigureAwait(false);
             VibrationFeatures.Compute(window.Span, features);
             var started = Stopwatch.GetTimestamp();
-            (ModelRef Model, string Label, float Confidence, float? HardExampleBelow)? result;
+            Classification? result;
             try
             {
                 result = host.Classify(features);
@@ -46,6 +46,8 @@ public sealed partial class InferenceService(
                     latency.RecordError(failing, runtime.Time.GetUtcNow());
                 continue;
             }
+            foreach (var change in host.TakeEvents())
+                await ReportAsync(change, stoppingToken).ConfigureAwait(false);
             if (result is not { } r)
                 continue; // no model loaded (yet): the OTA service keeps trying
             var micros = (long)Stopwatch.GetElapsedTime(started).TotalMicroseconds;
@@ -76,6 +78,24 @@ public sealed partial class InferenceService(
     {
         foreach (var window in latency.Close(runtime.Time.GetUtcNow(), force))
             await AppendAsync(new TelemetryRecord { Ts = runtime.Time.GetUtcNow(), Kind = TelemetryKind.Latency, Latency = window }, ct).ConfigureAwait(false);
+    }
+
+    /// <summary>A failover is an alarm the fleet must see; a recovery an event.</summary>
+    private Task ReportAsync(FallbackEvent change, CancellationToken ct)
+    {
+        var message = change.State == BreakerState.Open
+            ? $"model {change.Active.Name} v{change.Active.Version} failing ({change.Reason}); serving v{change.Fallback?.Version} until it recovers"
+            : $"model {change.Active.Name} v{change.Active.Version} recovered ({change.Reason}); serving it again";
+        if (change.State == BreakerState.Open)
+            Log.FailedOver(log, message);
+        else
+            Log.Recovered(log, message);
+        return AppendAsync(new TelemetryRecord
+        {
+            Ts = runtime.Time.GetUtcNow(),
+            Kind = change.State == BreakerState.Open ? TelemetryKind.Alarm : TelemetryKind.Event,
+            Message = message.Length > 1024 ? message[..1024] : message,
+        }, ct);
     }
 
     private async Task AppendAsync(TelemetryRecord record, CancellationToken ct)
@@ -115,6 +135,12 @@ public sealed partial class InferenceService(
 
         [LoggerMessage(2005, LogLevel.Warning, "Skipped bad input: {Reason}")]
         public static partial void BadInput(ILogger logger, string reason);
+
+        [LoggerMessage(2007, LogLevel.Warning, "Failover: {Message}")]
+        public static partial void FailedOver(ILogger logger, string message);
+
+        [LoggerMessage(2008, LogLevel.Information, "Recovered: {Message}")]
+        public static partial void Recovered(ILogger logger, string message);
 
         [LoggerMessage(2006, LogLevel.Information, "The input source ended; inference stops")]
         public static partial void InputEnded(ILogger logger);

@@ -1,3 +1,4 @@
+using EdgeFleet.Agent.Configuration;
 using EdgeFleet.Shared.Wire;
 
 namespace EdgeFleet.Agent.Inference;
@@ -47,19 +48,38 @@ public sealed class LoadedModel : IDisposable
     }
 }
 
+/// <summary>One classification: the model that answered (the fallback when <see cref="FellBack"/>) and its answer.</summary>
+public readonly record struct Classification(ModelRef Model, string Label, float Confidence, float? HardExampleBelow, bool FellBack);
+
+/// <summary>A breaker change worth telling the fleet: the active model failing over to the fallback, or recovering.</summary>
+public sealed record FallbackEvent(ModelRef Active, ModelRef? Fallback, BreakerState State, string Reason);
+
 /// <summary>
 /// The model the agent serves now. A swap replaces it under the same lock that every classification holds,
-/// so a request runs wholly on the old model or wholly on the new one, and the old one is disposed only
-/// after its last request finished. Consecutive inference failures are counted for the OTA probation.
+/// so a request runs wholly on the old model or wholly on the new one. The replaced model stays loaded as the
+/// fallback (<see cref="FallbackConfig"/>): when the active model throws or runs over its latency budget, the
+/// request is answered by the fallback, and after enough consecutive failures a circuit breaker sends every
+/// request there until a trial request succeeds again. Consecutive inference failures of the active model are
+/// counted for the OTA probation either way.
 /// </summary>
 public sealed class ModelHost : IDisposable
 {
+    private static readonly FallbackEvent[] NoEvents = [];
     private readonly Lock _lock = new();
     private readonly AgentRuntime _runtime;
+    private readonly FallbackConfig _config;
+    private readonly CircuitBreaker _breaker;
+    private readonly List<FallbackEvent> _events = [];
     private LoadedModel? _current;
+    private LoadedModel? _fallback;
     private int _consecutiveFailures;
 
-    public ModelHost(AgentRuntime runtime) => _runtime = runtime;
+    public ModelHost(AgentRuntime runtime, FallbackConfig? config = null)
+    {
+        _runtime = runtime;
+        _config = config ?? new FallbackConfig();
+        _breaker = new CircuitBreaker(_config.FailureThreshold, TimeSpan.FromSeconds(_config.OpenSeconds), runtime.Time);
+    }
 
     public LoadedModel? Current
     {
@@ -70,49 +90,120 @@ public sealed class ModelHost : IDisposable
         }
     }
 
+    public ModelRef? FallbackModel
+    {
+        get
+        {
+            lock (_lock)
+                return _fallback?.Model;
+        }
+    }
+
+    public BreakerState Breaker
+    {
+        get
+        {
+            lock (_lock)
+                return _breaker.State;
+        }
+    }
+
     public int ConsecutiveFailures => Volatile.Read(ref _consecutiveFailures);
 
+    /// <summary>Serves <paramref name="model"/> from now on; the model it replaces becomes the fallback.</summary>
     public void Activate(LoadedModel model)
     {
-        Replace(model);
+        Replace(model, keepAsFallback: _config.Enabled);
         _runtime.ActiveModel = model.Model;
     }
 
-    /// <summary>Stops serving the current model (before a rollback loads the previous one).</summary>
-    public void Unload() => Replace(null);
+    /// <summary>Stops serving the current model (before a rollback loads the previous one); it is not kept.</summary>
+    public void Unload() => Replace(null, keepAsFallback: false);
 
-    /// <summary>Swaps under the inference lock; the old model is disposed after its last request finished.</summary>
-    private void Replace(LoadedModel? model)
+    /// <summary>Swaps under the inference lock; what is let go is disposed after its last request finished.</summary>
+    private void Replace(LoadedModel? model, bool keepAsFallback)
     {
-        LoadedModel? old;
+        var retired = new List<LoadedModel>();
         lock (_lock)
         {
-            old = _current;
+            var old = _current;
             _current = model;
             _consecutiveFailures = 0;
+            _breaker.Reset();
+            if (_fallback is { } f && model is not null && f.Model == model.Model)
+            {
+                retired.Add(f); // rolled back to the fallback's version: it serves as the active model now
+                _fallback = null;
+            }
+            if (old is not null)
+            {
+                if (keepAsFallback && model is not null && old.Model != model.Model)
+                {
+                    if (_fallback is not null)
+                        retired.Add(_fallback);
+                    _fallback = old;
+                }
+                else
+                {
+                    retired.Add(old);
+                }
+            }
         }
-        old?.Dispose();
+        foreach (var m in retired)
+            m.Dispose();
     }
 
-    /// <summary>Classifies on the current model; null when none is loaded.</summary>
-    public (ModelRef Model, string Label, float Confidence, float? HardExampleBelow)? Classify(ReadOnlySpan<float> features)
+    /// <summary>Classifies on the active model, or the fallback as described above; null when no model is loaded.</summary>
+    public Classification? Classify(ReadOnlySpan<float> features)
     {
         lock (_lock)
         {
             if (_current is not { } model)
                 return null;
-            try
+            if (_fallback is null || _breaker.AllowRequest())
             {
-                var (index, confidence) = model.Classifier.Classify(features);
-                _consecutiveFailures = 0;
-                return (model.Model, model.Classifier.Labels[index], confidence, model.HardExampleBelow);
+                var started = _runtime.Time.GetTimestamp();
+                try
+                {
+                    var (index, confidence) = model.Classifier.Classify(features);
+                    _consecutiveFailures = 0;
+                    var elapsed = _runtime.Time.GetElapsedTime(started);
+                    if (_config.LatencyBudgetMs > 0 && elapsed.TotalMilliseconds > _config.LatencyBudgetMs)
+                        Failed(model, $"inference took {elapsed.TotalMilliseconds:F1} ms, over the {_config.LatencyBudgetMs:F1} ms budget");
+                    else if (_fallback is not null && _breaker.Success())
+                        _events.Add(new FallbackEvent(model.Model, _fallback.Model, BreakerState.Closed, "the active model answered its trial request"));
+                    return new Classification(model.Model, model.Classifier.Labels[index], confidence, model.HardExampleBelow, FellBack: false);
+                }
+                catch (InferenceException e)
+                {
+                    _consecutiveFailures++;
+                    if (_fallback is null)
+                        throw;
+                    Failed(model, e.Message);
+                }
             }
-            catch (InferenceException)
-            {
-                _consecutiveFailures++;
-                throw;
-            }
+            var (i, c) = _fallback.Classifier.Classify(features);
+            return new Classification(_fallback.Model, _fallback.Classifier.Labels[i], c, _fallback.HardExampleBelow, FellBack: true);
         }
+    }
+
+    /// <summary>Breaker changes since the last call, oldest first (an empty array when there were none).</summary>
+    public IReadOnlyList<FallbackEvent> TakeEvents()
+    {
+        lock (_lock)
+        {
+            if (_events.Count == 0)
+                return NoEvents;
+            var events = _events.ToArray();
+            _events.Clear();
+            return events;
+        }
+    }
+
+    private void Failed(LoadedModel model, string reason)
+    {
+        if (_fallback is not null && _breaker.Failure())
+            _events.Add(new FallbackEvent(model.Model, _fallback.Model, BreakerState.Open, reason));
     }
 
     public void Dispose()
@@ -121,6 +212,8 @@ public sealed class ModelHost : IDisposable
         {
             _current?.Dispose();
             _current = null;
+            _fallback?.Dispose();
+            _fallback = null;
         }
     }
 }

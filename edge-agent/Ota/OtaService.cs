@@ -244,9 +244,12 @@ public sealed partial class OtaService : BackgroundService
             Log.ProbationPassed(_log, probation.ModelId, probation.Version);
             return;
         }
-        if (_host.ConsecutiveFailures >= _config.Ota.InferenceFailureLimit)
+        var failedOver = _host.Breaker == Inference.BreakerState.Open;
+        if (_host.ConsecutiveFailures >= _config.Ota.InferenceFailureLimit || failedOver)
         {
-            RollBack(new OtaFailure(OtaError.InferenceFailing, $"{_host.ConsecutiveFailures} consecutive inferences failed on {probation.ModelId} v{probation.Version}"));
+            RollBack(new OtaFailure(OtaError.InferenceFailing, failedOver
+                ? $"{probation.ModelId} v{probation.Version} failed over to its fallback model during probation"
+                : $"{_host.ConsecutiveFailures} consecutive inferences failed on {probation.ModelId} v{probation.Version}"));
             LoadBootModel();
         }
     }
