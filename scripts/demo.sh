@@ -69,7 +69,8 @@ for device in pump-01:normal pump-02:imbalance fan-03:bearing-wear; do
 {
   "deviceId": "$id",
   "stateDirectory": "$state/agents/$id",
-  "hardwareProfile": "x86-64-generic",
+  "hardwareProfile": "auto",
+  "profilesDirectory": "$root/hardware-profiles",
   "model": { "name": "vibration-classifier", "version": "1.0.0", "path": "$model" },
   "input": { "kind": "demoVibration", "condition": "$condition", "rateHz": 4, "seed": $seed }
 }

@@ -47,7 +47,7 @@ internal sealed class QdqPlan
                 plan.Excluded++;
                 continue;
             }
-            if (!Supported(model, node, weightOps, activationOps, IsFloat, IsFloatActivation))
+            if (!Supported(model, node, IsFloat, IsFloatActivation))
                 continue;
             quantized.Add(node);
             plan.Nodes.Add(node);
@@ -56,7 +56,7 @@ internal sealed class QdqPlan
         var own = new HashSet<string>();
         foreach (var node in plan.Nodes)
         {
-            foreach (var input in ActivationInputs(node, passThroughOps).Where(IsFloatActivation))
+            foreach (var input in ActivationInputs(node).Where(IsFloatActivation))
                 own.Add(input);
             var output = node.Output[0];
             if (graphOutputs.Contains(output))
@@ -100,17 +100,15 @@ internal sealed class QdqPlan
         return result;
     }
 
-    private static IEnumerable<string> ActivationInputs(NodeProto node, HashSet<string> passThroughOps) => node.OpType switch
+    /// <summary>The inputs of a node that carry activations (weights and shape inputs are handled apart).</summary>
+    private static IEnumerable<string> ActivationInputs(NodeProto node) => node.OpType switch
     {
-        "Conv" or "ConvTranspose" or "Gemm" => [node.Input[0]],
-        "MatMul" => [node.Input[0], node.Input[1]],
-        "Add" or "Mul" => [node.Input[0], node.Input[1]],
+        "MatMul" or "Add" or "Mul" => [node.Input[0], node.Input[1]],
         "Concat" => node.Input,
-        _ when passThroughOps.Contains(node.OpType) => [node.Input[0]],
         _ => [node.Input[0]],
     };
 
-    private static bool Supported(OnnxModel model, NodeProto node, HashSet<string> weightOps, HashSet<string> activationOps, Func<string, bool> isFloat, Func<string, bool> isFloatActivation)
+    private static bool Supported(OnnxModel model, NodeProto node, Func<string, bool> isFloat, Func<string, bool> isFloatActivation)
     {
         if (node.Input.Count == 0 || !isFloat(node.Input[0]) || node.Output.Count == 0)
             return false;
@@ -130,7 +128,7 @@ internal sealed class QdqPlan
             case "MaxPool":
                 return node.Output.Count == 1 && isFloatActivation(node.Input[0]);
             default:
-                return weightOps.Contains(node.OpType) || activationOps.Contains(node.OpType) ? isFloatActivation(node.Input[0]) : isFloatActivation(node.Input[0]);
+                return isFloatActivation(node.Input[0]);
         }
     }
 }
