@@ -46,7 +46,9 @@ cleanup() {
   wait 2>/dev/null || true
   echo "stopped; state and logs are in $state"
 }
-trap cleanup INT TERM EXIT
+trap cleanup EXIT
+trap 'cleanup; exit 130' INT   # Ctrl-C
+trap 'cleanup; exit 143' TERM
 
 echo "== starting the fleet service (HTTP $http_port, MQTT $mqtt_port)"
 (cd "$(dirname "$fleet_dll")" && exec dotnet "$fleet_dll" --urls "http://127.0.0.1:$http_port" \
