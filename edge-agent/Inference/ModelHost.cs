@@ -12,6 +12,8 @@ public sealed class LoadedModel : IDisposable
         Path = path;
         Session = session;
         Classifier = classifier;
+        HardExampleBelow = session.Metadata.TryGetValue("edgefleet.hard_example_below", out var text)
+            && float.TryParse(text, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out var v) && v is >= 0 and <= 1 ? v : null;
     }
 
     public ModelRef Model { get; }
@@ -22,9 +24,8 @@ public sealed class LoadedModel : IDisposable
 
     public Classifier Classifier { get; }
 
-    /// <summary>The model's own hard-example threshold (<c>edgefleet.hard_example_below</c> metadata), if it has one.</summary>
-    public float? HardExampleBelow => Session.Metadata.TryGetValue("edgefleet.hard_example_below", out var text)
-        && float.TryParse(text, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out var v) && v is >= 0 and <= 1 ? v : null;
+    /// <summary>The model's own hard-example threshold (<c>edgefleet.hard_example_below</c> metadata), read once at load.</summary>
+    public float? HardExampleBelow { get; }
 
     /// <summary>Loads a model file and builds its classifier; throws <see cref="InferenceException"/>.</summary>
     public static LoadedModel Load(ModelRef model, string path, int? intraOpThreads, Profiles.HardwareProfile? profile = null)

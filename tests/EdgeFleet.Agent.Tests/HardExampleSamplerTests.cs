@@ -3,8 +3,21 @@ using EdgeFleet.Shared.Wire;
 
 namespace EdgeFleet.Agent.Tests;
 
-public class HardExampleSamplerTests
+public class HardExampleSamplerTests(DemoModelFixture demo) : IClassFixture<DemoModelFixture>
 {
+    [Fact]
+    public void A_model_can_carry_its_own_threshold_in_its_metadata()
+    {
+        using var dir = new TempDir();
+        var model = EdgeFleet.ModelTools.Onnx.OnnxModel.Load(demo.Path);
+        model.Proto.MetadataProps.Add(new EdgeFleet.ModelTools.Onnx.Proto.StringStringEntryProto { Key = "edgefleet.hard_example_below", Value = "0.85" });
+        model.Save(dir.File("with-threshold.onnx"));
+        using (var withThreshold = LoadedModel.Load(Model, dir.File("with-threshold.onnx"), 1))
+            Assert.Equal(0.85f, withThreshold.HardExampleBelow);
+        using var plain = LoadedModel.Load(Model, demo.Path, 1);
+        Assert.Null(plain.HardExampleBelow);
+    }
+
     private static readonly ModelRef Model = new() { Name = "vibration", Version = "4" };
     private static readonly float[] Input = [0.1f, 0.2f, 0.3f, 0.4f, 0.5f, 0.6f, 0.7f, 0.8f];
     private static readonly long[] Shape = [1, 8];

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Text.Json.Nodes;
 
 namespace EdgeFleet.Benchmarks;
@@ -18,7 +17,7 @@ internal static class AgentOverhead
             Console.Error.WriteLine($"no NativeAOT agent at {agent}: run packaging/publish-agent.sh linux-x64");
             return 1;
         }
-        var cache = Capture(Path.Combine(Repo.Root, "scripts", "fetch-test-models.sh")).Trim().Split('\n')[^1];
+        var cache = Repo.TestModels;
         Console.WriteLine("agent-overhead: edgefleet-agent bench (NativeAOT), agent path vs plain ONNX Runtime, 1 thread, interleaved");
         foreach (var (name, file, shape, runs) in new[]
         {
@@ -26,22 +25,11 @@ internal static class AgentOverhead
             ("PP-OCR det 1x3x640x640", "ch_PP-OCRv4_det_infer.onnx", "x=1x3x640x640", detRuns),
         })
         {
-            var report = JsonNode.Parse(Capture(agent, "bench", "--model", Path.Combine(cache, file), "--shape", shape, "--runs", runs.ToString(System.Globalization.CultureInfo.InvariantCulture), "--warmup", "5", "--json"))!;
+            var report = JsonNode.Parse(Repo.Capture(agent, "bench", "--model", Path.Combine(cache, file), "--shape", shape, "--runs", runs.ToString(System.Globalization.CultureInfo.InvariantCulture), "--warmup", "5", "--json"))!;
             var ratio = report["ratioP50"]!.GetValue<double>();
             Console.WriteLine($"  {name,-24} agent p50 {report["agent"]!["p50Ms"]!.GetValue<double>(),8:F3} ms  raw p50 {report["raw"]!["p50Ms"]!.GetValue<double>(),8:F3} ms  "
                 + $"ratio {ratio:F3} (target <= 1.03: {(ratio <= 1.03 ? "met" : "NOT met")}); p95 ratio {report["ratioP95"]!.GetValue<double>():F3}");
         }
         return 0;
-    }
-
-    private static string Capture(string file, params string[] args)
-    {
-        var start = new ProcessStartInfo(file) { RedirectStandardOutput = true };
-        foreach (var a in args)
-            start.ArgumentList.Add(a);
-        using var process = Process.Start(start)!;
-        var output = process.StandardOutput.ReadToEnd();
-        process.WaitForExit();
-        return process.ExitCode == 0 ? output : throw new InvalidOperationException($"{file} exited with {process.ExitCode}");
     }
 }

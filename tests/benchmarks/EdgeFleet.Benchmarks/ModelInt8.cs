@@ -17,7 +17,7 @@ internal static class ModelInt8
 {
     public static int Run(int clsSamples, int detSize, int detSamples, int calibration)
     {
-        var cache = RunScript(Path.Combine(Repo.Root, "scripts", "fetch-test-models.sh"));
+        var cache = Repo.TestModels;
         var work = Directory.CreateTempSubdirectory("edgefleet-bench-int8-").FullName;
         try
         {
@@ -72,12 +72,4 @@ internal static class ModelInt8
     }
 
     private static string Met(bool met) => met ? "met" : "NOT met";
-
-    private static string RunScript(string script)
-    {
-        using var process = Process.Start(new ProcessStartInfo(script) { RedirectStandardOutput = true })!;
-        var output = process.StandardOutput.ReadToEnd();
-        process.WaitForExit();
-        return process.ExitCode == 0 ? output.Trim().Split('\n')[^1] : throw new InvalidOperationException($"{script} failed");
-    }
 }

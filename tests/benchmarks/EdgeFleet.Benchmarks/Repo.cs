@@ -15,4 +15,19 @@ internal static class Repo
             throw new InvalidOperationException("not inside the EdgeFleet repository");
         }
     }
+
+    /// <summary>Runs a program to its end and returns its standard output; throws when it fails.</summary>
+    public static string Capture(string file, params string[] args)
+    {
+        var start = new System.Diagnostics.ProcessStartInfo(file) { RedirectStandardOutput = true };
+        foreach (var a in args)
+            start.ArgumentList.Add(a);
+        using var process = System.Diagnostics.Process.Start(start)!;
+        var output = process.StandardOutput.ReadToEnd();
+        process.WaitForExit();
+        return process.ExitCode == 0 ? output : throw new InvalidOperationException($"{file} exited with {process.ExitCode}");
+    }
+
+    /// <summary>The cache of PaddleOCR's models, fetched by scripts/fetch-test-models.sh when missing.</summary>
+    public static string TestModels => Capture(Path.Combine(Root, "scripts", "fetch-test-models.sh")).Trim().Split('\n')[^1];
 }
