@@ -21,7 +21,7 @@ public sealed class DeviceMessageRouterTests : IDisposable
         _store = new LiteDbFleetStore(Path.Combine(_dir, "fleet.db"));
         _ingest = new TelemetryIngest(_store, _replies, _metrics, TimeProvider.System, NullLogger<TelemetryIngest>.Instance);
         _ingest.StartAsync(default).GetAwaiter().GetResult();
-        _router = new DeviceMessageRouter(_store, _ingest, _metrics, TimeProvider.System, NullLogger<DeviceMessageRouter>.Instance);
+        _router = new DeviceMessageRouter(_store, _ingest, _replies, _metrics, TimeProvider.System, NullLogger<DeviceMessageRouter>.Instance);
     }
 
     /// <summary>The ack the ingest sends for a telemetry message, once it is stored.</summary>
@@ -63,6 +63,25 @@ public sealed class DeviceMessageRouterTests : IDisposable
         Assert.Equal(1, _metrics.Rejected[WireError.Malformed]);
         Assert.False(_replies.Reader.TryRead(out _));
         Assert.Empty(await _store.ListDevicesAsync(default));
+    }
+
+    [Fact]
+    public async Task A_hello_gets_the_devices_stored_desired_state_sent_again_and_only_its_own()
+    {
+        static byte[] Hello(string device) => WireReader.Write(new HelloMessage
+        {
+            DeviceId = device, AgentVersion = "0.1.0", HardwareProfile = "x86-64-generic", BootId = "b1",
+            StartedAt = DateTimeOffset.UtcNow, Models = [],
+        }, WireJsonContext.Default.HelloMessage);
+        await _router.HandleAsync("ef/v1/d1/hello", Hello("d1"), default);
+        Assert.False(_replies.Reader.TryRead(out _)); // nothing desired yet: nothing sent
+        await _store.SetDesiredAsync("d1", [1, 2, 3], default);
+        await _router.HandleAsync("ef/v1/d2/hello", Hello("d2"), default);
+        Assert.False(_replies.Reader.TryRead(out _));
+        await _router.HandleAsync("ef/v1/d1/hello", Hello("d1"), default);
+        Assert.True(_replies.Reader.TryRead(out var reply));
+        Assert.Equal("ef/v1/d1/state/desired", reply.Topic);
+        Assert.Equal([1, 2, 3], reply.Payload);
     }
 
     [Theory]

@@ -156,6 +156,19 @@ public abstract partial class FleetStoreContract : IDisposable
     }
 
     [Fact]
+    public async Task A_desired_state_is_kept_per_device_and_replaced_by_the_next()
+    {
+        Assert.Null(await _store.GetDesiredAsync("d1", default));
+        await _store.SetDesiredAsync("d1", [1, 2, 3], default);
+        await _store.SetDesiredAsync("d2", [9], default);
+        await _store.SetDesiredAsync("d1", [4, 5], default);
+        Assert.Equal([4, 5], await _store.GetDesiredAsync("d1", default));
+        Assert.Equal([9], await _store.GetDesiredAsync("d2", default));
+        Assert.Null(await _store.GetDesiredAsync("d3", default));
+        Assert.Equal(["d1", "d2"], (await _store.ListDesiredAsync(default)).Select(d => d.DeviceId).Order(StringComparer.Ordinal));
+    }
+
+    [Fact]
     public async Task Reported_state_updates_the_active_model()
     {
         await _store.RecordReportedAsync(new ReportedState { DeviceId = "d1", Active = new ModelRef { Name = "m", Version = "2" }, Ota = OtaState.Idle, UpdatedAt = T0 }, T0, default);

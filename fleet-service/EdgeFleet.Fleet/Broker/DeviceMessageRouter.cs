@@ -15,7 +15,7 @@ public readonly record struct Reply(string Topic, byte[] Payload);
 /// <remarks>
 /// Telemetry goes on to <see cref="TelemetryIngest"/>, which stores it in groups and sends the acks.
 /// </remarks>
-public sealed partial class DeviceMessageRouter(IFleetStore store, TelemetryIngest ingest, FleetMetrics metrics, TimeProvider time, ILogger<DeviceMessageRouter> log)
+public sealed partial class DeviceMessageRouter(IFleetStore store, TelemetryIngest ingest, ReplyQueue replies, FleetMetrics metrics, TimeProvider time, ILogger<DeviceMessageRouter> log)
 {
     /// <summary>A received payload copied out of the MQTT library's buffers; an oversized one becomes one byte too many, which <see cref="WireReader"/> refuses, without being copied.</summary>
     public static byte[] CopyPayload(in System.Buffers.ReadOnlySequence<byte> payload) =>
@@ -56,6 +56,11 @@ public sealed partial class DeviceMessageRouter(IFleetStore store, TelemetryInge
                         return;
                     await store.RecordHelloAsync(hello.Message!, now, ct).ConfigureAwait(false);
                     Log.Hello(log, deviceId, hello.Message!.AgentVersion, hello.Message.BootId);
+                    // A device says hello after its subscriptions are granted. The retained desired state can
+                    // miss a subscription made while it was being published; sending the stored one again
+                    // here closes that gap (the agent ignores a desired state it has already settled).
+                    if (await store.GetDesiredAsync(deviceId, ct).ConfigureAwait(false) is { } desired)
+                        await replies.WriteAsync(new Reply(Topics.For(deviceId, TopicKind.StateDesired), desired), ct).ConfigureAwait(false);
                     return;
                 }
             case TopicKind.StateReported:

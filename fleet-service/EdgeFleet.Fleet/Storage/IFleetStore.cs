@@ -34,6 +34,9 @@ public interface IFleetStore : IDisposable
 
     Task<IReadOnlyList<(string DeviceId, byte[] Payload)>> ListDesiredAsync(CancellationToken cancellationToken);
 
+    /// <summary>One device's stored desired state (the wire payload), or null when none was set.</summary>
+    Task<byte[]?> GetDesiredAsync(string deviceId, CancellationToken cancellationToken);
+
     Task<IReadOnlyList<DeviceRecord>> ListDevicesAsync(CancellationToken cancellationToken);
 
     Task<DeviceRecord?> GetDeviceAsync(string deviceId, CancellationToken cancellationToken);

@@ -85,6 +85,9 @@ public sealed partial class LiteDbFleetStore : IFleetStore
     public Task<IReadOnlyList<(string DeviceId, byte[] Payload)>> ListDesiredAsync(CancellationToken cancellationToken) =>
         UnderGateAsync<IReadOnlyList<(string, byte[])>>(() => _desired.FindAll().Select(d => (d["_id"].AsString, d["payload"].AsBinary)).ToList(), cancellationToken);
 
+    public Task<byte[]?> GetDesiredAsync(string deviceId, CancellationToken cancellationToken) =>
+        UnderGateAsync(() => _desired.FindById(deviceId) is { } d ? d["payload"].AsBinary : null, cancellationToken);
+
     public async Task<IReadOnlyList<TelemetryStoreResult>> StoreTelemetryAsync(IReadOnlyList<IncomingTelemetry> batches, DateTimeOffset now, CancellationToken cancellationToken)
     {
         await _write.WaitAsync(cancellationToken).ConfigureAwait(false);

@@ -65,6 +65,13 @@ public sealed partial class PostgresFleetStore : IFleetStore
         return result;
     }
 
+    public async Task<byte[]?> GetDesiredAsync(string deviceId, CancellationToken cancellationToken)
+    {
+        await using var cmd = _db.CreateCommand("select payload from desired where device = @d");
+        cmd.Parameters.AddWithValue("d", deviceId);
+        return await cmd.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false) as byte[];
+    }
+
     public async Task<IReadOnlyList<TelemetryStoreResult>> StoreTelemetryAsync(IReadOnlyList<IncomingTelemetry> batches, DateTimeOffset now, CancellationToken cancellationToken)
     {
         await using var conn = await _db.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
