@@ -70,8 +70,12 @@ public sealed class DeviceMessageRouterTests : IDisposable
     {
         static byte[] Hello(string device) => WireReader.Write(new HelloMessage
         {
-            DeviceId = device, AgentVersion = "0.1.0", HardwareProfile = "x86-64-generic", BootId = "b1",
-            StartedAt = DateTimeOffset.UtcNow, Models = [],
+            DeviceId = device,
+            AgentVersion = "0.1.0",
+            HardwareProfile = "x86-64-generic",
+            BootId = "b1",
+            StartedAt = DateTimeOffset.UtcNow,
+            Models = [],
         }, WireJsonContext.Default.HelloMessage);
         await _router.HandleAsync("ef/v1/d1/hello", Hello("d1"), default);
         Assert.False(_replies.Reader.TryRead(out _)); // nothing desired yet: nothing sent
