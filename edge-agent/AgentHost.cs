@@ -57,6 +57,8 @@ public static partial class AgentHost
         builder.Services.AddHostedService<OtaService>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<SyncService>());
         builder.Services.AddHostedService<InferenceService>();
+        builder.Services.AddSingleton<InferenceMetrics>();
+        builder.Services.AddHostedService<LocalApi.LocalApiService>();
         builder.Services.AddHostedService<HealthService>();
 
         using var host = builder.Build();

@@ -36,6 +36,8 @@ public sealed record AgentConfig
 
     public FallbackConfig Fallback { get; set; } = new();
 
+    public LocalApiConfig LocalApi { get; set; } = new();
+
     /// <summary>Trace, Debug, Information, Warning, Error or Critical.</summary>
     [JsonConverter(typeof(JsonStringEnumConverter<Microsoft.Extensions.Logging.LogLevel>))]
     public Microsoft.Extensions.Logging.LogLevel LogLevel { get; set; } = Microsoft.Extensions.Logging.LogLevel.Information;
@@ -58,6 +60,27 @@ public sealed record FallbackConfig
 
     /// <summary>A run slower than this counts as a failure (the result is still used); 0: no budget.</summary>
     public double LatencyBudgetMs { get; set; }
+}
+
+/// <summary>
+/// The local inference API for applications on the device: HTTP/1.1 on a Unix domain socket (and optionally
+/// on a loopback TCP port). Access is the socket file's: owner and group edgefleet, mode 0660.
+/// </summary>
+public sealed record LocalApiConfig
+{
+    public bool Enabled { get; set; } = true;
+
+    /// <summary>Unset: <c>api.sock</c> in systemd's RuntimeDirectory (<c>/run/edgefleet</c>), else in the state directory.</summary>
+    public string? Socket { get; set; }
+
+    /// <summary>Also listen on this loopback TCP port (127.0.0.1 and ::1); unset: the socket only.</summary>
+    public int? TcpPort { get; set; }
+
+    /// <summary>The largest request body accepted (a binary tensor body included); larger ones get 413.</summary>
+    public long MaxRequestBytes { get; set; } = 64L * 1024 * 1024;
+
+    /// <summary>The socket file's permission bits, octal.</summary>
+    public string SocketMode { get; set; } = "0660";
 }
 
 /// <summary>Signed model updates. Without a pinned root the agent refuses every update (and says so).</summary>
@@ -135,6 +158,9 @@ public enum InputKind
 
     /// <summary>One JSON array of samples per line, read from a file or FIFO that another process writes.</summary>
     JsonLines,
+
+    /// <summary>No sensor input: applications send their own data through the local API, and any model loads.</summary>
+    None,
 }
 
 public sealed record InputConfig

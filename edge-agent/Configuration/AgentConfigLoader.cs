@@ -38,6 +38,7 @@ public static class AgentConfigLoader
         Model = c.Model is null ? null : c.Model with { Path = Path.GetFullPath(c.Model.Path, baseDir) },
         Input = c.Input.Path is null ? c.Input : c.Input with { Path = Path.GetFullPath(c.Input.Path, baseDir) },
         FleetCaFile = c.FleetCaFile is null ? null : Path.GetFullPath(c.FleetCaFile, baseDir),
+        LocalApi = c.LocalApi.Socket is null ? c.LocalApi : c.LocalApi with { Socket = Path.GetFullPath(c.LocalApi.Socket, baseDir) },
         Broker = c.Broker with
         {
             ClientCertificateFile = c.Broker.ClientCertificateFile is null ? null : Path.GetFullPath(c.Broker.ClientCertificateFile, baseDir),
@@ -74,6 +75,14 @@ public static class AgentConfigLoader
             throw new ConfigException("telemetry.hardExampleBelow must be within [0, 1] and hardExampleBytesPerHour not negative");
         if (c.Fallback.FailureThreshold < 1 || c.Fallback.OpenSeconds <= 0 || c.Fallback.LatencyBudgetMs < 0)
             throw new ConfigException("fallback.failureThreshold must be at least 1, openSeconds positive and latencyBudgetMs not negative");
+        if (c.LocalApi.TcpPort is { } apiPort && apiPort is < 1 or > 65535)
+            throw new ConfigException($"localApi.tcpPort {apiPort} is out of range");
+        if (c.LocalApi.MaxRequestBytes < 1024)
+            throw new ConfigException("localApi.maxRequestBytes must be at least 1024");
+        if (!LocalApi.LocalApiService.TryParseMode(c.LocalApi.SocketMode, out _))
+            throw new ConfigException($"localApi.socketMode '{c.LocalApi.SocketMode}' is not an octal permission such as 0660");
+        if (c.LocalApi.Socket is { Length: > 100 } longPath)
+            throw new ConfigException($"localApi.socket {longPath} is longer than a Unix socket path may be (100 characters here)");
         ValidateBuffer(c.Telemetry);
     }
 

@@ -15,13 +15,18 @@ namespace EdgeFleet.Agent.Inference;
 /// swapping it, belongs to the OTA service.
 /// </summary>
 public sealed partial class InferenceService(
-    AgentConfig config, AgentRuntime runtime, ModelHost host, TelemetryBuffer buffer, ILogger<InferenceService> log) : BackgroundService
+    AgentConfig config, AgentRuntime runtime, ModelHost host, TelemetryBuffer buffer, InferenceMetrics metrics, ILogger<InferenceService> log) : BackgroundService
 {
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
         if (config.Model is null && !File.Exists(config.Ota.RootPath))
         {
             Log.NoModel(log);
+            return;
+        }
+        if (config.Input.Kind == InputKind.None)
+        {
+            Log.NoInput(log);
             return;
         }
         using var source = CreateSource();
@@ -43,7 +48,10 @@ public sealed partial class InferenceService(
             {
                 Log.RunFailed(log, e.Code, e.Message);
                 if (host.Current?.Model is { } failing)
+                {
                     latency.RecordError(failing, runtime.Time.GetUtcNow());
+                    metrics.Failed(failing, InferenceSource.Sensor, e.Code);
+                }
                 continue;
             }
             foreach (var change in host.TakeEvents())
@@ -52,6 +60,7 @@ public sealed partial class InferenceService(
                 continue; // no model loaded (yet): the OTA service keeps trying
             var micros = (long)Stopwatch.GetElapsedTime(started).TotalMicroseconds;
             latency.Record(r.Model, micros, runtime.Time.GetUtcNow());
+            metrics.Served(r.Model, InferenceSource.Sensor, micros, r.FellBack);
             await AppendAsync(new TelemetryRecord
             {
                 Ts = runtime.Time.GetUtcNow(),
@@ -129,6 +138,9 @@ public sealed partial class InferenceService(
     {
         [LoggerMessage(2001, LogLevel.Warning, "No model configured and no OTA root pinned; the agent reports and syncs but runs no inference")]
         public static partial void NoModel(ILogger logger);
+
+        [LoggerMessage(2009, LogLevel.Information, "No sensor input configured (input.kind none): the model serves the local API only")]
+        public static partial void NoInput(ILogger logger);
 
         [LoggerMessage(2004, LogLevel.Warning, "Inference failed: {Code}: {Reason}")]
         public static partial void RunFailed(ILogger logger, InferenceError code, string reason);

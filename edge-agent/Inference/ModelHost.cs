@@ -6,12 +6,13 @@ namespace EdgeFleet.Agent.Inference;
 /// <summary>A model loaded and ready to classify: the session, its steady-state classifier, and what it is.</summary>
 public sealed class LoadedModel : IDisposable
 {
-    private LoadedModel(ModelRef model, string path, ModelSession session, Classifier classifier)
+    private LoadedModel(ModelRef model, string path, ModelSession session, Classifier? classifier, string? notClassifier)
     {
         Model = model;
         Path = path;
         Session = session;
-        Classifier = classifier;
+        _classifier = classifier;
+        _notClassifier = notClassifier;
         HardExampleBelow = session.Metadata.TryGetValue("edgefleet.hard_example_below", out var text)
             && float.TryParse(text, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out var v) && v is >= 0 and <= 1 ? v : null;
     }
@@ -22,18 +23,29 @@ public sealed class LoadedModel : IDisposable
 
     public ModelSession Session { get; }
 
-    public Classifier Classifier { get; }
+    private readonly Classifier? _classifier;
+    private readonly string? _notClassifier;
+
+    /// <summary>The sensor loop's bound classifier; a model loaded without one (API only) throws here with the reason.</summary>
+    public Classifier Classifier => _classifier ?? throw new InferenceException(InferenceError.InputMismatch, _notClassifier!);
 
     /// <summary>The model's own hard-example threshold (<c>edgefleet.hard_example_below</c> metadata), read once at load.</summary>
     public float? HardExampleBelow { get; }
 
-    /// <summary>Loads a model file and builds its classifier; throws <see cref="InferenceException"/>.</summary>
-    public static LoadedModel Load(ModelRef model, string path, int? intraOpThreads, Profiles.HardwareProfile? profile = null)
+    /// <summary>
+    /// Loads a model file and builds its classifier; throws <see cref="InferenceException"/>. Without
+    /// <paramref name="requireClassifier"/> (an agent with no sensor input) any model loads, for the local API.
+    /// </summary>
+    public static LoadedModel Load(ModelRef model, string path, int? intraOpThreads, Profiles.HardwareProfile? profile = null, bool requireClassifier = true)
     {
         var session = ModelSession.Load(path, intraOpThreads, profile);
         try
         {
-            return new LoadedModel(model, path, session, new Classifier(session, InferenceService.LabelsOf(session)));
+            return new LoadedModel(model, path, session, new Classifier(session, InferenceService.LabelsOf(session)), null);
+        }
+        catch (InferenceException e) when (!requireClassifier && e.Code == InferenceError.InputMismatch)
+        {
+            return new LoadedModel(model, path, session, null, $"model {model.Name} v{model.Version} is not a classifier the sensor input can use: {e.Message}");
         }
         catch
         {
@@ -42,22 +54,47 @@ public sealed class LoadedModel : IDisposable
         }
     }
 
-    public void Dispose()
+    /// <summary>Serializes the <see cref="Classifier"/>'s bound buffers (the session itself runs requests concurrently).</summary>
+    internal Lock ClassifierLock { get; } = new();
+
+    /// <summary>References: the owner's (released by <see cref="Dispose"/>) plus one per request in flight.</summary>
+    private int _references = 1;
+
+    /// <summary>Keeps the model alive for one request; only while the caller knows it is still owned.</summary>
+    internal void AddReference() => Interlocked.Increment(ref _references);
+
+    /// <summary>Ends a request's (or the owner's) reference; the last one frees the session.</summary>
+    internal void Release()
     {
-        Classifier.Dispose();
-        Session.Dispose();
+        if (Interlocked.Decrement(ref _references) == 0)
+        {
+            _classifier?.Dispose();
+            Session.Dispose();
+        }
     }
+
+    /// <summary>Lets go of the owner's reference: the session is freed now, or when its last request ends.</summary>
+    public void Dispose() => Release();
 }
 
 /// <summary>One classification: the model that answered (the fallback when <see cref="FellBack"/>) and its answer.</summary>
 public readonly record struct Classification(ModelRef Model, string Label, float Confidence, float? HardExampleBelow, bool FellBack);
 
+/// <summary>A loaded model as the local API and the metrics describe it.</summary>
+public sealed record ModelStatus(string Name, string Version, string? Sha256, string Role, string Breaker,
+    IReadOnlyList<string> ExecutionProviders, IReadOnlyList<Profiles.ProviderFallback> ProviderFallbacks,
+    IReadOnlyList<TensorSpec> Inputs, IReadOnlyList<TensorSpec> Outputs);
+
+/// <summary>A request's result and the model that produced it (the fallback when <see cref="FellBack"/>).</summary>
+public readonly record struct Served<T>(T Result, LoadedModel Model, bool FellBack);
+
 /// <summary>A breaker change worth telling the fleet: the active model failing over to the fallback, or recovering.</summary>
 public sealed record FallbackEvent(ModelRef Active, ModelRef? Fallback, BreakerState State, string Reason);
 
 /// <summary>
-/// The model the agent serves now. A swap replaces it under the same lock that every classification holds,
-/// so a request runs wholly on the old model or wholly on the new one. The replaced model stays loaded as the
+/// The model the agent serves now, to the sensor loop and to the local API alike. A swap replaces it atomically:
+/// a request that started runs wholly on the old model, which is freed when the last such request ends (each
+/// request holds a reference), and every later request runs on the new one. The replaced model stays loaded as the
 /// fallback (<see cref="FallbackConfig"/>): when the active model throws or runs over its latency budget, the
 /// request is answered by the fallback, and after enough consecutive failures a circuit breaker sends every
 /// request there until a trial request succeeds again. Consecutive inference failures of the active model are
@@ -157,35 +194,109 @@ public sealed class ModelHost : IDisposable
     /// <summary>Classifies on the active model, or the fallback as described above; null when no model is loaded.</summary>
     public Classification? Classify(ReadOnlySpan<float> features)
     {
+        // A span cannot be captured by the delegate: the sensor path's features are copied into the bound buffer.
+        var buffer = System.Buffers.ArrayPool<float>.Shared.Rent(features.Length);
+        try
+        {
+            features.CopyTo(buffer);
+            var served = Serve((buffer, features.Length), static (model, input) =>
+            {
+                lock (model.ClassifierLock)
+                    return model.Classifier.Classify(input.buffer.AsSpan(0, input.Length));
+            });
+            if (served is not { } s)
+                return null;
+            return new Classification(s.Model.Model, s.Model.Classifier.Labels[s.Result.Index], s.Result.Confidence, s.Model.HardExampleBelow, s.FellBack);
+        }
+        finally
+        {
+            System.Buffers.ArrayPool<float>.Shared.Return(buffer);
+        }
+    }
+
+    /// <summary>
+    /// Runs <paramref name="run"/> on the active model, or on the fallback when the breaker is open or the active
+    /// model fails (errors or runs over the latency budget); null when no model is loaded. The model it runs on
+    /// stays alive until it returns, even when a swap replaces it meanwhile: requests in flight finish on the
+    /// old session, which is freed after the last of them. A request whose input does not fit the model
+    /// (<see cref="InferenceError.InputMismatch"/>) is the caller's error: it is thrown, not failed over.
+    /// </summary>
+    public Served<T>? Serve<TState, T>(TState state, Func<LoadedModel, TState, T> run)
+    {
+        LoadedModel active;
+        LoadedModel? fallback;
+        bool tryActive;
         lock (_lock)
         {
-            if (_current is not { } model)
+            if (_current is null)
                 return null;
-            if (_fallback is null || _breaker.AllowRequest())
+            active = _current;
+            fallback = _fallback;
+            tryActive = fallback is null || _breaker.AllowRequest();
+            active.AddReference();
+            fallback?.AddReference();
+        }
+        try
+        {
+            if (tryActive)
             {
                 var started = _runtime.Time.GetTimestamp();
                 try
                 {
-                    var (index, confidence) = model.Classifier.Classify(features);
-                    _consecutiveFailures = 0;
+                    var result = run(active, state);
                     var elapsed = _runtime.Time.GetElapsedTime(started);
-                    if (_config.LatencyBudgetMs > 0 && elapsed.TotalMilliseconds > _config.LatencyBudgetMs)
-                        Failed(model, $"inference took {elapsed.TotalMilliseconds:F1} ms, over the {_config.LatencyBudgetMs:F1} ms budget");
-                    else if (_fallback is not null && _breaker.Success())
-                        _events.Add(new FallbackEvent(model.Model, _fallback.Model, BreakerState.Closed, "the active model answered its trial request"));
-                    return new Classification(model.Model, model.Classifier.Labels[index], confidence, model.HardExampleBelow, FellBack: false);
+                    lock (_lock)
+                    {
+                        if (ReferenceEquals(_current, active))
+                        {
+                            _consecutiveFailures = 0;
+                            if (_config.LatencyBudgetMs > 0 && elapsed.TotalMilliseconds > _config.LatencyBudgetMs)
+                                Failed(active, $"inference took {elapsed.TotalMilliseconds:F1} ms, over the {_config.LatencyBudgetMs:F1} ms budget");
+                            else if (_fallback is not null && _breaker.Success())
+                                _events.Add(new FallbackEvent(active.Model, _fallback.Model, BreakerState.Closed, "the active model answered its trial request"));
+                        }
+                    }
+                    return new Served<T>(result, active, FellBack: false);
                 }
-                catch (InferenceException e)
+                catch (InferenceException e) when (e.Code != InferenceError.InputMismatch)
                 {
-                    _consecutiveFailures++;
-                    if (_fallback is null)
+                    lock (_lock)
+                    {
+                        if (ReferenceEquals(_current, active))
+                        {
+                            _consecutiveFailures++;
+                            Failed(active, e.Message);
+                        }
+                    }
+                    if (fallback is null)
                         throw;
-                    Failed(model, e.Message);
                 }
             }
-            var (i, c) = _fallback.Classifier.Classify(features);
-            return new Classification(_fallback.Model, _fallback.Classifier.Labels[i], c, _fallback.HardExampleBelow, FellBack: true);
+            return new Served<T>(run(fallback!, state), fallback!, FellBack: true);
         }
+        finally
+        {
+            active.Release();
+            fallback?.Release();
+        }
+    }
+
+    /// <summary>The active model and the fallback, if loaded.</summary>
+    public IReadOnlyList<ModelStatus> Status()
+    {
+        lock (_lock)
+        {
+            var breaker = _breaker.State switch { BreakerState.Open => "open", BreakerState.HalfOpen => "half-open", _ => "closed" };
+            var list = new List<ModelStatus>(2);
+            if (_current is { } c)
+                list.Add(Describe(c, "active", _fallback is null ? "closed" : breaker));
+            if (_fallback is { } f)
+                list.Add(Describe(f, "fallback", "closed"));
+            return list;
+        }
+
+        static ModelStatus Describe(LoadedModel m, string role, string breaker) => new(m.Model.Name, m.Model.Version, m.Model.Sha256, role, breaker,
+            m.Session.Providers.Providers, m.Session.Providers.Fallbacks, m.Session.Inputs, m.Session.Outputs);
     }
 
     /// <summary>Breaker changes since the last call, oldest first (an empty array when there were none).</summary>
@@ -201,6 +312,7 @@ public sealed class ModelHost : IDisposable
         }
     }
 
+    /// <summary>Counts a failure of the active model; called under the lock.</summary>
     private void Failed(LoadedModel model, string reason)
     {
         if (_fallback is not null && _breaker.Failure())

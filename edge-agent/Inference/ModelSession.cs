@@ -83,29 +83,44 @@ public sealed class ModelSession : IDisposable
     }
 
     /// <summary>Runs named JSON tensors through the model: the general, allocating path used by <c>infer</c>.</summary>
-    public InferResponse Run(IReadOnlyDictionary<string, JsonTensor> inputs)
+    public InferResponse Run(IReadOnlyDictionary<string, JsonTensor> inputs) =>
+        Run(inputs, (results, micros) =>
+        {
+            var outputs = new Dictionary<string, JsonTensor>();
+            for (var i = 0; i < OutputNames.Length; i++)
+                outputs[OutputNames[i]] = FromOrtValue(results[i]);
+            return new InferResponse { Model = Path, Outputs = outputs, LatencyMicros = micros };
+        });
+
+    /// <summary>Runs named JSON tensors, each checked against the model's input, and hands the outputs to <paramref name="read"/>.</summary>
+    public T Run<T>(IReadOnlyDictionary<string, JsonTensor> inputs, Func<IReadOnlyList<OrtValue>, long, T> read)
     {
         foreach (var name in inputs.Keys)
         {
             if (!InputNames.Contains(name))
                 throw new InferenceException(InferenceError.InputMismatch, $"the model has no input '{name}' (inputs: {string.Join(", ", InputNames)})");
         }
+        return Run(
+            spec => inputs.TryGetValue(spec.Name, out var tensor) ? ToOrtValue(spec, tensor)
+                : throw new InferenceException(InferenceError.InputMismatch, $"input '{spec.Name}' {spec.TypeName}{spec.ShapeText} is missing"),
+            read);
+    }
+
+    /// <summary>
+    /// Builds the inputs (<paramref name="input"/> is called once per model input, in order), runs the model
+    /// and hands the outputs and the run's duration in microseconds to <paramref name="read"/>; every native
+    /// value is disposed after.
+    /// </summary>
+    public T Run<T>(Func<TensorSpec, OrtValue> input, Func<IReadOnlyList<OrtValue>, long, T> read)
+    {
         var values = new List<OrtValue>(Inputs.Count);
         try
         {
             foreach (var spec in Inputs)
-            {
-                if (!inputs.TryGetValue(spec.Name, out var tensor))
-                    throw new InferenceException(InferenceError.InputMismatch, $"input '{spec.Name}' {spec.TypeName}{spec.ShapeText} is missing");
-                values.Add(ToOrtValue(spec, tensor));
-            }
+                values.Add(input(spec));
             var started = Stopwatch.GetTimestamp();
             using var results = RunAllocating(values);
-            var micros = (long)Stopwatch.GetElapsedTime(started).TotalMicroseconds;
-            var outputs = new Dictionary<string, JsonTensor>();
-            for (var i = 0; i < OutputNames.Length; i++)
-                outputs[OutputNames[i]] = FromOrtValue(results[i]);
-            return new InferResponse { Model = Path, Outputs = outputs, LatencyMicros = micros };
+            return read(results, (long)Stopwatch.GetElapsedTime(started).TotalMicroseconds);
         }
         finally
         {
@@ -114,7 +129,26 @@ public sealed class ModelSession : IDisposable
         }
     }
 
-    /// <summary>Runs pre-built values into pre-allocated outputs: the steady-state path, no per-call allocation.</summary>
+    /// <summary>
+    /// A tensor from raw little-endian bytes (the local API's binary body), checked against the input's
+    /// element type and shape: any fixed-size numeric type the model declares, no conversion.
+    /// </summary>
+    public static OrtValue FromBytes(TensorSpec spec, long[] shape, string? type, ReadOnlySpan<byte> data)
+    {
+        if (spec.CheckShape(shape) is { } reason)
+            throw new InferenceException(InferenceError.InputMismatch, reason);
+        if (type is not null && type != spec.TypeName)
+            throw new InferenceException(InferenceError.InputMismatch, $"input '{spec.Name}' is {type}, the model expects {spec.TypeName}");
+        if (TensorSpec.ElementSize(spec.ElementType) is not { } size)
+            throw new InferenceException(InferenceError.InputMismatch, $"input '{spec.Name}' is {spec.TypeName}, which a binary body cannot carry");
+        var count = shape.Aggregate(1L, (a, b) => a * b);
+        if (count * size != data.Length)
+            throw new InferenceException(InferenceError.InputMismatch, $"input '{spec.Name}' {spec.TypeName}[{string.Join(", ", shape)}] needs {count * size} bytes; the body has {data.Length}");
+        var value = OrtValue.CreateAllocatedTensorValue(OrtAllocator.DefaultInstance, spec.ElementType, shape);
+        data.CopyTo(value.GetTensorMutableRawData());
+        return value;
+    }
+
     /// <summary>Binds pre-allocated tensors to the model's inputs and outputs, in their order, for <see cref="Run(OrtIoBinding)"/>.</summary>
     internal OrtIoBinding Bind(IReadOnlyList<OrtValue> inputs, IReadOnlyList<OrtValue> outputs)
     {
@@ -171,7 +205,7 @@ public sealed class ModelSession : IDisposable
         };
     }
 
-    private static JsonTensor FromOrtValue(OrtValue value)
+    internal static JsonTensor FromOrtValue(OrtValue value)
     {
         var info = value.GetTensorTypeAndShape();
         double[] data = info.ElementDataType switch

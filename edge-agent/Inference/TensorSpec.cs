@@ -29,6 +29,16 @@ public sealed record TensorSpec(string Name, TensorElementType ElementType, long
         return null;
     }
 
+    /// <summary>Bytes per element of a fixed-size numeric type; null for strings and non-tensors.</summary>
+    public static int? ElementSize(TensorElementType type) => type switch
+    {
+        TensorElementType.Float or TensorElementType.Int32 or TensorElementType.UInt32 => 4,
+        TensorElementType.Double or TensorElementType.Int64 or TensorElementType.UInt64 => 8,
+        TensorElementType.Float16 or TensorElementType.BFloat16 or TensorElementType.Int16 or TensorElementType.UInt16 => 2,
+        TensorElementType.Int8 or TensorElementType.UInt8 or TensorElementType.Bool => 1,
+        _ => null,
+    };
+
     public static string ElementTypeName(TensorElementType type) =>
         type == TensorElementType.DataTypeMax ? "non-tensor" : EdgeFleet.Shared.Ota.TensorTypes.Name((int)type);
 

@@ -198,7 +198,7 @@ public sealed partial class OtaService : BackgroundService
         LoadedModel candidate;
         try
         {
-            candidate = LoadedModel.Load(Ref(model)!, model.Path, _config.Model?.IntraOpThreads, _runtime.Profile);
+            candidate = LoadedModel.Load(Ref(model)!, model.Path, _config.Model?.IntraOpThreads, _runtime.Profile, requireClassifier: _config.Input.Kind != InputKind.None);
         }
         catch (InferenceException e)
         {
@@ -294,7 +294,7 @@ public sealed partial class OtaService : BackgroundService
                 continue;
             try
             {
-                var loaded = LoadedModel.Load(Ref(candidate)!, candidate.Path, _config.Model?.IntraOpThreads, _runtime.Profile);
+                var loaded = LoadedModel.Load(Ref(candidate)!, candidate.Path, _config.Model?.IntraOpThreads, _runtime.Profile, requireClassifier: _config.Input.Kind != InputKind.None);
                 ReportProviders(loaded);
                 _host.Activate(loaded);
                 if (pointer is not null && candidate != pointer.Active)

@@ -19,9 +19,9 @@ public class RealModelTests
         return output.Trim().Split('\n')[^1];
     });
 
-    private static string Classifier => Path.Combine(Cache.Value, "ch_ppocr_mobile_v2.0_cls_infer.onnx");
+    internal static string Classifier => Path.Combine(Cache.Value, "ch_ppocr_mobile_v2.0_cls_infer.onnx");
 
-    private static string Detector => Path.Combine(Cache.Value, "ch_PP-OCRv4_det_infer.onnx");
+    internal static string Detector => Path.Combine(Cache.Value, "ch_PP-OCRv4_det_infer.onnx");
 
     private static JsonTensor Zeros(params long[] shape) => new() { Shape = shape, Data = new double[shape.Aggregate(1L, (a, b) => a * b)] };
 

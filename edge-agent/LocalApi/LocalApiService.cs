@@ -1,0 +1,373 @@
+using System.Globalization;
+using System.Net.Sockets;
+using System.Text;
+using System.Text.Json;
+using EdgeFleet.Agent.Configuration;
+using EdgeFleet.Agent.Inference;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.ML.OnnxRuntime;
+
+namespace EdgeFleet.Agent.LocalApi;
+
+/// <summary>
+/// The local inference API: Kestrel (the empty builder: no configuration sources, no routing, AOT-clean) on a
+/// Unix domain socket, and optionally a loopback TCP port, serving
+/// <list type="bullet">
+/// <item><c>POST /v1/models/{name}/infer</c>: JSON tensors (<c>{"inputs": {"x": {"shape": [...], "data": [...]}}}</c>),
+/// or one tensor as raw little-endian bytes (<c>Content-Type: application/octet-stream</c>,
+/// <c>?shape=1,3,48,192[&amp;input=x][&amp;type=float32]</c>); the answer is JSON, or one output's raw bytes
+/// with <c>Accept: application/octet-stream</c> (<c>?output=</c> names it when there are several).</item>
+/// <item><c>GET /v1/models</c>: the loaded versions, their inputs and outputs, execution providers and breaker.</item>
+/// <item><c>GET /metrics</c>: Prometheus text (<see cref="InferenceMetrics"/>).</item>
+/// <item><c>GET /healthz</c>: 200 while a model is loaded, else 503.</item>
+/// </list>
+/// Requests run on <see cref="ModelHost"/>, so they see hot swaps and the fallback exactly as the sensor loop does.
+/// </summary>
+public sealed partial class LocalApiService(AgentConfig config, ModelHost host, InferenceMetrics metrics, ILoggerFactory loggers) : IHostedService, IAsyncDisposable
+{
+    private const string OctetStream = "application/octet-stream";
+    private readonly ILogger _log = loggers.CreateLogger<LocalApiService>();
+    private WebApplication? _app;
+
+    /// <summary>The socket path in use (after start).</summary>
+    public string? SocketPath { get; private set; }
+
+    /// <summary>The default socket: systemd's RuntimeDirectory when the unit has one, else the state directory.</summary>
+    public static string DefaultSocket(AgentConfig config) =>
+        Path.Combine(Environment.GetEnvironmentVariable("RUNTIME_DIRECTORY")?.Split(':')[0] is { Length: > 0 } run ? run : config.StateDirectory, "api.sock");
+
+    public static bool TryParseMode(string text, out UnixFileMode mode)
+    {
+        var ok = text.Length is >= 3 and <= 4 && text.All(c => c is >= '0' and <= '7');
+        mode = ok ? (UnixFileMode)Convert.ToInt32(text, 8) : 0;
+        return ok;
+    }
+
+    public async Task StartAsync(CancellationToken cancellationToken)
+    {
+        var options = config.LocalApi;
+        if (!options.Enabled)
+            return;
+        var socket = options.Socket ?? DefaultSocket(config);
+        try
+        {
+            Directory.CreateDirectory(Path.GetDirectoryName(socket)!);
+            RemoveStaleSocket(socket);
+            var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions());
+            builder.Services.AddSingleton(loggers);
+            builder.WebHost.UseKestrelCore().ConfigureKestrel(k =>
+            {
+                k.AddServerHeader = false;
+                k.Limits.MaxRequestBodySize = options.MaxRequestBytes;
+                k.ListenUnixSocket(socket, l => l.Protocols = HttpProtocols.Http1);
+                if (options.TcpPort is { } port)
+                    k.ListenLocalhost(port, l => l.Protocols = HttpProtocols.Http1);
+            });
+            var app = builder.Build();
+            app.Run(HandleAsync);
+            await app.StartAsync(cancellationToken).ConfigureAwait(false);
+            _app = app;
+            SocketPath = socket;
+            if (TryParseMode(options.SocketMode, out var mode) && !OperatingSystem.IsWindows())
+                File.SetUnixFileMode(socket, mode);
+            Log.Listening(_log, socket, options.TcpPort is { } p ? $" and 127.0.0.1:{p}" : "");
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or SocketException or InvalidOperationException)
+        {
+            // The API is a service to local applications; without it the agent still infers, buffers and syncs.
+            Log.CannotListen(_log, socket, e.Message);
+        }
+    }
+
+    /// <summary>A socket file left by a killed agent is removed; one that answers belongs to a running process.</summary>
+    private static void RemoveStaleSocket(string path)
+    {
+        if (!File.Exists(path))
+            return;
+        using var probe = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        try
+        {
+            probe.Connect(new UnixDomainSocketEndPoint(path));
+        }
+        catch (SocketException)
+        {
+            File.Delete(path);
+            return;
+        }
+        throw new InvalidOperationException($"another process is serving on {path}");
+    }
+
+    public async Task StopAsync(CancellationToken cancellationToken)
+    {
+        if (_app is { } app)
+            await app.StopAsync(cancellationToken).ConfigureAwait(false);
+        if (SocketPath is { } socket)
+            File.Delete(socket);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (_app is { } app)
+            await app.DisposeAsync().ConfigureAwait(false);
+    }
+
+    private async Task HandleAsync(HttpContext context)
+    {
+        var path = context.Request.Path.Value ?? "/";
+        try
+        {
+            switch (path)
+            {
+                case "/metrics":
+                    if (Allow(context, HttpMethods.Get))
+                        await MetricsAsync(context).ConfigureAwait(false);
+                    return;
+                case "/v1/models":
+                    if (Allow(context, HttpMethods.Get))
+                        await ModelsAsync(context).ConfigureAwait(false);
+                    return;
+                case "/healthz":
+                    if (Allow(context, HttpMethods.Get))
+                    {
+                        context.Response.StatusCode = host.Current is null ? StatusCodes.Status503ServiceUnavailable : StatusCodes.Status200OK;
+                        await context.Response.WriteAsync(host.Current is null ? "no model loaded\n" : "ok\n").ConfigureAwait(false);
+                    }
+                    return;
+            }
+            if (path.StartsWith("/v1/models/", StringComparison.Ordinal) && path.EndsWith("/infer", StringComparison.Ordinal) && path.Length > "/v1/models//infer".Length)
+            {
+                if (Allow(context, HttpMethods.Post))
+                    await InferAsync(context, Uri.UnescapeDataString(path["/v1/models/".Length..^"/infer".Length])).ConfigureAwait(false);
+                return;
+            }
+            await ErrorAsync(context, StatusCodes.Status404NotFound, "not-found", $"no route {path}: POST /v1/models/{{name}}/infer, GET /v1/models, GET /metrics, GET /healthz").ConfigureAwait(false);
+        }
+        catch (Microsoft.AspNetCore.Http.BadHttpRequestException e) when (!context.Response.HasStarted)
+        {
+            var code = e.StatusCode == StatusCodes.Status413PayloadTooLarge ? "too-large" : "bad-request";
+            var reason = e.StatusCode == StatusCodes.Status413PayloadTooLarge ? $"the body is over localApi.maxRequestBytes ({config.LocalApi.MaxRequestBytes} bytes)" : e.Message;
+            await ErrorAsync(context, e.StatusCode, code, reason).ConfigureAwait(false);
+        }
+    }
+
+    private static bool Allow(HttpContext context, string method)
+    {
+        if (HttpMethods.Equals(context.Request.Method, method))
+            return true;
+        context.Response.StatusCode = StatusCodes.Status405MethodNotAllowed;
+        context.Response.Headers.Allow = method;
+        return false;
+    }
+
+    private Task MetricsAsync(HttpContext context)
+    {
+        var text = new StringBuilder(4096);
+        metrics.WritePrometheus(text, host.Status());
+        context.Response.ContentType = "text/plain; version=0.0.4; charset=utf-8";
+        return context.Response.WriteAsync(text.ToString());
+    }
+
+    private Task ModelsAsync(HttpContext context)
+    {
+        var list = new ApiModelList
+        {
+            Models = [.. host.Status().Select(m => new ApiModel
+            {
+                Name = m.Name,
+                Version = m.Version,
+                Sha256 = m.Sha256,
+                Role = m.Role,
+                Breaker = m.Breaker,
+                ExecutionProviders = [.. m.ExecutionProviders],
+                ProviderFallbacks = [.. m.ProviderFallbacks.Select(f => new ApiProviderFallback(f.Provider, f.Reason))],
+                Inputs = [.. m.Inputs.Select(ApiTensor.From)],
+                Outputs = [.. m.Outputs.Select(ApiTensor.From)],
+            })],
+        };
+        return WriteJsonAsync(context, StatusCodes.Status200OK, list, LocalApiJsonContext.Default.ApiModelList);
+    }
+
+    private async Task InferAsync(HttpContext context, string name)
+    {
+        if (host.Current?.Model is not { } active)
+        {
+            await ErrorAsync(context, StatusCodes.Status503ServiceUnavailable, "no-model", "no model is loaded yet").ConfigureAwait(false);
+            return;
+        }
+        if (name != active.Name)
+        {
+            await ErrorAsync(context, StatusCodes.Status404NotFound, "unknown-model", $"model '{name}' is not loaded (loaded: {active.Name})").ConfigureAwait(false);
+            return;
+        }
+        var (request, problem) = await ReadRequestAsync(context).ConfigureAwait(false);
+        if (request is null)
+        {
+            await ErrorAsync(context, problem!.Value.Status, problem.Value.Code, problem.Value.Reason).ConfigureAwait(false);
+            return;
+        }
+        var started = System.Diagnostics.Stopwatch.GetTimestamp();
+        Served<Result>? served;
+        try
+        {
+            served = host.Serve(request, static (model, r) => Run(model.Session, r));
+        }
+        catch (InferenceException e)
+        {
+            metrics.Failed(active, InferenceSource.Api, e.Code);
+            var status = e.Code == InferenceError.InputMismatch ? StatusCodes.Status400BadRequest : StatusCodes.Status500InternalServerError;
+            await ErrorAsync(context, status, InferenceMetrics.ErrorName(e.Code), e.Message).ConfigureAwait(false);
+            return;
+        }
+        if (served is not { } s)
+        {
+            await ErrorAsync(context, StatusCodes.Status503ServiceUnavailable, "no-model", "no model is loaded").ConfigureAwait(false);
+            return;
+        }
+        var micros = (long)System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalMicroseconds;
+        metrics.Served(s.Model.Model, InferenceSource.Api, micros, s.FellBack);
+        if (s.Result.Raw is { } raw)
+        {
+            var headers = context.Response.Headers;
+            headers["X-Model-Version"] = s.Model.Model.Version;
+            headers["X-Fell-Back"] = s.FellBack ? "true" : "false";
+            headers["X-Tensor-Name"] = raw.Name;
+            headers["X-Tensor-Type"] = raw.Type;
+            headers["X-Tensor-Shape"] = string.Join(',', raw.Shape);
+            context.Response.ContentType = OctetStream;
+            context.Response.ContentLength = raw.Data.Length;
+            await context.Response.Body.WriteAsync(raw.Data).ConfigureAwait(false);
+            return;
+        }
+        await WriteJsonAsync(context, StatusCodes.Status200OK, new ApiInferResponse
+        {
+            Model = s.Model.Model.Name,
+            Version = s.Model.Model.Version,
+            FellBack = s.FellBack,
+            LatencyMicros = micros,
+            Outputs = s.Result.Outputs!,
+        }, LocalApiJsonContext.Default.ApiInferResponse).ConfigureAwait(false);
+    }
+
+    /// <summary>A parsed request: JSON tensors, or one binary tensor; and how the answer should come back.</summary>
+    private sealed record Request(Dictionary<string, JsonTensor>? Json, BinaryTensor? Binary, bool RawOutput, string? Output);
+
+    private sealed record BinaryTensor(string? Input, long[] Shape, string? Type, byte[] Data);
+
+    private sealed record Result(Dictionary<string, JsonTensor>? Outputs, RawTensor? Raw);
+
+    private sealed record RawTensor(string Name, string Type, long[] Shape, byte[] Data);
+
+    private readonly record struct Problem(int Status, string Code, string Reason);
+
+    private async Task<(Request? Request, Problem? Problem)> ReadRequestAsync(HttpContext context)
+    {
+        var query = context.Request.Query;
+        var rawOutput = context.Request.Headers.Accept.Any(a => a?.Contains(OctetStream, StringComparison.OrdinalIgnoreCase) == true);
+        var output = query["output"].FirstOrDefault();
+        var contentType = context.Request.ContentType?.Split(';')[0].Trim() ?? "";
+        if (contentType.Equals("application/json", StringComparison.OrdinalIgnoreCase))
+        {
+            InferRequest? parsed;
+            try
+            {
+                parsed = await JsonSerializer.DeserializeAsync(context.Request.Body, LocalApiJsonContext.Default.InferRequest, context.RequestAborted).ConfigureAwait(false);
+            }
+            catch (JsonException e)
+            {
+                return (null, new Problem(StatusCodes.Status400BadRequest, "malformed-request", $"the body is not an infer request: {e.Message.ReplaceLineEndings(" ")}"));
+            }
+            if (parsed?.Inputs is not { Count: > 0 } inputs)
+                return (null, new Problem(StatusCodes.Status400BadRequest, "malformed-request", "the body names no inputs: {\"inputs\": {\"name\": {\"shape\": [...], \"data\": [...]}}}"));
+            return (new Request(inputs, null, rawOutput, output), null);
+        }
+        if (contentType.Equals(OctetStream, StringComparison.OrdinalIgnoreCase))
+        {
+            if (query["shape"].FirstOrDefault() is not { Length: > 0 } shapeText
+                || !TryParseShape(shapeText, out var shape))
+                return (null, new Problem(StatusCodes.Status400BadRequest, "malformed-request", "a binary tensor body needs ?shape=d0,d1,... (positive integers)"));
+            var limit = config.LocalApi.MaxRequestBytes;
+            using var body = new MemoryStream(context.Request.ContentLength is { } n && n <= limit ? (int)n : 0);
+            await context.Request.Body.CopyToAsync(body, context.RequestAborted).ConfigureAwait(false);
+            return (new Request(null, new BinaryTensor(query["input"].FirstOrDefault(), shape, query["type"].FirstOrDefault(), body.ToArray()), rawOutput, output), null);
+        }
+        return (null, new Problem(StatusCodes.Status415UnsupportedMediaType, "unsupported-media-type",
+            $"Content-Type '{contentType}' is neither application/json nor {OctetStream}"));
+    }
+
+    private static bool TryParseShape(string text, out long[] shape)
+    {
+        var parts = text.Split(',');
+        shape = new long[parts.Length];
+        for (var i = 0; i < parts.Length; i++)
+        {
+            if (!long.TryParse(parts[i], NumberStyles.None, CultureInfo.InvariantCulture, out shape[i]) || shape[i] < 1)
+                return false;
+        }
+        return parts.Length <= 16;
+    }
+
+    /// <summary>Runs one request on one model's session (called by <see cref="ModelHost.Serve"/>, on the active model or the fallback).</summary>
+    private static Result Run(ModelSession session, Request request)
+    {
+        if (request.Binary is { } binary)
+        {
+            var name = binary.Input ?? (session.Inputs.Count == 1 ? session.Inputs[0].Name
+                : throw new InferenceException(InferenceError.InputMismatch, $"the model has {session.Inputs.Count} inputs: name one with ?input= (inputs: {string.Join(", ", session.Inputs.Select(i => i.Name))}), or send JSON"));
+            if (session.Inputs.All(i => i.Name != name))
+                throw new InferenceException(InferenceError.InputMismatch, $"the model has no input '{name}' (inputs: {string.Join(", ", session.Inputs.Select(i => i.Name))})");
+            return session.Run(
+                spec => spec.Name == name ? ModelSession.FromBytes(spec, binary.Shape, binary.Type, binary.Data)
+                    : throw new InferenceException(InferenceError.InputMismatch, $"input '{spec.Name}' {spec.TypeName}{spec.ShapeText} is missing: a binary body carries one input; send JSON for several"),
+                (outputs, _) => Collect(session, outputs, request));
+        }
+        return session.Run(request.Json!, (outputs, _) => Collect(session, outputs, request));
+    }
+
+    private static Result Collect(ModelSession session, IReadOnlyList<OrtValue> outputs, Request request)
+    {
+        var names = session.Outputs.Select(o => o.Name).ToArray();
+        if (request.Output is { } wanted && Array.IndexOf(names, wanted) < 0)
+            throw new InferenceException(InferenceError.InputMismatch, $"the model has no output '{wanted}' (outputs: {string.Join(", ", names)})");
+        if (request.RawOutput)
+        {
+            var index = request.Output is { } o ? Array.IndexOf(names, o) : names.Length == 1 ? 0
+                : throw new InferenceException(InferenceError.InputMismatch, $"the model has {names.Length} outputs: name one with ?output= for a binary answer (outputs: {string.Join(", ", names)})");
+            var info = outputs[index].GetTensorTypeAndShape();
+            if (TensorSpec.ElementSize(info.ElementDataType) is null)
+                throw new InferenceException(InferenceError.RunFailed, $"output '{names[index]}' is {TensorSpec.ElementTypeName(info.ElementDataType)}, which a binary answer cannot carry");
+            return new Result(null, new RawTensor(names[index], TensorSpec.ElementTypeName(info.ElementDataType), info.Shape, outputs[index].GetTensorMutableRawData().ToArray()));
+        }
+        var result = new Dictionary<string, JsonTensor>(StringComparer.Ordinal);
+        for (var i = 0; i < names.Length; i++)
+        {
+            if (request.Output is null || request.Output == names[i])
+                result[names[i]] = ModelSession.FromOrtValue(outputs[i]);
+        }
+        return new Result(result, null);
+    }
+
+    private static Task ErrorAsync(HttpContext context, int status, string code, string reason) =>
+        WriteJsonAsync(context, status, new InferError { Error = code, Reason = reason }, LocalApiJsonContext.Default.InferError);
+
+    private static async Task WriteJsonAsync<T>(HttpContext context, int status, T value, System.Text.Json.Serialization.Metadata.JsonTypeInfo<T> type)
+    {
+        context.Response.StatusCode = status;
+        context.Response.ContentType = "application/json; charset=utf-8";
+        await JsonSerializer.SerializeAsync(context.Response.Body, value, type, context.RequestAborted).ConfigureAwait(false);
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(2301, LogLevel.Information, "Local inference API listening on unix:{Socket}{Tcp}")]
+        public static partial void Listening(ILogger logger, string socket, string tcp);
+
+        [LoggerMessage(2302, LogLevel.Error, "Local inference API cannot listen on {Socket}: {Reason}; the agent runs without it")]
+        public static partial void CannotListen(ILogger logger, string socket, string reason);
+    }
+}
