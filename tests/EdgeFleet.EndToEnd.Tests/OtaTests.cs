@@ -197,6 +197,82 @@ public class OtaTests(OtaFixture ota) : IClassFixture<OtaFixture>
         await Wait.ForAsync(async () => OtaError(await fleet.Device("ota-aot")) == "version-rollback" ? "" : null, Patience, Explain);
     }
 
+    /// <summary>
+    /// The published agent's local API while OTA replaces the model three times: two clients send requests back
+    /// to back over the Unix socket, and none may fail; answers come from every version in turn.
+    /// </summary>
+    [Fact]
+    public async Task The_aot_agent_serves_its_local_api_through_ota_swaps_without_a_failed_request()
+    {
+        Assert.True(File.Exists(Repo.AotAgent), $"no NativeAOT agent at {Repo.AotAgent}: run packaging/publish-agent.sh linux-x64 (scripts/test.sh does)");
+        var dir = System.IO.Directory.CreateTempSubdirectory("edgefleet-api-aot-").FullName;
+        using var fleet = new Fleet(dir);
+        using var agent = new Agent(dir, "api-aot", fleet, ota.Factory, "normal", aot: true, ota: ota.AgentOta(fleet));
+        string Explain() => $"fleet:\n{fleet.Output}\n--- agent:\n{agent.Output}";
+        var socket = Path.Combine(agent.StateDirectory, "api.sock");
+        using var http = UnixHttp.Client(socket);
+        await Wait.ForAsync(async () =>
+        {
+            try
+            {
+                return File.Exists(socket) && (await http.GetAsync("/healthz")).IsSuccessStatusCode ? "" : null;
+            }
+            catch (HttpRequestException)
+            {
+                return null;
+            }
+        }, Patience, Explain);
+        var models = JsonNode.Parse(await http.GetStringAsync("/v1/models"))!["models"]!.AsArray();
+        Assert.Equal("vibration-classifier 1.0.0 active CPU", string.Join(" | ", models.Select(m => $"{m!["name"]} {m["version"]} {m["role"]} {m["executionProviders"]![0]}")));
+
+        const string Request = """{"inputs": {"features": {"shape": [1, 8], "data": [0.8, 1.3, 1.6, 1.5, 0.6, 0.001, 0.001, 0.05]}}}""";
+        using var stop = new CancellationTokenSource();
+        var failures = new List<string>();
+        var versions = new System.Collections.Concurrent.ConcurrentDictionary<string, int>();
+        var clients = Enumerable.Range(0, 2).Select(_ => Task.Run(async () =>
+        {
+            using var client = UnixHttp.Client(socket);
+            while (!stop.IsCancellationRequested)
+            {
+                try
+                {
+                    var response = await client.PostAsync("/v1/models/vibration-classifier/infer", new StringContent(Request, System.Text.Encoding.UTF8, "application/json"));
+                    var text = await response.Content.ReadAsStringAsync();
+                    if (!response.IsSuccessStatusCode)
+                    {
+                        lock (failures)
+                            failures.Add($"{response.StatusCode}: {text}");
+                        continue;
+                    }
+                    versions.AddOrUpdate(JsonNode.Parse(text)!["version"]!.GetValue<string>(), 1, (_, n) => n + 1);
+                }
+                catch (HttpRequestException e)
+                {
+                    lock (failures)
+                        failures.Add(e.Message);
+                }
+            }
+        })).ToArray();
+
+        await fleet.UploadArtifact(await File.ReadAllBytesAsync(ota.Retrained));
+        await fleet.UploadArtifact(await File.ReadAllBytesAsync(ota.Factory));
+        foreach (var (version, model) in new[] { (2, ota.Retrained), (3, ota.Factory), (4, ota.Retrained) })
+        {
+            await fleet.SetDesired("api-aot", ota.Sign(ota.Manifest(model, version)), ota.KeySet);
+            await Wait.ForAsync(async () => await fleet.Device("api-aot") is { } d && ActiveVersion(d) == $"{version}" && OtaState(d) == "committed" ? "" : null, Patience, Explain);
+            await Wait.ForAsync(() => Task.FromResult(versions.ContainsKey($"{version}") ? "" : null), Patience, Explain);
+        }
+        stop.Cancel();
+        await Task.WhenAll(clients);
+        Assert.True(failures.Count == 0, $"{failures.Count} failed requests, first: {failures.FirstOrDefault()}");
+        Assert.Equal(["1.0.0", "2", "3", "4"], versions.Keys.Order(StringComparer.Ordinal));
+
+        var metrics = await http.GetStringAsync("/metrics");
+        Assert.Matches("edgefleet_inference_requests_total\\{model=\"vibration-classifier\",version=\"4\",source=\"api\"\\} [1-9]", metrics);
+        Assert.Matches("edgefleet_inference_requests_total\\{model=\"vibration-classifier\",version=\"4\",source=\"sensor\"\\} [1-9]", metrics);
+        Assert.Contains("edgefleet_model_info{model=\"vibration-classifier\",version=\"3\",role=\"fallback\"", metrics, StringComparison.Ordinal);
+    }
+
     [Fact]
     public async Task A_model_that_crash_loops_the_agent_is_rolled_back_by_itself()
     {

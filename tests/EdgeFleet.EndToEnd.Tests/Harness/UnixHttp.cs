@@ -1,0 +1,26 @@
+using System.Net.Sockets;
+
+namespace EdgeFleet.EndToEnd.Tests.Harness;
+
+/// <summary>An HTTP client for the agent's local API on its Unix domain socket.</summary>
+public static class UnixHttp
+{
+    public static HttpClient Client(string socket) => new(new SocketsHttpHandler
+    {
+        ConnectCallback = async (_, ct) =>
+        {
+            var s = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+            try
+            {
+                await s.ConnectAsync(new UnixDomainSocketEndPoint(socket), ct);
+                return new NetworkStream(s, ownsSocket: true);
+            }
+            catch
+            {
+                s.Dispose();
+                throw;
+            }
+        },
+    })
+    { BaseAddress = new Uri("http://agent"), Timeout = TimeSpan.FromSeconds(30) };
+}
