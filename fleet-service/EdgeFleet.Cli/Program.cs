@@ -49,6 +49,12 @@ const string Usage = """
                                                      create an operator API key (printed once)
       edgefleet api-keys list [--json] | api-keys revoke --id ID
       edgefleet audit [--target T] [--limit N] [--json]    who changed what, newest first
+      edgefleet rollout create --model-id ID --model-version N (--group G | --selector S | --devices a,b)
+                           [--phases 1%:600:5,10%:600,50%:600,100%] [--max-failure-rate X] [--on-failure pause|rollback] [--id R]
+                                                     stage an approved version: phases SIZE[:SOAK_S[:MIN_REPORTING]]
+      edgefleet rollout list | rollout status --id R [--json]
+                                                     progress per phase, gate failures, events
+      edgefleet rollout pause|resume --id R [--reason T] | rollout abort|rollback|promote --id R --reason T
       edgefleet sim --devices N --rate R [--duration S] [--batch B] [--prefix P] [--ota-failure-rate F] [--shared-keepalive] [--json]
                                                      simulated devices (real enrollment, MQTT, telemetry, OTA reports)
       edgefleet --version | --help
@@ -103,6 +109,14 @@ try
         "model approve" => await ModelCommands.MoveAsync(line, "approve").ConfigureAwait(false),
         "model reject" => await ModelCommands.MoveAsync(line, "reject").ConfigureAwait(false),
         "model retire" => await ModelCommands.MoveAsync(line, "retire").ConfigureAwait(false),
+        "rollout create" => await RolloutCommands.CreateAsync(line).ConfigureAwait(false),
+        "rollout list" => await RolloutCommands.ListAsync(line).ConfigureAwait(false),
+        "rollout status" => await RolloutCommands.StatusAsync(line).ConfigureAwait(false),
+        "rollout pause" => await RolloutCommands.ActAsync(line, "pause").ConfigureAwait(false),
+        "rollout resume" => await RolloutCommands.ActAsync(line, "resume").ConfigureAwait(false),
+        "rollout abort" => await RolloutCommands.ActAsync(line, "abort").ConfigureAwait(false),
+        "rollout rollback" => await RolloutCommands.ActAsync(line, "rollback").ConfigureAwait(false),
+        "rollout promote" => await RolloutCommands.ActAsync(line, "promote").ConfigureAwait(false),
         _ => throw new UsageException($"unknown command '{line.Command}' (see --help)"),
     };
 }

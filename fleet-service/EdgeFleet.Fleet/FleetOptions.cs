@@ -16,6 +16,11 @@ public sealed record FleetOptions
     /// <summary>A device that has sent nothing for this long is shown as offline.</summary>
     public double OfflineAfterSeconds { get; init; } = 90;
 
+    public SigningOptions Signing { get; init; } = new();
+
+    /// <summary>How often the rollout engine looks at every active rollout.</summary>
+    public double RolloutTickSeconds { get; init; } = 1;
+
     public string? Validate()
     {
         if (Broker.Port is < 0 or > 65535)
@@ -161,4 +166,16 @@ public sealed record SecurityOptions
             return "Fleet:Security:EnrollmentTokenMaxHours must be positive";
         return null;
     }
+}
+
+/// <summary>
+/// The fleet's signing keys for rollouts (section <c>Fleet:Signing</c>): a key directory made by
+/// <c>edgefleet keys init</c>. Without one the fleet cannot create rollouts (it says so).
+/// </summary>
+public sealed record SigningOptions
+{
+    public string? KeyDirectory { get; init; }
+
+    /// <summary>A file holding the signing keys' passphrase (else $EDGEFLEET_KEY_PASSPHRASE, else none).</summary>
+    public string? PassphraseFile { get; init; }
 }

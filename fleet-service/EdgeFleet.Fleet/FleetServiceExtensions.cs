@@ -83,6 +83,9 @@ public static class FleetServiceExtensions
             services.AddHostedService(sp => sp.GetRequiredService<EmbeddedBroker>());
         }
         services.AddHostedService(sp => sp.GetRequiredService<FleetMqttClient>());
+        services.AddSingleton<Rollouts.RolloutSigner>();
+        services.AddSingleton<Rollouts.RolloutEngine>();
+        services.AddHostedService(sp => sp.GetRequiredService<Rollouts.RolloutEngine>());
         services.ConfigureHttpJsonOptions(o => o.SerializerOptions.TypeInfoResolverChain.Insert(0, FleetApiJsonContext.Default));
         return services;
     }

@@ -1,3 +1,4 @@
+using EdgeFleet.Fleet.Rollouts;
 using EdgeFleet.Fleet.Models;
 using EdgeFleet.Fleet.Groups;
 using EdgeFleet.Fleet;
@@ -45,5 +46,6 @@ app.MapIdentityApi();
 app.MapGroupsApi();
 app.MapOtaApi();
 app.MapModelsApi();
+app.MapRolloutsApi();
 app.MapGet("/", () => Results.Redirect("/api/devices"));
 app.Run();

@@ -354,11 +354,11 @@ public sealed class LocalApiTests(DemoModelFixture demo, ITestOutputHelper outpu
 
         for (var swap = 1; swap <= 50; swap++)
         {
-            var before = Interlocked.Read(ref served);
             _host.Activate(Load(swap + 1));
-            // Let requests land on every version before the next swap.
-            var deadline = DateTime.UtcNow.AddSeconds(5);
-            while (Interlocked.Read(ref served) < before + 8 && DateTime.UtcNow < deadline)
+            // Let the new version answer before the next swap (requests that started earlier finish on older ones).
+            var version = (swap + 1).ToString(System.Globalization.CultureInfo.InvariantCulture);
+            var deadline = DateTime.UtcNow.AddSeconds(10);
+            while (!versions.ContainsKey(version) && DateTime.UtcNow < deadline)
                 await Task.Delay(1);
         }
         await Task.Delay(100);
@@ -368,7 +368,7 @@ public sealed class LocalApiTests(DemoModelFixture demo, ITestOutputHelper outpu
         output.WriteLine($"50 swaps under load, fallback {(fallback ? "on" : "off")}: {served} requests served by {versions.Count} of 51 versions, {failures.Count} failed");
         Assert.Empty(failures);
         Assert.True(served >= 400, $"only {served} requests were served");
-        Assert.True(versions.Count >= 45, $"requests reached only {versions.Count} of 51 versions: {string.Join(", ", versions.Keys)}");
+        Assert.True(versions.Count >= 50, $"requests reached only {versions.Count} of 51 versions: {string.Join(", ", versions.Keys)}");
         using var http = UnixHttp.Client(_api.SocketPath!);
         var models = (await ReadJson(await http.GetAsync("/v1/models")))["models"]!.AsArray();
         Assert.Equal(fallback ? ["51:active", "50:fallback"] : ["51:active"], models.Select(m => $"{m!["version"]}:{m["role"]}"));

@@ -34,6 +34,16 @@ public sealed class SimulatedDevice : IAsyncDisposable
     private long _acked;
     private ModelRef _active = new() { Name = "vibration-classifier", Version = "1.0.0" };
 
+    /// <summary>The versions the failure rate applies to; empty: every version.</summary>
+    public IReadOnlySet<long> FailingVersions { get; init; } = new HashSet<long>();
+
+    /// <summary>The model the device runs before any update (the factory model by default).</summary>
+    public ModelRef InitialModel
+    {
+        get => _active;
+        init => _active = value;
+    }
+
     public SimulatedDevice(string id, SigningKey key, string host, int port, double otaFailureRate)
     {
         Id = id;
@@ -180,6 +190,11 @@ public sealed class SimulatedDevice : IAsyncDisposable
         }
     }
 
+    /// <summary>Whether a device fails an update: a stable draw from (device, model, version) against the rate.</summary>
+    public static bool FailsUpdate(string deviceId, string modelId, long version, double rate) =>
+        rate > 0 && System.Buffers.Binary.BinaryPrimitives.ReadUInt32BigEndian(System.Security.Cryptography.SHA256.HashData(
+            System.Text.Encoding.UTF8.GetBytes($"{deviceId}\n{modelId}\n{version}"))) < rate * uint.MaxValue;
+
     /// <summary>Walks the OTA states the real agent reports, ending committed or (at the failure rate) rolled back.</summary>
     private async Task ReportUpdateAsync(DesiredState desired, CancellationToken ct)
     {
@@ -191,7 +206,8 @@ public sealed class SimulatedDevice : IAsyncDisposable
         var rollout = body.TryGetProperty("rolloutId", out var r) ? r.GetString() : null;
         if (_active.Name == modelId && _active.Version == version.ToString(System.Globalization.CultureInfo.InvariantCulture))
             return;
-        var fail = Random.Shared.NextDouble() < _otaFailureRate;
+        // The same devices fail the same version every time (as a model that does not suit some hardware would).
+        var fail = (FailingVersions.Count == 0 || FailingVersions.Contains(version)) && FailsUpdate(Id, modelId, version, _otaFailureRate);
         OtaState[] steps = fail
             ? [OtaState.Downloading, OtaState.Verifying, OtaState.HealthCheck, OtaState.RolledBack]
             : [OtaState.Downloading, OtaState.Verifying, OtaState.HealthCheck, OtaState.Activating, OtaState.Committed];

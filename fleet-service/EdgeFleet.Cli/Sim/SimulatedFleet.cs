@@ -22,6 +22,12 @@ public sealed record SimOptions
 
     public double OtaFailureRate { get; init; }
 
+    /// <summary>The model versions <see cref="OtaFailureRate"/> applies to; empty: every version.</summary>
+    public IReadOnlySet<long> FailingVersions { get; init; } = new HashSet<long>();
+
+    /// <summary>The model every device runs at start; null: the demo's factory model (vibration-classifier 1.0.0).</summary>
+    public EdgeFleet.Shared.Wire.ModelRef? InitialModel { get; init; }
+
     /// <summary>Enrollments and connects in flight at once.</summary>
     public int Concurrency { get; init; } = 64;
 
@@ -99,7 +105,9 @@ public sealed class SimulatedFleet : IAsyncDisposable
             var enrolled = System.Text.Json.JsonSerializer.Deserialize(body, IdentityJsonContext.Default.EnrollResponse)!;
             devices[i] = new SimulatedDevice(id, key, enrolled.BrokerHost, enrolled.BrokerPort, options.OtaFailureRate)
             {
+                FailingVersions = options.FailingVersions,
                 SharedKeepAlive = options.SharedKeepAlive,
+                InitialModel = options.InitialModel ?? new EdgeFleet.Shared.Wire.ModelRef { Name = "vibration-classifier", Version = "1.0.0" },
                 BrokerPassword = enrolled.BrokerAuth == "password" ? enrolled.BrokerPassword : null,
             };
         }).ConfigureAwait(false);

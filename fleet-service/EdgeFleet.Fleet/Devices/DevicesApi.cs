@@ -118,4 +118,8 @@ public static class DevicesApi
 [JsonSerializable(typeof(EdgeFleet.Fleet.Ota.ArtifactView))]
 [JsonSerializable(typeof(EdgeFleet.Fleet.Ota.DesiredView))]
 [JsonSerializable(typeof(EdgeFleet.Fleet.Ota.DesiredRequest))]
+[JsonSerializable(typeof(EdgeFleet.Fleet.Rollouts.RolloutRequest))]
+[JsonSerializable(typeof(EdgeFleet.Fleet.Rollouts.RolloutActionRequest))]
+[JsonSerializable(typeof(EdgeFleet.Fleet.Rollouts.RolloutView))]
+[JsonSerializable(typeof(List<EdgeFleet.Fleet.Rollouts.RolloutView>))]
 public sealed partial class FleetApiJsonContext : JsonSerializerContext;

@@ -81,6 +81,17 @@ public interface IFleetStore : IDisposable
     Task<(ModelVersion Before, ModelVersion After)?> UpdateModelVersionAsync(string modelId, long version, Func<ModelVersion, ModelVersion> change, CancellationToken cancellationToken);
 
     /// <summary>Stored telemetry of one device, oldest first (for the API and tests).</summary>
+    /// <summary>Stores a new rollout; false when its id is taken.</summary>
+    Task<bool> CreateRolloutAsync(Rollouts.Rollout rollout, CancellationToken cancellationToken);
+
+    Task<Rollouts.Rollout?> GetRolloutAsync(string id, CancellationToken cancellationToken);
+
+    /// <summary>Every rollout, newest first.</summary>
+    Task<IReadOnlyList<Rollouts.Rollout>> ListRolloutsAsync(CancellationToken cancellationToken);
+
+    /// <summary>Replaces a rollout with <paramref name="change"/>'s result, atomically; null when it does not exist or the change returns null.</summary>
+    Task<(Rollouts.Rollout Before, Rollouts.Rollout After)?> UpdateRolloutAsync(string id, Func<Rollouts.Rollout, Rollouts.Rollout?> change, CancellationToken cancellationToken);
+
     Task<IReadOnlyList<TelemetryRecord>> GetTelemetryAsync(string deviceId, int limit, CancellationToken cancellationToken);
 
     Task CreateEnrollmentTokenAsync(EnrollmentTokenRecord token, CancellationToken cancellationToken);

@@ -146,6 +146,7 @@ internal static class LiteDbDocuments
 [System.Text.Json.Serialization.JsonSerializable(typeof(EdgeFleet.Fleet.Groups.DeviceGroup))]
 [System.Text.Json.Serialization.JsonSerializable(typeof(EdgeFleet.Fleet.Models.RegisteredModel))]
 [System.Text.Json.Serialization.JsonSerializable(typeof(EdgeFleet.Fleet.Models.ModelVersion))]
+[System.Text.Json.Serialization.JsonSerializable(typeof(EdgeFleet.Fleet.Rollouts.Rollout))]
 [System.Text.Json.Serialization.JsonSerializable(typeof(Dictionary<string, string>))]
 [System.Text.Json.Serialization.JsonSerializable(typeof(ModelRef))]
 [System.Text.Json.Serialization.JsonSerializable(typeof(InferenceSample))]

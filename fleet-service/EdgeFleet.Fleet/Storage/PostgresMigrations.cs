@@ -125,6 +125,13 @@ public static class PostgresMigrations
                 primary key (model_id, version)
             );
             """),
+        (6, "rollouts", """
+            create table rollouts (
+                id text primary key,
+                created_at timestamptz not null,
+                doc jsonb not null
+            );
+            """),
     ];
 
     /// <summary>Applies the migrations above <c>max(version)</c> up to <paramref name="upTo"/>; returns the versions applied.</summary>

@@ -67,6 +67,38 @@ public static class ManifestBuilder
         return manifest;
     }
 
+    /// <summary>
+    /// Health-check inputs made up from the model's own input metadata when no sample inputs exist (a rollout
+    /// of a registry version): seeded values in [-1, 1] for float inputs, zeros for integer ones; a symbolic
+    /// dimension is 1 when it leads (batch) and 32 elsewhere. They check that the device computes what ONNX
+    /// Runtime computes here, which is what a health check is for.
+    /// </summary>
+    public static List<Dictionary<string, TensorValue>> SyntheticSamples(string modelPath, int count = 2, int seed = 1)
+    {
+        using var options = new SessionOptions { IntraOpNumThreads = 1 };
+        using var session = new InferenceSession(modelPath, options);
+        var random = new Random(seed);
+        var samples = new List<Dictionary<string, TensorValue>>();
+        for (var n = 0; n < count; n++)
+        {
+            var inputs = new Dictionary<string, TensorValue>();
+            foreach (var (name, meta) in session.InputMetadata)
+            {
+                var shape = meta.Dimensions.Select((d, i) => d > 0 ? (long)d : i == 0 ? 1L : 32L).ToArray();
+                var length = shape.Aggregate(1L, (a, b) => a * b);
+                var isFloat = meta.ElementDataType == TensorElementType.Float;
+                inputs[name] = new TensorValue
+                {
+                    Shape = shape,
+                    Type = TypeName(meta.ElementDataType),
+                    Data = [.. Enumerable.Range(0, (int)length).Select(_ => isFloat ? Math.Round(random.NextDouble() * 2 - 1, 4) : 0)],
+                };
+            }
+            samples.Add(inputs);
+        }
+        return samples;
+    }
+
     public static byte[] Sign(ModelManifest manifest, IEnumerable<SigningKey> keys) =>
         SignedDocuments.Sign(manifest, OtaJsonContext.Default.ModelManifest, keys);
 

@@ -1,0 +1,117 @@
+using System.Globalization;
+using System.Net.Http.Json;
+using System.Text.Json.Nodes;
+using EdgeFleet.Shared.Cli;
+
+namespace EdgeFleet.Cli;
+
+/// <summary><c>rollout create|list|status|pause|resume|abort|rollback|promote</c>.</summary>
+public static class RolloutCommands
+{
+    /// <summary>
+    /// <c>--phases 1%:600:5,10%:600:20,50%:600,100%</c>: each phase is SIZE[:SOAK_SECONDS[:MIN_REPORTING]],
+    /// SIZE a percentage of the target (<c>10%</c>) or a device count (<c>25</c>).
+    /// </summary>
+    public static JsonArray ParsePhases(string text)
+    {
+        var phases = new JsonArray();
+        foreach (var part in text.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))
+        {
+            var fields = part.Split(':');
+            var phase = new JsonObject();
+            if (fields[0].EndsWith('%') && double.TryParse(fields[0][..^1], NumberStyles.Float, CultureInfo.InvariantCulture, out var percent))
+                phase["percent"] = percent;
+            else if (int.TryParse(fields[0], NumberStyles.None, CultureInfo.InvariantCulture, out var count))
+                phase["count"] = count;
+            else
+                throw new UsageException($"phase '{part}': the size is a percentage (10%) or a device count (25)");
+            if (fields.Length > 1)
+                phase["soakSeconds"] = double.TryParse(fields[1], NumberStyles.Float, CultureInfo.InvariantCulture, out var soak) ? soak : throw new UsageException($"phase '{part}': soak seconds must be a number");
+            if (fields.Length > 2)
+                phase["minReporting"] = int.TryParse(fields[2], NumberStyles.None, CultureInfo.InvariantCulture, out var min) ? min : throw new UsageException($"phase '{part}': minimum reporting devices must be a whole number");
+            if (fields.Length > 3)
+                throw new UsageException($"phase '{part}': SIZE[:SOAK_SECONDS[:MIN_REPORTING]]");
+            phases.Add(phase);
+        }
+        return phases.Count > 0 ? phases : throw new UsageException("--phases needs at least one phase");
+    }
+
+    public static async Task<int> CreateAsync(CommandLine args)
+    {
+        args.AllowOnly([.. FleetHttp.Options, "model-id", "model-version", "group", "selector", "devices", "phases", "max-failure-rate", "on-failure", "id", "json"]);
+        var request = new JsonObject
+        {
+            ["id"] = args.Get("id"),
+            ["modelId"] = args.Require("model-id"),
+            ["version"] = long.TryParse(args.Require("model-version"), NumberStyles.None, CultureInfo.InvariantCulture, out var v) ? v : throw new UsageException("--model-version is a whole number"),
+            ["target"] = new JsonObject
+            {
+                ["group"] = args.Get("group"),
+                ["selector"] = args.Get("selector"),
+                ["devices"] = new JsonArray([.. (args.Get("devices") ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(d => (JsonNode)d)]),
+            },
+            ["phases"] = ParsePhases(args.Get("phases") ?? "1%:600,10%:600,50%:600,100%"),
+            ["onGateFailure"] = args.Get("on-failure") ?? "pause",
+        };
+        if (args.Get("max-failure-rate") is { } rate)
+            request["gates"] = new JsonObject { ["maxFailureRate"] = double.TryParse(rate, NumberStyles.Float, CultureInfo.InvariantCulture, out var r) ? r : throw new UsageException("--max-failure-rate is a number in [0, 1]") };
+        using var http = FleetHttp.Create(args);
+        Print(args, await FleetHttp.SendAsync(http, () => http.PostAsJsonAsync(new Uri("/api/rollouts", UriKind.Relative), request)).ConfigureAwait(false));
+        return 0;
+    }
+
+    public static async Task<int> ListAsync(CommandLine args)
+    {
+        args.AllowOnly([.. FleetHttp.Options, "json"]);
+        using var http = FleetHttp.Create(args);
+        var body = await FleetHttp.SendAsync(http, () => http.GetAsync(new Uri("/api/rollouts", UriKind.Relative))).ConfigureAwait(false);
+        if (args.Has("json"))
+        {
+            Console.WriteLine(body);
+            return 0;
+        }
+        Console.WriteLine($"{"ROLLOUT",-32} {"MODEL",-28} {"STATE",-12} {"PHASE",6} {"INSTALLED",10} {"FAILED",7} {"PENDING",8}");
+        foreach (var r in JsonNode.Parse(body)!.AsArray())
+            Console.WriteLine($"{r!["id"],-32} {$"{r["modelId"]} v{r["version"]}",-28} {r["state"],-12} {$"{r["phase"]}/{r["phaseCount"]}",6} {r["tally"]!["installed"],10} {r["tally"]!["failed"],7} {r["tally"]!["pending"],8}");
+        return 0;
+    }
+
+    public static async Task<int> StatusAsync(CommandLine args)
+    {
+        args.AllowOnly([.. FleetHttp.Options, "id", "json"]);
+        using var http = FleetHttp.Create(args);
+        Print(args, await FleetHttp.SendAsync(http, () => http.GetAsync(new Uri($"/api/rollouts/{Uri.EscapeDataString(args.Require("id"))}", UriKind.Relative))).ConfigureAwait(false));
+        return 0;
+    }
+
+    public static async Task<int> ActAsync(CommandLine args, string action)
+    {
+        args.AllowOnly([.. FleetHttp.Options, "id", "reason", "json"]);
+        using var http = FleetHttp.Create(args);
+        var request = new JsonObject { ["reason"] = args.Get("reason") };
+        Print(args, await FleetHttp.SendAsync(http, () => http.PostAsJsonAsync(new Uri($"/api/rollouts/{Uri.EscapeDataString(args.Require("id"))}/{action}", UriKind.Relative), request)).ConfigureAwait(false));
+        return 0;
+    }
+
+    /// <summary>The rollout's state, each phase's progress bar and counts, and its last events.</summary>
+    private static void Print(CommandLine args, string body)
+    {
+        if (args.Has("json"))
+        {
+            Console.WriteLine(body);
+            return;
+        }
+        var r = JsonNode.Parse(body)!;
+        Console.WriteLine($"rollout {r["id"]}: {r["modelId"]} v{r["version"]}, {r["state"]}, phase {r["phase"]} of {r["phaseCount"]}, {r["eligible"]} eligible devices, on gate failure: {r["onGateFailure"]}");
+        foreach (var p in r["phases"]!.AsArray())
+        {
+            var size = p!["size"]!.GetValue<int>();
+            var installed = p["installed"]!.GetValue<int>();
+            var bar = size == 0 ? "" : new string('#', (int)Math.Round(20.0 * installed / size)).PadRight(20, '.');
+            var share = p["percent"] is { } pct ? $"{pct}%" : $"{p["count"]}";
+            Console.WriteLine($"  phase {p["phase"]} ({share,5}) [{bar}] {installed}/{size} installed, {p["failed"]} failed, {p["pending"]} pending");
+        }
+        foreach (var e in r["events"]!.AsArray().TakeLast(5))
+            Console.WriteLine($"  {e!["at"]} {e["by"]}: {e["action"]} (phase {e["phase"]!.GetValue<int>() + 1}){(e["reason"] is { } reason ? $": {reason}" : "")}");
+    }
+}

@@ -1,0 +1,302 @@
+using System.Globalization;
+using EdgeFleet.Fleet.Broker;
+using EdgeFleet.Fleet.Devices;
+using EdgeFleet.Fleet.Models;
+using EdgeFleet.Fleet.Storage;
+using EdgeFleet.Shared.Wire;
+
+namespace EdgeFleet.Fleet.Rollouts;
+
+/// <summary>
+/// Drives every active rollout, on the leader instance only, once a tick: moves the devices the current phase
+/// adds (their desired state becomes the signed release), reads each moved device's outcome, judges the
+/// gates, and starts the next phase or pauses or rolls back. Everything it knows lives in the rollout's
+/// record, so a restarted fleet (or a new leader) carries on where the last step left it. Operators act
+/// through <see cref="ActAsync"/>; a revision number keeps an engine step from overwriting their action.
+/// </summary>
+public sealed partial class RolloutEngine(IFleetStore store, FleetMqttClient mqtt, RolloutSigner signer, Scale.LeaderElection leader,
+    FleetOptions options, TimeProvider time, ILogger<RolloutEngine> log) : BackgroundService
+{
+    public const string System = "rollout-engine";
+
+    /// <summary>Engine steps and operator actions of this instance take turns (a rollback signs and registers: not to be done twice).</summary>
+    private readonly SemaphoreSlim _turn = new(1, 1);
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        using var timer = new PeriodicTimer(TimeSpan.FromSeconds(options.RolloutTickSeconds), time);
+        while (await timer.WaitForNextTickAsync(stoppingToken).ConfigureAwait(false))
+        {
+            if (!leader.IsLeader)
+                continue;
+            try
+            {
+                await TickAsync(stoppingToken).ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is IOException or LiteDB.LiteException or Npgsql.NpgsqlException or InvalidOperationException or InvalidDataException)
+            {
+                Log.TickFailed(log, e.Message);
+            }
+        }
+    }
+
+    /// <summary>One pass over every rollout that still has work.</summary>
+    public async Task TickAsync(CancellationToken ct)
+    {
+        await _turn.WaitAsync(ct).ConfigureAwait(false);
+        try
+        {
+            await StepAllAsync(ct).ConfigureAwait(false);
+        }
+        finally
+        {
+            _turn.Release();
+        }
+    }
+
+    private async Task StepAllAsync(CancellationToken ct)
+    {
+        var rollouts = (await store.ListRolloutsAsync(ct).ConfigureAwait(false))
+            .Where(r => r.State is RolloutStates.Running or RolloutStates.Paused || r.Devices.Any(d => d.Status is RolloutDeviceStatus.Reverting or RolloutDeviceStatus.Pending)).ToList();
+        if (rollouts.Count == 0)
+            return;
+        var devices = await store.ListDevicesAsync(ct).ConfigureAwait(false);
+        var byId = devices.ToDictionary(d => d.Id, StringComparer.Ordinal);
+        foreach (var rollout in rollouts)
+            await StepAsync(rollout, devices, byId, ct).ConfigureAwait(false);
+    }
+
+    private async Task StepAsync(Rollout rollout, IReadOnlyList<DeviceRecord> devices, Dictionary<string, DeviceRecord> byId, CancellationToken ct)
+    {
+        var now = time.GetUtcNow();
+        if (rollout.State == RolloutStates.RolledBack)
+        {
+            await SaveAsync(rollout, rollout with { Devices = [.. rollout.Devices.Select(d => RevertOutcome(rollout, d, byId.GetValueOrDefault(d.Id)))] }, ct).ConfigureAwait(false);
+            return;
+        }
+        var eligible = await EligibleAsync(rollout, devices, ct).ConfigureAwait(false);
+        var step = RolloutPlan.Evaluate(rollout, RolloutPlan.Order(rollout.Id, eligible), byId, now);
+        var next = rollout with { Devices = [.. step.Updated] };
+        if (rollout.State != RolloutStates.Running)
+        {
+            // Paused, or finished with devices that were offline: their outcomes still come in and are kept.
+            await SaveAsync(rollout, next, ct).ConfigureAwait(false);
+            return;
+        }
+        if (step.GateFailure is { } failure)
+        {
+            Log.GateFailed(log, rollout.Id, rollout.Phase + 1, failure);
+            next = next.With(new RolloutEvent(now, System, "gate-failed", rollout.Phase, failure));
+            next = rollout.OnGateFailure == "rollback"
+                ? await RollBackAsync(next, System, failure, ct).ConfigureAwait(false)
+                : next with { State = RolloutStates.Paused };
+            await SaveAsync(rollout, next, ct).ConfigureAwait(false);
+            return;
+        }
+        if (step.Assign.Count > 0)
+        {
+            foreach (var device in step.Assign)
+                await SetDesiredAsync(device.Id, rollout.Manifest, rollout.KeySet, rollout.Roots, ct).ConfigureAwait(false);
+            next = next with
+            {
+                Devices = [.. next.Devices, .. step.Assign.Select(d => new RolloutDevice { Id = d.Id, Phase = rollout.Phase, AssignedAt = now, Previous = d.ActiveModel })],
+            };
+        }
+        if (step.PhaseDone)
+        {
+            var summary = string.Create(CultureInfo.InvariantCulture, $"{step.Tally.Installed} installed, {step.Tally.Failed} failed, {step.Tally.Pending} pending");
+            next = rollout.Phase + 1 < rollout.Phases.Count
+                ? next.With(new RolloutEvent(now, System, "phase-started", rollout.Phase + 1, $"phase {rollout.Phase + 1} passed its gates ({summary})")) with { Phase = rollout.Phase + 1, PhaseStartedAt = now }
+                : next.With(new RolloutEvent(now, System, "completed", rollout.Phase, summary)) with { State = RolloutStates.Completed };
+            Log.PhaseDone(log, rollout.Id, rollout.Phase + 1, summary);
+        }
+        await SaveAsync(rollout, next, ct).ConfigureAwait(false);
+    }
+
+    /// <summary>Devices the rollout may reach now: in its target, not revoked, on a hardware profile its manifest has an artifact for.</summary>
+    private async Task<List<DeviceRecord>> EligibleAsync(Rollout rollout, IReadOnlyList<DeviceRecord> devices, CancellationToken ct)
+    {
+        var profiles = rollout.Manifest.GetProperty("signed").GetProperty("artifacts").EnumerateObject().Select(p => p.Name).ToHashSet(StringComparer.Ordinal);
+        Func<DeviceRecord, bool> inGroup = _ => true;
+        if (rollout.Target.Group is { } name)
+        {
+            var group = await store.GetGroupAsync(name, ct).ConfigureAwait(false);
+            inGroup = group is null ? _ => false : group.Membership();
+        }
+        TagSelector? selector = null;
+        if (rollout.Target.Selector is { } text && !TagSelector.TryParse(text, out selector, out _))
+            return [];
+        var explicitDevices = rollout.Target.Devices.Count > 0 ? rollout.Target.Devices.ToHashSet(StringComparer.Ordinal) : null;
+        return [.. devices.Where(d => d.RevokedAt is null && d.HardwareProfile is { } p && profiles.Contains(p) && inGroup(d)
+            && (selector is null || selector.Matches(d.Tags)) && (explicitDevices is null || explicitDevices.Contains(d.Id)))];
+    }
+
+    private async Task SetDesiredAsync(string deviceId, System.Text.Json.JsonElement manifest, System.Text.Json.JsonElement keySet, List<System.Text.Json.JsonElement> roots, CancellationToken ct)
+    {
+        var payload = WireReader.Write(new DesiredState { DeviceId = deviceId, Manifest = manifest, KeySet = keySet, Roots = roots }, WireJsonContext.Default.DesiredState);
+        await store.SetDesiredAsync(deviceId, payload, ct).ConfigureAwait(false);
+        if (mqtt.Connected)
+            await mqtt.PublishDesiredAsync(deviceId, payload, ct).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Writes the step when it changed anything, unless the rollout changed meanwhile (another instance's
+    /// operator action: the next tick starts from theirs).
+    /// </summary>
+    private async Task SaveAsync(Rollout before, Rollout after, CancellationToken ct)
+    {
+        if (Json(before) == Json(after))
+            return;
+        await store.UpdateRolloutAsync(before.Id, current => current.Revision == before.Revision ? after with { Revision = before.Revision + 1 } : null, ct).ConfigureAwait(false);
+    }
+
+    private static string Json(Rollout r) => global::System.Text.Json.JsonSerializer.Serialize(r, Storage.FleetStoreJsonContext.Default.Rollout);
+
+    /// <summary>
+    /// Makes each moved device's previous model desired again. Devices refuse a version at or below one they
+    /// installed, so each previous version is released again under a new registry version (a copy of it,
+    /// approved, its history saying why), signed, and sent to the devices that came from it.
+    /// </summary>
+    public async Task<Rollout> RollBackAsync(Rollout rollout, string by, string reason, CancellationToken ct)
+    {
+        var now = time.GetUtcNow();
+        var reverts = new Dictionary<string, RevertRelease>(rollout.Reverts, StringComparer.Ordinal);
+        var devices = new List<RolloutDevice>();
+        var profiles = rollout.Manifest.GetProperty("signed").GetProperty("artifacts").EnumerateObject().Select(p => p.Name).ToList();
+        foreach (var device in rollout.Devices)
+        {
+            if (device.Previous is not { } previous || (previous.Name == rollout.ModelId && previous.Version == rollout.Version.ToString(CultureInfo.InvariantCulture)))
+            {
+                devices.Add(device);
+                continue;
+            }
+            var key = $"{previous.Name}@{previous.Version}";
+            if (!reverts.TryGetValue(key, out var release))
+            {
+                if (!long.TryParse(previous.Version, CultureInfo.InvariantCulture, out var number)
+                    || await store.GetModelVersionAsync(previous.Name, number, ct).ConfigureAwait(false) is not { } old)
+                {
+                    devices.Add(device with { Reason = $"cannot roll back: its previous model {previous.Name} v{previous.Version} is not in the registry" });
+                    continue;
+                }
+                var again = await ReleaseAgainAsync(old, rollout.Id, by, reason, ct).ConfigureAwait(false);
+                var signed = signer.Sign(again, again.Version, profiles, rollout.Id);
+                release = new RevertRelease(again.Version, signed.Manifest);
+                reverts[key] = release;
+                rollout = rollout with { KeySet = signed.KeySet, Roots = signed.Roots };
+            }
+            await SetDesiredAsync(device.Id, release.Manifest, rollout.KeySet, rollout.Roots, ct).ConfigureAwait(false);
+            devices.Add(device with { Status = RolloutDeviceStatus.Reverting, Reason = $"back to {previous.Name} v{previous.Version} as v{release.Version}" });
+        }
+        Log.RolledBack(log, rollout.Id, by, reason);
+        return rollout.With(new RolloutEvent(now, by, "rolled-back", rollout.Phase, reason)) with
+        {
+            State = RolloutStates.RolledBack,
+            Reverts = reverts,
+            Devices = devices,
+        };
+    }
+
+    /// <summary>Registers <paramref name="old"/> again as the model's next version, approved.</summary>
+    private async Task<ModelVersion> ReleaseAgainAsync(ModelVersion old, string rolloutId, string by, string reason, CancellationToken ct)
+    {
+        var now = time.GetUtcNow();
+        var latest = (await store.ListModelVersionsAsync(old.ModelId, ct).ConfigureAwait(false)).Max(v => v.Version);
+        while (true)
+        {
+            var again = old with
+            {
+                Version = latest + 1,
+                State = ApprovalStates.Approved,
+                CreatedAt = now,
+                CreatedBy = by,
+                History = [.. old.History, new StateChange(old.State, ApprovalStates.Approved, by, now, $"v{old.Version} released again as v{latest + 1} to roll back rollout {rolloutId}: {reason}")],
+            };
+            var (added, current) = await store.AddModelVersionAsync(again, ct).ConfigureAwait(false);
+            if (added)
+                return again;
+            latest = current;
+        }
+    }
+
+    private static RolloutDevice RevertOutcome(Rollout rollout, RolloutDevice device, DeviceRecord? record)
+    {
+        if (device.Status != RolloutDeviceStatus.Reverting || device.Previous is not { } previous
+            || !rollout.Reverts.TryGetValue($"{previous.Name}@{previous.Version}", out var release) || record?.ActiveModel is not { } active)
+            return device;
+        if (active.Name == previous.Name && active.Version == release.Version.ToString(CultureInfo.InvariantCulture))
+            return device with { Status = RolloutDeviceStatus.Reverted };
+        return record.LastOta is { } ota && ota.ModelId == previous.Name && ota.Version == release.Version && ota.State is OtaState.Rejected or OtaState.RolledBack
+            ? device with { Status = RolloutDeviceStatus.Failed, Reason = $"the rollback to v{release.Version} failed: {ota.Error?.ToString() ?? "?"}" }
+            : device;
+    }
+
+    /// <summary>An operator's action: pause, resume, abort, rollback or promote; null when the rollout does not exist, else the result or why it was refused.</summary>
+    public async Task<(Rollout? Rollout, string? Refused)> ActAsync(string id, string action, string by, string? reason, CancellationToken ct)
+    {
+        await _turn.WaitAsync(ct).ConfigureAwait(false);
+        try
+        {
+            return await ActInTurnAsync(id, action, by, reason, ct).ConfigureAwait(false);
+        }
+        finally
+        {
+            _turn.Release();
+        }
+    }
+
+    private async Task<(Rollout? Rollout, string? Refused)> ActInTurnAsync(string id, string action, string by, string? reason, CancellationToken ct)
+    {
+        for (var attempt = 0; attempt < 5; attempt++)
+        {
+            if (await store.GetRolloutAsync(id, ct).ConfigureAwait(false) is not { } rollout)
+                return (null, null);
+            var now = time.GetUtcNow();
+            var e = new RolloutEvent(now, by, action, rollout.Phase, reason);
+            Rollout? next = (action, rollout.State) switch
+            {
+                ("pause", RolloutStates.Running) => rollout.With(e) with { State = RolloutStates.Paused },
+                ("resume", RolloutStates.Paused) => rollout.With(e) with { State = RolloutStates.Running },
+                ("abort", RolloutStates.Running or RolloutStates.Paused) => rollout.With(e) with { State = RolloutStates.Aborted },
+                ("promote", RolloutStates.Running or RolloutStates.Paused) when rollout.Phase + 1 < rollout.Phases.Count =>
+                    rollout.With(e) with { Phase = rollout.Phase + 1, PhaseStartedAt = now },
+                ("rollback", not RolloutStates.RolledBack) => await RollBackAsync(rollout, by, reason ?? "operator rollback", ct).ConfigureAwait(false),
+                _ => null,
+            };
+            if (next is null)
+            {
+                return (rollout, action == "promote" && rollout.Phase + 1 >= rollout.Phases.Count && !RolloutStates.IsFinal(rollout.State)
+                    ? "the rollout is in its last phase: nothing to promote to"
+                    : $"a {rollout.State} rollout cannot be {Past(action)}");
+            }
+            var saved = await store.UpdateRolloutAsync(id, current => current.Revision == rollout.Revision ? next with { Revision = rollout.Revision + 1 } : null, ct).ConfigureAwait(false);
+            if (saved is { } s)
+                return (s.After, null);
+        }
+        return (null, "the rollout kept changing; try again");
+    }
+
+    private static string Past(string action) => action switch
+    {
+        "pause" => "paused",
+        "resume" => "resumed",
+        "abort" => "aborted",
+        "promote" => "promoted",
+        _ => "rolled back",
+    };
+
+    private static partial class Log
+    {
+        [LoggerMessage(7001, LogLevel.Warning, "Rollout {Rollout} phase {Phase}: {Failure}")]
+        public static partial void GateFailed(ILogger logger, string rollout, int phase, string failure);
+
+        [LoggerMessage(7002, LogLevel.Information, "Rollout {Rollout} phase {Phase} done: {Summary}")]
+        public static partial void PhaseDone(ILogger logger, string rollout, int phase, string summary);
+
+        [LoggerMessage(7003, LogLevel.Warning, "Rollout {Rollout} rolled back by {By}: {Reason}")]
+        public static partial void RolledBack(ILogger logger, string rollout, string by, string reason);
+
+        [LoggerMessage(7004, LogLevel.Warning, "Rollout step failed: {Reason}")]
+        public static partial void TickFailed(ILogger logger, string reason);
+    }
+}

@@ -1,0 +1,117 @@
+using System.Buffers.Binary;
+using System.Globalization;
+using System.Security.Cryptography;
+using System.Text;
+using EdgeFleet.Fleet.Devices;
+using EdgeFleet.Shared.Wire;
+
+namespace EdgeFleet.Fleet.Rollouts;
+
+/// <summary>What one engine step decided for a rollout.</summary>
+public sealed record RolloutStep(IReadOnlyList<DeviceRecord> Assign, IReadOnlyList<RolloutDevice> Updated, string? GateFailure, bool PhaseDone, RolloutTally Tally);
+
+/// <summary>Outcomes among the devices moved so far.</summary>
+public sealed record RolloutTally(int Assigned, int Installed, int Failed, int Pending)
+{
+    public int Reporting => Installed + Failed;
+
+    public double FailureRate => Reporting == 0 ? 0 : (double)Failed / Reporting;
+}
+
+/// <summary>
+/// The rollout's decisions as pure functions of its record, the devices and the clock, so the engine only
+/// carries them out (and tests can check them without a fleet).
+/// </summary>
+public static class RolloutPlan
+{
+    /// <summary>A device's place in the rollout's order: the first 8 bytes of SHA-256(rollout id, device id).</summary>
+    public static ulong Rank(string rolloutId, string deviceId) =>
+        BinaryPrimitives.ReadUInt64BigEndian(SHA256.HashData(Encoding.UTF8.GetBytes(rolloutId + "\n" + deviceId)));
+
+    /// <summary>Eligible devices in the rollout's stable order.</summary>
+    public static List<DeviceRecord> Order(string rolloutId, IEnumerable<DeviceRecord> eligible) =>
+        [.. eligible.OrderBy(d => Rank(rolloutId, d.Id)).ThenBy(d => d.Id, StringComparer.Ordinal)];
+
+    /// <summary>How a moved device stands with the rollout's version, from what it last reported.</summary>
+    public static (string Status, string? Reason) Outcome(string modelId, long version, DeviceRecord? device)
+    {
+        if (device is null)
+            return (RolloutDeviceStatus.Pending, "the device is no longer registered");
+        var label = version.ToString(CultureInfo.InvariantCulture);
+        if (device.ActiveModel is { } active && active.Name == modelId && active.Version == label && device.Ota is OtaState.Committed or OtaState.Idle)
+            return (RolloutDeviceStatus.Installed, null);
+        if (device.LastOta is { } ota && ota.ModelId == modelId && ota.Version == version && ota.State is OtaState.Rejected or OtaState.RolledBack)
+            return (RolloutDeviceStatus.Failed, $"{ota.State.ToString().ToLowerInvariant()}: {ota.Error?.ToString() ?? "?"}{(ota.Reason is { } r ? $" ({r})" : "")}");
+        return (RolloutDeviceStatus.Pending, null);
+    }
+
+    /// <summary>
+    /// One step of a running rollout: the devices the current phase adds (in rank order up to its size), every
+    /// moved device's outcome, whether a gate failed (judged once enough devices reported), and whether the
+    /// phase is done (soaked, enough reports, gates passed).
+    /// </summary>
+    public static RolloutStep Evaluate(Rollout rollout, IReadOnlyList<DeviceRecord> ordered, IReadOnlyDictionary<string, DeviceRecord> all, DateTimeOffset now)
+    {
+        var phase = rollout.Phases[rollout.Phase];
+        var moved = rollout.Devices.Select(d => d.Id).ToHashSet(StringComparer.Ordinal);
+        var size = phase.Size(ordered.Count);
+        var assign = new List<DeviceRecord>();
+        for (var i = 0; i < ordered.Count && moved.Count + assign.Count < size; i++)
+        {
+            if (!moved.Contains(ordered[i].Id))
+                assign.Add(ordered[i]);
+        }
+        var updated = rollout.Devices.Select(d =>
+        {
+            if (d.Status is RolloutDeviceStatus.Reverting or RolloutDeviceStatus.Reverted)
+                return d;
+            var (status, reason) = Outcome(rollout.ModelId, rollout.Version, all.GetValueOrDefault(d.Id));
+            // A failure is final for the rollout (the agent does not retry a version it rejected or rolled back).
+            return d.Status == RolloutDeviceStatus.Failed ? d : d with { Status = status, Reason = reason };
+        }).ToList();
+        var tally = new RolloutTally(updated.Count + assign.Count,
+            updated.Count(d => d.Status == RolloutDeviceStatus.Installed),
+            updated.Count(d => d.Status == RolloutDeviceStatus.Failed),
+            updated.Count(d => d.Status == RolloutDeviceStatus.Pending) + assign.Count);
+        var needed = Math.Min(Math.Max(1, phase.MinReporting), Math.Max(1, tally.Assigned));
+        string? failure = null;
+        if (tally.Reporting >= needed && tally.FailureRate > rollout.Gates.MaxFailureRate)
+        {
+            failure = string.Create(CultureInfo.InvariantCulture,
+                $"install gate: {tally.Failed} of {tally.Reporting} reporting devices failed to install v{rollout.Version} ({tally.FailureRate:P1} > {rollout.Gates.MaxFailureRate:P1})");
+        }
+        var done = failure is null && assign.Count == 0 && tally.Reporting >= needed
+            && now - rollout.PhaseStartedAt >= TimeSpan.FromSeconds(phase.SoakSeconds);
+        return new RolloutStep(assign, updated, failure, done, tally);
+    }
+
+    /// <summary>Checks a new rollout's definition; null when it is usable, else why not.</summary>
+    public static string? Check(Rollout r)
+    {
+        if (r.Phases.Count is 0 or > 20)
+            return "a rollout needs 1 to 20 phases";
+        for (var i = 0; i < r.Phases.Count; i++)
+        {
+            var p = r.Phases[i];
+            if ((p.Percent is null) == (p.Count is null))
+                return $"phase {i + 1}: give a percent or a count";
+            if (p.Percent is { } pct && pct is <= 0 or > 100)
+                return $"phase {i + 1}: percent must be within (0, 100]";
+            if (p.Count is < 1)
+                return $"phase {i + 1}: count must be at least 1";
+            if (p.SoakSeconds < 0 || p.MinReporting < 0)
+                return $"phase {i + 1}: soakSeconds and minReporting cannot be negative";
+        }
+        if (r.Phases[^1] is { Percent: not 100 } and { Count: null })
+            return "the last phase must reach the whole target (percent 100)";
+        if (r.Gates.MaxFailureRate is < 0 or > 1)
+            return "gates.maxFailureRate must be within [0, 1]";
+        if (r.OnGateFailure is not ("pause" or "rollback"))
+            return "onGateFailure is pause or rollback";
+        if (r.Target.Group is null && r.Target.Selector is null && r.Target.Devices.Count == 0)
+            return "the target needs a group, a selector or devices";
+        if (r.Target.Devices.FirstOrDefault(d => !DeviceId.IsValid(d)) is { } bad)
+            return $"target device '{bad}' is not a valid device id";
+        return null;
+    }
+}

@@ -1,0 +1,57 @@
+using System.Text.Json;
+using EdgeFleet.Fleet.Models;
+using EdgeFleet.Fleet.Ota;
+using EdgeFleet.ModelTools.Signing;
+
+namespace EdgeFleet.Fleet.Rollouts;
+
+/// <summary>The signed documents a device needs for one release: the manifest, the key set, and root updates.</summary>
+public sealed record SignedRelease(JsonElement Manifest, JsonElement KeySet, List<JsonElement> Roots);
+
+/// <summary>
+/// Signs rollout manifests with the fleet's key directory (<see cref="SigningOptions"/>). The artifact is the
+/// version's INT8 file when it has one, else its FP32 original, for every hardware profile named; the health
+/// check is computed here by running that file (<see cref="ManifestBuilder.SyntheticSamples"/>).
+/// </summary>
+public sealed class RolloutSigner(FleetOptions options, ArtifactStore artifacts, TimeProvider time)
+{
+    public bool Configured => options.Signing.KeyDirectory is not null;
+
+    public SignedRelease Sign(ModelVersion version, long releaseAs, IReadOnlyList<string> profiles, string rolloutId)
+    {
+        if (options.Signing.KeyDirectory is not { } directory)
+            throw new InvalidOperationException("the fleet has no signing keys: set Fleet:Signing:KeyDirectory to a directory made by `edgefleet keys init`");
+        var artifact = version.Artifacts.FirstOrDefault(a => a.Kind == ModelArtifact.Int8Kind)
+            ?? version.Artifacts.FirstOrDefault(a => a.Kind == ModelArtifact.Fp32Kind)
+            ?? throw new InvalidOperationException($"{version.ModelId} v{version.Version} has no FP32 or INT8 artifact");
+        var path = artifacts.Find(artifact.Sha256) ?? throw new InvalidOperationException($"artifact {artifact.Sha256} of {version.ModelId} v{version.Version} is missing from the artifact store");
+        var store = new KeyStore(directory);
+        var passphrase = options.Signing.PassphraseFile is { } file ? File.ReadAllText(file).TrimEnd('\r', '\n')
+            : Environment.GetEnvironmentVariable("EDGEFLEET_KEY_PASSPHRASE");
+        var keySet = store.CurrentKeySet();
+        var manifest = ManifestBuilder.Build(new ManifestBuilder.Request
+        {
+            ModelPath = path,
+            ModelId = version.ModelId,
+            Version = releaseAs,
+            Profiles = profiles,
+            Samples = ManifestBuilder.SyntheticSamples(path),
+            RolloutId = rolloutId,
+            LatencyBudgetMs = 1000,
+        }, keySet, time.GetUtcNow());
+        var signers = store.LoadSigners(passphrase);
+        try
+        {
+            var signed = ManifestBuilder.Sign(manifest, signers);
+            return new SignedRelease(
+                JsonDocument.Parse(signed).RootElement.Clone(),
+                JsonDocument.Parse(File.ReadAllBytes(store.KeySetPath)).RootElement.Clone(),
+                [.. store.RootsAfter(1).Select(r => JsonDocument.Parse(r).RootElement.Clone())]);
+        }
+        finally
+        {
+            foreach (var key in signers)
+                key.Dispose();
+        }
+    }
+}

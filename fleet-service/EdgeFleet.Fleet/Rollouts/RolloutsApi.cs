@@ -1,0 +1,206 @@
+using System.Security.Claims;
+using System.Text.Json;
+using EdgeFleet.Fleet.Devices;
+using EdgeFleet.Fleet.Identity;
+using EdgeFleet.Fleet.Models;
+using EdgeFleet.Fleet.Storage;
+
+namespace EdgeFleet.Fleet.Rollouts;
+
+/// <summary>The body of <c>POST /api/rollouts</c>.</summary>
+public sealed record RolloutRequest
+{
+    /// <summary>Optional: generated when absent (1-64 of a-z, 0-9, '-', '_', '.').</summary>
+    public string? Id { get; init; }
+
+    public required string ModelId { get; init; }
+
+    public required long Version { get; init; }
+
+    public required RolloutTarget Target { get; init; }
+
+    public required List<RolloutPhase> Phases { get; init; }
+
+    public RolloutGates? Gates { get; init; }
+
+    public string? OnGateFailure { get; init; }
+}
+
+public sealed record RolloutActionRequest(string? Reason);
+
+/// <summary>Progress of one phase: its size now, and how its devices stand.</summary>
+public sealed record PhaseView(int Phase, double? Percent, int? Count, int Size, int Assigned, int Installed, int Failed, int Pending, double SoakSeconds, int MinReporting);
+
+/// <summary>A rollout as the API shows it: its record, phase progress and totals.</summary>
+public sealed record RolloutView
+{
+    public required string Id { get; init; }
+
+    public required string ModelId { get; init; }
+
+    public required long Version { get; init; }
+
+    public required string State { get; init; }
+
+    public required int Phase { get; init; }
+
+    public required int PhaseCount { get; init; }
+
+    public required DateTimeOffset PhaseStartedAt { get; init; }
+
+    public required RolloutTarget Target { get; init; }
+
+    public required RolloutGates Gates { get; init; }
+
+    public required string OnGateFailure { get; init; }
+
+    public required int Eligible { get; init; }
+
+    public required RolloutTally Tally { get; init; }
+
+    public required List<PhaseView> Phases { get; init; }
+
+    public required List<RolloutEvent> Events { get; init; }
+
+    public Dictionary<string, long> Reverts { get; set; } = [];
+
+    /// <summary>Every moved device (only on <c>GET /api/rollouts/{id}</c>).</summary>
+    public List<RolloutDevice>? Devices { get; init; }
+
+    public required DateTimeOffset CreatedAt { get; init; }
+
+    public required string CreatedBy { get; init; }
+}
+
+/// <summary><c>/api/rollouts</c>: create (operator; the version must be approved), list and show (viewer), and the operator actions.</summary>
+public static class RolloutsApi
+{
+    public static IEndpointRouteBuilder MapRolloutsApi(this IEndpointRouteBuilder app)
+    {
+        var rollouts = app.MapGroup("/api/rollouts");
+        rollouts.MapGet("", async (IFleetStore store, CancellationToken ct) =>
+        {
+            var devices = await store.ListDevicesAsync(ct).ConfigureAwait(false);
+            var list = await store.ListRolloutsAsync(ct).ConfigureAwait(false);
+            return TypedResults.Ok(list.Select(r => View(r, devices, withDevices: false)).ToList());
+        }).RequireAuthorization(ApiAuthentication.ViewerPolicy);
+        rollouts.MapGet("/{id}", async Task<IResult> (string id, IFleetStore store, CancellationToken ct) =>
+            await store.GetRolloutAsync(id, ct).ConfigureAwait(false) is { } r
+                ? TypedResults.Ok(View(r, await store.ListDevicesAsync(ct).ConfigureAwait(false), withDevices: true))
+                : TypedResults.NotFound(new ApiError("UnknownRollout", $"no rollout {LogText.Sanitize(id)}"))).RequireAuthorization(ApiAuthentication.ViewerPolicy);
+        rollouts.MapPost("", CreateAsync).RequireAuthorization(ApiAuthentication.OperatorPolicy);
+        foreach (var action in (string[])["pause", "resume", "abort", "rollback", "promote"])
+        {
+            rollouts.MapPost($"/{{id}}/{action}", async Task<IResult> (string id, RolloutActionRequest? body, ClaimsPrincipal user, RolloutEngine engine, IFleetStore store, TimeProvider time, CancellationToken ct) =>
+            {
+                var reason = body?.Reason;
+                if (action is "rollback" or "abort" or "promote" && string.IsNullOrWhiteSpace(reason))
+                    return TypedResults.BadRequest(new ApiError("ReasonRequired", $"{action} needs a reason"));
+                var before = await store.GetRolloutAsync(id, ct).ConfigureAwait(false);
+                var (rollout, refused) = await engine.ActAsync(id, action, IdentityApi.Actor(user), reason, ct).ConfigureAwait(false);
+                if (rollout is null && refused is null)
+                    return TypedResults.NotFound(new ApiError("UnknownRollout", $"no rollout {LogText.Sanitize(id)}"));
+                if (refused is not null)
+                    return TypedResults.Conflict(new ApiError("InvalidRolloutState", refused));
+                await IdentityApi.AuditAsync(store, user, $"rollout.{action}", id, $$"""{"state":"{{before?.State}}","phase":{{before?.Phase}}}""",
+                    $$"""{"state":"{{rollout!.State}}","phase":{{rollout.Phase}},"reason":{{JsonSerializer.Serialize(reason ?? "", FleetApiJsonContext.Default.String)}}}""", time, ct).ConfigureAwait(false);
+                return TypedResults.Ok(View(rollout, await store.ListDevicesAsync(ct).ConfigureAwait(false), withDevices: false));
+            }).RequireAuthorization(ApiAuthentication.OperatorPolicy);
+        }
+        return app;
+    }
+
+    private static async Task<IResult> CreateAsync(RolloutRequest body, ClaimsPrincipal user, IFleetStore store, RolloutSigner signer, TimeProvider time, CancellationToken ct)
+    {
+        var id = body.Id ?? $"{body.ModelId}-v{body.Version}-{Convert.ToHexStringLower(System.Security.Cryptography.RandomNumberGenerator.GetBytes(3))}";
+        if (!EdgeFleet.Shared.Wire.DeviceId.IsValid(id))
+            return TypedResults.BadRequest(new ApiError("InvalidRolloutId", "rollout ids are 1-64 of a-z, 0-9, '-', '_', '.'"));
+        if (await store.GetModelVersionAsync(body.ModelId, body.Version, ct).ConfigureAwait(false) is not { } version)
+            return TypedResults.NotFound(new ApiError("UnknownModelVersion", $"no model version {LogText.Sanitize(body.ModelId)} v{body.Version}"));
+        if (version.State != ApprovalStates.Approved)
+            return TypedResults.Conflict(new ApiError("NotApproved", $"{version.ModelId} v{version.Version} is {version.State}; only approved versions can be rolled out"));
+        if (!signer.Configured)
+            return TypedResults.Conflict(new ApiError("NoSigningKeys", "the fleet has no signing keys: set Fleet:Signing:KeyDirectory to a directory made by `edgefleet keys init`"));
+        if (body.Target.Group is { } group && await store.GetGroupAsync(group, ct).ConfigureAwait(false) is null)
+            return TypedResults.NotFound(new ApiError("UnknownGroup", $"no group {LogText.Sanitize(group)}"));
+        if (body.Target.Selector is { } selector && !TagSelector.TryParse(selector, out _, out var selectorError))
+            return TypedResults.BadRequest(new ApiError("InvalidSelector", selectorError ?? "unreadable selector"));
+        var now = time.GetUtcNow();
+        var draft = new Rollout
+        {
+            Id = id,
+            ModelId = body.ModelId,
+            Version = body.Version,
+            Target = body.Target,
+            Phases = body.Phases,
+            Gates = body.Gates ?? new RolloutGates(),
+            OnGateFailure = body.OnGateFailure ?? "pause",
+            State = RolloutStates.Running,
+            PhaseStartedAt = now,
+            CreatedAt = now,
+            CreatedBy = IdentityApi.Actor(user),
+            Manifest = default,
+            KeySet = default,
+        };
+        if (RolloutPlan.Check(draft) is { } problem)
+            return TypedResults.BadRequest(new ApiError("InvalidRollout", problem));
+        // The manifest names every hardware profile among the fleet's devices: one artifact serves them all.
+        var profiles = (await store.ListDevicesAsync(ct).ConfigureAwait(false)).Select(d => d.HardwareProfile).OfType<string>().Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal).ToList();
+        if (profiles.Count == 0)
+            return TypedResults.Conflict(new ApiError("NoDevices", "no device with a known hardware profile is registered"));
+        SignedRelease release;
+        try
+        {
+            release = signer.Sign(version, version.Version, profiles, id);
+        }
+        catch (Exception e) when (e is InvalidOperationException or IOException or ArgumentException or Microsoft.ML.OnnxRuntime.OnnxRuntimeException)
+        {
+            return TypedResults.Problem(statusCode: 500, title: "SigningFailed", detail: e.Message);
+        }
+        var rollout = draft with { Manifest = release.Manifest, KeySet = release.KeySet, Roots = release.Roots };
+        if (!await store.CreateRolloutAsync(rollout, ct).ConfigureAwait(false))
+            return TypedResults.Conflict(new ApiError("RolloutExists", $"rollout {id} exists"));
+        await IdentityApi.AuditAsync(store, user, "rollout.create", id, null,
+            $$"""{"modelId":{{JsonSerializer.Serialize(rollout.ModelId, FleetApiJsonContext.Default.String)}},"version":{{rollout.Version}},"phases":{{rollout.Phases.Count}}}""", time, ct).ConfigureAwait(false);
+        return TypedResults.Created($"/api/rollouts/{id}", View(rollout, await store.ListDevicesAsync(ct).ConfigureAwait(false), withDevices: false));
+    }
+
+    /// <summary>The view: per-phase sizes from today's eligible count (as the engine computes them), device outcomes by phase.</summary>
+    public static RolloutView View(Rollout r, IReadOnlyList<DeviceRecord> devices, bool withDevices)
+    {
+        var profiles = r.Manifest.ValueKind == JsonValueKind.Object
+            ? r.Manifest.GetProperty("signed").GetProperty("artifacts").EnumerateObject().Select(p => p.Name).ToHashSet(StringComparer.Ordinal)
+            : [];
+        var targeted = r.Target.Devices.Count > 0 ? r.Target.Devices.ToHashSet(StringComparer.Ordinal) : null;
+        var eligible = Math.Max(r.Devices.Count, devices.Count(d => d.RevokedAt is null && d.HardwareProfile is { } p && profiles.Contains(p) && (targeted is null || targeted.Contains(d.Id))));
+        var phases = r.Phases.Select((p, i) =>
+        {
+            var mine = r.Devices.Where(d => d.Phase == i).ToList();
+            return new PhaseView(i + 1, p.Percent, p.Count, p.Size(eligible), mine.Count,
+                mine.Count(d => d.Status == RolloutDeviceStatus.Installed), mine.Count(d => d.Status == RolloutDeviceStatus.Failed),
+                mine.Count(d => d.Status == RolloutDeviceStatus.Pending), p.SoakSeconds, p.MinReporting);
+        }).ToList();
+        return new RolloutView
+        {
+            Id = r.Id,
+            ModelId = r.ModelId,
+            Version = r.Version,
+            State = r.State,
+            Phase = r.Phase + 1,
+            PhaseCount = r.Phases.Count,
+            PhaseStartedAt = r.PhaseStartedAt,
+            Target = r.Target,
+            Gates = r.Gates,
+            OnGateFailure = r.OnGateFailure,
+            Eligible = eligible,
+            Tally = new RolloutTally(r.Devices.Count, r.Devices.Count(d => d.Status == RolloutDeviceStatus.Installed),
+                r.Devices.Count(d => d.Status == RolloutDeviceStatus.Failed), r.Devices.Count(d => d.Status == RolloutDeviceStatus.Pending)),
+            Phases = phases,
+            Events = r.Events,
+            Reverts = r.Reverts.ToDictionary(kv => kv.Key, kv => kv.Value.Version),
+            Devices = withDevices ? r.Devices : null,
+            CreatedAt = r.CreatedAt,
+            CreatedBy = r.CreatedBy,
+        };
+    }
+}
