@@ -227,7 +227,7 @@ public sealed partial class RolloutEngine(IFleetStore store, FleetMqttClient mqt
         if (active.Name == previous.Name && active.Version == release.Version.ToString(CultureInfo.InvariantCulture))
             return device with { Status = RolloutDeviceStatus.Reverted };
         return record.LastOta is { } ota && ota.ModelId == previous.Name && ota.Version == release.Version && ota.State is OtaState.Rejected or OtaState.RolledBack
-            ? device with { Status = RolloutDeviceStatus.Failed, Reason = $"the rollback to v{release.Version} failed: {ota.Error?.ToString() ?? "?"}" }
+            ? device with { Status = RolloutDeviceStatus.Failed, Reason = $"the rollback to v{release.Version} failed: {(ota.Error is { } e ? EdgeFleet.Shared.Ota.OtaErrors.Name(e) : "?")}" }
             : device;
     }
 

@@ -41,7 +41,7 @@ public static class RolloutPlan
         if (device.ActiveModel is { } active && active.Name == modelId && active.Version == label && device.Ota is OtaState.Committed or OtaState.Idle)
             return (RolloutDeviceStatus.Installed, null);
         if (device.LastOta is { } ota && ota.ModelId == modelId && ota.Version == version && ota.State is OtaState.Rejected or OtaState.RolledBack)
-            return (RolloutDeviceStatus.Failed, $"{ota.State.ToString().ToLowerInvariant()}: {ota.Error?.ToString() ?? "?"}{(ota.Reason is { } r ? $" ({r})" : "")}");
+            return (RolloutDeviceStatus.Failed, $"{(ota.State == OtaState.Rejected ? "rejected" : "rolled back")}: {(ota.Error is { } e ? EdgeFleet.Shared.Ota.OtaErrors.Name(e) : "?")}{(ota.Reason is { } r ? $" ({r})" : "")}");
         return (RolloutDeviceStatus.Pending, null);
     }
 

@@ -1,0 +1,135 @@
+using System.Text.Json;
+using EdgeFleet.Fleet.Devices;
+using EdgeFleet.Fleet.Rollouts;
+using EdgeFleet.Shared.Ota;
+using EdgeFleet.Shared.Wire;
+
+namespace EdgeFleet.Fleet.Tests;
+
+/// <summary>The rollout's decisions without a fleet: order, phase sizes, outcomes, gates, phase completion.</summary>
+public sealed class RolloutPlanTests
+{
+    private static readonly DateTimeOffset T0 = new(2026, 11, 30, 12, 0, 0, TimeSpan.Zero);
+    private static readonly JsonSerializerOptions Web = new(JsonSerializerDefaults.Web);
+
+    private static DeviceRecord Device(string id, string version = "1", OtaState ota = OtaState.Committed, OtaStatusMessage? last = null) => new()
+    {
+        Id = id,
+        FirstSeen = T0,
+        LastSeen = T0,
+        HardwareProfile = "x86-64-generic",
+        ActiveModel = new ModelRef { Name = "m", Version = version },
+        Ota = ota,
+        LastOta = last,
+    };
+
+    private static Rollout Rollout(params RolloutPhase[] phases) => new()
+    {
+        Id = "r1",
+        ModelId = "m",
+        Version = 2,
+        Target = new RolloutTarget { Selector = "a=b" },
+        Phases = [.. phases],
+        Gates = new RolloutGates { MaxFailureRate = 0.1 },
+        State = RolloutStates.Running,
+        PhaseStartedAt = T0,
+        CreatedAt = T0,
+        CreatedBy = "test",
+        Manifest = JsonDocument.Parse("{}").RootElement,
+        KeySet = JsonDocument.Parse("{}").RootElement,
+    };
+
+    [Fact]
+    public void The_order_is_stable_and_differs_between_rollouts()
+    {
+        var devices = Enumerable.Range(0, 100).Select(i => Device($"d{i}")).ToList();
+        var once = RolloutPlan.Order("r1", devices).Select(d => d.Id).ToList();
+        var shuffled = RolloutPlan.Order("r1", devices.AsEnumerable().Reverse()).Select(d => d.Id).ToList();
+        Assert.Equal(once, shuffled);
+        Assert.NotEqual(once, RolloutPlan.Order("r2", devices).Select(d => d.Id).ToList());
+        // A device's rank does not depend on the others: devices that join keep the first ones' relative order,
+        // so a device moved in an early phase stays ahead in later ones.
+        var more = devices.Concat(Enumerable.Range(100, 50).Select(i => Device($"d{i}"))).ToList();
+        Assert.Equal(once, RolloutPlan.Order("r1", more).Select(d => d.Id).Where(id => int.Parse(id[1..], System.Globalization.CultureInfo.InvariantCulture) < 100));
+    }
+
+    [Theory]
+    [InlineData(1.0, null, 1000, 10)]
+    [InlineData(1.0, null, 50, 1)]
+    [InlineData(10.0, null, 7, 1)]
+    [InlineData(100.0, null, 7, 7)]
+    [InlineData(null, 25, 1000, 25)]
+    [InlineData(null, 25, 10, 10)]
+    public void Phase_sizes_round_up_and_never_exceed_the_target(double? percent, int? count, int eligible, int size) =>
+        Assert.Equal(size, new RolloutPhase { Percent = percent, Count = count }.Size(eligible));
+
+    [Fact]
+    public void A_phase_moves_the_next_ranked_devices_then_waits_for_reports_and_its_soak()
+    {
+        var devices = Enumerable.Range(0, 20).Select(i => Device($"d{i}")).ToList();
+        var ordered = RolloutPlan.Order("r1", devices);
+        var byId = devices.ToDictionary(d => d.Id);
+        var rollout = Rollout(new RolloutPhase { Percent = 10, SoakSeconds = 60, MinReporting = 2 }, new RolloutPhase { Percent = 100 });
+
+        var first = RolloutPlan.Evaluate(rollout, ordered, byId, T0);
+        Assert.Equal(ordered.Take(2).Select(d => d.Id), first.Assign.Select(d => d.Id));
+        Assert.False(first.PhaseDone);
+
+        var moved = rollout with { Devices = [.. first.Assign.Select(d => new RolloutDevice { Id = d.Id, Phase = 0, AssignedAt = T0 })] };
+        Assert.Empty(RolloutPlan.Evaluate(moved, ordered, byId, T0.AddSeconds(1)).Assign);
+        Assert.False(RolloutPlan.Evaluate(moved, ordered, byId, T0.AddSeconds(120)).PhaseDone); // nobody reported yet
+
+        foreach (var d in first.Assign)
+            byId[d.Id] = d with { ActiveModel = new ModelRef { Name = "m", Version = "2" } };
+        var soaking = RolloutPlan.Evaluate(moved, ordered, byId, T0.AddSeconds(30));
+        Assert.Equal(2, soaking.Tally.Installed);
+        Assert.False(soaking.PhaseDone);
+        Assert.True(RolloutPlan.Evaluate(moved, ordered, byId, T0.AddSeconds(60)).PhaseDone);
+    }
+
+    [Fact]
+    public void Failures_over_the_limit_fail_the_gate_once_enough_devices_reported()
+    {
+        var devices = Enumerable.Range(0, 10).Select(i => Device($"d{i}")).ToList();
+        var byId = devices.ToDictionary(d => d.Id);
+        var rollout = Rollout(new RolloutPhase { Percent = 100, MinReporting = 4 }) with
+        {
+            Devices = [.. devices.Select(d => new RolloutDevice { Id = d.Id, Phase = 0, AssignedAt = T0 })],
+        };
+        OtaStatusMessage Failed(string id) => new() { DeviceId = id, ModelId = "m", Version = 2, State = OtaState.RolledBack, Error = OtaError.HealthCheckFailed, At = T0 };
+        byId["d0"] = byId["d0"] with { LastOta = Failed("d0"), Ota = OtaState.RolledBack };
+        byId["d1"] = byId["d1"] with { ActiveModel = new ModelRef { Name = "m", Version = "2" } };
+        var early = RolloutPlan.Evaluate(rollout, devices, byId, T0);
+        Assert.Null(early.GateFailure); // 2 of the 4 reports needed
+        Assert.Equal((1, 1, 8), (early.Tally.Installed, early.Tally.Failed, early.Tally.Pending));
+        Assert.Equal("rolled back: health-check-failed", early.Updated.Single(d => d.Id == "d0").Reason);
+
+        byId["d2"] = byId["d2"] with { ActiveModel = new ModelRef { Name = "m", Version = "2" } };
+        byId["d3"] = byId["d3"] with { ActiveModel = new ModelRef { Name = "m", Version = "2" } };
+        var judged = RolloutPlan.Evaluate(rollout, devices, byId, T0);
+        Assert.Contains("1 of 4 reporting devices failed", judged.GateFailure, StringComparison.Ordinal);
+        Assert.False(judged.PhaseDone);
+    }
+
+    [Fact]
+    public void A_pending_download_failure_is_not_a_failed_install()
+    {
+        var status = new OtaStatusMessage { DeviceId = "d", ModelId = "m", Version = 2, State = OtaState.Failed, Error = OtaError.DownloadFailed, At = T0 };
+        Assert.Equal(RolloutDeviceStatus.Pending, RolloutPlan.Outcome("m", 2, Device("d", ota: OtaState.Failed, last: status)).Status);
+        Assert.Equal(RolloutDeviceStatus.Installed, RolloutPlan.Outcome("m", 2, Device("d", version: "2")).Status);
+        Assert.Equal(RolloutDeviceStatus.Pending, RolloutPlan.Outcome("m", 2, null).Status);
+    }
+
+    [Theory]
+    [InlineData("[]", "1 to 20 phases")]
+    [InlineData("""[{"percent": 10}]""", "last phase must reach the whole target")]
+    [InlineData("""[{"percent": 10, "count": 3}, {"percent": 100}]""", "give a percent or a count")]
+    [InlineData("""[{"percent": 0}, {"percent": 100}]""", "percent must be within")]
+    [InlineData("""[{"count": 0}, {"percent": 100}]""", "count must be at least 1")]
+    [InlineData("""[{"percent": 100, "soakSeconds": -1}]""", "cannot be negative")]
+    public void Bad_phases_are_refused_with_the_reason(string phases, string reason)
+    {
+        var parsed = JsonSerializer.Deserialize<List<RolloutPhase>>(phases, Web)!;
+        Assert.Contains(reason, RolloutPlan.Check(Rollout() with { Phases = parsed }), StringComparison.Ordinal);
+    }
+}
