@@ -126,6 +126,32 @@ public sealed class RolloutTests : IDisposable
         Assert.Equal(expected, firstPhase);
     }
 
+    /// <summary>
+    /// Real agents in a rollout: the NativeAOT agent checks the fleet's signature against its pinned root, runs
+    /// the health check the fleet computed, and installs the version; the rollout counts it with the simulated devices.
+    /// </summary>
+    [Fact]
+    public async Task Real_agents_verify_and_install_a_release_signed_by_the_fleet()
+    {
+        Assert.True(File.Exists(Repo.AotAgent), $"no NativeAOT agent at {Repo.AotAgent}: run packaging/publish-agent.sh linux-x64 (scripts/test.sh does)");
+        await using var sim = await DevicesAsync(30);
+        var ota = new JsonObject { ["rootPath"] = P("keys/root.json"), ["fleetUrl"] = _fleet.Url, ["probationMinutes"] = 5 };
+        using var agent1 = new Agent(P("agents"), "real-1", _fleet, P("v1.onnx"), "normal", aot: true, ota: ota.DeepClone().AsObject());
+        using var agent2 = new Agent(P("agents"), "real-2", _fleet, P("v1.onnx"), "imbalance", aot: false, ota: ota.DeepClone().AsObject());
+        await Wait.ForAsync(async () => (await _fleet.Devices()).Count >= 32 ? "" : null, Patience, () => agent1.Output);
+        var request = Rollout("real", 2, [Phase(50, minReporting: 5), Phase(100)]);
+        request["target"] = new JsonObject { ["devices"] = new JsonArray([.. sim.Devices.Select(d => (JsonNode)d.Id), "real-1", "real-2"]) };
+        await CreateAsync(request);
+        await UntilAsync("real", s => s["state"]!.GetValue<string>() == "completed" && s["tally"]!["installed"]!.GetValue<int>() == 32);
+        foreach (var id in (string[])["real-1", "real-2"])
+        {
+            var device = await _fleet.Device(id);
+            Assert.Equal("2", device!["device"]!["activeModel"]!["version"]!.GetValue<string>());
+            Assert.Equal("real", device["device"]!["lastOta"]!["rolloutId"]!.GetValue<string>());
+        }
+        Assert.Contains("Model vibration-classifier v2 is active", agent1.Output, StringComparison.Ordinal);
+    }
+
     [Fact]
     public async Task A_version_that_fails_on_30_percent_of_devices_pauses_in_the_canary_phase_and_an_operator_rolls_it_back()
     {
