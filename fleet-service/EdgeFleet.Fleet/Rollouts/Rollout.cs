@@ -106,6 +106,9 @@ public sealed record Rollout
     /// <summary>Bumped by every saved change: a change computed from an older revision is not saved.</summary>
     public long Revision { get; init; }
 
+    /// <summary>How many devices the target held at the engine's last step (phase sizes are shares of it).</summary>
+    public int Eligible { get; init; }
+
     /// <summary>The phase running now (index into <see cref="Phases"/>).</summary>
     public int Phase { get; init; }
 

@@ -76,7 +76,7 @@ public sealed partial class RolloutEngine(IFleetStore store, FleetMqttClient mqt
         }
         var eligible = await EligibleAsync(rollout, devices, ct).ConfigureAwait(false);
         var step = RolloutPlan.Evaluate(rollout, RolloutPlan.Order(rollout.Id, eligible), byId, now);
-        var next = rollout with { Devices = [.. step.Updated] };
+        var next = rollout with { Devices = [.. step.Updated], Eligible = eligible.Count };
         if (rollout.State != RolloutStates.Running)
         {
             // Paused, or finished with devices that were offline: their outcomes still come in and are kept.

@@ -80,13 +80,12 @@ public static class RolloutsApi
         var rollouts = app.MapGroup("/api/rollouts");
         rollouts.MapGet("", async (IFleetStore store, CancellationToken ct) =>
         {
-            var devices = await store.ListDevicesAsync(ct).ConfigureAwait(false);
             var list = await store.ListRolloutsAsync(ct).ConfigureAwait(false);
-            return TypedResults.Ok(list.Select(r => View(r, devices, withDevices: false)).ToList());
+            return TypedResults.Ok(list.Select(r => View(r, withDevices: false)).ToList());
         }).RequireAuthorization(ApiAuthentication.ViewerPolicy);
         rollouts.MapGet("/{id}", async Task<IResult> (string id, IFleetStore store, CancellationToken ct) =>
             await store.GetRolloutAsync(id, ct).ConfigureAwait(false) is { } r
-                ? TypedResults.Ok(View(r, await store.ListDevicesAsync(ct).ConfigureAwait(false), withDevices: true))
+                ? TypedResults.Ok(View(r, withDevices: true))
                 : TypedResults.NotFound(new ApiError("UnknownRollout", $"no rollout {LogText.Sanitize(id)}"))).RequireAuthorization(ApiAuthentication.ViewerPolicy);
         rollouts.MapPost("", CreateAsync).RequireAuthorization(ApiAuthentication.OperatorPolicy);
         foreach (var action in (string[])["pause", "resume", "abort", "rollback", "promote"])
@@ -104,7 +103,7 @@ public static class RolloutsApi
                     return TypedResults.Conflict(new ApiError("InvalidRolloutState", refused));
                 await IdentityApi.AuditAsync(store, user, $"rollout.{action}", id, $$"""{"state":"{{before?.State}}","phase":{{before?.Phase}}}""",
                     $$"""{"state":"{{rollout!.State}}","phase":{{rollout.Phase}},"reason":{{JsonSerializer.Serialize(reason ?? "", FleetApiJsonContext.Default.String)}}}""", time, ct).ConfigureAwait(false);
-                return TypedResults.Ok(View(rollout, await store.ListDevicesAsync(ct).ConfigureAwait(false), withDevices: false));
+                return TypedResults.Ok(View(rollout, withDevices: false));
             }).RequireAuthorization(ApiAuthentication.OperatorPolicy);
         }
         return app;
@@ -162,17 +161,13 @@ public static class RolloutsApi
             return TypedResults.Conflict(new ApiError("RolloutExists", $"rollout {id} exists"));
         await IdentityApi.AuditAsync(store, user, "rollout.create", id, null,
             $$"""{"modelId":{{JsonSerializer.Serialize(rollout.ModelId, FleetApiJsonContext.Default.String)}},"version":{{rollout.Version}},"phases":{{rollout.Phases.Count}}}""", time, ct).ConfigureAwait(false);
-        return TypedResults.Created($"/api/rollouts/{id}", View(rollout, await store.ListDevicesAsync(ct).ConfigureAwait(false), withDevices: false));
+        return TypedResults.Created($"/api/rollouts/{id}", View(rollout, withDevices: false));
     }
 
-    /// <summary>The view: per-phase sizes from today's eligible count (as the engine computes them), device outcomes by phase.</summary>
-    public static RolloutView View(Rollout r, IReadOnlyList<DeviceRecord> devices, bool withDevices)
+    /// <summary>The view: per-phase sizes from the target's size at the engine's last step, device outcomes by phase.</summary>
+    public static RolloutView View(Rollout r, bool withDevices)
     {
-        var profiles = r.Manifest.ValueKind == JsonValueKind.Object
-            ? r.Manifest.GetProperty("signed").GetProperty("artifacts").EnumerateObject().Select(p => p.Name).ToHashSet(StringComparer.Ordinal)
-            : [];
-        var targeted = r.Target.Devices.Count > 0 ? r.Target.Devices.ToHashSet(StringComparer.Ordinal) : null;
-        var eligible = Math.Max(r.Devices.Count, devices.Count(d => d.RevokedAt is null && d.HardwareProfile is { } p && profiles.Contains(p) && (targeted is null || targeted.Contains(d.Id))));
+        var eligible = Math.Max(r.Eligible, r.Devices.Count);
         var phases = r.Phases.Select((p, i) =>
         {
             var mine = r.Devices.Where(d => d.Phase == i).ToList();
