@@ -50,13 +50,15 @@ public sealed class RolloutTests : IDisposable
         return cli.Output;
     }
 
-    private async Task<SimulatedFleet> DevicesAsync(int count, double failureRate = 0)
+    private async Task<SimulatedFleet> DevicesAsync(int count, double failureRate = 0, double rate = 0, IReadOnlyDictionary<long, SimModelBehaviour>? behaviours = null)
     {
         using var api = _fleet.AdminClient();
         var sim = await SimulatedFleet.EnrollAsync(api, new SimOptions
         {
             Devices = count,
-            Rate = 0,
+            Rate = rate,
+            BatchRecords = 10,
+            Behaviours = behaviours ?? new Dictionary<long, SimModelBehaviour>(),
             Prefix = "r",
             OtaFailureRate = failureRate,
             FailingVersions = new HashSet<long> { 2 }, // v2 does not suit some devices; what it rolls back to does
@@ -201,6 +203,50 @@ public sealed class RolloutTests : IDisposable
         Assert.Equal(10, aborted["tally"]!["assigned"]!.GetValue<int>());
         using var resume = await _fleet.Send(HttpMethod.Post, "/api/rollouts/stopped/resume", new JsonObject());
         Assert.Equal(HttpStatusCode.Conflict, resume.StatusCode);
+    }
+
+    /// <summary>
+    /// A version that installs everywhere but is slower, or predicts differently, is stopped by the quality gates
+    /// in its first phase (its devices against those still on v1) and rolled back; one that behaves like v1 goes on.
+    /// </summary>
+    [Theory]
+    [InlineData("latency", "quality gate: p95 latency")]
+    [InlineData("outputs", "quality gate: the predicted-class distribution shifted")]
+    [InlineData("same", null)]
+    public async Task A_latency_regression_or_an_output_shift_is_stopped_by_a_quality_gate_and_rolled_back(string change, string? failure)
+    {
+        var v2 = change switch
+        {
+            "latency" => new SimModelBehaviour(LatencyFactor: 3),
+            "outputs" => new SimModelBehaviour(Labels: ["bearing-wear", "bearing-wear", "bearing-wear", "normal"]),
+            _ => SimModelBehaviour.Default,
+        };
+        await using var sim = await DevicesAsync(50, rate: 20, behaviours: new Dictionary<long, SimModelBehaviour> { [2] = v2 });
+        using var stop = new CancellationTokenSource();
+        var traffic = sim.RunAsync(TimeSpan.FromMinutes(5), stop.Token);
+        var request = Rollout("quality", 2, [Phase(20, soak: 4, minReporting: 10), Phase(100)], onFailure: "rollback");
+        request["gates"]!["quality"] = new JsonObject { ["minSamples"] = 300 };
+        await CreateAsync(request);
+        var end = await UntilAsync("quality", s => s["state"]!.GetValue<string>() is "rolled-back" or "completed");
+        await stop.CancelAsync();
+        try
+        {
+            await traffic;
+        }
+        catch (OperationCanceledException)
+        {
+        }
+        var events = end["events"]!.AsArray();
+        if (failure is null)
+        {
+            Assert.Equal("completed", end["state"]!.GetValue<string>());
+            Assert.Contains("quality: p95", events.First(e => e!["action"]!.GetValue<string>() == "phase-started")!["reason"]!.GetValue<string>(), StringComparison.Ordinal);
+            return;
+        }
+        Assert.True(end["state"]!.GetValue<string>() == "rolled-back", events.ToJsonString());
+        Assert.Equal(1, end["phase"]!.GetValue<int>());
+        Assert.Equal(10, end["tally"]!["assigned"]!.GetValue<int>());
+        Assert.StartsWith(failure, events.Single(e => e!["action"]!.GetValue<string>() == "gate-failed")!["reason"]!.GetValue<string>(), StringComparison.Ordinal);
     }
 
     [Fact]

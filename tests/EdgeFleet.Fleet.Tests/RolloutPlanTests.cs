@@ -132,4 +132,36 @@ public sealed class RolloutPlanTests
         var parsed = JsonSerializer.Deserialize<List<RolloutPhase>>(phases, Web)!;
         Assert.Contains(reason, RolloutPlan.Check(Rollout() with { Phases = parsed }), StringComparison.Ordinal);
     }
+
+    [Fact]
+    public void A_request_that_names_some_settings_keeps_the_defaults_of_the_others()
+    {
+        // Source-generated JSON leaves init-only properties it does not see at default(T): these are settable.
+        var request = JsonSerializer.Deserialize("""
+            {"modelId": "m", "version": 2, "target": {"selector": "a=b"}, "phases": [{"percent": 100}], "gates": {"quality": {"minSamples": 300}}}
+            """, EdgeFleet.Fleet.Devices.FleetApiJsonContext.Default.RolloutRequest)!;
+        Assert.Equal(1, request.Phases[0].MinReporting);
+        Assert.Equal(0.05, request.Gates!.MaxFailureRate);
+        Assert.True(request.Gates.Quality.Enabled);
+        Assert.Equal(300, request.Gates.Quality.MinSamples);
+        Assert.Equal(1.5, request.Gates.Quality.MaxP95LatencyRatio);
+        Assert.Equal(0.25, request.Gates.Quality.MaxOutputPsi);
+    }
+
+    [Fact]
+    public void The_quality_verdict_names_the_gate_that_failed_or_why_it_was_not_judged()
+    {
+        static QualityReading Reading(long samples, long p95, double confidence, params (string, long)[] outputs) =>
+            new(samples, p95, confidence, outputs.ToDictionary(o => o.Item1, o => o.Item2), 0, 0);
+        var gates = new QualityGates();
+        var control = Reading(1000, 400, 0.8, ("a", 500), ("b", 500));
+        Assert.Null(QualityVerdict.Judge(Reading(1000, 420, 0.79, ("a", 480), ("b", 520)), control, gates).Failure);
+        Assert.StartsWith("quality gate: p95 latency 3.00×", QualityVerdict.Judge(Reading(1000, 1200, 0.8, ("a", 500), ("b", 500)), control, gates).Failure, StringComparison.Ordinal);
+        Assert.StartsWith("quality gate: mean confidence fell by 0.300", QualityVerdict.Judge(Reading(1000, 400, 0.5, ("a", 500), ("b", 500)), control, gates).Failure, StringComparison.Ordinal);
+        Assert.StartsWith("quality gate: the predicted-class distribution shifted", QualityVerdict.Judge(Reading(1000, 400, 0.8, ("a", 950), ("b", 50)), control, gates).Failure, StringComparison.Ordinal);
+        var notJudged = QualityVerdict.Judge(Reading(10, 9999, 0.1, ("c", 10)), control, gates);
+        Assert.False(notJudged.Judged);
+        Assert.Null(notJudged.Failure);
+        Assert.Contains("10 inferences on the new version", notJudged.Summary, StringComparison.Ordinal);
+    }
 }

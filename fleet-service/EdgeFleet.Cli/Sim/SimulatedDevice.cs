@@ -15,13 +15,35 @@ namespace EdgeFleet.Cli.Sim;
 /// </summary>
 public sealed class SimulatedDevice : IAsyncDisposable
 {
-    private static readonly byte[][] Bodies = [.. new[] { "normal", "imbalance", "misalignment", "bearing-wear" }.Select((label, i) =>
-        TelemetryBatchCodec.Body(new TelemetryRecord
+    private static readonly string[] DefaultLabels = ["normal", "imbalance", "misalignment", "bearing-wear"];
+
+    /// <summary>Record bodies per model version and behaviour, made once: a device cycles through its model's.</summary>
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<(string Model, string Version, SimModelBehaviour Behaviour), byte[][]> BodyCache = new();
+
+    private static byte[][] BodiesFor(ModelRef model, SimModelBehaviour behaviour) => BodyCache.GetOrAdd((model.Name, model.Version, behaviour), key =>
+    {
+        var labels = key.Behaviour.Labels ?? DefaultLabels;
+        // Latencies spread over 180..440 µs (times the behaviour's factor), so percentiles mean something.
+        return [.. Enumerable.Range(0, 40).Select(i => TelemetryBatchCodec.Body(new TelemetryRecord
         {
             Ts = DateTimeOffset.UnixEpoch,
             Kind = TelemetryKind.Inference,
-            Inference = new InferenceSample { Model = "vibration-classifier", Version = "1.0.0", Label = label, Confidence = 0.9f - (i * 0.1f), LatencyMicros = 180 + (i * 7) },
+            Inference = new InferenceSample
+            {
+                Model = key.Model,
+                Version = key.Version,
+                Label = labels[i % labels.Count],
+                Confidence = (float)Math.Clamp(0.9 - ((i % 4) * 0.1) + key.Behaviour.ConfidenceShift, 0, 1),
+                LatencyMicros = (long)((180 + (i * 7)) * key.Behaviour.LatencyFactor),
+            },
         }))];
+    });
+
+    /// <summary>How the device's model behaves per version (latency, outputs, confidence); absent: the default.</summary>
+    public IReadOnlyDictionary<long, SimModelBehaviour> Behaviours { get; init; } = new Dictionary<long, SimModelBehaviour>();
+
+    private byte[][] Bodies => BodiesFor(_active, long.TryParse(_active.Version, System.Globalization.CultureInfo.InvariantCulture, out var v)
+        && Behaviours.TryGetValue(v, out var b) ? b : SimModelBehaviour.Default);
 
     private readonly SigningKey _key;
     private readonly string _host;
@@ -142,8 +164,9 @@ public sealed class SimulatedDevice : IAsyncDisposable
     private async Task SendAsync(long first, int count, CancellationToken ct)
     {
         var records = new (long, ReadOnlyMemory<byte>)[count];
+        var bodies = Bodies; // of the model the device runs now
         for (var i = 0; i < count; i++)
-            records[i] = (first + i, Bodies[(int)((first + i) % Bodies.Length)]);
+            records[i] = (first + i, bodies[(int)((first + i) % bodies.Length)]);
         var batch = new TelemetryBatch
         {
             DeviceId = Id,
@@ -255,4 +278,10 @@ public sealed class SimulatedDevice : IAsyncDisposable
         _client?.Dispose();
         _key.Dispose();
     }
+}
+
+/// <summary>A simulated model version's behaviour: latency factor, the labels it predicts (in turn), and a confidence shift.</summary>
+public sealed record SimModelBehaviour(double LatencyFactor = 1, IReadOnlyList<string>? Labels = null, double ConfidenceShift = 0)
+{
+    public static readonly SimModelBehaviour Default = new();
 }

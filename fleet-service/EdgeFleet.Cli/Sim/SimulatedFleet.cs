@@ -22,6 +22,9 @@ public sealed record SimOptions
 
     public double OtaFailureRate { get; init; }
 
+    /// <summary>How each model version behaves on the devices (latency, outputs); versions not named behave alike.</summary>
+    public IReadOnlyDictionary<long, SimModelBehaviour> Behaviours { get; init; } = new Dictionary<long, SimModelBehaviour>();
+
     /// <summary>The model versions <see cref="OtaFailureRate"/> applies to; empty: every version.</summary>
     public IReadOnlySet<long> FailingVersions { get; init; } = new HashSet<long>();
 
@@ -106,6 +109,7 @@ public sealed class SimulatedFleet : IAsyncDisposable
             devices[i] = new SimulatedDevice(id, key, enrolled.BrokerHost, enrolled.BrokerPort, options.OtaFailureRate)
             {
                 FailingVersions = options.FailingVersions,
+                Behaviours = options.Behaviours,
                 SharedKeepAlive = options.SharedKeepAlive,
                 InitialModel = options.InitialModel ?? new EdgeFleet.Shared.Wire.ModelRef { Name = "vibration-classifier", Version = "1.0.0" },
                 BrokerPassword = enrolled.BrokerAuth == "password" ? enrolled.BrokerPassword : null,

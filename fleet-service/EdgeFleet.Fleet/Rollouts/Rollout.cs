@@ -26,16 +26,21 @@ public sealed record RolloutPhase
 
     public double SoakSeconds { get; init; }
 
-    public int MinReporting { get; init; } = 1;
+    public int MinReporting { get; set; } = 1;
 
     /// <summary>How many of <paramref name="eligible"/> devices have the new version once this phase runs.</summary>
     public int Size(int eligible) => Count is { } c ? Math.Min(c, eligible) : (int)Math.Ceiling(eligible * Math.Clamp(Percent ?? 100, 0, 100) / 100.0);
 }
 
-/// <summary>Install gates, judged on a phase's devices that reported: the share that failed (rejected, rolled back) must stay at or under the limit.</summary>
+/// <summary>
+/// Install gate, judged on the moved devices that reported: the share that failed (rejected, rolled back) must
+/// stay at or under the limit; and the model-quality gates (<see cref="QualityGates"/>).
+/// </summary>
 public sealed record RolloutGates
 {
-    public double MaxFailureRate { get; init; } = 0.05;
+    public double MaxFailureRate { get; set; } = 0.05;
+
+    public QualityGates Quality { get; set; } = new();
 }
 
 /// <summary>A device the rollout moved: when, in which phase, from which model, and how it went.</summary>
@@ -51,7 +56,7 @@ public sealed record RolloutDevice
     public ModelRef? Previous { get; init; }
 
     /// <summary>pending, installed, failed; after a rollback: reverting, reverted.</summary>
-    public string Status { get; init; } = RolloutDeviceStatus.Pending;
+    public string Status { get; set; } = RolloutDeviceStatus.Pending;
 
     public string? Reason { get; init; }
 }
@@ -96,10 +101,10 @@ public sealed record Rollout
 
     public required List<RolloutPhase> Phases { get; init; }
 
-    public RolloutGates Gates { get; init; } = new();
+    public RolloutGates Gates { get; set; } = new();
 
     /// <summary>pause (the default) or rollback: what a failed gate does.</summary>
-    public string OnGateFailure { get; init; } = "pause";
+    public string OnGateFailure { get; set; } = "pause";
 
     public required string State { get; init; }
 

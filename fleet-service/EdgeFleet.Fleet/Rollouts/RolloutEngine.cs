@@ -75,7 +75,8 @@ public sealed partial class RolloutEngine(IFleetStore store, FleetMqttClient mqt
             return;
         }
         var eligible = await EligibleAsync(rollout, devices, ct).ConfigureAwait(false);
-        var step = RolloutPlan.Evaluate(rollout, RolloutPlan.Order(rollout.Id, eligible), byId, now);
+        var ordered = RolloutPlan.Order(rollout.Id, eligible);
+        var step = RolloutPlan.Evaluate(rollout, ordered, byId, now);
         var next = rollout with { Devices = [.. step.Updated], Eligible = eligible.Count };
         if (rollout.State != RolloutStates.Running)
         {
@@ -83,7 +84,14 @@ public sealed partial class RolloutEngine(IFleetStore store, FleetMqttClient mqt
             await SaveAsync(rollout, next, ct).ConfigureAwait(false);
             return;
         }
-        if (step.GateFailure is { } failure)
+        var failure = step.GateFailure;
+        QualityVerdict? quality = null;
+        if (failure is null && step.PhaseDone && rollout.Gates.Quality.Enabled)
+        {
+            quality = await JudgeQualityAsync(rollout, step.Updated, ordered, ct).ConfigureAwait(false);
+            failure = quality?.Failure;
+        }
+        if (failure is not null)
         {
             Log.GateFailed(log, rollout.Id, rollout.Phase + 1, failure);
             next = next.With(new RolloutEvent(now, System, "gate-failed", rollout.Phase, failure));
@@ -104,13 +112,41 @@ public sealed partial class RolloutEngine(IFleetStore store, FleetMqttClient mqt
         }
         if (step.PhaseDone)
         {
-            var summary = string.Create(CultureInfo.InvariantCulture, $"{step.Tally.Installed} installed, {step.Tally.Failed} failed, {step.Tally.Pending} pending");
+            var summary = string.Create(CultureInfo.InvariantCulture, $"{step.Tally.Installed} installed, {step.Tally.Failed} failed, {step.Tally.Pending} pending")
+                + (quality is { } q ? $"; {q.Summary}" : rollout.Gates.Quality.Enabled ? "; quality not judged: no device is left on the old version to compare with" : "");
             next = rollout.Phase + 1 < rollout.Phases.Count
                 ? next.With(new RolloutEvent(now, System, "phase-started", rollout.Phase + 1, $"phase {rollout.Phase + 1} passed its gates ({summary})")) with { Phase = rollout.Phase + 1, PhaseStartedAt = now }
                 : next.With(new RolloutEvent(now, System, "completed", rollout.Phase, summary)) with { State = RolloutStates.Completed };
             Log.PhaseDone(log, rollout.Id, rollout.Phase + 1, summary);
         }
         await SaveAsync(rollout, next, ct).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// The quality gates for a phase that is otherwise done: the installed devices' recent records of the new
+    /// version against the not-yet-moved devices' records of other versions of the model; null when no device
+    /// is left to compare with (the last phase).
+    /// </summary>
+    private async Task<QualityVerdict?> JudgeQualityAsync(Rollout rollout, IReadOnlyList<RolloutDevice> moved, IReadOnlyList<DeviceRecord> ordered, CancellationToken ct)
+    {
+        var gates = rollout.Gates.Quality;
+        var movedIds = moved.Select(d => d.Id).ToHashSet(StringComparer.Ordinal);
+        var control = ordered.Where(d => !movedIds.Contains(d.Id)).Take(gates.DevicesPerGroup).Select(d => d.Id).ToList();
+        if (control.Count == 0)
+            return null;
+        var treatment = moved.Where(d => d.Status == RolloutDeviceStatus.Installed).Take(gates.DevicesPerGroup).Select(d => d.Id).ToList();
+        var label = rollout.Version.ToString(CultureInfo.InvariantCulture);
+        var treated = QualityReading.From(await RecentAsync(treatment, gates.RecordsPerDevice, ct).ConfigureAwait(false), (m, v) => m == rollout.ModelId && v == label);
+        var untreated = QualityReading.From(await RecentAsync(control, gates.RecordsPerDevice, ct).ConfigureAwait(false), (m, v) => m == rollout.ModelId && v != label);
+        return QualityVerdict.Judge(treated, untreated, gates);
+    }
+
+    private async Task<List<TelemetryRecord>> RecentAsync(IReadOnlyList<string> devices, int perDevice, CancellationToken ct)
+    {
+        var records = new List<TelemetryRecord>();
+        foreach (var id in devices)
+            records.AddRange(await store.GetRecentTelemetryAsync(id, perDevice, ct).ConfigureAwait(false));
+        return records;
     }
 
     /// <summary>Devices the rollout may reach now: in its target, not revoked, on a hardware profile its manifest has an artifact for.</summary>

@@ -92,6 +92,9 @@ public interface IFleetStore : IDisposable
     /// <summary>Replaces a rollout with <paramref name="change"/>'s result, atomically; null when it does not exist or the change returns null.</summary>
     Task<(Rollouts.Rollout Before, Rollouts.Rollout After)?> UpdateRolloutAsync(string id, Func<Rollouts.Rollout, Rollouts.Rollout?> change, CancellationToken cancellationToken);
 
+    /// <summary>A device's newest <paramref name="limit"/> records (highest sequence numbers first).</summary>
+    Task<IReadOnlyList<TelemetryRecord>> GetRecentTelemetryAsync(string deviceId, int limit, CancellationToken cancellationToken);
+
     Task<IReadOnlyList<TelemetryRecord>> GetTelemetryAsync(string deviceId, int limit, CancellationToken cancellationToken);
 
     Task CreateEnrollmentTokenAsync(EnrollmentTokenRecord token, CancellationToken cancellationToken);

@@ -170,6 +170,15 @@ public sealed partial class LiteDbFleetStore : IFleetStore
     public Task<DeviceRecord?> GetDeviceAsync(string deviceId, CancellationToken cancellationToken) =>
         UnderGateAsync(() => _devices.FindById(deviceId) is { } doc ? LiteDbDocuments.ToDevice(doc) : null, cancellationToken);
 
+    public Task<IReadOnlyList<TelemetryRecord>> GetRecentTelemetryAsync(string deviceId, int limit, CancellationToken cancellationToken) =>
+        UnderGateAsync<IReadOnlyList<TelemetryRecord>>(() => _telemetry
+            .Find(Query.EQ("device", deviceId))
+            .SelectMany(LiteDbDocuments.SegmentRecords)
+            .OrderByDescending(r => r.Seq)
+            .Take(limit)
+            .Select(r => LiteDbDocuments.ParseBody(r.Body))
+            .ToList(), cancellationToken);
+
     public Task<IReadOnlyList<TelemetryRecord>> GetTelemetryAsync(string deviceId, int limit, CancellationToken cancellationToken) =>
         UnderGateAsync<IReadOnlyList<TelemetryRecord>>(() => _telemetry
             .Find(Query.EQ("device", deviceId))

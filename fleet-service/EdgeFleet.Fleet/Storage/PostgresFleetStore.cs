@@ -189,6 +189,26 @@ public sealed partial class PostgresFleetStore : IFleetStore
         return await cmd.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false) is string doc ? FromJson(doc) : null;
     }
 
+    public async Task<IReadOnlyList<TelemetryRecord>> GetRecentTelemetryAsync(string deviceId, int limit, CancellationToken cancellationToken)
+    {
+        // Newest segments first, until they hold enough records.
+        await using var cmd = _db.CreateCommand("select seqs, bodies from telemetry_segments where device = @d order by first_seq desc");
+        cmd.Parameters.AddWithValue("d", deviceId);
+        var records = new List<(long Seq, string Body)>();
+        await using (var reader = await cmd.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false))
+        {
+            while (records.Count < limit && await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+            {
+                var seqs = (long[])reader[0];
+                var bodies = (string[])reader[1];
+                for (var i = 0; i < seqs.Length; i++)
+                    records.Add((seqs[i], bodies[i]));
+            }
+        }
+        return [.. records.OrderByDescending(r => r.Seq).Take(limit).Select(r => JsonSerializer.Deserialize(r.Body, WireJsonContext.Default.TelemetryRecord)
+            ?? throw new InvalidDataException($"a telemetry record of {deviceId} is unreadable"))];
+    }
+
     public async Task<IReadOnlyList<TelemetryRecord>> GetTelemetryAsync(string deviceId, int limit, CancellationToken cancellationToken)
     {
         await using var cmd = _db.CreateCommand("select bodies from telemetry_segments where device = @d");

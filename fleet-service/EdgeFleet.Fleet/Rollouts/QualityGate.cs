@@ -1,0 +1,103 @@
+using System.Globalization;
+using EdgeFleet.Shared.Stats;
+using EdgeFleet.Shared.Wire;
+
+namespace EdgeFleet.Fleet.Rollouts;
+
+/// <summary>
+/// Model-quality gates: the devices on the new version (treatment) against the devices of the target still on
+/// the old one (control), from their recent telemetry. Judged when a phase is otherwise done; not judged (and
+/// said so) when either group has fewer than <see cref="MinSamples"/> inferences, or no control group is left.
+/// </summary>
+public sealed record QualityGates
+{
+    public bool Enabled { get; set; } = true;
+
+    /// <summary>Inferences each group needs before the gates are judged.</summary>
+    public int MinSamples { get; set; } = 200;
+
+    /// <summary>The treatment's p95 inference latency over the control's.</summary>
+    public double MaxP95LatencyRatio { get; set; } = 1.5;
+
+    /// <summary>How far the treatment's mean top-class confidence may fall below the control's (absolute).</summary>
+    public double MaxConfidenceDrop { get; set; } = 0.10;
+
+    /// <summary>PSI of the treatment's predicted-class distribution against the control's.</summary>
+    public double MaxOutputPsi { get; set; } = 0.25;
+
+    /// <summary>The treatment's inference error rate (from its latency windows), absolute.</summary>
+    public double MaxErrorRate { get; set; } = 0.05;
+
+    /// <summary>The treatment's hard-example rate over the control's (when the control has any).</summary>
+    public double MaxHardExampleRatio { get; set; } = 2.0;
+
+    /// <summary>Recent records read per device, and devices read per group (the best-ranked ones).</summary>
+    public int RecordsPerDevice { get; set; } = 200;
+
+    public int DevicesPerGroup { get; set; } = 200;
+}
+
+/// <summary>One group's figures from its inference, latency-window and hard-example records.</summary>
+public sealed record QualityReading(long Samples, long P95Micros, double MeanConfidence, Dictionary<string, long> Outputs, double ErrorRate, double HardExampleRate)
+{
+    /// <summary>Reads the records of one model version (<paramref name="matches"/> picks it per record's model and version).</summary>
+    public static QualityReading From(IEnumerable<TelemetryRecord> records, Func<string, string, bool> matches)
+    {
+        var latency = new LatencyHistogram();
+        var outputs = new Dictionary<string, long>(StringComparer.Ordinal);
+        double confidence = 0;
+        long hard = 0, windowCount = 0, windowErrors = 0;
+        foreach (var r in records)
+        {
+            if (r.Inference is { } i && matches(i.Model, i.Version))
+            {
+                latency.Record(i.LatencyMicros);
+                confidence += i.Confidence;
+                outputs[i.Label] = outputs.GetValueOrDefault(i.Label) + 1;
+            }
+            else if (r.Latency is { } w && matches(w.Model, w.Version))
+            {
+                windowCount += w.Count;
+                windowErrors += w.Errors;
+            }
+            else if (r.HardExample is { } h && matches(h.Model, h.Version))
+            {
+                hard++;
+            }
+        }
+        var n = latency.Count;
+        return new QualityReading(n, n == 0 ? 0 : latency.Percentile(0.95), n == 0 ? 0 : confidence / n, outputs,
+            windowCount + windowErrors == 0 ? 0 : (double)windowErrors / (windowCount + windowErrors), n == 0 ? 0 : (double)hard / n);
+    }
+}
+
+/// <summary>The comparison and its verdict: <see cref="Failure"/> names the first gate that failed; <see cref="Summary"/> gives every figure.</summary>
+public sealed record QualityVerdict(bool Judged, string? Failure, string Summary)
+{
+    public static QualityVerdict Judge(QualityReading treatment, QualityReading control, QualityGates gates)
+    {
+        if (treatment.Samples < gates.MinSamples || control.Samples < gates.MinSamples)
+        {
+            return new QualityVerdict(false, null, string.Create(CultureInfo.InvariantCulture,
+                $"quality not judged: {treatment.Samples} inferences on the new version, {control.Samples} on the old, {gates.MinSamples} needed on each"));
+        }
+        var p95Ratio = control.P95Micros == 0 ? 1 : (double)treatment.P95Micros / control.P95Micros;
+        var confidenceDrop = control.MeanConfidence - treatment.MeanConfidence;
+        var psi = Divergence.Psi(control.Outputs, treatment.Outputs);
+        var hardRatio = control.HardExampleRate == 0 ? (treatment.HardExampleRate == 0 ? 1 : double.PositiveInfinity) : treatment.HardExampleRate / control.HardExampleRate;
+        var summary = string.Create(CultureInfo.InvariantCulture,
+            $"quality: p95 {treatment.P95Micros / 1000.0:F2} ms vs {control.P95Micros / 1000.0:F2} ms ({p95Ratio:F2}×), mean confidence {treatment.MeanConfidence:F3} vs {control.MeanConfidence:F3}, output PSI {psi:F3}, error rate {treatment.ErrorRate:P1}, hard examples {treatment.HardExampleRate:P1} vs {control.HardExampleRate:P1} ({treatment.Samples} and {control.Samples} inferences)");
+        string? failure = null;
+        if (p95Ratio > gates.MaxP95LatencyRatio)
+            failure = string.Create(CultureInfo.InvariantCulture, $"quality gate: p95 latency {p95Ratio:F2}× the old version's (limit {gates.MaxP95LatencyRatio:F2}×)");
+        else if (confidenceDrop > gates.MaxConfidenceDrop)
+            failure = string.Create(CultureInfo.InvariantCulture, $"quality gate: mean confidence fell by {confidenceDrop:F3} (limit {gates.MaxConfidenceDrop:F3})");
+        else if (psi > gates.MaxOutputPsi)
+            failure = string.Create(CultureInfo.InvariantCulture, $"quality gate: the predicted-class distribution shifted, PSI {psi:F3} against the old version (limit {gates.MaxOutputPsi:F3})");
+        else if (treatment.ErrorRate > gates.MaxErrorRate)
+            failure = string.Create(CultureInfo.InvariantCulture, $"quality gate: inference error rate {treatment.ErrorRate:P1} (limit {gates.MaxErrorRate:P1})");
+        else if (control.HardExampleRate > 0 && hardRatio > gates.MaxHardExampleRatio)
+            failure = string.Create(CultureInfo.InvariantCulture, $"quality gate: hard-example rate {hardRatio:F2}× the old version's (limit {gates.MaxHardExampleRatio:F2}×)");
+        return new QualityVerdict(true, failure, summary);
+    }
+}
