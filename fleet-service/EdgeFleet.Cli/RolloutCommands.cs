@@ -38,7 +38,7 @@ public static class RolloutCommands
 
     public static async Task<int> CreateAsync(CommandLine args)
     {
-        args.AllowOnly([.. FleetHttp.Options, "model-id", "model-version", "group", "selector", "devices", "phases", "max-failure-rate", "on-failure", "id", "json"]);
+        args.AllowOnly([.. FleetHttp.Options, "model-id", "model-version", "group", "selector", "devices", "phases", "max-failure-rate", "quality", "on-failure", "id", "json"]);
         var request = new JsonObject
         {
             ["id"] = args.Get("id"),
@@ -53,11 +53,33 @@ public static class RolloutCommands
             ["phases"] = ParsePhases(args.Get("phases") ?? "1%:600,10%:600,50%:600,100%"),
             ["onGateFailure"] = args.Get("on-failure") ?? "pause",
         };
+        var gates = new JsonObject();
         if (args.Get("max-failure-rate") is { } rate)
-            request["gates"] = new JsonObject { ["maxFailureRate"] = double.TryParse(rate, NumberStyles.Float, CultureInfo.InvariantCulture, out var r) ? r : throw new UsageException("--max-failure-rate is a number in [0, 1]") };
+            gates["maxFailureRate"] = double.TryParse(rate, NumberStyles.Float, CultureInfo.InvariantCulture, out var r) ? r : throw new UsageException("--max-failure-rate is a number in [0, 1]");
+        if (args.Get("quality") is { } quality)
+            gates["quality"] = ParseQuality(quality);
+        if (gates.Count > 0)
+            request["gates"] = gates;
         using var http = FleetHttp.Create(args);
         Print(args, await FleetHttp.SendAsync(http, () => http.PostAsJsonAsync(new Uri("/api/rollouts", UriKind.Relative), request)).ConfigureAwait(false));
         return 0;
+    }
+
+    /// <summary><c>--quality off</c>, or settings such as <c>minSamples=300,maxP95LatencyRatio=1.3,maxOutputPsi=0.2</c>.</summary>
+    public static JsonObject ParseQuality(string text)
+    {
+        if (text == "off")
+            return new JsonObject { ["enabled"] = false };
+        string[] known = ["minSamples", "maxP95LatencyRatio", "maxConfidenceDrop", "maxOutputPsi", "maxErrorRate", "maxHardExampleRatio", "recordsPerDevice", "devicesPerGroup"];
+        var quality = new JsonObject();
+        foreach (var pair in text.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))
+        {
+            var (key, value) = pair.Split('=', 2) is [var k, var v] ? (k, v) : throw new UsageException($"--quality '{pair}': KEY=VALUE");
+            if (!known.Contains(key))
+                throw new UsageException($"--quality: unknown setting '{key}' (settings: {string.Join(", ", known)}; or off)");
+            quality[key] = double.TryParse(value, NumberStyles.Float, CultureInfo.InvariantCulture, out var number) ? number : throw new UsageException($"--quality {key}: '{value}' is not a number");
+        }
+        return quality;
     }
 
     public static async Task<int> ListAsync(CommandLine args)
