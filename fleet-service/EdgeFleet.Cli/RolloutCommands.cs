@@ -70,7 +70,7 @@ public static class RolloutCommands
     {
         if (text == "off")
             return new JsonObject { ["enabled"] = false };
-        string[] known = ["minSamples", "maxP95LatencyRatio", "maxConfidenceDrop", "maxOutputPsi", "maxErrorRate", "maxHardExampleRatio", "recordsPerDevice", "devicesPerGroup"];
+        string[] known = ["minSamples", "maxP95LatencyRatio", "maxConfidenceDrop", "maxOutputPsi", "maxFallbackRate", "maxErrorRate", "maxHardExampleRatio", "recordsPerDevice", "devicesPerGroup"];
         var quality = new JsonObject();
         foreach (var pair in text.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))
         {

@@ -206,12 +206,14 @@ public sealed class RolloutTests : IDisposable
     }
 
     /// <summary>
-    /// A version that installs everywhere but is slower, or predicts differently, is stopped by the quality gates
+    /// A version that installs everywhere but is slower, predicts differently, or keeps failing over to the version
+    /// it replaced, is stopped by the quality gates
     /// in its first phase (its devices against those still on v1) and rolled back; one that behaves like v1 goes on.
     /// </summary>
     [Theory]
     [InlineData("latency", "quality gate: p95 latency")]
     [InlineData("outputs", "quality gate: the predicted-class distribution shifted")]
+    [InlineData("fallback", "quality gate: the fallback model answered")]
     [InlineData("same", null)]
     public async Task A_latency_regression_or_an_output_shift_is_stopped_by_a_quality_gate_and_rolled_back(string change, string? failure)
     {
@@ -219,6 +221,7 @@ public sealed class RolloutTests : IDisposable
         {
             "latency" => new SimModelBehaviour(LatencyFactor: 3),
             "outputs" => new SimModelBehaviour(Labels: ["bearing-wear", "bearing-wear", "bearing-wear", "normal"]),
+            "fallback" => new SimModelBehaviour(FallbackShare: 0.25),
             _ => SimModelBehaviour.Default,
         };
         await using var sim = await DevicesAsync(50, rate: 20, behaviours: new Dictionary<long, SimModelBehaviour> { [2] = v2 });

@@ -164,4 +164,22 @@ public sealed class RolloutPlanTests
         Assert.Null(notJudged.Failure);
         Assert.Contains("10 inferences on the new version", notJudged.Summary, StringComparison.Ordinal);
     }
+
+    [Fact]
+    public void The_fallback_share_counts_other_versions_only_after_the_new_one_first_answered()
+    {
+        static TelemetryRecord Inference(long seq, string version) => new()
+        {
+            Seq = seq,
+            Ts = T0,
+            Kind = TelemetryKind.Inference,
+            Inference = new InferenceSample { Model = "m", Version = version, Label = "a", Confidence = 0.9f, LatencyMicros = 100 },
+        };
+        // Device 1: three v1 answers before the update (not counted), then v2, v1 (fallback), v2, v2.
+        IReadOnlyList<TelemetryRecord> one = [Inference(4, "2"), Inference(1, "1"), Inference(2, "1"), Inference(3, "1"), Inference(5, "1"), Inference(6, "2"), Inference(7, "2")];
+        // Device 2: not updated yet: nothing counts.
+        IReadOnlyList<TelemetryRecord> two = [Inference(1, "1"), Inference(2, "1")];
+        Assert.Equal(0.25, QualityReading.FallbackShare([one, two], "m", "2"), 12);
+        Assert.Equal(0, QualityReading.FallbackShare([two], "m", "2"));
+    }
 }

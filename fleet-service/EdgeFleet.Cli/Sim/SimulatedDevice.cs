@@ -18,11 +18,14 @@ public sealed class SimulatedDevice : IAsyncDisposable
     private static readonly string[] DefaultLabels = ["normal", "imbalance", "misalignment", "bearing-wear"];
 
     /// <summary>Record bodies per model version and behaviour, made once: a device cycles through its model's.</summary>
-    private static readonly System.Collections.Concurrent.ConcurrentDictionary<(string Model, string Version, SimModelBehaviour Behaviour), byte[][]> BodyCache = new();
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<(string Model, string Version, string? Previous, SimModelBehaviour Behaviour), byte[][]> BodyCache = new();
 
-    private static byte[][] BodiesFor(ModelRef model, SimModelBehaviour behaviour) => BodyCache.GetOrAdd((model.Name, model.Version, behaviour), key =>
+    private static byte[][] BodiesFor(ModelRef model, string? previous, SimModelBehaviour behaviour) => BodyCache.GetOrAdd((model.Name, model.Version, previous, behaviour), key =>
     {
         var labels = key.Behaviour.Labels ?? DefaultLabels;
+        // FallbackShare of the records answered by the previous version, as an agent's fallback model answers;
+        // spread by a stride of 13 over the 40 bodies, so they do not line up with the labels' cycle of 4.
+        var fallbackSlots = key.Previous is null ? 0 : (int)Math.Round(key.Behaviour.FallbackShare * 40);
         // Latencies spread over 180..440 µs (times the behaviour's factor), so percentiles mean something.
         return [.. Enumerable.Range(0, 40).Select(i => TelemetryBatchCodec.Body(new TelemetryRecord
         {
@@ -31,7 +34,7 @@ public sealed class SimulatedDevice : IAsyncDisposable
             Inference = new InferenceSample
             {
                 Model = key.Model,
-                Version = key.Version,
+                Version = (i * 13) % 40 < fallbackSlots ? key.Previous! : key.Version,
                 Label = labels[i % labels.Count],
                 Confidence = (float)Math.Clamp(0.9 - ((i % 4) * 0.1) + key.Behaviour.ConfidenceShift, 0, 1),
                 LatencyMicros = (long)((180 + (i * 7)) * key.Behaviour.LatencyFactor),
@@ -42,7 +45,9 @@ public sealed class SimulatedDevice : IAsyncDisposable
     /// <summary>How the device's model behaves per version (latency, outputs, confidence); absent: the default.</summary>
     public IReadOnlyDictionary<long, SimModelBehaviour> Behaviours { get; init; } = new Dictionary<long, SimModelBehaviour>();
 
-    private byte[][] Bodies => BodiesFor(_active, long.TryParse(_active.Version, System.Globalization.CultureInfo.InvariantCulture, out var v)
+    private string? _previousVersion;
+
+    private byte[][] Bodies => BodiesFor(_active, _previousVersion, long.TryParse(_active.Version, System.Globalization.CultureInfo.InvariantCulture, out var v)
         && Behaviours.TryGetValue(v, out var b) ? b : SimModelBehaviour.Default);
 
     private readonly SigningKey _key;
@@ -252,7 +257,10 @@ public sealed class SimulatedDevice : IAsyncDisposable
         }
         var previous = _active;
         if (!fail)
+        {
+            _previousVersion = _active.Version;
             _active = new ModelRef { Name = modelId, Version = version.ToString(System.Globalization.CultureInfo.InvariantCulture) };
+        }
         var reported = new ReportedState { DeviceId = Id, Active = _active, Previous = fail ? null : previous, Ota = fail ? OtaState.RolledBack : OtaState.Committed, UpdatedAt = DateTimeOffset.UtcNow };
         await PublishAsync(Topics.For(Id, TopicKind.StateReported), WireReader.Write(reported, WireJsonContext.Default.ReportedState), ct).ConfigureAwait(false);
     }
@@ -281,7 +289,8 @@ public sealed class SimulatedDevice : IAsyncDisposable
 }
 
 /// <summary>A simulated model version's behaviour: latency factor, the labels it predicts (in turn), and a confidence shift.</summary>
-public sealed record SimModelBehaviour(double LatencyFactor = 1, IReadOnlyList<string>? Labels = null, double ConfidenceShift = 0)
+/// <remarks><see cref="FallbackShare"/>: the share of requests the previous version answers (a model that keeps failing over).</remarks>
+public sealed record SimModelBehaviour(double LatencyFactor = 1, IReadOnlyList<string>? Labels = null, double ConfidenceShift = 0, double FallbackShare = 0)
 {
     public static readonly SimModelBehaviour Default = new();
 }

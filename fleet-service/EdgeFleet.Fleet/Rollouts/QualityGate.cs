@@ -28,6 +28,9 @@ public sealed record QualityGates
     /// <summary>The treatment's inference error rate (from its latency windows), absolute.</summary>
     public double MaxErrorRate { get; set; } = 0.05;
 
+    /// <summary>The share of the treatment's requests that its fallback model (the version it replaced) answered.</summary>
+    public double MaxFallbackRate { get; set; } = 0.05;
+
     /// <summary>The treatment's hard-example rate over the control's (when the control has any).</summary>
     public double MaxHardExampleRatio { get; set; } = 2.0;
 
@@ -40,6 +43,33 @@ public sealed record QualityGates
 /// <summary>One group's figures from its inference, latency-window and hard-example records.</summary>
 public sealed record QualityReading(long Samples, long P95Micros, double MeanConfidence, Dictionary<string, long> Outputs, double ErrorRate, double HardExampleRate)
 {
+    /// <summary>Requests answered by another version of the model after the device first answered with the new one: its fallback.</summary>
+    public double FallbackRate { get; init; }
+
+    /// <summary>
+    /// The fallback share over devices' records: on each device, from its first inference of
+    /// <paramref name="version"/> on (in sequence order), the inferences another version of the model answered.
+    /// Sequence numbers, not clocks, so it holds for devices whose clocks are off.
+    /// </summary>
+    public static double FallbackShare(IEnumerable<IReadOnlyList<TelemetryRecord>> perDevice, string modelId, string version)
+    {
+        long total = 0, fallback = 0;
+        foreach (var records in perDevice)
+        {
+            var started = false;
+            foreach (var i in records.OrderBy(r => r.Seq).Select(r => r.Inference).OfType<InferenceSample>().Where(i => i.Model == modelId))
+            {
+                started |= i.Version == version;
+                if (!started)
+                    continue;
+                total++;
+                if (i.Version != version)
+                    fallback++;
+            }
+        }
+        return total == 0 ? 0 : (double)fallback / total;
+    }
+
     /// <summary>Reads the records of one model version (<paramref name="matches"/> picks it per record's model and version).</summary>
     public static QualityReading From(IEnumerable<TelemetryRecord> records, Func<string, string, bool> matches)
     {
@@ -86,10 +116,12 @@ public sealed record QualityVerdict(bool Judged, string? Failure, string Summary
         var psi = Divergence.Psi(control.Outputs, treatment.Outputs);
         var hardRatio = control.HardExampleRate == 0 ? (treatment.HardExampleRate == 0 ? 1 : double.PositiveInfinity) : treatment.HardExampleRate / control.HardExampleRate;
         var summary = string.Create(CultureInfo.InvariantCulture,
-            $"quality: p95 {treatment.P95Micros / 1000.0:F2} ms vs {control.P95Micros / 1000.0:F2} ms ({p95Ratio:F2}×), mean confidence {treatment.MeanConfidence:F3} vs {control.MeanConfidence:F3}, output PSI {psi:F3}, error rate {treatment.ErrorRate:P1}, hard examples {treatment.HardExampleRate:P1} vs {control.HardExampleRate:P1} ({treatment.Samples} and {control.Samples} inferences)");
+            $"quality: p95 {treatment.P95Micros / 1000.0:F2} ms vs {control.P95Micros / 1000.0:F2} ms ({p95Ratio:F2}×), mean confidence {treatment.MeanConfidence:F3} vs {control.MeanConfidence:F3}, output PSI {psi:F3}, error rate {treatment.ErrorRate:P1}, fallback {treatment.FallbackRate:P1}, hard examples {treatment.HardExampleRate:P1} vs {control.HardExampleRate:P1} ({treatment.Samples} and {control.Samples} inferences)");
         string? failure = null;
         if (p95Ratio > gates.MaxP95LatencyRatio)
             failure = string.Create(CultureInfo.InvariantCulture, $"quality gate: p95 latency {p95Ratio:F2}× the old version's (limit {gates.MaxP95LatencyRatio:F2}×)");
+        else if (treatment.FallbackRate > gates.MaxFallbackRate)
+            failure = string.Create(CultureInfo.InvariantCulture, $"quality gate: the fallback model answered {treatment.FallbackRate:P1} of the new version's requests (limit {gates.MaxFallbackRate:P1})");
         else if (confidenceDrop > gates.MaxConfidenceDrop)
             failure = string.Create(CultureInfo.InvariantCulture, $"quality gate: mean confidence fell by {confidenceDrop:F3} (limit {gates.MaxConfidenceDrop:F3})");
         else if (psi > gates.MaxOutputPsi)

@@ -136,16 +136,19 @@ public sealed partial class RolloutEngine(IFleetStore store, FleetMqttClient mqt
             return null;
         var treatment = moved.Where(d => d.Status == RolloutDeviceStatus.Installed).Take(gates.DevicesPerGroup).Select(d => d.Id).ToList();
         var label = rollout.Version.ToString(CultureInfo.InvariantCulture);
-        var treated = QualityReading.From(await RecentAsync(treatment, gates.RecordsPerDevice, ct).ConfigureAwait(false), (m, v) => m == rollout.ModelId && v == label);
-        var untreated = QualityReading.From(await RecentAsync(control, gates.RecordsPerDevice, ct).ConfigureAwait(false), (m, v) => m == rollout.ModelId && v != label);
+        var treatedRecords = await RecentAsync(treatment, gates.RecordsPerDevice, ct).ConfigureAwait(false);
+        var treated = QualityReading.From(treatedRecords.SelectMany(r => r), (m, v) => m == rollout.ModelId && v == label)
+            with
+        { FallbackRate = QualityReading.FallbackShare(treatedRecords, rollout.ModelId, label) };
+        var untreated = QualityReading.From((await RecentAsync(control, gates.RecordsPerDevice, ct).ConfigureAwait(false)).SelectMany(r => r), (m, v) => m == rollout.ModelId && v != label);
         return QualityVerdict.Judge(treated, untreated, gates);
     }
 
-    private async Task<List<TelemetryRecord>> RecentAsync(IReadOnlyList<string> devices, int perDevice, CancellationToken ct)
+    private async Task<List<IReadOnlyList<TelemetryRecord>>> RecentAsync(IReadOnlyList<string> devices, int perDevice, CancellationToken ct)
     {
-        var records = new List<TelemetryRecord>();
+        var records = new List<IReadOnlyList<TelemetryRecord>>();
         foreach (var id in devices)
-            records.AddRange(await store.GetRecentTelemetryAsync(id, perDevice, ct).ConfigureAwait(false));
+            records.Add(await store.GetRecentTelemetryAsync(id, perDevice, ct).ConfigureAwait(false));
         return records;
     }
 
