@@ -252,6 +252,29 @@ public sealed class RolloutTests : IDisposable
         Assert.StartsWith(failure, events.Single(e => e!["action"]!.GetValue<string>() == "gate-failed")!["reason"]!.GetValue<string>(), StringComparison.Ordinal);
     }
 
+    /// <summary>Devices offline during the rollout: it proceeds on the others, and they catch up when they return.</summary>
+    [Fact]
+    public async Task A_rollout_proceeds_without_offline_devices_and_they_catch_up_when_they_return()
+    {
+        await using var sim = await DevicesAsync(60);
+        var offline = sim.Devices.Take(6).ToList();
+        foreach (var device in offline)
+            await device.DisconnectAsync();
+        await CreateAsync(Rollout("offline", 2, [Phase(50, minReporting: 20), Phase(100, minReporting: 40)]));
+        var completed = await UntilAsync("offline", s => s["state"]!.GetValue<string>() == "completed");
+        Assert.Equal(60, completed["tally"]!["assigned"]!.GetValue<int>());
+        Assert.Equal(6, completed["tally"]!["pending"]!.GetValue<int>());
+        Assert.All(completed["devices"]!.AsArray().Where(d => d!["status"]!.GetValue<string>() == "pending"),
+            d => Assert.Contains(d!["id"]!.GetValue<string>(), offline.Select(o => o.Id)));
+
+        // Back online: each says hello, gets its desired state again, installs; the rollout records it.
+        var factory = new MQTTnet.MqttClientFactory();
+        foreach (var device in offline)
+            await device.ConnectAsync(factory, CancellationToken.None);
+        var caughtUp = await UntilAsync("offline", s => s["tally"]!["installed"]!.GetValue<int>() == 60);
+        Assert.Equal(0, caughtUp["tally"]!["pending"]!.GetValue<int>());
+    }
+
     [Fact]
     public async Task A_restarted_fleet_resumes_the_rollout_where_it_was_and_bad_requests_are_refused()
     {
