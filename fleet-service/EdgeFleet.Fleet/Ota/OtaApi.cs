@@ -66,15 +66,21 @@ public static class OtaApi
             var payload = WireReader.Write(desired, WireJsonContext.Default.DesiredState);
             if (WireReader.Read(payload, WireJsonContext.Default.DesiredState, id) is { Ok: false } invalid)
                 return TypedResults.BadRequest(new ApiError(invalid.Error.ToString(), invalid.Reason));
-            await store.SetDesiredAsync(id, payload, ct).ConfigureAwait(false);
-            if (client.Connected)
-                await client.PublishDesiredAsync(id, payload, ct).ConfigureAwait(false);
+            await SetDesiredAsync(store, client, id, payload, ct).ConfigureAwait(false);
             var m = manifest.Document.Body;
             await IdentityApi.AuditAsync(store, user, "device.desired.set", id, null,
                 $$"""{"modelId":{{JsonSerializer.Serialize(m.ModelId, FleetApiJsonContext.Default.String)}},"version":{{m.Version}}}""", time, ct).ConfigureAwait(false);
             return TypedResults.Ok(new DesiredView(id, m.ModelId, m.Version, client.Connected));
         }).RequireAuthorization(ApiAuthentication.OperatorPolicy);
         return app;
+    }
+
+    /// <summary>Keeps a device's desired state and publishes it retained (when the broker is there; else at reconnect and at the device's hello).</summary>
+    public static async Task SetDesiredAsync(IFleetStore store, FleetMqttClient client, string deviceId, byte[] payload, CancellationToken ct)
+    {
+        await store.SetDesiredAsync(deviceId, payload, ct).ConfigureAwait(false);
+        if (client.Connected)
+            await client.PublishDesiredAsync(deviceId, payload, ct).ConfigureAwait(false);
     }
 
     private static byte[] Utf8(JsonElement element) => System.Text.Encoding.UTF8.GetBytes(element.GetRawText());

@@ -173,9 +173,7 @@ public sealed partial class RolloutEngine(IFleetStore store, FleetMqttClient mqt
     private async Task SetDesiredAsync(string deviceId, System.Text.Json.JsonElement manifest, System.Text.Json.JsonElement keySet, List<System.Text.Json.JsonElement> roots, CancellationToken ct)
     {
         var payload = WireReader.Write(new DesiredState { DeviceId = deviceId, Manifest = manifest, KeySet = keySet, Roots = roots }, WireJsonContext.Default.DesiredState);
-        await store.SetDesiredAsync(deviceId, payload, ct).ConfigureAwait(false);
-        if (mqtt.Connected)
-            await mqtt.PublishDesiredAsync(deviceId, payload, ct).ConfigureAwait(false);
+        await Ota.OtaApi.SetDesiredAsync(store, mqtt, deviceId, payload, ct).ConfigureAwait(false);
     }
 
     /// <summary>
