@@ -32,6 +32,10 @@ return name switch
         args.Length > 2 ? int.Parse(args[2], CultureInfo.InvariantCulture) : 640,
         args.Length > 3 ? int.Parse(args[3], CultureInfo.InvariantCulture) : 30,
         args.Length > 4 ? int.Parse(args[4], CultureInfo.InvariantCulture) : 64),
+    "drift" => EdgeFleet.Benchmarks.DriftAggregation.Run(
+        args.Length > 1 ? int.Parse(args[1], CultureInfo.InvariantCulture) : 10_000,
+        args.Length > 2 ? int.Parse(args[2], CultureInfo.InvariantCulture) : 20,
+        args.Length > 3 ? int.Parse(args[3], CultureInfo.InvariantCulture) : 5),
     _ => Usage(),
 };
 
@@ -40,7 +44,8 @@ static int Usage()
     Console.Error.WriteLine("usage: edgefleet-bench ota-sha256 [MiB] | telemetry-append [records] [producers] | agent-startup [runs]"
         + " | fleet-ingest [embedded|mosquitto-postgres|both] [devices] [seconds] [records/s per device]"
         + " | fleet-connections [devices] [busy devices] [seconds] [records/s per busy device] [rounds] [--client-keepalive]"
-        + " | model-int8 [cls images] [det size] [det images] [calibration images] | agent-overhead [cls runs] [det runs]");
+        + " | model-int8 [cls images] [det size] [det images] [calibration images] | agent-overhead [cls runs] [det runs]"
+        + " | drift [devices] [features] [rounds]");
     return 2;
 }
 
