@@ -22,19 +22,27 @@ public sealed class RolloutTests : IDisposable
     {
         Cli(0, null, "keys", "init", "--dir", P("keys"));
         _fleet = StartFleet();
-        // The registry: v1 (what the devices run) and v2, both approved.
-        Cli(0, null, "model", "demo", "--out", P("v1.onnx"), "--seed", "42");
-        Cli(0, null, "model", "demo", "--out", P("v2.onnx"), "--seed", "43");
-        Cli(0, null, "model", "samples", "--kind", "demo", "--count", "20", "--out", P("samples"));
-        File.WriteAllText(P("card.json"), """{"owner": "vibration-ml", "intendedUse": "pump vibration", "labels": ["normal", "imbalance", "bearing-wear"]}""");
-        Cli(0, _fleet, "model", "register", "--id", "vibration-classifier");
-        foreach (var v in (string[])["v1", "v2"])
+        try
         {
-            Cli(0, null, "model", "validate", "--reference", P($"{v}.onnx"), "--candidate", P($"{v}.onnx"), "--data", P("samples"), "--max-latency-ratio", "100", "--report-out", P($"{v}-report.json"));
-            Cli(0, _fleet, "model", "push", "--model-id", "vibration-classifier", "--card", P("card.json"), "--fp32", P($"{v}.onnx"), "--report", P($"{v}-report.json"));
+            // The registry: v1 (what the devices run) and v2, both approved.
+            Cli(0, null, "model", "demo", "--out", P("v1.onnx"), "--seed", "42");
+            Cli(0, null, "model", "demo", "--out", P("v2.onnx"), "--seed", "43");
+            Cli(0, null, "model", "samples", "--kind", "demo", "--count", "20", "--out", P("samples"));
+            File.WriteAllText(P("card.json"), """{"owner": "vibration-ml", "intendedUse": "pump vibration", "labels": ["normal", "imbalance", "bearing-wear"]}""");
+            Cli(0, _fleet, "model", "register", "--id", "vibration-classifier");
+            foreach (var v in (string[])["v1", "v2"])
+            {
+                Cli(0, null, "model", "validate", "--reference", P($"{v}.onnx"), "--candidate", P($"{v}.onnx"), "--data", P("samples"), "--max-latency-ratio", "100", "--report-out", P($"{v}-report.json"));
+                Cli(0, _fleet, "model", "push", "--model-id", "vibration-classifier", "--card", P("card.json"), "--fp32", P($"{v}.onnx"), "--report", P($"{v}-report.json"));
+            }
+            Cli(0, _fleet, "model", "approve", "--model-id", "vibration-classifier", "--model-version", "1", "--reason", "in the field");
+            Cli(0, _fleet, "model", "approve", "--model-id", "vibration-classifier", "--model-version", "2", "--reason", "validated");
         }
-        Cli(0, _fleet, "model", "approve", "--model-id", "vibration-classifier", "--model-version", "1", "--reason", "in the field");
-        Cli(0, _fleet, "model", "approve", "--model-id", "vibration-classifier", "--model-version", "2", "--reason", "validated");
+        catch
+        {
+            _fleet.Dispose(); // xunit does not dispose a test class whose constructor threw
+            throw;
+        }
     }
 
     private string P(string name) => Path.Combine(_dir, name);
