@@ -133,10 +133,11 @@ public partial class SystemdTests(DemoModel model, Xunit.Abstractions.ITestOutpu
         }
     }
 
+    /// <summary>Runs a command to its end; a publish (restore, build, self-contained copy) may take minutes on a busy machine.</summary>
     private static (int ExitCode, string Output) Run(string command, params string[] args)
     {
         using var process = ChildProcess.Start(command, command, args);
-        return (process.WaitForExit(TimeSpan.FromSeconds(60)), process.Output);
+        return (process.WaitForExit(TimeSpan.FromSeconds(300)), process.Output);
     }
 
     /// <summary>A scratch root for systemd-analyze: systemd's own units, our unit, and the binary its ExecStart names.</summary>
