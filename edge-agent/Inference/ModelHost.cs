@@ -194,24 +194,32 @@ public sealed class ModelHost : IDisposable
     /// <summary>Classifies on the active model, or the fallback as described above; null when no model is loaded.</summary>
     public Classification? Classify(ReadOnlySpan<float> features)
     {
-        // A span cannot be captured by the delegate: the sensor path's features are copied into the bound buffer.
+        // A span cannot be captured by the delegate: these features are copied into a pooled array first.
         var buffer = System.Buffers.ArrayPool<float>.Shared.Rent(features.Length);
         try
         {
             features.CopyTo(buffer);
-            var served = Serve((buffer, features.Length), static (model, input) =>
-            {
-                lock (model.ClassifierLock)
-                    return model.Classifier.Classify(input.buffer.AsSpan(0, input.Length));
-            });
-            if (served is not { } s)
-                return null;
-            return new Classification(s.Model.Model, s.Model.Classifier.Labels[s.Result.Index], s.Result.Confidence, s.Model.HardExampleBelow, s.FellBack);
+            return Classify(buffer, features.Length);
         }
         finally
         {
             System.Buffers.ArrayPool<float>.Shared.Return(buffer);
         }
+    }
+
+    /// <summary>The sensor loop's way: the features' array goes to the bound classifier as it is (no copy, no allocation).</summary>
+    public Classification? Classify(float[] features) => Classify(features, features.Length);
+
+    private Classification? Classify(float[] features, int length)
+    {
+        var served = Serve((features, length), static (model, input) =>
+        {
+            lock (model.ClassifierLock)
+                return model.Classifier.Classify(input.features.AsSpan(0, input.length));
+        });
+        if (served is not { } s)
+            return null;
+        return new Classification(s.Model.Model, s.Model.Classifier.Labels[s.Result.Index], s.Result.Confidence, s.Model.HardExampleBelow, s.FellBack);
     }
 
     /// <summary>

@@ -78,4 +78,19 @@ public class SteadyStateAllocationTests(DemoModelFixture model) : IClassFixture<
         var perRun = (GC.GetAllocatedBytesForCurrentThread() - before) / 1000.0;
         Assert.True(perRun < 1, $"{perRun:F1} bytes allocated per classification");
     }
+
+    [Fact]
+    public void The_model_host_allocates_nothing_per_classification_of_the_sensor_loop()
+    {
+        using var host = new ModelHost(new AgentRuntime("dev", "x86-64-generic", TimeProvider.System));
+        host.Activate(LoadedModel.Load(new EdgeFleet.Shared.Wire.ModelRef { Name = "m", Version = "1" }, model.Path, 1));
+        float[] features = [0.8f, 1.3f, 1.6f, 1.5f, 0.6f, 0.001f, 0.001f, 0.05f];
+        for (var i = 0; i < 20; i++)
+            host.Classify(features);
+        var before = GC.GetAllocatedBytesForCurrentThread();
+        for (var i = 0; i < 1000; i++)
+            host.Classify(features);
+        var perRun = (GC.GetAllocatedBytesForCurrentThread() - before) / 1000.0;
+        Assert.True(perRun < 1, $"{perRun:F1} bytes allocated per classification through the host");
+    }
 }

@@ -9,33 +9,11 @@ using EdgeFleet.Agent.Configuration;
 using EdgeFleet.Agent.Inference;
 using EdgeFleet.Agent.LocalApi;
 using EdgeFleet.Shared.Wire;
+using EdgeFleet.TestServers;
 using Microsoft.Extensions.Logging.Abstractions;
 using Xunit.Abstractions;
 
 namespace EdgeFleet.Agent.Tests;
-
-/// <summary>An HTTP client that talks to a Unix domain socket.</summary>
-internal static class UnixHttp
-{
-    public static HttpClient Client(string socket) => new(new SocketsHttpHandler
-    {
-        ConnectCallback = async (_, ct) =>
-        {
-            var s = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-            try
-            {
-                await s.ConnectAsync(new UnixDomainSocketEndPoint(socket), ct);
-                return new NetworkStream(s, ownsSocket: true);
-            }
-            catch
-            {
-                s.Dispose();
-                throw;
-            }
-        },
-    })
-    { BaseAddress = new Uri("http://agent"), Timeout = TimeSpan.FromSeconds(30) };
-}
 
 /// <summary>The local inference API on a real socket, with the demo model and PaddleOCR's classifier.</summary>
 [System.Runtime.Versioning.SupportedOSPlatform("linux")]

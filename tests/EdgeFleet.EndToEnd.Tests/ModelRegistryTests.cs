@@ -78,6 +78,16 @@ public sealed class ModelRegistryTests : IDisposable
         Assert.Contains("model.version.push", audit);
         Assert.Contains("model.version.approved", audit);
         Assert.Contains("vibration", Cli(0, "model", "list"), StringComparison.Ordinal);
+        // This fleet has no signing keys: an approved version still cannot be rolled out, and it says why.
+        var (rolloutStatus, rolloutBody) = await SendAsync(HttpMethod.Post, "/api/rollouts", new JsonObject
+        {
+            ["modelId"] = "vibration",
+            ["version"] = 1,
+            ["target"] = new JsonObject { ["selector"] = "site=x" },
+            ["phases"] = new JsonArray(new JsonObject { ["percent"] = 100 }),
+        });
+        Assert.Equal(HttpStatusCode.Conflict, rolloutStatus);
+        Assert.Equal("NoSigningKeys", rolloutBody!["error"]!.GetValue<string>());
 
         // Versions only grow; the next push gets v2 by default and an explicit v1 is refused.
         Assert.Contains("not above the latest", Cli(1, "model", "push", "--model-id", "vibration", "--model-version", "1", "--card", P("card.json"), "--fp32", P("fp32.onnx")), StringComparison.Ordinal);

@@ -1,6 +1,7 @@
 using System.Security.Cryptography;
 using System.Text.Json.Nodes;
 using EdgeFleet.EndToEnd.Tests.Harness;
+using EdgeFleet.TestServers;
 using EdgeFleet.ModelTools.Demo;
 using EdgeFleet.ModelTools.Onnx;
 using EdgeFleet.ModelTools.Onnx.Proto;

@@ -156,6 +156,18 @@ public abstract partial class FleetStoreContract : IDisposable
     }
 
     [Fact]
+    public async Task The_newest_records_of_a_device_are_read_newest_first()
+    {
+        await Store("d1", "s", 1, 10);
+        await Store("d1", "s", 11, 5);
+        await Store("d2", "s", 1, 50);
+        Assert.Equal([15L, 14, 13], (await _store.GetRecentTelemetryAsync("d1", 3, default)).Select(r => r.Seq));
+        Assert.Equal(15, (await _store.GetRecentTelemetryAsync("d1", 100, default)).Count);
+        Assert.Equal("l12", (await _store.GetRecentTelemetryAsync("d1", 4, default))[^1].Inference!.Label);
+        Assert.Empty(await _store.GetRecentTelemetryAsync("d3", 10, default));
+    }
+
+    [Fact]
     public async Task A_desired_state_is_kept_per_device_and_replaced_by_the_next()
     {
         Assert.Null(await _store.GetDesiredAsync("d1", default));

@@ -1,8 +1,8 @@
 using System.Net.Sockets;
 
-namespace EdgeFleet.EndToEnd.Tests.Harness;
+namespace EdgeFleet.TestServers;
 
-/// <summary>An HTTP client for the agent's local API on its Unix domain socket.</summary>
+/// <summary>An HTTP client for a server on a Unix domain socket (the agent's local API). Linked into the end-to-end tests too.</summary>
 public static class UnixHttp
 {
     public static HttpClient Client(string socket) => new(new SocketsHttpHandler
