@@ -8,6 +8,7 @@ public sealed class AgentRuntime(string deviceId, string hardwareProfile, TimePr
     private readonly Lock _lock = new();
     private ModelRef? _active;
     private ModelRef? _previous;
+    private ModelRef? _shadow;
     private OtaState _ota = OtaState.Idle;
 
     public static string Version { get; } =
@@ -44,6 +45,22 @@ public sealed class AgentRuntime(string deviceId, string hardwareProfile, TimePr
         }
     }
 
+    /// <summary>The model running in shadow (a rollout's shadow phase), for the reported state.</summary>
+    public ModelRef? ShadowModel
+    {
+        get
+        {
+            lock (_lock)
+                return _shadow;
+        }
+        set
+        {
+            lock (_lock)
+                _shadow = value;
+            StateChanged?.Invoke();
+        }
+    }
+
     /// <summary>Records the OTA state and last known good model for the reported state.</summary>
     public void SetOta(OtaState state, ModelRef? previous)
     {
@@ -74,6 +91,7 @@ public sealed class AgentRuntime(string deviceId, string hardwareProfile, TimePr
                 DeviceId = DeviceId,
                 Active = _active,
                 Previous = _previous,
+                Shadow = _shadow,
                 Ota = _ota,
                 UpdatedAt = Time.GetUtcNow(),
             };

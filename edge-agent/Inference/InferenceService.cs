@@ -32,11 +32,12 @@ public sealed partial class InferenceService(
         using var source = CreateSource();
         var features = new float[VibrationFeatures.Count];
         var latency = new LatencyWindows(TimeSpan.FromSeconds(config.Telemetry.LatencyWindowSeconds));
+        var shadows = new ShadowWindows(latency.Length);
         var hardExamples = new HardExampleSampler(config.Telemetry.HardExampleBytesPerHour, runtime.Time);
         long[] featureShape = [1, VibrationFeatures.Count];
         while (await source.NextWindowAsync(stoppingToken).ConfigureAwait(false) is { } window)
         {
-            await FlushLatencyAsync(latency, force: false, stoppingToken).ConfigureAwait(false);
+            await FlushLatencyAsync(latency, shadows, force: false, stoppingToken).ConfigureAwait(false);
             VibrationFeatures.Compute(window.Span, features);
             var started = Stopwatch.GetTimestamp();
             Classification? result;
@@ -74,19 +75,44 @@ public sealed partial class InferenceService(
                     LatencyMicros = micros,
                 },
             }, stoppingToken).ConfigureAwait(false);
+            if (!r.FellBack)
+                RunShadow(features, r, micros, shadows);
             var threshold = r.HardExampleBelow ?? (float)config.Telemetry.HardExampleBelow;
             if (hardExamples.Offer(r.Model, r.Label, r.Confidence, threshold, features, featureShape) is { } hard)
                 await AppendAsync(hard, stoppingToken).ConfigureAwait(false);
         }
-        await FlushLatencyAsync(latency, force: true, CancellationToken.None).ConfigureAwait(false);
+        await FlushLatencyAsync(latency, shadows, force: true, CancellationToken.None).ConfigureAwait(false);
         Log.InputEnded(log);
     }
 
-    /// <summary>Appends each model version's latency record when the window has ended.</summary>
-    private async Task FlushLatencyAsync(LatencyWindows latency, bool force, CancellationToken ct)
+    /// <summary>
+    /// The shadow model, if one runs, on the same features after the served answer was taken (it adds to the
+    /// loop's time, never to the answer's latency); compared, never served. A failing shadow is counted, not raised.
+    /// </summary>
+    private void RunShadow(float[] features, Classification served, long servedMicros, ShadowWindows shadows)
     {
-        foreach (var window in latency.Close(runtime.Time.GetUtcNow(), force))
-            await AppendAsync(new TelemetryRecord { Ts = runtime.Time.GetUtcNow(), Kind = TelemetryKind.Latency, Latency = window }, ct).ConfigureAwait(false);
+        if (host.Shadow is not { } shadow)
+            return;
+        try
+        {
+            if (host.ClassifyShadow(features) is { } s)
+                shadows.Record(served, servedMicros, s.Result, (long)s.Elapsed.TotalMicroseconds, runtime.Time.GetUtcNow());
+        }
+        catch (InferenceException e)
+        {
+            Log.ShadowFailed(log, shadow.Model.Name, shadow.Model.Version, e.Code, e.Message);
+            shadows.RecordError(shadow.Model, served.Model, runtime.Time.GetUtcNow());
+        }
+    }
+
+    /// <summary>Appends each model version's latency record, and each shadow comparison, when the window has ended.</summary>
+    private async Task FlushLatencyAsync(LatencyWindows latency, ShadowWindows shadows, bool force, CancellationToken ct)
+    {
+        var now = runtime.Time.GetUtcNow();
+        foreach (var window in latency.Close(now, force))
+            await AppendAsync(new TelemetryRecord { Ts = now, Kind = TelemetryKind.Latency, Latency = window }, ct).ConfigureAwait(false);
+        foreach (var window in shadows.Close(now, force))
+            await AppendAsync(new TelemetryRecord { Ts = now, Kind = TelemetryKind.Shadow, Shadow = window }, ct).ConfigureAwait(false);
     }
 
     /// <summary>A failover is an alarm the fleet must see; a recovery an event.</summary>
@@ -153,6 +179,9 @@ public sealed partial class InferenceService(
 
         [LoggerMessage(2008, LogLevel.Information, "Recovered: {Message}")]
         public static partial void Recovered(ILogger logger, string message);
+
+        [LoggerMessage(2010, LogLevel.Debug, "Shadow model {Model} v{Version} failed: {Code}: {Reason}")]
+        public static partial void ShadowFailed(ILogger logger, string model, string version, InferenceError code, string reason);
 
         [LoggerMessage(2006, LogLevel.Information, "The input source ended; inference stops")]
         public static partial void InputEnded(ILogger logger);

@@ -110,6 +110,7 @@ public sealed class ModelHost : IDisposable
     private readonly List<FallbackEvent> _events = [];
     private LoadedModel? _current;
     private LoadedModel? _fallback;
+    private LoadedModel? _shadow;
     private int _consecutiveFailures;
 
     public ModelHost(AgentRuntime runtime, FallbackConfig? config = null)
@@ -147,6 +148,59 @@ public sealed class ModelHost : IDisposable
     }
 
     public int ConsecutiveFailures => Volatile.Read(ref _consecutiveFailures);
+
+    /// <summary>The model running in shadow, if any: it sees the sensor loop's inputs, and its results are only compared.</summary>
+    public LoadedModel? Shadow
+    {
+        get
+        {
+            lock (_lock)
+                return _shadow;
+        }
+    }
+
+    /// <summary>Runs <paramref name="model"/> in shadow from now on (null: none); the one it replaces is freed after its last run.</summary>
+    public void SetShadow(LoadedModel? model)
+    {
+        LoadedModel? old;
+        lock (_lock)
+        {
+            old = _shadow;
+            _shadow = model;
+        }
+        if (old is not null && !ReferenceEquals(old, model))
+            old.Dispose();
+        _runtime.ShadowModel = model?.Model;
+    }
+
+    /// <summary>
+    /// Classifies on the shadow model, if one runs: its answer and how long it took, or null. Its failures are
+    /// thrown to the caller (they count against the shadow, never against the served model).
+    /// </summary>
+    public (Classification Result, TimeSpan Elapsed)? ClassifyShadow(float[] features)
+    {
+        LoadedModel shadow;
+        lock (_lock)
+        {
+            if (_shadow is null)
+                return null;
+            shadow = _shadow;
+            shadow.AddReference();
+        }
+        try
+        {
+            var started = _runtime.Time.GetTimestamp();
+            (int Index, float Confidence) result;
+            lock (shadow.ClassifierLock)
+                result = shadow.Classifier.Classify(features);
+            var elapsed = _runtime.Time.GetElapsedTime(started);
+            return (new Classification(shadow.Model, shadow.Classifier.Labels[result.Index], result.Confidence, shadow.HardExampleBelow, FellBack: false), elapsed);
+        }
+        finally
+        {
+            shadow.Release();
+        }
+    }
 
     /// <summary>Serves <paramref name="model"/> from now on; the model it replaces becomes the fallback.</summary>
     public void Activate(LoadedModel model)
@@ -300,6 +354,8 @@ public sealed class ModelHost : IDisposable
                 list.Add(Describe(c, "active", _fallback is null ? "closed" : breaker));
             if (_fallback is { } f)
                 list.Add(Describe(f, "fallback", "closed"));
+            if (_shadow is { } s)
+                list.Add(Describe(s, "shadow", "closed"));
             return list;
         }
 
@@ -335,6 +391,8 @@ public sealed class ModelHost : IDisposable
             _current = null;
             _fallback?.Dispose();
             _fallback = null;
+            _shadow?.Dispose();
+            _shadow = null;
         }
     }
 }

@@ -106,14 +106,26 @@ public sealed partial class OtaService : BackgroundService
         if (digest == _settledDigest || _runtime.Time.GetUtcNow() < _retryAt)
             return;
         var desired = WireReader.Read(payload, WireJsonContext.Default.DesiredState, _runtime.DeviceId).Message!;
-        var manifestBytes = Utf8(desired.Manifest);
+        var retry = desired.Manifest is { } manifest && await ReconcileServedAsync(record, manifest, desired, ct).ConfigureAwait(false);
+        // The shadow follows the served model: an update in progress first, then the model to compare with it.
+        retry = retry || await ReconcileShadowAsync(desired, ct).ConfigureAwait(false);
+        if (retry)
+            _retryAt = _runtime.Time.GetUtcNow() + RetryFailed; // transient: the same desired state is tried again
+        else
+            _settledDigest = digest;
+    }
+
+    /// <summary>The served model toward the desired manifest; true when a transient failure means trying again later.</summary>
+    private async Task<bool> ReconcileServedAsync(OtaRecord record, System.Text.Json.JsonElement manifestElement, DesiredState desired, CancellationToken ct)
+    {
+        var manifestBytes = Utf8(manifestElement);
         var identity = UpdateVerifier.PeekIdentity(manifestBytes);
         var active = _pointer.Read()?.Active;
 
         if (!TryReadTrustedRoot(record, out var root, out var rootFailure))
         {
-            Settle(digest, identity, OtaState.Rejected, rootFailure);
-            return;
+            Refuse(identity, OtaState.Rejected, rootFailure);
+            return false;
         }
         var verified = UpdateVerifier.Verify(root, record.KeySet, manifestBytes, Utf8(desired.KeySet), desired.Roots.Select(Utf8),
             _runtime.Time.GetUtcNow(), _runtime.HardwareProfile, id => Installed(record, id));
@@ -124,16 +136,93 @@ public sealed partial class OtaService : BackgroundService
                 && ((active?.ModelId == id.ModelId && active.Version == id.Version)
                     || (record.Job is { } job && job.ModelId == id.ModelId && job.Version == id.Version && job.State is OtaState.RolledBack or OtaState.Committed));
             // The desired model is the one running, or the one already rolled back: nothing to do, nothing to report.
-            Settle(digest, identity, OtaState.Rejected, quiet ? null : failure);
-            return;
+            Refuse(identity, OtaState.Rejected, quiet ? null : failure);
+            return false;
         }
         var update = verified.Document!;
         _store.Update(r => r with { Root = update.Root, KeySet = update.KeySet });
         var outcome = await ApplyAsync(update.Manifest, ct).ConfigureAwait(false);
-        if (outcome is { Code: OtaError.DownloadFailed or OtaError.InsufficientSpace })
-            _retryAt = _runtime.Time.GetUtcNow() + RetryFailed; // transient: the same desired state is tried again
-        else
-            _settledDigest = digest;
+        return outcome is { Code: OtaError.DownloadFailed or OtaError.InsufficientSpace };
+    }
+
+    /// <summary>
+    /// The shadow model toward the desired state's shadow: none, or a signed model verified, downloaded and health
+    /// checked as an update is, then run beside the served one (never served). True when a transient failure
+    /// means trying again later.
+    /// </summary>
+    private async Task<bool> ReconcileShadowAsync(DesiredState desired, CancellationToken ct)
+    {
+        if (desired.Shadow is not { } element)
+        {
+            StopShadow();
+            return false;
+        }
+        var record = _store.Load();
+        var manifestBytes = Utf8(element);
+        var identity = UpdateVerifier.PeekIdentity(manifestBytes);
+        if (!TryReadTrustedRoot(record, out var root, out var rootFailure))
+        {
+            Refuse(identity, OtaState.Rejected, rootFailure, shadow: true);
+            return false;
+        }
+        // The same checks as an update's: a shadow is a candidate for the served model, so it must be newer too.
+        var verified = UpdateVerifier.Verify(root, record.KeySet, manifestBytes, Utf8(desired.KeySet), desired.Roots.Select(Utf8),
+            _runtime.Time.GetUtcNow(), _runtime.HardwareProfile, id => Installed(record, id));
+        if (!verified.Ok)
+        {
+            StopShadow();
+            Refuse(identity, OtaState.Rejected, verified.Failure!, shadow: true);
+            return false;
+        }
+        var update = verified.Document!;
+        _store.Update(r => r with { Root = update.Root, KeySet = update.KeySet });
+        var manifest = update.Manifest;
+        var label = manifest.Version.ToString(CultureInfo.InvariantCulture);
+        if (_host.Shadow?.Model is { } running && running.Name == manifest.ModelId && running.Version == label)
+            return false;
+        StopShadow();
+        var artifact = manifest.Artifacts[_runtime.HardwareProfile];
+        var folder = Path.Combine(_modelsDir, manifest.ModelId, label);
+        Report(manifest, OtaState.Downloading, shadow: true);
+        var failure = ResolveUrl(artifact.Url) is { } url
+            ? await _downloader.DownloadAsync(url, folder, artifact, _ => { }, ct).ConfigureAwait(false)
+            : new OtaFailure(OtaError.DownloadFailed, $"artifact url {artifact.Url} is relative and ota.fleetUrl is not configured");
+        if (failure is not null)
+        {
+            var transient = failure.Code is OtaError.DownloadFailed or OtaError.InsufficientSpace;
+            if (!transient)
+                DeleteFolder(folder);
+            Log.Refused(_log, manifest.ModelId, manifest.Version, "as a shadow: " + failure);
+            Report(manifest, transient ? OtaState.Failed : OtaState.Rejected, failure: failure, shadow: true);
+            return transient;
+        }
+        Report(manifest, OtaState.HealthCheck, shadow: true);
+        var model = new InstalledModel { ModelId = manifest.ModelId, Version = manifest.Version, VersionLabel = label, Path = ArtifactDownloader.FinalPath(folder), Sha256 = artifact.Sha256 };
+        var (candidate, healthFailure) = LoadAndCheck(model, manifest);
+        if (candidate is null)
+        {
+            DeleteFolder(folder);
+            Log.Refused(_log, manifest.ModelId, manifest.Version, "as a shadow: " + healthFailure);
+            Report(manifest, OtaState.Rejected, failure: healthFailure, shadow: true);
+            return false;
+        }
+        _host.SetShadow(candidate);
+        Report(manifest, OtaState.Shadowing, shadow: true);
+        Log.ShadowStarted(_log, manifest.ModelId, manifest.Version);
+        return false;
+    }
+
+    /// <summary>Stops the shadow model, if one runs, and deletes its files unless the served model or its previous uses them.</summary>
+    private void StopShadow()
+    {
+        if (_host.Shadow is not { } shadow)
+            return;
+        var folder = Path.GetDirectoryName(Path.GetFullPath(shadow.Path))!;
+        _host.SetShadow(null);
+        Log.ShadowStopped(_log, shadow.Model.Name, shadow.Model.Version);
+        var pointer = _pointer.Read();
+        if (!new[] { pointer?.Active.Path, pointer?.Previous?.Path }.Any(p => p is not null && Path.GetDirectoryName(Path.GetFullPath(p)) == folder))
+            DeleteFolder(folder);
     }
 
     /// <summary>The steps from download to commit; returns null when the new model is active.</summary>
@@ -348,9 +437,9 @@ public sealed partial class OtaService : BackgroundService
         : _config.Ota.FleetUrl is { } fleet && Uri.TryCreate(new Uri(fleet), url, out var resolved) ? resolved
         : null;
 
-    private void Settle(string digest, (string ModelId, long Version)? identity, OtaState state, OtaFailure? failure)
+    /// <summary>Reports a desired model refused before anything was downloaded (no report when <paramref name="failure"/> is null).</summary>
+    private void Refuse((string ModelId, long Version)? identity, OtaState state, OtaFailure? failure, bool shadow = false)
     {
-        _settledDigest = digest;
         if (failure is null)
             return;
         Log.Refused(_log, identity?.ModelId ?? "?", identity?.Version ?? 0, failure.ToString());
@@ -359,6 +448,7 @@ public sealed partial class OtaService : BackgroundService
             DeviceId = _runtime.DeviceId,
             ModelId = identity?.ModelId ?? "unknown",
             Version = identity?.Version ?? 0,
+            Shadow = shadow,
             State = state,
             Error = failure.Code,
             Reason = failure.Reason,
@@ -382,13 +472,14 @@ public sealed partial class OtaService : BackgroundService
         _runtime.SetOta(state, _runtime.Reported().Previous);
     }
 
-    private void Report(ModelManifest manifest, OtaState state, OtaProgress? progress = null, OtaFailure? failure = null) =>
+    private void Report(ModelManifest manifest, OtaState state, OtaProgress? progress = null, OtaFailure? failure = null, bool shadow = false) =>
         Publish(new OtaStatusMessage
         {
             DeviceId = _runtime.DeviceId,
             ModelId = manifest.ModelId,
             Version = manifest.Version,
             RolloutId = manifest.RolloutId,
+            Shadow = shadow,
             State = state,
             Progress = progress,
             Error = failure?.Code,
@@ -411,7 +502,7 @@ public sealed partial class OtaService : BackgroundService
     private void RemoveUnreferencedModels()
     {
         var pointer = _pointer.Read();
-        var keep = new[] { pointer?.Active.Path, pointer?.Previous?.Path }.Where(p => p is not null).Select(p => Path.GetDirectoryName(Path.GetFullPath(p!))!).ToHashSet();
+        var keep = new[] { pointer?.Active.Path, pointer?.Previous?.Path, _host.Shadow?.Path }.Where(p => p is not null).Select(p => Path.GetDirectoryName(Path.GetFullPath(p!))!).ToHashSet();
         foreach (var modelDir in Directory.EnumerateDirectories(_modelsDir))
         {
             foreach (var versionDir in Directory.EnumerateDirectories(modelDir))
@@ -480,6 +571,12 @@ public sealed partial class OtaService : BackgroundService
 
         [LoggerMessage(3007, LogLevel.Information, "Model {ModelId} v{Version} passed probation")]
         public static partial void ProbationPassed(ILogger logger, string modelId, long version);
+
+        [LoggerMessage(3011, LogLevel.Information, "Model {ModelId} v{Version} runs in shadow (compared with the served model, not served)")]
+        public static partial void ShadowStarted(ILogger logger, string modelId, long version);
+
+        [LoggerMessage(3012, LogLevel.Information, "Shadow model {ModelId} {Version} stopped")]
+        public static partial void ShadowStopped(ILogger logger, string modelId, string version);
 
         [LoggerMessage(3008, LogLevel.Error, "OTA loop failed: {Reason}")]
         public static partial void LoopFailed(ILogger logger, string reason);

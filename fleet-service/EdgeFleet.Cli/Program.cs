@@ -51,8 +51,8 @@ const string Usage = """
       edgefleet audit [--target T] [--limit N] [--json]    who changed what, newest first
       edgefleet rollout create --model-id ID --model-version N (--group G | --selector S | --devices a,b)
                            [--phases 1%:600:5,10%:600,50%:600,100%] [--max-failure-rate X] [--on-failure pause|rollback] [--id R]
-                           [--quality off|minSamples=N,maxP95LatencyRatio=X,maxConfidenceDrop=X,maxOutputPsi=X,maxErrorRate=X,maxHardExampleRatio=X]
-                                                     stage an approved version: phases SIZE[:SOAK_S[:MIN_REPORTING]]
+                           [--quality off|minSamples=N,maxP95LatencyRatio=X,maxConfidenceDrop=X,maxOutputPsi=X,maxErrorRate=X,maxHardExampleRatio=X,minShadowAgreement=X]
+                                                     stage an approved version: phases SIZE[:SOAK_S[:MIN_REPORTING]][:shadow]
       edgefleet rollout list | rollout status --id R [--json]
                                                      progress per phase, gate failures, events
       edgefleet rollout pause|resume --id R [--reason T] | rollout abort|rollback|promote --id R --reason T

@@ -9,8 +9,9 @@ namespace EdgeFleet.Cli;
 public static class RolloutCommands
 {
     /// <summary>
-    /// <c>--phases 1%:600:5,10%:600:20,50%:600,100%</c>: each phase is SIZE[:SOAK_SECONDS[:MIN_REPORTING]],
-    /// SIZE a percentage of the target (<c>10%</c>) or a device count (<c>25</c>).
+    /// <c>--phases 1%:600:5,10%:600:20,50%:600,100%</c>: each phase is SIZE[:SOAK_SECONDS[:MIN_REPORTING]][:shadow],
+    /// SIZE a percentage of the target (<c>10%</c>) or a device count (<c>25</c>); <c>shadow</c> makes it a shadow
+    /// phase (its devices run the new version beside the old one and keep serving the old).
     /// </summary>
     public static JsonArray ParsePhases(string text)
     {
@@ -19,6 +20,11 @@ public static class RolloutCommands
         {
             var fields = part.Split(':');
             var phase = new JsonObject();
+            if (fields.Length > 1 && fields[^1] == "shadow")
+            {
+                phase["shadow"] = true;
+                fields = fields[..^1];
+            }
             if (fields[0].EndsWith('%') && double.TryParse(fields[0][..^1], NumberStyles.Float, CultureInfo.InvariantCulture, out var percent))
                 phase["percent"] = percent;
             else if (int.TryParse(fields[0], NumberStyles.None, CultureInfo.InvariantCulture, out var count))
@@ -30,7 +36,7 @@ public static class RolloutCommands
             if (fields.Length > 2)
                 phase["minReporting"] = int.TryParse(fields[2], NumberStyles.None, CultureInfo.InvariantCulture, out var min) ? min : throw new UsageException($"phase '{part}': minimum reporting devices must be a whole number");
             if (fields.Length > 3)
-                throw new UsageException($"phase '{part}': SIZE[:SOAK_SECONDS[:MIN_REPORTING]]");
+                throw new UsageException($"phase '{part}': SIZE[:SOAK_SECONDS[:MIN_REPORTING]][:shadow]");
             phases.Add(phase);
         }
         return phases.Count > 0 ? phases : throw new UsageException("--phases needs at least one phase");
@@ -70,7 +76,7 @@ public static class RolloutCommands
     {
         if (text == "off")
             return new JsonObject { ["enabled"] = false };
-        string[] known = ["minSamples", "maxP95LatencyRatio", "maxConfidenceDrop", "maxOutputPsi", "maxFallbackRate", "maxErrorRate", "maxHardExampleRatio", "recordsPerDevice", "devicesPerGroup"];
+        string[] known = ["minSamples", "maxP95LatencyRatio", "maxConfidenceDrop", "maxOutputPsi", "maxFallbackRate", "maxErrorRate", "maxHardExampleRatio", "minShadowAgreement", "recordsPerDevice", "devicesPerGroup"];
         var quality = new JsonObject();
         foreach (var pair in text.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))
         {
@@ -131,7 +137,8 @@ public static class RolloutCommands
             var installed = p["installed"]!.GetValue<int>();
             var bar = size == 0 ? "" : new string('#', (int)Math.Round(20.0 * installed / size)).PadRight(20, '.');
             var share = p["percent"] is { } pct ? $"{pct}%" : $"{p["count"]}";
-            Console.WriteLine($"  phase {p["phase"]} ({share,5}) [{bar}] {installed}/{size} installed, {p["failed"]} failed, {p["pending"]} pending");
+            var shadow = p["shadow"]?.GetValue<bool>() == true;
+            Console.WriteLine($"  phase {p["phase"]} ({share,5}){(shadow ? " shadow" : "")} [{bar}] {installed}/{size} {(shadow ? "ran it in shadow" : "installed")}, {p["failed"]} failed, {p["pending"]} pending");
         }
         foreach (var e in r["events"]!.AsArray().TakeLast(5))
             Console.WriteLine($"  {e!["at"]} {e["by"]}: {e["action"]} (phase {e["phase"]!.GetValue<int>() + 1}){(e["reason"] is { } reason ? $": {reason}" : "")}");

@@ -55,6 +55,58 @@ public sealed class FallbackTests(DemoModelFixture good) : IClassFixture<DemoMod
         return (new ModelHost(new AgentRuntime("dev", "x86-64-generic", clock), config), clock);
     }
 
+    /// <summary>
+    /// A shadow model answers the same features as the served one without being served; its window counts the
+    /// agreement, each one's labels and latency. A shadow that fails is counted as its own error and leaves the
+    /// served model's failure count (probation, breaker) alone; the window it sends passes the wire's validation.
+    /// </summary>
+    [Fact]
+    public void A_shadow_model_is_compared_with_the_served_one_and_its_failures_are_its_own()
+    {
+        var (host, clock) = Host(new FallbackConfig());
+        using var _ = host;
+        host.Activate(LoadedModel.Load(V1, good.Path, 1));
+        Assert.Null(host.ClassifyShadow(_features));
+        host.SetShadow(LoadedModel.Load(V2, good.Path, 1));
+        Assert.Equal("shadow", host.Status().Single(s => s.Version == "2").Role);
+
+        var windows = new ShadowWindows(TimeSpan.FromSeconds(60));
+        clock.Step = TimeSpan.FromMilliseconds(2);
+        for (var i = 0; i < 10; i++)
+        {
+            var served = host.Classify(_features)!.Value;
+            var shadow = host.ClassifyShadow(_features)!.Value;
+            Assert.Equal(V2, shadow.Result.Model);
+            Assert.Equal(served.Label, shadow.Result.Label); // the same model file: the same answer
+            windows.Record(served, 1000, shadow.Result, (long)shadow.Elapsed.TotalMicroseconds, clock.GetUtcNow());
+        }
+        host.SetShadow(LoadedModel.Load(V2 with { Version = "3" }, BrokenModel(), 1));
+        for (var i = 0; i < 4; i++)
+        {
+            Assert.Throws<InferenceException>(() => host.ClassifyShadow(_features));
+            windows.RecordError(new ModelRef { Name = "vibration", Version = "3" }, V1, clock.GetUtcNow());
+        }
+        Assert.Equal(0, host.ConsecutiveFailures);
+        Assert.Equal(BreakerState.Closed, host.Breaker);
+
+        Assert.Empty(windows.Close(clock.GetUtcNow()));
+        clock.Advance(TimeSpan.FromSeconds(61));
+        var closed = windows.Close(clock.GetUtcNow());
+        var v2 = closed.Single(w => w.Version == "2");
+        Assert.Equal(("1", 10L, 10L, 0L), (v2.ServedVersion, v2.Count, v2.Agreements, v2.Errors));
+        Assert.Equal(10, v2.Labels.Values.Sum());
+        Assert.Equal(v2.Labels, v2.ServedLabels);
+        Assert.InRange(v2.P95Micros, 1900, 2100); // the stepping clock: each run takes 2 ms
+        Assert.InRange(v2.ServedP95Micros, 950, 1050);
+        var v3 = closed.Single(w => w.Version == "3");
+        Assert.Equal((0L, 4L), (v3.Count, v3.Errors));
+        foreach (var w in closed)
+            Assert.Null(new TelemetryRecord { Ts = clock.GetUtcNow(), Kind = TelemetryKind.Shadow, Shadow = w }.Validate(0));
+        host.SetShadow(null);
+        Assert.Null(host.ClassifyShadow(_features));
+        Assert.DoesNotContain(host.Status(), s => s.Role == "shadow");
+    }
+
     [Fact]
     public void A_failing_model_is_answered_by_the_one_it_replaced_and_the_breaker_opens_then_tries_again()
     {

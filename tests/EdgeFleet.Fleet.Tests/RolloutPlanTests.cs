@@ -111,6 +111,97 @@ public sealed class RolloutPlanTests
         Assert.False(judged.PhaseDone);
     }
 
+    /// <summary>
+    /// A shadow phase moves its devices in shadow (they keep serving v1), counts a device installed when it reports
+    /// v2 running in shadow and failed when it rejected it; the first phase after it makes the shadow devices serve
+    /// v2 (not those that failed), and is not done in the step that does so.
+    /// </summary>
+    [Fact]
+    public void A_shadow_phase_moves_devices_in_shadow_and_the_next_phase_makes_them_serve_the_version()
+    {
+        var devices = Enumerable.Range(0, 10).Select(i => Device($"d{i}")).ToList();
+        var ordered = RolloutPlan.Order("r1", devices);
+        var byId = devices.ToDictionary(d => d.Id);
+        var rollout = Rollout(new RolloutPhase { Percent = 30, Shadow = true, MinReporting = 3 }, new RolloutPhase { Percent = 100 });
+        var first = RolloutPlan.Evaluate(rollout, ordered, byId, T0);
+        Assert.True(first.Shadow);
+        Assert.Equal(3, first.Assign.Count);
+        var moved = rollout with { Devices = [.. first.Assign.Select(d => new RolloutDevice { Id = d.Id, Phase = 0, AssignedAt = T0, Shadow = true, ShadowPhase = 0 })] };
+
+        var (a, b, c) = (first.Assign[0].Id, first.Assign[1].Id, first.Assign[2].Id);
+        byId[a] = byId[a] with { ShadowModel = new ModelRef { Name = "m", Version = "2" } };
+        byId[b] = byId[b] with { ShadowModel = new ModelRef { Name = "m", Version = "2" } };
+        byId[c] = byId[c] with { LastOta = new OtaStatusMessage { DeviceId = c, ModelId = "m", Version = 2, Shadow = true, State = OtaState.Rejected, Error = OtaError.HealthCheckFailed, At = T0 } };
+        // A served install of v2 would have been a different status: the shadow's is read from the shadow report.
+        Assert.Equal(RolloutDeviceStatus.Pending, RolloutPlan.Outcome("m", 2, byId[a]).Status);
+        var shadowing = RolloutPlan.Evaluate(moved, ordered, byId, T0.AddSeconds(1));
+        Assert.Equal((2, 1), (shadowing.Tally.Installed, shadowing.Tally.Failed));
+        Assert.Equal("shadow rejected: health-check-failed", shadowing.Updated.Single(d => d.Id == c).Reason);
+        Assert.Empty(shadowing.Promote);
+
+        var next = moved with { Phase = 1, Devices = [.. shadowing.Updated] };
+        var serving = RolloutPlan.Evaluate(next, ordered, byId, T0.AddSeconds(2));
+        Assert.False(serving.Shadow);
+        Assert.Equal(new[] { a, b }.Order(), serving.Promote.Select(d => d.Id).Order());
+        Assert.All(serving.Promote, d => Assert.Equal((false, 1, RolloutDeviceStatus.Pending, 0), (d.Shadow, d.Phase, d.Status, d.ShadowPhase!.Value)));
+        Assert.True(serving.Updated.Single(d => d.Id == c) is { Shadow: true, Status: RolloutDeviceStatus.Failed });
+        Assert.Equal(7, serving.Assign.Count);
+        Assert.False(serving.PhaseDone);
+    }
+
+    /// <summary>The shadow's figures are the windows' merged, checked here against sums done by hand.</summary>
+    [Fact]
+    public void A_shadow_reading_merges_windows_and_judges_agreement_first()
+    {
+        static TelemetryRecord Window(string version, long count, long agreements, double conf, double servedConf, long micros, long servedMicros, Dictionary<string, long> labels, Dictionary<string, long> served) => new()
+        {
+            Ts = T0,
+            Kind = TelemetryKind.Shadow,
+            Shadow = new ShadowWindow
+            {
+                Model = "m",
+                Version = version,
+                ServedVersion = "1",
+                From = T0,
+                Seconds = 60,
+                Count = count,
+                Agreements = agreements,
+                Errors = 1,
+                MeanConfidence = conf,
+                ServedMeanConfidence = servedConf,
+                P95Micros = micros,
+                ServedP95Micros = servedMicros,
+                Buckets = [[EdgeFleet.Shared.Stats.LatencyHistogram.IndexOf(micros), count]],
+                ServedBuckets = [[EdgeFleet.Shared.Stats.LatencyHistogram.IndexOf(servedMicros), count]],
+                Labels = labels,
+                ServedLabels = served,
+            },
+        };
+        var records = new[]
+        {
+            Window("2", 100, 95, 0.8, 0.9, 1000, 1000, new() { ["a"] = 50, ["b"] = 50 }, new() { ["a"] = 50, ["b"] = 50 }),
+            Window("2", 300, 285, 0.6, 0.9, 1000, 1000, new() { ["a"] = 150, ["b"] = 150 }, new() { ["a"] = 150, ["b"] = 150 }),
+            Window("3", 1000, 0, 0.1, 0.9, 9000, 1000, new() { ["c"] = 1000 }, new() { ["a"] = 1000 }), // another version: not read
+        };
+        var reading = ShadowReading.From(records, "m", "2");
+        Assert.Equal(400, reading.Shadow.Samples);
+        Assert.Equal(2, reading.Windows);
+        Assert.Equal(380.0 / 400, reading.Agreement, 9);
+        Assert.Equal((0.8 * 100 + 0.6 * 300) / 400, reading.Shadow.MeanConfidence, 9); // 0.65
+        Assert.Equal(0.9, reading.Served.MeanConfidence, 9);
+        Assert.Equal(2.0 / 402, reading.Shadow.ErrorRate, 9);
+
+        // 95 % agreement passes the 90 % default; the confidence drop of 0.25 fails its 0.10 gate.
+        var verdict = reading.Judge(new QualityGates { MinSamples = 300 });
+        Assert.True(verdict.Judged);
+        Assert.StartsWith("quality gate (shadow): mean confidence fell by 0.250", verdict.Failure, StringComparison.Ordinal);
+        Assert.Contains("shadow agreed with the served model on 95.0 % of 400 inputs (2 windows)", verdict.Summary, StringComparison.Ordinal);
+        Assert.StartsWith("quality gate (shadow): the top class agreed with the served model's on 95.0 %",
+            reading.Judge(new QualityGates { MinSamples = 300, MinShadowAgreement = 0.96 }).Failure, StringComparison.Ordinal);
+        Assert.Null(reading.Judge(new QualityGates { MinSamples = 300, MaxConfidenceDrop = 0.3 }).Failure);
+        Assert.False(reading.Judge(new QualityGates { MinSamples = 500 }).Judged);
+    }
+
     [Fact]
     public void A_pending_download_failure_is_not_a_failed_install()
     {
@@ -127,6 +218,8 @@ public sealed class RolloutPlanTests
     [InlineData("""[{"percent": 0}, {"percent": 100}]""", "percent must be within")]
     [InlineData("""[{"count": 0}, {"percent": 100}]""", "count must be at least 1")]
     [InlineData("""[{"percent": 100, "soakSeconds": -1}]""", "cannot be negative")]
+    [InlineData("""[{"percent": 10}, {"percent": 100, "shadow": true}]""", "last phase cannot be a shadow phase")]
+    [InlineData("""[{"percent": 10}, {"percent": 20, "shadow": true}, {"percent": 100}]""", "shadow phases come first")]
     public void Bad_phases_are_refused_with_the_reason(string phases, string reason)
     {
         var parsed = JsonSerializer.Deserialize<List<RolloutPhase>>(phases, Web)!;

@@ -17,38 +17,91 @@ public sealed class SimulatedDevice : IAsyncDisposable
 {
     private static readonly string[] DefaultLabels = ["normal", "imbalance", "misalignment", "bearing-wear"];
 
-    /// <summary>Record bodies per model version and behaviour, made once: a device cycles through its model's.</summary>
-    private static readonly System.Collections.Concurrent.ConcurrentDictionary<(string Model, string Version, string? Previous, SimModelBehaviour Behaviour), byte[][]> BodyCache = new();
+    /// <summary>Record bodies per model version and behaviour (and shadow, if one runs), made once: a device cycles through its model's.</summary>
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<(string Model, string Version, string? Previous, SimModelBehaviour Behaviour, string? Shadow, SimModelBehaviour? ShadowBehaviour), byte[][]> BodyCache = new();
 
-    private static byte[][] BodiesFor(ModelRef model, string? previous, SimModelBehaviour behaviour) => BodyCache.GetOrAdd((model.Name, model.Version, previous, behaviour), key =>
+    private static InferenceSample Sample(string model, string version, SimModelBehaviour behaviour, int i) => new()
     {
-        var labels = key.Behaviour.Labels ?? DefaultLabels;
+        Model = model,
+        Version = version,
+        Label = (behaviour.Labels ?? DefaultLabels)[i % (behaviour.Labels ?? DefaultLabels).Count],
+        Confidence = (float)Math.Clamp(0.9 - ((i % 4) * 0.1) + behaviour.ConfidenceShift, 0, 1),
+        // Latencies spread over 180..440 µs (times the behaviour's factor), so percentiles mean something.
+        LatencyMicros = (long)((180 + (i * 7)) * behaviour.LatencyFactor),
+    };
+
+    private static byte[][] BodiesFor(ModelRef model, string? previous, SimModelBehaviour behaviour, string? shadow, SimModelBehaviour? shadowBehaviour) =>
+        BodyCache.GetOrAdd((model.Name, model.Version, previous, behaviour, shadow, shadowBehaviour), key =>
+    {
         // FallbackShare of the records answered by the previous version, as an agent's fallback model answers;
         // spread by a stride of 13 over the 40 bodies, so they do not line up with the labels' cycle of 4.
         var fallbackSlots = key.Previous is null ? 0 : (int)Math.Round(key.Behaviour.FallbackShare * 40);
-        // Latencies spread over 180..440 µs (times the behaviour's factor), so percentiles mean something.
-        return [.. Enumerable.Range(0, 40).Select(i => TelemetryBatchCodec.Body(new TelemetryRecord
+        var bodies = Enumerable.Range(0, 40).Select(i => TelemetryBatchCodec.Body(new TelemetryRecord
         {
             Ts = DateTimeOffset.UnixEpoch,
             Kind = TelemetryKind.Inference,
-            Inference = new InferenceSample
-            {
-                Model = key.Model,
-                Version = (i * 13) % 40 < fallbackSlots ? key.Previous! : key.Version,
-                Label = labels[i % labels.Count],
-                Confidence = (float)Math.Clamp(0.9 - ((i % 4) * 0.1) + key.Behaviour.ConfidenceShift, 0, 1),
-                LatencyMicros = (long)((180 + (i * 7)) * key.Behaviour.LatencyFactor),
-            },
-        }))];
+            Inference = Sample(key.Model, (i * 13) % 40 < fallbackSlots ? key.Previous! : key.Version, key.Behaviour, i),
+        })).ToList();
+        if (key.Shadow is { } shadowVersion)
+        {
+            // A shadow model saw the same 40 inputs: one window comparing it with the served model, as the agent sends.
+            var served = Enumerable.Range(0, 40).Select(i => Sample(key.Model, key.Version, key.Behaviour, i)).ToList();
+            var shadows = Enumerable.Range(0, 40).Select(i => Sample(key.Model, shadowVersion, key.ShadowBehaviour!, i)).ToList();
+            bodies.Add(TelemetryBatchCodec.Body(new TelemetryRecord { Ts = DateTimeOffset.UnixEpoch, Kind = TelemetryKind.Shadow, Shadow = ShadowWindowOf(served, shadows) }));
+        }
+        return [.. bodies];
     });
+
+    /// <summary>The shadow window an agent would send for these paired answers.</summary>
+    public static ShadowWindow ShadowWindowOf(IReadOnlyList<InferenceSample> served, IReadOnlyList<InferenceSample> shadow)
+    {
+        var shadowLatency = new Shared.Stats.LatencyHistogram();
+        var servedLatency = new Shared.Stats.LatencyHistogram();
+        foreach (var s in shadow)
+            shadowLatency.Record(s.LatencyMicros);
+        foreach (var s in served)
+            servedLatency.Record(s.LatencyMicros);
+        return new ShadowWindow
+        {
+            Model = served[0].Model,
+            Version = shadow[0].Version,
+            ServedVersion = served[0].Version,
+            From = DateTimeOffset.UnixEpoch,
+            Seconds = 60,
+            Count = served.Count,
+            Agreements = served.Zip(shadow).Count(p => p.First.Label == p.Second.Label),
+            MeanConfidence = shadow.Average(s => s.Confidence),
+            ServedMeanConfidence = served.Average(s => s.Confidence),
+            P95Micros = shadowLatency.Percentile(0.95),
+            ServedP95Micros = servedLatency.Percentile(0.95),
+            Buckets = shadowLatency.Buckets(),
+            ServedBuckets = servedLatency.Buckets(),
+            Labels = shadow.GroupBy(s => s.Label).ToDictionary(g => g.Key, g => (long)g.Count()),
+            ServedLabels = served.GroupBy(s => s.Label).ToDictionary(g => g.Key, g => (long)g.Count()),
+        };
+    }
 
     /// <summary>How the device's model behaves per version (latency, outputs, confidence); absent: the default.</summary>
     public IReadOnlyDictionary<long, SimModelBehaviour> Behaviours { get; init; } = new Dictionary<long, SimModelBehaviour>();
 
     private string? _previousVersion;
 
-    private byte[][] Bodies => BodiesFor(_active, _previousVersion, long.TryParse(_active.Version, System.Globalization.CultureInfo.InvariantCulture, out var v)
-        && Behaviours.TryGetValue(v, out var b) ? b : SimModelBehaviour.Default);
+    private ModelRef? _shadow;
+
+    private SimModelBehaviour BehaviourOf(ModelRef model) =>
+        long.TryParse(model.Version, System.Globalization.CultureInfo.InvariantCulture, out var v) && Behaviours.TryGetValue(v, out var b) ? b : SimModelBehaviour.Default;
+
+    private byte[][] Bodies
+    {
+        get
+        {
+            var shadow = _shadow;
+            return BodiesFor(_active, _previousVersion, BehaviourOf(_active), shadow?.Version, shadow is null ? null : BehaviourOf(shadow));
+        }
+    }
+
+    /// <summary>The model the device runs in shadow, if any.</summary>
+    public ModelRef? ShadowModel => _shadow;
 
     private readonly SigningKey _key;
     private readonly string _host;
@@ -223,46 +276,99 @@ public sealed class SimulatedDevice : IAsyncDisposable
         rate > 0 && System.Buffers.Binary.BinaryPrimitives.ReadUInt32BigEndian(System.Security.Cryptography.SHA256.HashData(
             System.Text.Encoding.UTF8.GetBytes($"{deviceId}\n{modelId}\n{version}"))) < rate * uint.MaxValue;
 
-    /// <summary>Walks the OTA states the real agent reports, ending committed or (at the failure rate) rolled back.</summary>
+    /// <summary>
+    /// Walks the OTA states the real agent reports, ending committed or (at the failure rate) rolled back; then
+    /// the shadow's (verified, health-checked, running; or rejected at the same rate), or stops the shadow.
+    /// </summary>
     private async Task ReportUpdateAsync(DesiredState desired, CancellationToken ct)
     {
-        var body = desired.Manifest.TryGetProperty("signed", out var signed) ? signed : default;
+        var changed = false;
+        var wasRolledBack = false;
+        if (Identity(desired.Manifest) is var (modelId, version, rollout)
+            && !(_active.Name == modelId && _active.Version == version.ToString(System.Globalization.CultureInfo.InvariantCulture)))
+        {
+            // The same devices fail the same version every time (as a model that does not suit some hardware would).
+            var fail = Fails(modelId, version);
+            OtaState[] steps = fail
+                ? [OtaState.Downloading, OtaState.Verifying, OtaState.HealthCheck, OtaState.RolledBack]
+                : [OtaState.Downloading, OtaState.Verifying, OtaState.HealthCheck, OtaState.Activating, OtaState.Committed];
+            await ReportStepsAsync(modelId, version, rollout, steps, shadow: false, ct).ConfigureAwait(false);
+            if (!fail)
+            {
+                _previousVersion = _active.Version;
+                _previous = _active;
+                _active = new ModelRef { Name = modelId, Version = version.ToString(System.Globalization.CultureInfo.InvariantCulture) };
+            }
+            wasRolledBack = fail;
+            _ota = fail ? OtaState.RolledBack : OtaState.Committed;
+            changed = true;
+        }
+        if (Identity(desired.Shadow) is var (shadowId, shadowVersion, shadowRollout))
+        {
+            var label = shadowVersion.ToString(System.Globalization.CultureInfo.InvariantCulture);
+            if (_shadow is not { } running || running.Name != shadowId || running.Version != label)
+            {
+                var fail = Fails(shadowId, shadowVersion);
+                await ReportStepsAsync(shadowId, shadowVersion, shadowRollout, fail
+                    ? [OtaState.Downloading, OtaState.HealthCheck, OtaState.Rejected]
+                    : [OtaState.Downloading, OtaState.HealthCheck, OtaState.Shadowing], shadow: true, ct).ConfigureAwait(false);
+                _shadow = fail ? null : new ModelRef { Name = shadowId, Version = label };
+                changed = true;
+            }
+        }
+        else if (_shadow is not null)
+        {
+            _shadow = null;
+            changed = true;
+        }
+        if (!changed)
+            return;
+        var reported = new ReportedState
+        {
+            DeviceId = Id,
+            Active = _active,
+            Previous = wasRolledBack ? null : _previous,
+            Shadow = _shadow,
+            Ota = _ota,
+            UpdatedAt = DateTimeOffset.UtcNow,
+        };
+        await PublishAsync(Topics.For(Id, TopicKind.StateReported), WireReader.Write(reported, WireJsonContext.Default.ReportedState), ct).ConfigureAwait(false);
+    }
+
+    private ModelRef? _previous;
+    private OtaState _ota = OtaState.Idle;
+
+    private bool Fails(string modelId, long version) =>
+        (FailingVersions.Count == 0 || FailingVersions.Contains(version)) && FailsUpdate(Id, modelId, version, _otaFailureRate);
+
+    private static (string ModelId, long Version, string? RolloutId)? Identity(JsonElement? manifest)
+    {
+        var body = manifest is { } m && m.TryGetProperty("signed", out var signed) ? signed : default;
         if (body.ValueKind != JsonValueKind.Object || !body.TryGetProperty("modelId", out var idElement) || !body.TryGetProperty("version", out var versionElement))
-            return;
-        var modelId = idElement.GetString() ?? "?";
-        var version = versionElement.GetInt64();
-        var rollout = body.TryGetProperty("rolloutId", out var r) ? r.GetString() : null;
-        if (_active.Name == modelId && _active.Version == version.ToString(System.Globalization.CultureInfo.InvariantCulture))
-            return;
-        // The same devices fail the same version every time (as a model that does not suit some hardware would).
-        var fail = (FailingVersions.Count == 0 || FailingVersions.Contains(version)) && FailsUpdate(Id, modelId, version, _otaFailureRate);
-        OtaState[] steps = fail
-            ? [OtaState.Downloading, OtaState.Verifying, OtaState.HealthCheck, OtaState.RolledBack]
-            : [OtaState.Downloading, OtaState.Verifying, OtaState.HealthCheck, OtaState.Activating, OtaState.Committed];
+            return null;
+        return (idElement.GetString() ?? "?", versionElement.GetInt64(), body.TryGetProperty("rolloutId", out var r) ? r.GetString() : null);
+    }
+
+    private async Task ReportStepsAsync(string modelId, long version, string? rollout, OtaState[] steps, bool shadow, CancellationToken ct)
+    {
         foreach (var state in steps)
         {
+            var failed = state is OtaState.RolledBack or OtaState.Rejected;
             var status = new OtaStatusMessage
             {
                 DeviceId = Id,
                 ModelId = modelId,
                 Version = version,
                 RolloutId = rollout,
+                Shadow = shadow,
                 State = state,
-                Error = state == OtaState.RolledBack ? OtaError.HealthCheckFailed : null,
-                Reason = state == OtaState.RolledBack ? "simulated health-check failure" : null,
+                Error = failed ? OtaError.HealthCheckFailed : null,
+                Reason = failed ? "simulated health-check failure" : null,
                 At = DateTimeOffset.UtcNow,
             };
             await PublishAsync(Topics.For(Id, TopicKind.OtaStatus), WireReader.Write(status, WireJsonContext.Default.OtaStatusMessage), ct).ConfigureAwait(false);
             OtaReports++;
         }
-        var previous = _active;
-        if (!fail)
-        {
-            _previousVersion = _active.Version;
-            _active = new ModelRef { Name = modelId, Version = version.ToString(System.Globalization.CultureInfo.InvariantCulture) };
-        }
-        var reported = new ReportedState { DeviceId = Id, Active = _active, Previous = fail ? null : previous, Ota = fail ? OtaState.RolledBack : OtaState.Committed, UpdatedAt = DateTimeOffset.UtcNow };
-        await PublishAsync(Topics.For(Id, TopicKind.StateReported), WireReader.Write(reported, WireJsonContext.Default.ReportedState), ct).ConfigureAwait(false);
     }
 
     /// <summary>A clean MQTT disconnect; <see cref="ConnectAsync"/> may follow.</summary>

@@ -30,6 +30,9 @@ public sealed record DeviceRecord
 
     public ModelRef? ActiveModel { get; init; }
 
+    /// <summary>The model the device runs in shadow (a rollout's shadow phase), as it last reported.</summary>
+    public ModelRef? ShadowModel { get; init; }
+
     public OtaState Ota { get; init; }
 
     /// <summary>The last <c>ota/status</c> the device sent: step, progress, and the reason of a failure.</summary>
@@ -67,7 +70,8 @@ public sealed record DeviceRecord
         ActiveModel = hello.Models.Count > 0 ? hello.Models[0] : ActiveModel,
     };
 
-    public DeviceRecord WithReported(ReportedState state) => this with { ActiveModel = state.Active, Ota = state.Ota };
+    public DeviceRecord WithReported(ReportedState state) => this with { ActiveModel = state.Active, ShadowModel = state.Shadow, Ota = state.Ota };
 
-    public DeviceRecord WithOtaStatus(OtaStatusMessage status) => this with { LastOta = status, Ota = status.State };
+    /// <summary>A shadow model's steps are kept as the last status but leave the served model's OTA state alone.</summary>
+    public DeviceRecord WithOtaStatus(OtaStatusMessage status) => this with { LastOta = status, Ota = status.Shadow ? Ota : status.State };
 }

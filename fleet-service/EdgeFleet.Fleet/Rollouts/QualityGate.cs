@@ -34,6 +34,9 @@ public sealed record QualityGates
     /// <summary>The treatment's hard-example rate over the control's (when the control has any).</summary>
     public double MaxHardExampleRatio { get; set; } = 2.0;
 
+    /// <summary>In a shadow phase: the share of inputs on which the shadow's top class must agree with the served model's.</summary>
+    public double MinShadowAgreement { get; set; } = 0.90;
+
     /// <summary>Recent records read per device, and devices read per group (the best-ranked ones).</summary>
     public int RecordsPerDevice { get; set; } = 200;
 
@@ -130,6 +133,60 @@ public sealed record QualityVerdict(bool Judged, string? Failure, string Summary
             failure = string.Create(CultureInfo.InvariantCulture, $"quality gate: inference error rate {treatment.ErrorRate:P1} (limit {gates.MaxErrorRate:P1})");
         else if (control.HardExampleRate > 0 && hardRatio > gates.MaxHardExampleRatio)
             failure = string.Create(CultureInfo.InvariantCulture, $"quality gate: hard-example rate {hardRatio:F2}× the old version's (limit {gates.MaxHardExampleRatio:F2}×)");
+        return new QualityVerdict(true, failure, summary);
+    }
+}
+
+/// <summary>
+/// A shadow phase's figures, merged from the shadow devices' <see cref="ShadowWindow"/> records of one version:
+/// the shadow (treatment) and the served model (control) on the same inputs, and how often they agreed.
+/// </summary>
+public sealed record ShadowReading(QualityReading Shadow, QualityReading Served, long Agreements, long Windows)
+{
+    public double Agreement => Shadow.Samples == 0 ? 0 : (double)Agreements / Shadow.Samples;
+
+    public static ShadowReading From(IEnumerable<TelemetryRecord> records, string modelId, string version)
+    {
+        var shadow = new LatencyHistogram();
+        var served = new LatencyHistogram();
+        var labels = new Dictionary<string, long>(StringComparer.Ordinal);
+        var servedLabels = new Dictionary<string, long>(StringComparer.Ordinal);
+        double confidence = 0, servedConfidence = 0;
+        long agreements = 0, errors = 0, windows = 0;
+        foreach (var w in records.Select(r => r.Shadow).OfType<ShadowWindow>().Where(w => w.Model == modelId && w.Version == version))
+        {
+            // Validated at ingest; a window that still does not rebuild is skipped rather than trusted.
+            if (LatencyHistogram.FromBuckets(w.Buckets, w.Count, out _) is not { } s || LatencyHistogram.FromBuckets(w.ServedBuckets, w.Count, out _) is not { } v)
+                continue;
+            windows++;
+            shadow.Merge(s);
+            served.Merge(v);
+            agreements += w.Agreements;
+            errors += w.Errors;
+            confidence += w.MeanConfidence * w.Count;
+            servedConfidence += w.ServedMeanConfidence * w.Count;
+            foreach (var (label, n) in w.Labels)
+                labels[label] = labels.GetValueOrDefault(label) + n;
+            foreach (var (label, n) in w.ServedLabels)
+                servedLabels[label] = servedLabels.GetValueOrDefault(label) + n;
+        }
+        var count = shadow.Count;
+        return new ShadowReading(
+            new QualityReading(count, shadow.Percentile(0.95), count == 0 ? 0 : confidence / count, labels, count + errors == 0 ? 0 : (double)errors / (count + errors), 0),
+            new QualityReading(count, served.Percentile(0.95), count == 0 ? 0 : servedConfidence / count, servedLabels, 0, 0),
+            agreements, windows);
+    }
+
+    /// <summary>The shadow against the served model by the phase's gates, agreement first.</summary>
+    public QualityVerdict Judge(QualityGates gates)
+    {
+        var verdict = QualityVerdict.Judge(Shadow, Served, gates);
+        if (!verdict.Judged)
+            return verdict with { Summary = "shadow " + verdict.Summary };
+        var summary = string.Create(CultureInfo.InvariantCulture, $"shadow agreed with the served model on {Agreement:P1} of {Shadow.Samples} inputs ({Windows} windows); shadow {verdict.Summary}");
+        var failure = Agreement < gates.MinShadowAgreement
+            ? string.Create(CultureInfo.InvariantCulture, $"quality gate (shadow): the top class agreed with the served model's on {Agreement:P1} of inputs (at least {gates.MinShadowAgreement:P1} needed)")
+            : verdict.Failure is { } f ? f.Replace("quality gate:", "quality gate (shadow):", StringComparison.Ordinal) : null;
         return new QualityVerdict(true, failure, summary);
     }
 }

@@ -28,6 +28,14 @@ public sealed record RolloutPhase
 
     public int MinReporting { get; set; } = 1;
 
+    /// <summary>
+    /// A shadow phase: its devices run the new version in shadow beside the model they serve (they keep serving
+    /// the old one), and the phase's quality gates judge the shadow's agreement, latency and outputs against the
+    /// served model on the same inputs. Shadow phases come before the others; the first phase that is not one
+    /// makes the shadow devices serve the new version.
+    /// </summary>
+    public bool Shadow { get; init; }
+
     /// <summary>How many of <paramref name="eligible"/> devices have the new version once this phase runs.</summary>
     public int Size(int eligible) => Count is { } c ? Math.Min(c, eligible) : (int)Math.Ceiling(eligible * Math.Clamp(Percent ?? 100, 0, 100) / 100.0);
 }
@@ -59,6 +67,15 @@ public sealed record RolloutDevice
     public string Status { get; set; } = RolloutDeviceStatus.Pending;
 
     public string? Reason { get; init; }
+
+    /// <summary>
+    /// The device runs the new version in shadow, not yet served: <see cref="Status"/> is that of the shadow
+    /// (installed: running in shadow). Cleared when a later phase makes it serve the new version.
+    /// </summary>
+    public bool Shadow { get; init; }
+
+    /// <summary>The shadow phase the device ran the new version in, if it did (kept after it serves it).</summary>
+    public int? ShadowPhase { get; init; }
 }
 
 public static class RolloutDeviceStatus

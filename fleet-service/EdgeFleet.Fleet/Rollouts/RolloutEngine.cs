@@ -86,10 +86,15 @@ public sealed partial class RolloutEngine(IFleetStore store, FleetMqttClient mqt
         }
         var failure = step.GateFailure;
         QualityVerdict? quality = null;
-        if (failure is null && step.PhaseDone && rollout.Gates.Quality.Enabled)
+        var phaseDone = step.PhaseDone;
+        if (failure is null && phaseDone && rollout.Gates.Quality.Enabled)
         {
-            quality = await JudgeQualityAsync(rollout, step.Updated, ordered, ct).ConfigureAwait(false);
+            quality = step.Shadow
+                ? await JudgeShadowAsync(rollout, step.Updated, ct).ConfigureAwait(false)
+                : await JudgeQualityAsync(rollout, step.Updated, ordered, ct).ConfigureAwait(false);
             failure = quality?.Failure;
+            // A shadow phase exists to be judged: it waits for enough compared inputs rather than pass unjudged.
+            phaseDone = !(step.Shadow && quality is { Judged: false });
         }
         if (failure is not null)
         {
@@ -101,16 +106,35 @@ public sealed partial class RolloutEngine(IFleetStore store, FleetMqttClient mqt
             await SaveAsync(rollout, next, ct).ConfigureAwait(false);
             return;
         }
+        foreach (var device in step.Promote)
+            await SetDesiredAsync(device.Id, rollout.Manifest, rollout.KeySet, rollout.Roots, ct).ConfigureAwait(false);
         if (step.Assign.Count > 0)
         {
             foreach (var device in step.Assign)
-                await SetDesiredAsync(device.Id, rollout.Manifest, rollout.KeySet, rollout.Roots, ct).ConfigureAwait(false);
+            {
+                if (step.Shadow)
+                    await SetShadowAsync(device.Id, rollout, ct).ConfigureAwait(false);
+                else
+                    await SetDesiredAsync(device.Id, rollout.Manifest, rollout.KeySet, rollout.Roots, ct).ConfigureAwait(false);
+            }
             next = next with
             {
-                Devices = [.. next.Devices, .. step.Assign.Select(d => new RolloutDevice { Id = d.Id, Phase = rollout.Phase, AssignedAt = now, Previous = d.ActiveModel })],
+                Devices =
+                [
+                    .. next.Devices,
+                    .. step.Assign.Select(d => new RolloutDevice
+                    {
+                        Id = d.Id,
+                        Phase = rollout.Phase,
+                        AssignedAt = now,
+                        Previous = d.ActiveModel,
+                        Shadow = step.Shadow,
+                        ShadowPhase = step.Shadow ? rollout.Phase : null,
+                    }),
+                ],
             };
         }
-        if (step.PhaseDone)
+        if (phaseDone)
         {
             var summary = string.Create(CultureInfo.InvariantCulture, $"{step.Tally.Installed} installed, {step.Tally.Failed} failed, {step.Tally.Pending} pending")
                 + (quality is { } q ? $"; {q.Summary}" : rollout.Gates.Quality.Enabled ? "; quality not judged: no device is left on the old version to compare with" : "");
@@ -144,6 +168,18 @@ public sealed partial class RolloutEngine(IFleetStore store, FleetMqttClient mqt
         return QualityVerdict.Judge(treated, untreated, gates);
     }
 
+    /// <summary>
+    /// The quality gates of a shadow phase: on the devices running the new version in shadow, the shadow's results
+    /// against the served model's on the same inputs (<see cref="ShadowWindow"/> records), paired per device.
+    /// </summary>
+    private async Task<QualityVerdict> JudgeShadowAsync(Rollout rollout, IReadOnlyList<RolloutDevice> moved, CancellationToken ct)
+    {
+        var gates = rollout.Gates.Quality;
+        var shadowing = moved.Where(d => d.Shadow && d.Status == RolloutDeviceStatus.Installed).Take(gates.DevicesPerGroup).Select(d => d.Id).ToList();
+        var records = await RecentAsync(shadowing, gates.RecordsPerDevice, ct).ConfigureAwait(false);
+        return ShadowReading.From(records.SelectMany(r => r), rollout.ModelId, rollout.Version.ToString(CultureInfo.InvariantCulture)).Judge(gates);
+    }
+
     private async Task<List<IReadOnlyList<TelemetryRecord>>> RecentAsync(IReadOnlyList<string> devices, int perDevice, CancellationToken ct)
     {
         var records = new List<IReadOnlyList<TelemetryRecord>>();
@@ -170,10 +206,25 @@ public sealed partial class RolloutEngine(IFleetStore store, FleetMqttClient mqt
             && (selector is null || selector.Matches(d.Tags)) && (explicitDevices is null || explicitDevices.Contains(d.Id)))];
     }
 
-    private async Task SetDesiredAsync(string deviceId, System.Text.Json.JsonElement manifest, System.Text.Json.JsonElement keySet, List<System.Text.Json.JsonElement> roots, CancellationToken ct)
+    private async Task SetDesiredAsync(string deviceId, System.Text.Json.JsonElement? manifest, System.Text.Json.JsonElement keySet, List<System.Text.Json.JsonElement> roots, CancellationToken ct,
+        System.Text.Json.JsonElement? shadow = null)
     {
-        var payload = WireReader.Write(new DesiredState { DeviceId = deviceId, Manifest = manifest, KeySet = keySet, Roots = roots }, WireJsonContext.Default.DesiredState);
+        var payload = WireReader.Write(new DesiredState { DeviceId = deviceId, Manifest = manifest, KeySet = keySet, Roots = roots, Shadow = shadow }, WireJsonContext.Default.DesiredState);
         await Ota.OtaApi.SetDesiredAsync(store, mqtt, deviceId, payload, ct).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// The device's desired served model as it stands (when it was signed under the rollout's key set: the one
+    /// message carries one key set), with the rollout's version to run in shadow beside it, or with no shadow.
+    /// </summary>
+    private async Task SetShadowAsync(string deviceId, Rollout rollout, CancellationToken ct, bool stop = false)
+    {
+        System.Text.Json.JsonElement? served = null;
+        if (await store.GetDesiredAsync(deviceId, ct).ConfigureAwait(false) is { } payload
+            && WireReader.Read(payload, WireJsonContext.Default.DesiredState, deviceId) is { Ok: true } current
+            && current.Message!.Manifest is { } manifest && current.Message.KeySet.GetRawText() == rollout.KeySet.GetRawText())
+            served = manifest;
+        await SetDesiredAsync(deviceId, served, rollout.KeySet, rollout.Roots, ct, stop ? null : rollout.Manifest).ConfigureAwait(false);
     }
 
     /// <summary>
@@ -202,6 +253,13 @@ public sealed partial class RolloutEngine(IFleetStore store, FleetMqttClient mqt
         var profiles = rollout.Manifest.GetProperty("signed").GetProperty("artifacts").EnumerateObject().Select(p => p.Name).ToList();
         foreach (var device in rollout.Devices)
         {
+            if (device.Shadow)
+            {
+                // It never served the new version: stopping the shadow is the whole rollback.
+                await SetShadowAsync(device.Id, rollout, ct, stop: true).ConfigureAwait(false);
+                devices.Add(device with { Status = RolloutDeviceStatus.Reverted, Reason = "shadow stopped" });
+                continue;
+            }
             if (device.Previous is not { } previous || (previous.Name == rollout.ModelId && previous.Version == rollout.Version.ToString(CultureInfo.InvariantCulture)))
             {
                 devices.Add(device);
@@ -294,7 +352,7 @@ public sealed partial class RolloutEngine(IFleetStore store, FleetMqttClient mqt
             {
                 ("pause", RolloutStates.Running) => rollout.With(e) with { State = RolloutStates.Paused },
                 ("resume", RolloutStates.Paused) => rollout.With(e) with { State = RolloutStates.Running },
-                ("abort", RolloutStates.Running or RolloutStates.Paused) => rollout.With(e) with { State = RolloutStates.Aborted },
+                ("abort", RolloutStates.Running or RolloutStates.Paused) => await StopShadowsAsync(rollout.With(e) with { State = RolloutStates.Aborted }, ct).ConfigureAwait(false),
                 ("promote", RolloutStates.Running or RolloutStates.Paused) when rollout.Phase + 1 < rollout.Phases.Count =>
                     rollout.With(e) with { Phase = rollout.Phase + 1, PhaseStartedAt = now },
                 ("rollback", not RolloutStates.RolledBack) => await RollBackAsync(rollout, by, reason ?? "operator rollback", ct).ConfigureAwait(false),
@@ -311,6 +369,23 @@ public sealed partial class RolloutEngine(IFleetStore store, FleetMqttClient mqt
                 return (s.After, null);
         }
         return (null, "the rollout kept changing; try again");
+    }
+
+    /// <summary>An aborted rollout leaves what devices serve as it is, but stops the shadows it started (they cost the devices time).</summary>
+    private async Task<Rollout> StopShadowsAsync(Rollout rollout, CancellationToken ct)
+    {
+        var devices = new List<RolloutDevice>(rollout.Devices.Count);
+        foreach (var device in rollout.Devices)
+        {
+            if (!device.Shadow)
+            {
+                devices.Add(device);
+                continue;
+            }
+            await SetShadowAsync(device.Id, rollout, ct, stop: true).ConfigureAwait(false);
+            devices.Add(device with { Status = RolloutDeviceStatus.Reverted, Reason = "shadow stopped" });
+        }
+        return rollout with { Devices = devices };
     }
 
     private static string Past(string action) => action switch

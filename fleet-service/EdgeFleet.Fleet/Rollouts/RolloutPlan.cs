@@ -7,8 +7,17 @@ using EdgeFleet.Shared.Wire;
 
 namespace EdgeFleet.Fleet.Rollouts;
 
-/// <summary>What one engine step decided for a rollout.</summary>
-public sealed record RolloutStep(IReadOnlyList<DeviceRecord> Assign, IReadOnlyList<RolloutDevice> Updated, string? GateFailure, bool PhaseDone, RolloutTally Tally);
+/// <summary>
+/// What one engine step decided for a rollout: devices to move (in shadow when <see cref="Shadow"/>), shadow
+/// devices to make serve the new version (<see cref="Promote"/>), every moved device's outcome, a failed gate,
+/// whether the phase is done.
+/// </summary>
+public sealed record RolloutStep(IReadOnlyList<DeviceRecord> Assign, IReadOnlyList<RolloutDevice> Updated, string? GateFailure, bool PhaseDone, RolloutTally Tally)
+{
+    public bool Shadow { get; init; }
+
+    public IReadOnlyList<RolloutDevice> Promote { get; init; } = [];
+}
 
 /// <summary>Outcomes among the devices moved so far.</summary>
 public sealed record RolloutTally(int Assigned, int Installed, int Failed, int Pending)
@@ -45,6 +54,19 @@ public static class RolloutPlan
         return (RolloutDeviceStatus.Pending, null);
     }
 
+    /// <summary>How a device moved in shadow stands: running the version in shadow, refused it, or not yet reported.</summary>
+    public static (string Status, string? Reason) ShadowOutcome(string modelId, long version, DeviceRecord? device)
+    {
+        if (device is null)
+            return (RolloutDeviceStatus.Pending, "the device is no longer registered");
+        var label = version.ToString(CultureInfo.InvariantCulture);
+        if (device.ShadowModel is { } shadow && shadow.Name == modelId && shadow.Version == label)
+            return (RolloutDeviceStatus.Installed, null);
+        if (device.LastOta is { Shadow: true } ota && ota.ModelId == modelId && ota.Version == version && ota.State is OtaState.Rejected)
+            return (RolloutDeviceStatus.Failed, $"shadow rejected: {(ota.Error is { } e ? EdgeFleet.Shared.Ota.OtaErrors.Name(e) : "?")}{(ota.Reason is { } r ? $" ({r})" : "")}");
+        return (RolloutDeviceStatus.Pending, null);
+    }
+
     /// <summary>
     /// One step of a running rollout: the devices the current phase adds (in rank order up to its size), every
     /// moved device's outcome, whether a gate failed (judged once enough devices reported), and whether the
@@ -65,10 +87,25 @@ public static class RolloutPlan
         {
             if (d.Status is RolloutDeviceStatus.Reverting or RolloutDeviceStatus.Reverted)
                 return d;
-            var (status, reason) = Outcome(rollout.ModelId, rollout.Version, all.GetValueOrDefault(d.Id));
+            var (status, reason) = d.Shadow
+                ? ShadowOutcome(rollout.ModelId, rollout.Version, all.GetValueOrDefault(d.Id))
+                : Outcome(rollout.ModelId, rollout.Version, all.GetValueOrDefault(d.Id));
             // A failure is final for the rollout (the agent does not retry a version it rejected or rolled back).
             return d.Status == RolloutDeviceStatus.Failed ? d : d with { Status = status, Reason = reason };
         }).ToList();
+        // Past the shadow phases, devices that ran the new version in shadow serve it (from this phase on).
+        var promote = new List<RolloutDevice>();
+        if (!phase.Shadow)
+        {
+            for (var i = 0; i < updated.Count; i++)
+            {
+                if (updated[i] is { Shadow: true } d && d.Status is RolloutDeviceStatus.Installed or RolloutDeviceStatus.Pending)
+                {
+                    updated[i] = d with { Shadow = false, Phase = rollout.Phase, AssignedAt = now, Status = RolloutDeviceStatus.Pending, Reason = null };
+                    promote.Add(updated[i]);
+                }
+            }
+        }
         var tally = new RolloutTally(updated.Count + assign.Count,
             updated.Count(d => d.Status == RolloutDeviceStatus.Installed),
             updated.Count(d => d.Status == RolloutDeviceStatus.Failed),
@@ -80,9 +117,9 @@ public static class RolloutPlan
             failure = string.Create(CultureInfo.InvariantCulture,
                 $"install gate: {tally.Failed} of {tally.Reporting} reporting devices failed to install v{rollout.Version} ({tally.FailureRate:P1} > {rollout.Gates.MaxFailureRate:P1})");
         }
-        var done = failure is null && assign.Count == 0 && tally.Reporting >= needed
+        var done = failure is null && assign.Count == 0 && promote.Count == 0 && tally.Reporting >= needed
             && now - rollout.PhaseStartedAt >= TimeSpan.FromSeconds(phase.SoakSeconds);
-        return new RolloutStep(assign, updated, failure, done, tally);
+        return new RolloutStep(assign, updated, failure, done, tally) { Shadow = phase.Shadow, Promote = promote };
     }
 
     /// <summary>Checks a new rollout's definition; null when it is usable, else why not.</summary>
@@ -104,8 +141,14 @@ public static class RolloutPlan
         }
         if (r.Phases[^1] is { Percent: not 100 } and { Count: null })
             return "the last phase must reach the whole target (percent 100)";
+        if (r.Phases[^1].Shadow)
+            return "the last phase cannot be a shadow phase: it must serve the new version";
+        if (r.Phases.SkipWhile(p => p.Shadow).Any(p => p.Shadow))
+            return "shadow phases come first, before the phases that serve the new version";
         if (r.Gates.MaxFailureRate is < 0 or > 1)
             return "gates.maxFailureRate must be within [0, 1]";
+        if (r.Gates.Quality.MinShadowAgreement is < 0 or > 1)
+            return "gates.quality.minShadowAgreement must be within [0, 1]";
         if (r.OnGateFailure is not ("pause" or "rollback"))
             return "onGateFailure is pause or rollback";
         if (r.Target.Group is null && r.Target.Selector is null && r.Target.Devices.Count == 0)

@@ -29,7 +29,11 @@ public sealed record RolloutRequest
 public sealed record RolloutActionRequest(string? Reason);
 
 /// <summary>Progress of one phase: its size now, and how its devices stand.</summary>
-public sealed record PhaseView(int Phase, double? Percent, int? Count, int Size, int Assigned, int Installed, int Failed, int Pending, double SoakSeconds, int MinReporting);
+/// <remarks>For a shadow phase, <see cref="Installed"/> counts the devices that ran the new version in shadow (including those that serve it since).</remarks>
+public sealed record PhaseView(int Phase, double? Percent, int? Count, int Size, int Assigned, int Installed, int Failed, int Pending, double SoakSeconds, int MinReporting)
+{
+    public bool Shadow { get; init; }
+}
 
 /// <summary>A rollout as the API shows it: its record, phase progress and totals.</summary>
 public sealed record RolloutView
@@ -170,7 +174,14 @@ public static class RolloutsApi
         var eligible = Math.Max(r.Eligible, r.Devices.Count);
         var phases = r.Phases.Select((p, i) =>
         {
-            var mine = r.Devices.Where(d => d.Phase == i).ToList();
+            if (p.Shadow)
+            {
+                var shadowed = r.Devices.Where(d => d.ShadowPhase == i).ToList();
+                return new PhaseView(i + 1, p.Percent, p.Count, p.Size(eligible), shadowed.Count,
+                    shadowed.Count(d => !d.Shadow || d.Status == RolloutDeviceStatus.Installed), shadowed.Count(d => d.Shadow && d.Status == RolloutDeviceStatus.Failed),
+                    shadowed.Count(d => d.Shadow && d.Status == RolloutDeviceStatus.Pending), p.SoakSeconds, p.MinReporting) { Shadow = true };
+            }
+            var mine = r.Devices.Where(d => d.Phase == i && !d.Shadow).ToList();
             return new PhaseView(i + 1, p.Percent, p.Count, p.Size(eligible), mine.Count,
                 mine.Count(d => d.Status == RolloutDeviceStatus.Installed), mine.Count(d => d.Status == RolloutDeviceStatus.Failed),
                 mine.Count(d => d.Status == RolloutDeviceStatus.Pending), p.SoakSeconds, p.MinReporting);

@@ -80,27 +80,42 @@ public sealed class LatencyHistogram
     /// <summary>Rebuilds a histogram from its wire form; null with a reason when it is malformed.</summary>
     public static LatencyHistogram? FromWire(LatencyWindow window, out string? problem)
     {
+        if (FromBuckets(window.Buckets, window.Count, out problem) is not { } histogram)
+            return null;
+        histogram.SumMicros = window.SumMicros;
+        histogram.MinMicros = window.Count == 0 ? long.MaxValue : window.MinMicros;
+        histogram.MaxMicrosSeen = window.MaxMicros;
+        return histogram;
+    }
+
+    /// <summary>
+    /// Rebuilds a histogram from [index, count] pairs that must hold <paramref name="count"/> values; without the
+    /// exact sum, minimum and maximum, those are taken from the buckets' bounds. Null with a reason when malformed.
+    /// </summary>
+    public static LatencyHistogram? FromBuckets(IReadOnlyList<long[]> buckets, long count, out string? problem)
+    {
         var histogram = new LatencyHistogram();
         long total = 0;
-        foreach (var pair in window.Buckets)
+        foreach (var pair in buckets)
         {
-            if (pair is not [var index, var count] || index < 0 || index >= BucketCount || count <= 0)
+            if (pair is not [var index, var n] || index < 0 || index >= BucketCount || n <= 0)
             {
                 problem = "buckets are [index, count] pairs with 0 ≤ index < " + BucketCount + " and count > 0";
                 return null;
             }
-            histogram._counts[index] += count;
-            total += count;
+            histogram._counts[index] += n;
+            total += n;
+            var (low, high) = BoundsOf((int)index);
+            histogram.SumMicros += n * low;
+            histogram.MinMicros = Math.Min(histogram.MinMicros, low);
+            histogram.MaxMicrosSeen = Math.Max(histogram.MaxMicrosSeen, high - 1);
         }
-        if (total != window.Count)
+        if (total != count)
         {
-            problem = $"buckets hold {total} values, count says {window.Count}";
+            problem = $"buckets hold {total} values, count says {count}";
             return null;
         }
-        histogram.Count = window.Count;
-        histogram.SumMicros = window.SumMicros;
-        histogram.MinMicros = window.Count == 0 ? long.MaxValue : window.MinMicros;
-        histogram.MaxMicrosSeen = window.MaxMicros;
+        histogram.Count = count;
         problem = null;
         return histogram;
     }

@@ -109,6 +109,10 @@ public enum OtaState
 
     [JsonStringEnumMemberName("failed")]
     Failed,
+
+    /// <summary>A model verified, health-checked and running in shadow (a desired state's shadow): not served.</summary>
+    [JsonStringEnumMemberName("shadowing")]
+    Shadowing,
 }
 
 /// <summary><c>ef/v1/{d}/state/reported</c> (retained): what the device runs now.</summary>
@@ -125,10 +129,13 @@ public sealed record ReportedState : IWireMessage
 
     public ModelRef? Staged { get; init; }
 
+    /// <summary>The model running in shadow beside <see cref="Active"/>, if any.</summary>
+    public ModelRef? Shadow { get; init; }
+
     public OtaState Ota { get; set; } = OtaState.Idle;
 
     public required DateTimeOffset UpdatedAt { get; init; }
 
     public string? Validate() =>
-        Active?.Validate("active") ?? Previous?.Validate("previous") ?? Staged?.Validate("staged");
+        Active?.Validate("active") ?? Previous?.Validate("previous") ?? Staged?.Validate("staged") ?? Shadow?.Validate("shadow");
 }

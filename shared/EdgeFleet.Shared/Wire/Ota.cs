@@ -6,8 +6,10 @@ namespace EdgeFleet.Shared.Wire;
 
 /// <summary>
 /// <c>ef/v1/{d}/state/desired</c> (retained): the model the device should run, as a signed manifest with the
-/// key set that signed it, plus any root rotations the device may not have seen. The message itself is not
-/// trusted: everything in it is verified against the device's pinned root.
+/// key set that signed it, plus any root rotations the device may not have seen; and optionally a model to run
+/// in shadow beside it (a rollout's shadow phase). The message itself is not trusted: everything in it is
+/// verified against the device's pinned root. Without <see cref="Manifest"/> the device keeps the model it
+/// runs; without <see cref="Shadow"/> it runs no shadow.
 /// </summary>
 public sealed record DesiredState : IWireMessage
 {
@@ -16,8 +18,14 @@ public sealed record DesiredState : IWireMessage
 
     public required string DeviceId { get; init; }
 
-    /// <summary>The signed manifest envelope.</summary>
-    public required JsonElement Manifest { get; init; }
+    /// <summary>The signed manifest envelope of the model to serve; absent: keep the one running.</summary>
+    public JsonElement? Manifest { get; init; }
+
+    /// <summary>
+    /// The signed manifest envelope of a model to run in shadow: on the same inputs as the served model, its
+    /// results compared and reported (<see cref="ShadowWindow"/>), never served. Signed under <see cref="KeySet"/>.
+    /// </summary>
+    public JsonElement? Shadow { get; init; }
 
     /// <summary>The signed key-set envelope the manifest was signed under.</summary>
     public required JsonElement KeySet { get; init; }
@@ -26,7 +34,8 @@ public sealed record DesiredState : IWireMessage
     public IReadOnlyList<JsonElement> Roots { get; set; } = [];
 
     public string? Validate() =>
-        Manifest.ValueKind != JsonValueKind.Object ? "manifest must be a signed envelope object"
+        Manifest is { ValueKind: not JsonValueKind.Object } ? "manifest must be a signed envelope object"
+        : Shadow is { ValueKind: not JsonValueKind.Object } ? "shadow must be a signed envelope object"
         : KeySet.ValueKind != JsonValueKind.Object ? "keySet must be a signed envelope object"
         : Roots.Count > 16 ? "at most 16 roots"
         : Roots.Any(r => r.ValueKind != JsonValueKind.Object) ? "roots must be signed envelope objects"
@@ -54,6 +63,10 @@ public sealed record OtaStatusMessage : IWireMessage
     public required long Version { get; init; }
 
     public string? RolloutId { get; set; }
+
+    /// <summary>A step of the shadow model's installation (<see cref="DesiredState.Shadow"/>), not of the served model's.</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingDefault)]
+    public bool Shadow { get; set; }
 
     public required OtaState State { get; init; }
 

@@ -37,6 +37,59 @@ public enum TelemetryKind
     /// <summary>An input the model was unsure about (low top-class confidence), kept for retraining.</summary>
     [JsonStringEnumMemberName("hard-example")]
     HardExample,
+
+    /// <summary>A shadow model against the served one over a window: agreement, latency, outputs of each.</summary>
+    [JsonStringEnumMemberName("shadow")]
+    Shadow,
+}
+
+/// <summary>
+/// A model running in shadow against the model served, over one window, on the same inputs: how often their
+/// top classes agreed, each one's latency (mergeable histograms, <see cref="Stats.LatencyHistogram"/>), mean
+/// top-class confidence and predicted-class counts. The comparison is paired (same device, same inputs), which
+/// is what a rollout's shadow phase judges the new version by.
+/// </summary>
+public sealed record ShadowWindow
+{
+    public required string Model { get; init; }
+
+    /// <summary>The shadow's version.</summary>
+    public required string Version { get; init; }
+
+    /// <summary>The served model's version over the window (the one it was compared with).</summary>
+    public required string ServedVersion { get; init; }
+
+    public required DateTimeOffset From { get; init; }
+
+    public required double Seconds { get; init; }
+
+    /// <summary>Inputs both models answered.</summary>
+    public required long Count { get; init; }
+
+    /// <summary>Inputs on which the shadow failed (the served model answered).</summary>
+    public long Errors { get; init; }
+
+    /// <summary>Inputs on which both models gave the same top class.</summary>
+    public required long Agreements { get; init; }
+
+    public required double MeanConfidence { get; init; }
+
+    public required double ServedMeanConfidence { get; init; }
+
+    public required long P95Micros { get; init; }
+
+    public required long ServedP95Micros { get; init; }
+
+    /// <summary>[bucket index, count] pairs of the shadow's latency.</summary>
+    public List<long[]> Buckets { get; set; } = [];
+
+    /// <summary>[bucket index, count] pairs of the served model's latency on the same inputs.</summary>
+    public List<long[]> ServedBuckets { get; set; } = [];
+
+    /// <summary>Predicted classes of the shadow, and of the served model.</summary>
+    public Dictionary<string, long> Labels { get; set; } = [];
+
+    public Dictionary<string, long> ServedLabels { get; set; } = [];
 }
 
 /// <summary>
@@ -175,6 +228,8 @@ public sealed record TelemetryRecord
 
     public HardExample? HardExample { get; init; }
 
+    public ShadowWindow? Shadow { get; init; }
+
     /// <summary>The one rule for which body a kind carries, used by both sides.</summary>
     public string? Validate(int index)
     {
@@ -187,6 +242,7 @@ public sealed record TelemetryRecord
             TelemetryKind.Evictions => Evictions is null ? "evictions" : null,
             TelemetryKind.Latency => Latency is null ? "latency" : null,
             TelemetryKind.HardExample => HardExample is null ? "hardExample" : null,
+            TelemetryKind.Shadow => Shadow is null ? "shadow" : null,
             _ => "a known kind",
         };
         if (body is not null)
@@ -203,6 +259,25 @@ public sealed record TelemetryRecord
             return $"records[{index}].latency: {why}";
         if (HardExample is { } hard && HardExampleProblem(hard) is { } problem)
             return $"records[{index}].hardExample: {problem}";
+        if (Shadow is { } shadow && ShadowProblem(shadow) is { } wrong)
+            return $"records[{index}].shadow: {wrong}";
+        return null;
+    }
+
+    private static string? ShadowProblem(ShadowWindow w)
+    {
+        if (string.IsNullOrWhiteSpace(w.Model) || w.Model.Length > 128 || string.IsNullOrWhiteSpace(w.Version) || w.Version.Length > 64
+            || string.IsNullOrWhiteSpace(w.ServedVersion) || w.ServedVersion.Length > 64)
+            return "model, version and servedVersion are 1-128, 1-64 and 1-64 characters";
+        if (w.Count < 0 || w.Errors < 0 || w.Agreements < 0 || w.Agreements > w.Count || !(w.Seconds > 0))
+            return "count, errors and agreements must not be negative, agreements at most count, seconds positive";
+        if (w.MeanConfidence is not (>= 0 and <= 1) || w.ServedMeanConfidence is not (>= 0 and <= 1))
+            return "mean confidences must be within [0, 1]";
+        if (w.Labels.Count > 1024 || w.ServedLabels.Count > 1024 || w.Labels.Values.Sum() != w.Count || w.ServedLabels.Values.Sum() != w.Count
+            || w.Labels.Values.Any(n => n < 0) || w.ServedLabels.Values.Any(n => n < 0))
+            return "labels and servedLabels must each count every compared input (at most 1024 classes)";
+        if (Stats.LatencyHistogram.FromBuckets(w.Buckets, w.Count, out var problem) is null || Stats.LatencyHistogram.FromBuckets(w.ServedBuckets, w.Count, out problem) is null)
+            return problem;
         return null;
     }
 
