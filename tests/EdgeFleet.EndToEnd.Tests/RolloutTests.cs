@@ -97,8 +97,8 @@ public sealed class RolloutTests : IDisposable
         ["onGateFailure"] = onFailure,
     };
 
-    private static JsonObject Phase(double percent, double soak = 0.5, int minReporting = 1) =>
-        new() { ["percent"] = percent, ["soakSeconds"] = soak, ["minReporting"] = minReporting };
+    private static JsonObject Phase(double percent, double soak = 0.5, int minReporting = 1, bool shadow = false) =>
+        new() { ["percent"] = percent, ["soakSeconds"] = soak, ["minReporting"] = minReporting, ["shadow"] = shadow };
 
     private async Task<JsonNode> StatusAsync(string id) => JsonNode.Parse(await (await _fleet.Get($"/api/rollouts/{id}")).Content.ReadAsStringAsync())!;
 
@@ -258,6 +258,102 @@ public sealed class RolloutTests : IDisposable
         Assert.Equal(1, end["phase"]!.GetValue<int>());
         Assert.Equal(10, end["tally"]!["assigned"]!.GetValue<int>());
         Assert.StartsWith(failure, events.Single(e => e!["action"]!.GetValue<string>() == "gate-failed")!["reason"]!.GetValue<string>(), StringComparison.Ordinal);
+    }
+
+    /// <summary>
+    /// Shadow mode: the first phase's devices run v2 in shadow and keep serving v1; its gates judge the shadow
+    /// against the served model on the same inputs. A v2 that predicts differently or runs slower is stopped there
+    /// and rolled back (the shadows stop; no device ever served it); one that agrees goes on, and the next phase
+    /// makes the shadow devices serve it.
+    /// </summary>
+    [Theory]
+    [InlineData("same", null)]
+    [InlineData("outputs", "quality gate (shadow): the top class agreed with the served model's on 0.0 %")]
+    [InlineData("latency", "quality gate (shadow): p95 latency")]
+    public async Task A_shadow_phase_judges_the_new_version_on_the_same_inputs_before_any_device_serves_it(string change, string? failure)
+    {
+        var v2 = change switch
+        {
+            "latency" => new SimModelBehaviour(LatencyFactor: 3),
+            "outputs" => new SimModelBehaviour(Labels: ["bearing-wear", "bearing-wear", "bearing-wear", "normal"]),
+            _ => SimModelBehaviour.Default,
+        };
+        await using var sim = await DevicesAsync(50, rate: 20, behaviours: new Dictionary<long, SimModelBehaviour> { [2] = v2 });
+        using var stop = new CancellationTokenSource();
+        var traffic = sim.RunAsync(TimeSpan.FromMinutes(5), stop.Token);
+        var request = Rollout("shadow", 2, [Phase(20, soak: 2, minReporting: 10, shadow: true), Phase(100)], onFailure: "rollback");
+        request["gates"]!["quality"] = new JsonObject { ["minSamples"] = 300 };
+        await CreateAsync(request);
+        // The shadow phase: ten devices run v2 in shadow while every device still serves v1.
+        var shadowing = await UntilAsync("shadow", s => s["phases"]![0]!["installed"]!.GetValue<int>() == 10 || s["state"]!.GetValue<string>() != "running");
+        Assert.True(shadowing["phases"]![0]!["shadow"]!.GetValue<bool>());
+        Assert.Equal(10, sim.Devices.Count(d => d.ShadowModel?.Version == "2"));
+        Assert.All(sim.Devices, d => Assert.Equal("1", d.ActiveModel.Version));
+
+        var end = await UntilAsync("shadow", s => s["state"]!.GetValue<string>() is "rolled-back" or "completed");
+        await stop.CancelAsync();
+        try
+        {
+            await traffic;
+        }
+        catch (OperationCanceledException)
+        {
+        }
+        var events = end["events"]!.AsArray();
+        if (failure is null)
+        {
+            Assert.Equal("completed", end["state"]!.GetValue<string>());
+            Assert.Contains("shadow agreed with the served model on 100.0 %", events.First(e => e!["action"]!.GetValue<string>() == "phase-started")!["reason"]!.GetValue<string>(), StringComparison.Ordinal);
+            var done = await UntilAsync("shadow", s => s["tally"]!["installed"]!.GetValue<int>() == 50);
+            // Phase 2 served v2 on 50: the 10 that ran it in shadow and 40 more.
+            Assert.Equal([10, 50], done["phases"]!.AsArray().Select(p => p!["assigned"]!.GetValue<int>()));
+            Assert.All(sim.Devices, d => Assert.Equal(("2", null), (d.ActiveModel.Version, d.ShadowModel)));
+            return;
+        }
+        Assert.True(end["state"]!.GetValue<string>() == "rolled-back", events.ToJsonString());
+        Assert.Equal(1, end["phase"]!.GetValue<int>());
+        Assert.StartsWith(failure, events.Single(e => e!["action"]!.GetValue<string>() == "gate-failed")!["reason"]!.GetValue<string>(), StringComparison.Ordinal);
+        // Nothing to re-release: no device served v2. The shadows stop.
+        Assert.Empty(end["reverts"]!.AsObject());
+        Assert.All(end["devices"]!.AsArray(), d => Assert.Equal("reverted", d!["status"]!.GetValue<string>()));
+        await Wait.ForAsync(() => Task.FromResult(sim.Devices.All(d => d.ShadowModel is null) ? "" : null), Patience, () => "shadows still run");
+        Assert.All(sim.Devices, d => Assert.Equal("1", d.ActiveModel.Version));
+        var records = await _fleet.Devices();
+        Assert.All(records, d => Assert.Equal("1", d!["device"]!["activeModel"]!["version"]!.GetValue<string>()));
+    }
+
+    /// <summary>
+    /// The NativeAOT agent in a shadow phase: it verifies and health-checks v2 as an update, runs it beside v1 on
+    /// the sensor's inputs while serving v1, sends its comparison windows, and serves v2 when the next phase says so.
+    /// </summary>
+    [Fact]
+    public async Task A_real_agent_runs_the_new_version_in_shadow_then_serves_it()
+    {
+        Assert.True(File.Exists(Repo.AotAgent), $"no NativeAOT agent at {Repo.AotAgent}: run packaging/publish-agent.sh linux-x64 (scripts/test.sh does)");
+        var ota = new JsonObject { ["rootPath"] = P("keys/root.json"), ["fleetUrl"] = _fleet.Url, ["probationMinutes"] = 5 };
+        using var agent = new Agent(P("agents"), "shadow-1", _fleet, P("v1.onnx"), "normal", aot: true, ota: ota,
+            configure: c => c["telemetry"]!["latencyWindowSeconds"] = 1);
+        await Wait.ForAsync(async () => await _fleet.Device("shadow-1") is not null ? "" : null, Patience, () => agent.Output);
+        var request = Rollout("shadow-real", 2, [Phase(100, soak: 3, shadow: true), Phase(100)]);
+        request["target"] = new JsonObject { ["devices"] = new JsonArray("shadow-1") };
+        // Latency on a shared test machine is noise at these sizes (tens of µs): this test is about the agent's part.
+        request["gates"]!["quality"] = new JsonObject { ["minSamples"] = 60, ["maxP95LatencyRatio"] = 10 };
+        await CreateAsync(request);
+
+        JsonNode? record = null;
+        await Wait.ForAsync(async () => (record = (await _fleet.Device("shadow-1"))?["device"])?["shadowModel"]?["version"]?.GetValue<string>() == "2" ? "" : null,
+            Patience, () => $"{record?.ToJsonString()}\n{agent.Output}");
+        Assert.Equal("1.0.0", record!["activeModel"]!["version"]!.GetValue<string>()); // serving its factory model, v2 in shadow
+        Assert.Contains("Model vibration-classifier v2 runs in shadow", agent.Output, StringComparison.Ordinal);
+
+        var end = await UntilAsync("shadow-real", s => s["state"]!.GetValue<string>() is "completed" or "rolled-back" or "paused" && s["tally"]!["installed"]!.GetValue<int>() == 1);
+        Assert.Equal("completed", end["state"]!.GetValue<string>());
+        var judged = end["events"]!.AsArray().First(e => e!["action"]!.GetValue<string>() == "phase-started")!["reason"]!.GetValue<string>();
+        Assert.Contains("shadow agreed with the served model on", judged, StringComparison.Ordinal);
+        await Wait.ForAsync(async () => (record = (await _fleet.Device("shadow-1"))?["device"]) is { } r && r["activeModel"]?["version"]?.GetValue<string>() == "2" && r["shadowModel"] is null ? "" : null,
+            Patience, () => $"{record?.ToJsonString()}\n{agent.Output}");
+        Assert.Contains("Shadow model vibration-classifier 2 stopped", agent.Output, StringComparison.Ordinal);
+        Assert.Contains("Model vibration-classifier v2 is active", agent.Output, StringComparison.Ordinal);
     }
 
     /// <summary>Devices offline during the rollout: it proceeds on the others, and they catch up when they return.</summary>

@@ -100,6 +100,9 @@ public sealed class SimulatedDevice : IAsyncDisposable
         }
     }
 
+    /// <summary>The model the device serves now.</summary>
+    public ModelRef ActiveModel => _active;
+
     /// <summary>The model the device runs in shadow, if any.</summary>
     public ModelRef? ShadowModel => _shadow;
 

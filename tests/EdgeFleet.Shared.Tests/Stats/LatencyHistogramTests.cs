@@ -111,4 +111,39 @@ public class LatencyHistogramTests
         Assert.Contains("[index, count] pairs", (record with { Latency = window with { Buckets = [[-1, 5]] } }).Validate(0));
         Assert.Contains("p50 ≤ p95", (record with { Latency = window with { P95Micros = window.P50Micros - 1 } }).Validate(0));
     }
+
+    [Fact]
+    public void A_shadow_window_is_validated_like_a_latency_window_and_its_counts_must_add_up()
+    {
+        var h = Of(LogNormal(5, 1000, 200));
+        var window = new ShadowWindow
+        {
+            Model = "m",
+            Version = "3",
+            ServedVersion = "2",
+            From = DateTimeOffset.UnixEpoch,
+            Seconds = 60,
+            Count = h.Count,
+            Agreements = h.Count - 5,
+            MeanConfidence = 0.8,
+            ServedMeanConfidence = 0.85,
+            P95Micros = h.Percentile(0.95),
+            ServedP95Micros = h.Percentile(0.95),
+            Buckets = h.Buckets(),
+            ServedBuckets = h.Buckets(),
+            Labels = new() { ["a"] = h.Count - 5, ["b"] = 5 },
+            ServedLabels = new() { ["a"] = h.Count },
+        };
+        var record = new TelemetryRecord { Ts = DateTimeOffset.UnixEpoch, Kind = TelemetryKind.Shadow, Shadow = window };
+        Assert.Null(record.Validate(0));
+        // Without exact sums the rebuilt histogram's percentiles still land in the same buckets.
+        Assert.Equal(LatencyHistogram.IndexOf(h.Percentile(0.95)), LatencyHistogram.IndexOf(LatencyHistogram.FromBuckets(window.Buckets, window.Count, out _)!.Percentile(0.95)));
+
+        Assert.Contains("needs shadow", new TelemetryRecord { Ts = DateTimeOffset.UnixEpoch, Kind = TelemetryKind.Shadow }.Validate(0));
+        Assert.Contains("agreements at most count", (record with { Shadow = window with { Agreements = window.Count + 1 } }).Validate(0));
+        Assert.Contains("must each count every compared input", (record with { Shadow = window with { ServedLabels = new() { ["a"] = 1 } } }).Validate(0));
+        Assert.Contains("within [0, 1]", (record with { Shadow = window with { MeanConfidence = 1.5 } }).Validate(0));
+        Assert.Contains("count says", (record with { Shadow = window with { ServedBuckets = [[3, 1]] } }).Validate(0));
+        Assert.Contains("1-64 characters", (record with { Shadow = window with { ServedVersion = "" } }).Validate(0));
+    }
 }
