@@ -179,7 +179,8 @@ public static class RolloutsApi
                 var shadowed = r.Devices.Where(d => d.ShadowPhase == i).ToList();
                 return new PhaseView(i + 1, p.Percent, p.Count, p.Size(eligible), shadowed.Count,
                     shadowed.Count(d => !d.Shadow || d.Status == RolloutDeviceStatus.Installed), shadowed.Count(d => d.Shadow && d.Status == RolloutDeviceStatus.Failed),
-                    shadowed.Count(d => d.Shadow && d.Status == RolloutDeviceStatus.Pending), p.SoakSeconds, p.MinReporting) { Shadow = true };
+                    shadowed.Count(d => d.Shadow && d.Status == RolloutDeviceStatus.Pending), p.SoakSeconds, p.MinReporting)
+                { Shadow = true };
             }
             var mine = r.Devices.Where(d => d.Phase == i && !d.Shadow).ToList();
             return new PhaseView(i + 1, p.Percent, p.Count, p.Size(eligible), mine.Count,
