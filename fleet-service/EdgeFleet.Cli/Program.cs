@@ -48,6 +48,9 @@ const string Usage = """
       edgefleet api-keys create --name N [--role viewer|operator|admin] [--json]
                                                      create an operator API key (printed once)
       edgefleet api-keys list [--json] | api-keys revoke --id ID
+      edgefleet users create --username U [--role viewer|operator|admin] [--password-file F]   (password: first line of F, or stdin)
+                                                     a web console user; the first admin is made with the bootstrap admin key
+      edgefleet users list [--json] | users set --username U [--role R] [--password-file F] [--disable|--enable]
       edgefleet audit [--target T] [--limit N] [--json]    who changed what, newest first
       edgefleet rollout create --model-id ID --model-version N (--group G | --selector S | --devices a,b)
                            [--phases 1%:600:5,10%:600,50%:600,100%] [--max-failure-rate X] [--on-failure pause|rollback] [--id R]
@@ -68,7 +71,7 @@ const string Usage = """
 try
 {
     var line = CommandLine.Parse(args.Length >= 2 && !args[1].StartsWith("--", StringComparison.Ordinal) ? [args[0] + " " + args[1], .. args[2..]] : args,
-        new HashSet<string> { "help", "version", "json", "root", "shared-keepalive", "per-tensor" });
+        new HashSet<string> { "help", "version", "json", "root", "shared-keepalive", "per-tensor", "enable", "disable" });
     if (line.Has("version"))
     {
         Console.WriteLine($"edgefleet {typeof(Commands).Assembly.GetName().Version?.ToString(3)}");
@@ -94,6 +97,9 @@ try
         "api-keys create" => await IdentityCommands.ApiKeyCreateAsync(line).ConfigureAwait(false),
         "api-keys list" => await IdentityCommands.ApiKeyListAsync(line).ConfigureAwait(false),
         "api-keys revoke" => await IdentityCommands.ApiKeyRevokeAsync(line).ConfigureAwait(false),
+        "users create" => await UserCommands.CreateAsync(line).ConfigureAwait(false),
+        "users list" => await UserCommands.ListAsync(line).ConfigureAwait(false),
+        "users set" => await UserCommands.SetAsync(line).ConfigureAwait(false),
         "sim" => await EdgeFleet.Cli.Sim.SimCommand.RunAsync(line).ConfigureAwait(false),
         "audit" => await IdentityCommands.AuditAsync(line).ConfigureAwait(false),
         "devices update" => await OtaCommands.DevicesUpdateAsync(line).ConfigureAwait(false),

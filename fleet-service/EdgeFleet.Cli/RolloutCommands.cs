@@ -16,30 +16,22 @@ public static class RolloutCommands
     public static JsonArray ParsePhases(string text)
     {
         var phases = new JsonArray();
-        foreach (var part in text.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))
+        foreach (var p in PhaseGrammar.Parse(text))
         {
-            var fields = part.Split(':');
             var phase = new JsonObject();
-            if (fields.Length > 1 && fields[^1] == "shadow")
-            {
+            if (p.Shadow)
                 phase["shadow"] = true;
-                fields = fields[..^1];
-            }
-            if (fields[0].EndsWith('%') && double.TryParse(fields[0][..^1], NumberStyles.Float, CultureInfo.InvariantCulture, out var percent))
+            if (p.Percent is { } percent)
                 phase["percent"] = percent;
-            else if (int.TryParse(fields[0], NumberStyles.None, CultureInfo.InvariantCulture, out var count))
+            if (p.Count is { } count)
                 phase["count"] = count;
-            else
-                throw new UsageException($"phase '{part}': the size is a percentage (10%) or a device count (25)");
-            if (fields.Length > 1)
-                phase["soakSeconds"] = double.TryParse(fields[1], NumberStyles.Float, CultureInfo.InvariantCulture, out var soak) ? soak : throw new UsageException($"phase '{part}': soak seconds must be a number");
-            if (fields.Length > 2)
-                phase["minReporting"] = int.TryParse(fields[2], NumberStyles.None, CultureInfo.InvariantCulture, out var min) ? min : throw new UsageException($"phase '{part}': minimum reporting devices must be a whole number");
-            if (fields.Length > 3)
-                throw new UsageException($"phase '{part}': SIZE[:SOAK_SECONDS[:MIN_REPORTING]][:shadow]");
+            if (p.SoakSeconds is { } soak)
+                phase["soakSeconds"] = soak;
+            if (p.MinReporting is { } min)
+                phase["minReporting"] = min;
             phases.Add(phase);
         }
-        return phases.Count > 0 ? phases : throw new UsageException("--phases needs at least one phase");
+        return phases;
     }
 
     public static async Task<int> CreateAsync(CommandLine args)

@@ -5,6 +5,7 @@ using EdgeFleet.Fleet;
 using EdgeFleet.Fleet.Devices;
 using EdgeFleet.Fleet.Identity;
 using EdgeFleet.Fleet.Ota;
+using EdgeFleet.Fleet.Console;
 
 var builder = WebApplication.CreateSlimBuilder(args);
 // Under systemd (packaging/fleet/edgefleet-fleet.service, Type=notify): READY when listening, journald log format.
@@ -37,6 +38,13 @@ builder.Services
     .AddFleetIdentity(options)
     .AddFleetScaleOut()
     .AddFleetBroker(options.Broker);
+// The web console: server-rendered Razor Pages under /console, cookie sessions for console users.
+EdgeFleet.Fleet.Console.ConsoleAuth.AddTo(builder.Services, options.Tls.Enabled);
+builder.Services.AddRazorPages(o =>
+{
+    o.RootDirectory = "/Console/Pages";
+    o.Conventions.AuthorizeFolder("/", EdgeFleet.Fleet.Console.ConsoleAuth.ViewerPolicy);
+});
 
 var app = builder.Build();
 app.UseAuthentication();
@@ -47,5 +55,9 @@ app.MapGroupsApi();
 app.MapOtaApi();
 app.MapModelsApi();
 app.MapRolloutsApi();
-app.MapGet("/", () => Results.Redirect("/api/devices"));
+app.MapUsersApi();
+app.UseServerTiming();
+app.MapRazorPages();
+app.MapConsoleEvents();
+app.MapGet("/", () => Results.Redirect("/console"));
 app.Run();

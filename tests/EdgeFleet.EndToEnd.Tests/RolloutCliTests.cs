@@ -20,6 +20,7 @@ public sealed class RolloutCliTests
     [InlineData("10%:x", "soak seconds must be a number")]
     [InlineData("10%:60:5:6", "SIZE[:SOAK_SECONDS[:MIN_REPORTING]][:shadow]")]
     [InlineData("shadow", "the size is a percentage")]
+    [InlineData("", "at least one phase")]
     public void Bad_phases_say_what_is_wrong(string text, string message) =>
         Assert.Contains(message, Assert.Throws<UsageException>(() => RolloutCommands.ParsePhases(text)).Message, StringComparison.Ordinal);
 }

@@ -189,20 +189,26 @@ public sealed partial class RolloutEngine(IFleetStore store, FleetMqttClient mqt
     }
 
     /// <summary>Devices the rollout may reach now: in its target, not revoked, on a hardware profile its manifest has an artifact for.</summary>
-    private async Task<List<DeviceRecord>> EligibleAsync(Rollout rollout, IReadOnlyList<DeviceRecord> devices, CancellationToken ct)
+    private Task<List<DeviceRecord>> EligibleAsync(Rollout rollout, IReadOnlyList<DeviceRecord> devices, CancellationToken ct) =>
+        EligibleAsync(store, rollout.Target, rollout.Manifest.GetProperty("signed").GetProperty("artifacts").EnumerateObject().Select(p => p.Name).ToHashSet(StringComparer.Ordinal), devices, ct);
+
+    /// <summary>
+    /// The devices of <paramref name="target"/> (group, selector and explicit devices: all that are given must
+    /// hold), not revoked, on one of <paramref name="profiles"/> (null: any known profile). The console's preview uses it too.
+    /// </summary>
+    public static async Task<List<DeviceRecord>> EligibleAsync(IFleetStore store, RolloutTarget target, IReadOnlySet<string>? profiles, IReadOnlyList<DeviceRecord> devices, CancellationToken ct)
     {
-        var profiles = rollout.Manifest.GetProperty("signed").GetProperty("artifacts").EnumerateObject().Select(p => p.Name).ToHashSet(StringComparer.Ordinal);
         Func<DeviceRecord, bool> inGroup = _ => true;
-        if (rollout.Target.Group is { } name)
+        if (target.Group is { } name)
         {
             var group = await store.GetGroupAsync(name, ct).ConfigureAwait(false);
             inGroup = group is null ? _ => false : group.Membership();
         }
         TagSelector? selector = null;
-        if (rollout.Target.Selector is { } text && !TagSelector.TryParse(text, out selector, out _))
+        if (target.Selector is { } text && !TagSelector.TryParse(text, out selector, out _))
             return [];
-        var explicitDevices = rollout.Target.Devices.Count > 0 ? rollout.Target.Devices.ToHashSet(StringComparer.Ordinal) : null;
-        return [.. devices.Where(d => d.RevokedAt is null && d.HardwareProfile is { } p && profiles.Contains(p) && inGroup(d)
+        var explicitDevices = target.Devices.Count > 0 ? target.Devices.ToHashSet(StringComparer.Ordinal) : null;
+        return [.. devices.Where(d => d.RevokedAt is null && d.HardwareProfile is { } p && (profiles is null || profiles.Contains(p)) && inGroup(d)
             && (selector is null || selector.Matches(d.Tags)) && (explicitDevices is null || explicitDevices.Contains(d.Id)))];
     }
 

@@ -99,15 +99,12 @@ public static class RolloutsApi
                 var reason = body?.Reason;
                 if (action is "rollback" or "abort" or "promote" && string.IsNullOrWhiteSpace(reason))
                     return TypedResults.BadRequest(new ApiError("ReasonRequired", $"{action} needs a reason"));
-                var before = await store.GetRolloutAsync(id, ct).ConfigureAwait(false);
-                var (rollout, refused) = await engine.ActAsync(id, action, IdentityApi.Actor(user), reason, ct).ConfigureAwait(false);
+                var (rollout, refused) = await ActAsync(engine, store, id, action, IdentityApi.Actor(user), reason, time, ct).ConfigureAwait(false);
                 if (rollout is null && refused is null)
                     return TypedResults.NotFound(new ApiError("UnknownRollout", $"no rollout {LogText.Sanitize(id)}"));
                 if (refused is not null)
                     return TypedResults.Conflict(new ApiError("InvalidRolloutState", refused));
-                await IdentityApi.AuditAsync(store, user, $"rollout.{action}", id, $$"""{"state":"{{before?.State}}","phase":{{before?.Phase}}}""",
-                    $$"""{"state":"{{rollout!.State}}","phase":{{rollout.Phase}},"reason":{{JsonSerializer.Serialize(reason ?? "", FleetApiJsonContext.Default.String)}}}""", time, ct).ConfigureAwait(false);
-                return TypedResults.Ok(View(rollout, withDevices: false));
+                return TypedResults.Ok(View(rollout!, withDevices: false));
             }).RequireAuthorization(ApiAuthentication.OperatorPolicy);
         }
         return app;
@@ -115,19 +112,51 @@ public static class RolloutsApi
 
     private static async Task<IResult> CreateAsync(RolloutRequest body, ClaimsPrincipal user, IFleetStore store, RolloutSigner signer, TimeProvider time, CancellationToken ct)
     {
+        var (rollout, error, status) = await CreateRolloutAsync(body, IdentityApi.Actor(user), store, signer, time, ct).ConfigureAwait(false);
+        return rollout is not null
+            ? TypedResults.Created($"/api/rollouts/{rollout.Id}", View(rollout, withDevices: false))
+            : status == 500 ? TypedResults.Problem(statusCode: 500, title: "SigningFailed", detail: error!.Reason)
+            : TypedResults.Json(error, FleetApiJsonContext.Default.ApiError, statusCode: status);
+    }
+
+    /// <summary>An operator's action on a rollout, audited with its state before and after (the API and the console both come here).</summary>
+    public static async Task<(Rollout? Rollout, string? Refused)> ActAsync(RolloutEngine engine, IFleetStore store, string id, string action, string actor, string? reason, TimeProvider time, CancellationToken ct)
+    {
+        var before = await store.GetRolloutAsync(id, ct).ConfigureAwait(false);
+        var (rollout, refused) = await engine.ActAsync(id, action, actor, reason, ct).ConfigureAwait(false);
+        if (rollout is null || refused is not null)
+            return (rollout, refused);
+        await store.AppendAuditAsync(new Identity.AuditEntry
+        {
+            At = time.GetUtcNow(),
+            Actor = actor,
+            Action = $"rollout.{action}",
+            Target = id,
+            Before = $$"""{"state":"{{before?.State}}","phase":{{before?.Phase}}}""",
+            After = $$"""{"state":"{{rollout.State}}","phase":{{rollout.Phase}},"reason":{{JsonSerializer.Serialize(reason ?? "", FleetApiJsonContext.Default.String)}}}""",
+        }, ct).ConfigureAwait(false);
+        return (rollout, null);
+    }
+
+    /// <summary>
+    /// Checks, signs, stores and audits a new rollout (the API and the console both come here): the rollout, or
+    /// the error with its HTTP status.
+    /// </summary>
+    public static async Task<(Rollout? Rollout, ApiError? Error, int Status)> CreateRolloutAsync(RolloutRequest body, string actor, IFleetStore store, RolloutSigner signer, TimeProvider time, CancellationToken ct)
+    {
         var id = body.Id ?? $"{body.ModelId}-v{body.Version}-{Convert.ToHexStringLower(System.Security.Cryptography.RandomNumberGenerator.GetBytes(3))}";
         if (!EdgeFleet.Shared.Wire.DeviceId.IsValid(id))
-            return TypedResults.BadRequest(new ApiError("InvalidRolloutId", "rollout ids are 1-64 of a-z, 0-9, '-', '_', '.'"));
+            return (null, new ApiError("InvalidRolloutId", "rollout ids are 1-64 of a-z, 0-9, '-', '_', '.'"), 400);
         if (await store.GetModelVersionAsync(body.ModelId, body.Version, ct).ConfigureAwait(false) is not { } version)
-            return TypedResults.NotFound(new ApiError("UnknownModelVersion", $"no model version {LogText.Sanitize(body.ModelId)} v{body.Version}"));
+            return (null, new ApiError("UnknownModelVersion", $"no model version {LogText.Sanitize(body.ModelId)} v{body.Version}"), 404);
         if (version.State != ApprovalStates.Approved)
-            return TypedResults.Conflict(new ApiError("NotApproved", $"{version.ModelId} v{version.Version} is {version.State}; only approved versions can be rolled out"));
+            return (null, new ApiError("NotApproved", $"{version.ModelId} v{version.Version} is {version.State}; only approved versions can be rolled out"), 409);
         if (!signer.Configured)
-            return TypedResults.Conflict(new ApiError("NoSigningKeys", "the fleet has no signing keys: set Fleet:Signing:KeyDirectory to a directory made by `edgefleet keys init`"));
+            return (null, new ApiError("NoSigningKeys", "the fleet has no signing keys: set Fleet:Signing:KeyDirectory to a directory made by `edgefleet keys init`"), 409);
         if (body.Target.Group is { } group && await store.GetGroupAsync(group, ct).ConfigureAwait(false) is null)
-            return TypedResults.NotFound(new ApiError("UnknownGroup", $"no group {LogText.Sanitize(group)}"));
+            return (null, new ApiError("UnknownGroup", $"no group {LogText.Sanitize(group)}"), 404);
         if (body.Target.Selector is { } selector && !TagSelector.TryParse(selector, out _, out var selectorError))
-            return TypedResults.BadRequest(new ApiError("InvalidSelector", selectorError ?? "unreadable selector"));
+            return (null, new ApiError("InvalidSelector", selectorError ?? "unreadable selector"), 400);
         var now = time.GetUtcNow();
         var draft = new Rollout
         {
@@ -141,16 +170,16 @@ public static class RolloutsApi
             State = RolloutStates.Running,
             PhaseStartedAt = now,
             CreatedAt = now,
-            CreatedBy = IdentityApi.Actor(user),
+            CreatedBy = actor,
             Manifest = default,
             KeySet = default,
         };
         if (RolloutPlan.Check(draft) is { } problem)
-            return TypedResults.BadRequest(new ApiError("InvalidRollout", problem));
+            return (null, new ApiError("InvalidRollout", problem), 400);
         // The manifest names every hardware profile among the fleet's devices: one artifact serves them all.
         var profiles = (await store.ListDevicesAsync(ct).ConfigureAwait(false)).Select(d => d.HardwareProfile).OfType<string>().Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal).ToList();
         if (profiles.Count == 0)
-            return TypedResults.Conflict(new ApiError("NoDevices", "no device with a known hardware profile is registered"));
+            return (null, new ApiError("NoDevices", "no device with a known hardware profile is registered"), 409);
         SignedRelease release;
         try
         {
@@ -158,14 +187,20 @@ public static class RolloutsApi
         }
         catch (Exception e) when (e is InvalidOperationException or IOException or ArgumentException or Microsoft.ML.OnnxRuntime.OnnxRuntimeException)
         {
-            return TypedResults.Problem(statusCode: 500, title: "SigningFailed", detail: e.Message);
+            return (null, new ApiError("SigningFailed", e.Message), 500);
         }
         var rollout = draft with { Manifest = release.Manifest, KeySet = release.KeySet, Roots = release.Roots };
         if (!await store.CreateRolloutAsync(rollout, ct).ConfigureAwait(false))
-            return TypedResults.Conflict(new ApiError("RolloutExists", $"rollout {id} exists"));
-        await IdentityApi.AuditAsync(store, user, "rollout.create", id, null,
-            $$"""{"modelId":{{JsonSerializer.Serialize(rollout.ModelId, FleetApiJsonContext.Default.String)}},"version":{{rollout.Version}},"phases":{{rollout.Phases.Count}}}""", time, ct).ConfigureAwait(false);
-        return TypedResults.Created($"/api/rollouts/{id}", View(rollout, withDevices: false));
+            return (null, new ApiError("RolloutExists", $"rollout {id} exists"), 409);
+        await store.AppendAuditAsync(new Identity.AuditEntry
+        {
+            At = time.GetUtcNow(),
+            Actor = actor,
+            Action = "rollout.create",
+            Target = id,
+            After = $$"""{"modelId":{{JsonSerializer.Serialize(rollout.ModelId, FleetApiJsonContext.Default.String)}},"version":{{rollout.Version}},"phases":{{rollout.Phases.Count}}}""",
+        }, ct).ConfigureAwait(false);
+        return (rollout, null, 201);
     }
 
     /// <summary>The view: per-phase sizes from the target's size at the engine's last step, device outcomes by phase.</summary>

@@ -119,6 +119,16 @@ public interface IFleetStore : IDisposable
 
     Task<bool> RevokeApiKeyAsync(string id, DateTimeOffset now, CancellationToken cancellationToken);
 
+    /// <summary>Adds a console user; false when the username is taken.</summary>
+    Task<bool> CreateUserAsync(Identity.UserRecord user, CancellationToken cancellationToken);
+
+    Task<Identity.UserRecord?> GetUserAsync(string username, CancellationToken cancellationToken);
+
+    Task<IReadOnlyList<Identity.UserRecord>> ListUsersAsync(CancellationToken cancellationToken);
+
+    /// <summary>Changes a user atomically (<paramref name="change"/> returns null to leave it); null when there is no such user or nothing changed.</summary>
+    Task<(Identity.UserRecord Before, Identity.UserRecord After)?> UpdateUserAsync(string username, Func<Identity.UserRecord, Identity.UserRecord?> change, CancellationToken cancellationToken);
+
     Task AppendAuditAsync(AuditEntry entry, CancellationToken cancellationToken);
 
     /// <summary>The newest audit entries first, optionally only those about one target.</summary>

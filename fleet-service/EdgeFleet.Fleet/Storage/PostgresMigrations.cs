@@ -132,6 +132,12 @@ public static class PostgresMigrations
                 doc jsonb not null
             );
             """),
+        (7, "console users", """
+            create table users (
+                username text primary key,
+                doc jsonb not null
+            );
+            """),
     ];
 
     /// <summary>Applies the migrations above <c>max(version)</c> up to <paramref name="upTo"/>; returns the versions applied.</summary>

@@ -30,13 +30,15 @@ public sealed class ChildProcess : IDisposable
         }
     }
 
+    /// <param name="stdin">Written to the process's standard input, which is then closed (null: no input).</param>
     public static ChildProcess Start(string name, string fileName, IEnumerable<string> args, string? workingDirectory = null,
-        IReadOnlyDictionary<string, string>? environment = null)
+        IReadOnlyDictionary<string, string>? environment = null, string? stdin = null)
     {
         var info = new ProcessStartInfo(fileName)
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
+            RedirectStandardInput = stdin is not null,
             UseShellExecute = false,
             WorkingDirectory = workingDirectory ?? Environment.CurrentDirectory,
         };
@@ -53,6 +55,11 @@ public sealed class ChildProcess : IDisposable
             throw new InvalidOperationException($"could not start {fileName}");
         process.BeginOutputReadLine();
         process.BeginErrorReadLine();
+        if (stdin is not null)
+        {
+            process.StandardInput.WriteLine(stdin);
+            process.StandardInput.Close();
+        }
         return child;
     }
 

@@ -1,0 +1,51 @@
+using EdgeFleet.Fleet.Identity;
+using EdgeFleet.Fleet.Rollouts;
+using EdgeFleet.Fleet.Storage;
+using Microsoft.AspNetCore.Mvc;
+using Microsoft.AspNetCore.Mvc.RazorPages;
+
+namespace EdgeFleet.Fleet.Console.Pages;
+
+/// <summary>A rollout: per-phase progress, gate values from its events, and (operators) its actions, each with a reason.</summary>
+public sealed class RolloutModel(IFleetStore store, RolloutEngine engine, TimeProvider time) : PageModel
+{
+    public RolloutView? View { get; private set; }
+    public string? Message { get; private set; }
+    public string? Error { get; private set; }
+
+    public async Task<IActionResult> OnGetAsync(string id, CancellationToken ct)
+    {
+        if (await store.GetRolloutAsync(id, ct).ConfigureAwait(false) is not { } rollout)
+            return NotFound();
+        View = RolloutsApi.View(rollout, withDevices: true);
+        Message = TempData["message"] as string;
+        return Page();
+    }
+
+    /// <summary>Pause, resume, abort, roll back or promote: operators only, whatever the page showed.</summary>
+    public async Task<IActionResult> OnPostAsync(string id, string action, string? reason, CancellationToken ct)
+    {
+        if (!ConsoleView.Can(User, OperatorRole.Operator))
+            return Forbid(ConsoleAuth.Scheme);
+        if (action is not ("pause" or "resume" or "abort" or "rollback" or "promote"))
+            return BadRequest();
+        if (action is "rollback" or "abort" or "promote" && string.IsNullOrWhiteSpace(reason))
+        {
+            Error = $"{action} needs a reason";
+        }
+        else
+        {
+            var (rollout, refused) = await RolloutsApi.ActAsync(engine, store, id, action, ConsoleView.Actor(User), string.IsNullOrWhiteSpace(reason) ? null : reason.Trim(), time, ct).ConfigureAwait(false);
+            if (rollout is null && refused is null)
+                return NotFound();
+            if (refused is null)
+            {
+                TempData["message"] = $"{action}: done";
+                return Redirect($"/console/rollouts/{Uri.EscapeDataString(id)}");
+            }
+            Error = refused;
+        }
+        Response.StatusCode = StatusCodes.Status409Conflict;
+        return await OnGetAsync(id, ct).ConfigureAwait(false);
+    }
+}

@@ -1,0 +1,303 @@
+using System.Net;
+using System.Text.Json.Nodes;
+using System.Text.RegularExpressions;
+using EdgeFleet.Cli.Sim;
+using EdgeFleet.EndToEnd.Tests.Harness;
+using EdgeFleet.Shared.Wire;
+using OpenQA.Selenium;
+using OpenQA.Selenium.Chrome;
+
+namespace EdgeFleet.EndToEnd.Tests;
+
+/// <summary>
+/// The web console in a real headless Chromium (Debian's chromium and chromedriver, driven by Selenium), against a
+/// fleet process with simulated devices: log in, live counts, a device, a rollout created with the form's preview,
+/// its progress moving, pause; what a viewer may not do, refused by the server too; CSRF and anonymous requests
+/// refused; lockout. Screenshots of the main pages go to artifacts/console-screenshots.
+/// </summary>
+public sealed partial class ConsoleTests : IDisposable
+{
+    private const string AdminPassword = "admin password 1";
+    private const string ViewerPassword = "viewer password 1";
+    private static readonly TimeSpan Patience = TimeSpan.FromSeconds(60);
+    private readonly string _dir = Directory.CreateTempSubdirectory("edgefleet-console-").FullName;
+    private readonly string _shots = Path.Combine(Repo.Root, "artifacts", "console-screenshots");
+    private readonly Fleet _fleet;
+    private ChromeDriver? _browser;
+
+    public ConsoleTests()
+    {
+        Cli(null, "keys", "init", "--dir", P("keys"));
+        _fleet = new Fleet(P("fleet"), extraArgs: ["--Fleet:Signing:KeyDirectory", P("keys"), "--Fleet:RolloutTickSeconds", "0.25"]);
+        try
+        {
+            Cli(null, "model", "demo", "--out", P("v2.onnx"), "--seed", "43");
+            Cli(null, "model", "samples", "--kind", "demo", "--count", "20", "--out", P("samples"));
+            File.WriteAllText(P("card.json"), """{"owner": "vibration-ml", "intendedUse": "pump vibration", "labels": ["normal", "imbalance", "bearing-wear"]}""");
+            Cli(_fleet, "model", "register", "--id", "vibration-classifier");
+            Cli(null, "model", "validate", "--reference", P("v2.onnx"), "--candidate", P("v2.onnx"), "--data", P("samples"), "--max-latency-ratio", "100", "--report-out", P("report.json"));
+            Cli(_fleet, "model", "push", "--model-id", "vibration-classifier", "--card", P("card.json"), "--fp32", P("v2.onnx"), "--report", P("report.json"));
+            Cli(_fleet, "model", "approve", "--model-id", "vibration-classifier", "--model-version", "1", "--reason", "validated");
+            // The first admin comes from the CLI with the bootstrap key, the password on standard input.
+            CliWithInput(_fleet, AdminPassword, "users", "create", "--username", "ada", "--role", "admin");
+            CliWithInput(_fleet, ViewerPassword, "users", "create", "--username", "vic", "--role", "viewer");
+            Directory.CreateDirectory(_shots);
+        }
+        catch
+        {
+            _fleet.Dispose(); // xunit does not dispose a test class whose constructor threw
+            throw;
+        }
+    }
+
+    private string P(string name) => Path.Combine(_dir, name);
+
+    private static string Cli(Fleet? fleet, params string[] args) => CliWithInput(fleet, null, args);
+
+    private static string CliWithInput(Fleet? fleet, string? stdin, params string[] args)
+    {
+        string[] target = fleet is null ? [] : ["--fleet", fleet.Url];
+        using var cli = ChildProcess.Start("cli", "dotnet", [Repo.CliDll, .. args, .. target],
+            environment: fleet is null ? null : new Dictionary<string, string> { ["EDGEFLEET_API_KEY"] = fleet.AdminKey }, stdin: stdin);
+        Assert.True(cli.WaitForExit(TimeSpan.FromSeconds(120)) == 0, cli.Output);
+        return cli.Output;
+    }
+
+    private ChromeDriver Browser()
+    {
+        if (_browser is not null)
+            return _browser;
+        var options = new ChromeOptions { BinaryLocation = File.Exists("/usr/lib/chromium/chromium") ? "/usr/lib/chromium/chromium" : "/usr/bin/chromium" };
+        options.AddArguments("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1400,1000", "--no-first-run");
+        var service = ChromeDriverService.CreateDefaultService("/usr/bin", "chromedriver");
+        service.SuppressInitialDiagnosticInformation = true;
+        service.HideCommandPromptWindow = true;
+        _browser = new ChromeDriver(service, options, TimeSpan.FromSeconds(60));
+        _browser.Manage().Timeouts().PageLoad = TimeSpan.FromSeconds(30);
+        return _browser;
+    }
+
+    private void Go(string path) => Browser().Navigate().GoToUrl(_fleet.Url + path);
+
+    private IWebElement Find(string css) => Browser().FindElement(By.CssSelector(css));
+
+    private void LogIn(string user, string password)
+    {
+        Go("/console/login");
+        Find("#username").SendKeys(user);
+        Find("#password").SendKeys(password);
+        Find("#login").Click();
+    }
+
+    private void Shot(string name) => Browser().GetScreenshot().SaveAsFile(Path.Combine(_shots, name + ".png"));
+
+    private async Task Until(Func<bool> condition, Func<string> what)
+    {
+        var deadline = DateTime.UtcNow + Patience;
+        while (!condition())
+        {
+            Assert.True(DateTime.UtcNow < deadline, what());
+            await Task.Delay(200);
+        }
+    }
+
+    private async Task<SimulatedFleet> DevicesAsync(int count)
+    {
+        using var api = _fleet.AdminClient();
+        var sim = await SimulatedFleet.EnrollAsync(api, new SimOptions
+        {
+            Devices = count,
+            Rate = 0,
+            BatchRecords = 10,
+            Prefix = "c",
+            SharedKeepAlive = true,
+            InitialModel = new ModelRef { Name = "vibration-classifier", Version = "0" },
+        }, CancellationToken.None);
+        await sim.ConnectAsync(CancellationToken.None);
+        return sim;
+    }
+
+    [Fact]
+    public async Task An_operator_watches_the_fleet_creates_a_rollout_with_a_preview_and_pauses_it()
+    {
+        LogIn("ada", AdminPassword);
+        Assert.EndsWith("/console", Browser().Url, StringComparison.Ordinal);
+        Assert.Equal("0", Find("#online").Text);
+
+        // Devices come online while the overview is open: the counts change without a reload.
+        await using var sim = await DevicesAsync(40);
+        await Until(() => Find("#online").Text == "40", () => $"online count stayed {Find("#online").Text}");
+        Shot("overview");
+
+        Go("/console/devices?sort=-id");
+        Assert.Contains("40 devices match", Find("#matching").Text, StringComparison.Ordinal);
+        var first = Find("#devices a[href^='/console/devices/']");
+        var id = first.Text;
+        first.Click();
+        Assert.Equal(id, Find("#device-id").Text);
+        Shot("device");
+
+        // The form previews which devices each phase moves, then creates the rollout with the same order.
+        Go("/console/rollouts/new");
+        Find("#selector").SendKeys("simulated=true");
+        var phases = Find("#phases");
+        phases.Clear();
+        phases.SendKeys("25%:1:5,50%:3600,100%");
+        Find("#preview").Click();
+        Assert.Equal("40", Find("#eligible").Text);
+        var rows = Browser().FindElements(By.CssSelector("#preview-table tr")).Skip(1).Select(r => r.Text).ToList();
+        Assert.Equal(3, rows.Count);
+        Assert.StartsWith("1 10 ", rows[0], StringComparison.Ordinal);
+        var rolloutId = Find("#rollout-id").GetAttribute("value")!;
+        Assert.Matches("^vibration-classifier-v1-[0-9a-f]{6}$", rolloutId);
+        Shot("new-rollout");
+        Find("#create").Click();
+        Assert.Equal(rolloutId, Find("#rollout-id").Text);
+
+        // The overview's progress bar moves as devices install (live, no reload): 10, then 20.
+        Go("/console");
+        var bar = $"tr[data-rollout='{rolloutId}'] .bar";
+        await Until(() => int.Parse(Find(bar).GetAttribute("data-done")!, System.Globalization.CultureInfo.InvariantCulture) >= 20,
+            () => $"progress stayed at {Find(bar).GetAttribute("data-done")}");
+        Shot("overview-rollout");
+
+        Go($"/console/rollouts/{rolloutId}");
+        Find("#reason").SendKeys("checking the canary by hand");
+        Find("#action-pause").Click();
+        Assert.Equal("paused", Find("#state").Text);
+        Assert.Contains("pause: done", Find("#message").Text, StringComparison.Ordinal);
+        Shot("rollout");
+        var audit = await (await _fleet.Get($"/api/audit?target={rolloutId}")).Content.ReadAsStringAsync();
+        Assert.Contains("\"actor\":\"user:ada\",\"action\":\"rollout.pause\"", audit, StringComparison.Ordinal);
+        Assert.Contains("\"actor\":\"user:ada\",\"action\":\"rollout.create\"", audit, StringComparison.Ordinal);
+
+        Go("/console/models");
+        Shot("models");
+        Go("/console/audit");
+        Shot("audit");
+        Go("/console/users");
+        Shot("users");
+    }
+
+    [Fact]
+    public async Task A_viewer_does_not_see_the_actions_and_the_server_refuses_them_anyway()
+    {
+        await using var sim = await DevicesAsync(4);
+        using var create = await _fleet.Send(HttpMethod.Post, "/api/rollouts", new JsonObject
+        {
+            ["id"] = "held",
+            ["modelId"] = "vibration-classifier",
+            ["version"] = 1,
+            ["target"] = new JsonObject { ["selector"] = "simulated=true" },
+            ["phases"] = new JsonArray(new JsonObject { ["percent"] = 50, ["soakSeconds"] = 3600 }, new JsonObject { ["percent"] = 100 }),
+        });
+        Assert.Equal(HttpStatusCode.Created, create.StatusCode);
+
+        LogIn("vic", ViewerPassword);
+        Go("/console/rollouts");
+        Assert.Empty(Browser().FindElements(By.Id("new-rollout")));
+        Go("/console/rollouts/held");
+        Assert.Empty(Browser().FindElements(By.Id("actions")));
+        Go("/console/rollouts/new");
+        Assert.NotNull(Find("#denied"));
+        Go("/console/users");
+        Assert.NotNull(Find("#denied"));
+
+        // The server, not the page, decides: the viewer's session with a valid antiforgery token still cannot act.
+        using var viewer = await SessionAsync("vic", ViewerPassword);
+        var page = await viewer.GetStringAsync("/console/rollouts/held");
+        using var pause = await viewer.PostAsync("/console/rollouts/held", Form(page, ("action", "pause"), ("reason", "x")));
+        Assert.Equal(HttpStatusCode.Redirect, pause.StatusCode);
+        Assert.StartsWith("/console/denied", pause.Headers.Location!.PathAndQuery, StringComparison.Ordinal);
+        using var newRollout = await viewer.PostAsync("/console/rollouts/new?handler=Create", Form(page, ("Version", "vibration-classifier@1"), ("Selector", "simulated=true")));
+        Assert.Equal(HttpStatusCode.Redirect, newRollout.StatusCode);
+        Assert.StartsWith("/console/denied", newRollout.Headers.Location!.PathAndQuery, StringComparison.Ordinal);
+        Assert.Equal("running", JsonNode.Parse(await (await _fleet.Get("/api/rollouts/held")).Content.ReadAsStringAsync())!["state"]!.GetValue<string>());
+        Assert.Single(JsonNode.Parse(await (await _fleet.Get("/api/rollouts")).Content.ReadAsStringAsync())!.AsArray());
+
+        // An admin's session without the antiforgery token (a cross-site form) is refused.
+        using var admin = await SessionAsync("ada", AdminPassword);
+        using var forged = await admin.PostAsync("/console/rollouts/held", new FormUrlEncodedContent([new("action", "pause"), new("reason", "forged")]));
+        Assert.Equal(HttpStatusCode.BadRequest, forged.StatusCode);
+        // No session: pages send to the login, actions are refused, and the API does not take the console's cookie.
+        using var anonymous = Client();
+        using var overview = await anonymous.GetAsync("/console");
+        Assert.Equal(HttpStatusCode.Redirect, overview.StatusCode);
+        Assert.StartsWith("/console/login", overview.Headers.Location!.PathAndQuery, StringComparison.Ordinal);
+        using var anonymousPause = await anonymous.PostAsync("/console/rollouts/held", Form(page, ("action", "pause"), ("reason", "x")));
+        Assert.NotEqual(HttpStatusCode.OK, anonymousPause.StatusCode);
+        using var api = await admin.GetAsync("/api/devices");
+        Assert.Equal(HttpStatusCode.Unauthorized, api.StatusCode);
+        Assert.Equal("running", JsonNode.Parse(await (await _fleet.Get("/api/rollouts/held")).Content.ReadAsStringAsync())!["state"]!.GetValue<string>());
+    }
+
+    [Fact]
+    public async Task Five_wrong_passwords_lock_the_account_and_a_disabled_user_loses_the_session()
+    {
+        using var viewer = await SessionAsync("vic", ViewerPassword);
+        Assert.Equal(HttpStatusCode.OK, (await viewer.GetAsync("/console/devices")).StatusCode);
+        for (var i = 0; i < 5; i++)
+            Assert.Equal(HttpStatusCode.Unauthorized, (await LogInAsync(Client(), "ada", "wrong password " + i)).StatusCode);
+        var refused = await LogInAsync(Client(), "ada", AdminPassword); // the right one, too late
+        Assert.Equal(HttpStatusCode.Unauthorized, refused.StatusCode);
+        Assert.Contains("locked after repeated failures", await refused.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+        Assert.Equal(HttpStatusCode.Unauthorized, (await LogInAsync(Client(), "nobody", "whatever it is")).StatusCode);
+        var users = JsonNode.Parse(Cli(_fleet, "users", "list", "--json"))!.AsArray();
+        Assert.NotNull(users.Single(u => u!["username"]!.GetValue<string>() == "ada")!["lockedUntil"]);
+
+        // Enabling clears the lockout; disabling ends the viewer's session at its next request.
+        Cli(_fleet, "users", "set", "--username", "ada", "--enable");
+        Assert.Equal(HttpStatusCode.Redirect, (await LogInAsync(Client(), "ada", AdminPassword)).StatusCode);
+        Cli(_fleet, "users", "set", "--username", "vic", "--disable");
+        using var after = await viewer.GetAsync("/console/devices");
+        Assert.Equal(HttpStatusCode.Redirect, after.StatusCode);
+        var audit = await (await _fleet.Get("/api/audit?target=user:ada")).Content.ReadAsStringAsync();
+        Assert.Contains("locked for 15 minutes", audit, StringComparison.Ordinal);
+        Assert.DoesNotContain(AdminPassword, audit, StringComparison.Ordinal);
+        Assert.DoesNotContain(AdminPassword, _fleet.Output, StringComparison.Ordinal);
+    }
+
+    private HttpClient Client() => new(new HttpClientHandler { AllowAutoRedirect = false, CookieContainer = new CookieContainer() }) { BaseAddress = new Uri(_fleet.Url) };
+
+    private static async Task<HttpResponseMessage> LogInAsync(HttpClient client, string user, string password)
+    {
+        var page = await client.GetStringAsync("/console/login");
+        return await client.PostAsync("/console/login", Form(page, ("username", user), ("password", password)));
+    }
+
+    private async Task<HttpClient> SessionAsync(string user, string password)
+    {
+        var client = Client();
+        using var response = await LogInAsync(client, user, password);
+        Assert.Equal(HttpStatusCode.Redirect, response.StatusCode);
+        return client;
+    }
+
+    /// <summary>A form post carrying the antiforgery token found in <paramref name="page"/>.</summary>
+    private static FormUrlEncodedContent Form(string page, params (string Name, string Value)[] fields) =>
+        new([.. fields.Select(f => new KeyValuePair<string, string>(f.Name, f.Value)),
+            new("__RequestVerificationToken", TokenPattern().Match(page).Groups[1].Value)]);
+
+    [GeneratedRegex("name=\"__RequestVerificationToken\" type=\"hidden\" value=\"([^\"]+)\"")]
+    private static partial Regex TokenPattern();
+
+    public void Dispose()
+    {
+        try
+        {
+            _browser?.Quit();
+        }
+        catch (WebDriverException)
+        {
+        }
+        _browser?.Dispose();
+        _fleet.Dispose();
+        try
+        {
+            Directory.Delete(_dir, recursive: true);
+        }
+        catch (IOException)
+        {
+        }
+    }
+}
