@@ -74,6 +74,8 @@ public sealed partial class ConsoleTests : IDisposable
         service.HideCommandPromptWindow = true;
         _browser = new ChromeDriver(service, options, TimeSpan.FromSeconds(60));
         _browser.Manage().Timeouts().PageLoad = TimeSpan.FromSeconds(30);
+        // A click that submits a form returns before the next page is there: finding an element waits for it.
+        _browser.Manage().Timeouts().ImplicitWait = TimeSpan.FromSeconds(15);
         return _browser;
     }
 
@@ -87,6 +89,22 @@ public sealed partial class ConsoleTests : IDisposable
         Find("#username").SendKeys(user);
         Find("#password").SendKeys(password);
         Find("#login").Click();
+    }
+
+    /// <summary>Whether the page, once loaded, has no element matching <paramref name="css"/> (without waiting for one).</summary>
+    private bool Absent(string css)
+    {
+        Find("main"); // the page is there
+        var timeouts = Browser().Manage().Timeouts();
+        timeouts.ImplicitWait = TimeSpan.Zero;
+        try
+        {
+            return Browser().FindElements(By.CssSelector(css)).Count == 0;
+        }
+        finally
+        {
+            timeouts.ImplicitWait = TimeSpan.FromSeconds(15);
+        }
     }
 
     private void Shot(string name) => Browser().GetScreenshot().SaveAsFile(Path.Combine(_shots, name + ".png"));
@@ -121,7 +139,7 @@ public sealed partial class ConsoleTests : IDisposable
     public async Task An_operator_watches_the_fleet_creates_a_rollout_with_a_preview_and_pauses_it()
     {
         LogIn("ada", AdminPassword);
-        Assert.EndsWith("/console", Browser().Url, StringComparison.Ordinal);
+        await Until(() => Browser().Url.EndsWith("/console", StringComparison.Ordinal), () => Browser().Url);
         Assert.Equal("0", Find("#online").Text);
 
         // Devices come online while the overview is open: the counts change without a reload.
@@ -152,7 +170,8 @@ public sealed partial class ConsoleTests : IDisposable
         Assert.Matches("^vibration-classifier-v1-[0-9a-f]{6}$", rolloutId);
         Shot("new-rollout");
         Find("#create").Click();
-        Assert.Equal(rolloutId, Find("#rollout-id").Text);
+        await Until(() => Browser().Url.EndsWith("/console/rollouts/" + rolloutId, StringComparison.Ordinal), () => Browser().Url);
+        Assert.Equal(rolloutId, Find("h1 #rollout-id").Text);
 
         // The overview's progress bar moves as devices install (live, no reload): 10, then 20.
         Go("/console");
@@ -164,15 +183,25 @@ public sealed partial class ConsoleTests : IDisposable
         Go($"/console/rollouts/{rolloutId}");
         Find("#reason").SendKeys("checking the canary by hand");
         Find("#action-pause").Click();
+        Assert.Contains("pause: done", Find("#message").Text, StringComparison.Ordinal); // the page after the action
         Assert.Equal("paused", Find("#state").Text);
-        Assert.Contains("pause: done", Find("#message").Text, StringComparison.Ordinal);
         Shot("rollout");
         var audit = await (await _fleet.Get($"/api/audit?target={rolloutId}")).Content.ReadAsStringAsync();
         Assert.Contains("\"actor\":\"user:ada\",\"action\":\"rollout.pause\"", audit, StringComparison.Ordinal);
         Assert.Contains("\"actor\":\"user:ada\",\"action\":\"rollout.create\"", audit, StringComparison.Ordinal);
 
+        // A validated version is approved from the registry page (and the approval names the console user).
+        Cli(null, "model", "demo", "--out", P("v3.onnx"), "--seed", "44");
+        Cli(null, "model", "validate", "--reference", P("v3.onnx"), "--candidate", P("v3.onnx"), "--data", P("samples"), "--max-latency-ratio", "100", "--report-out", P("report3.json"));
+        Cli(_fleet, "model", "push", "--model-id", "vibration-classifier", "--card", P("card.json"), "--fp32", P("v3.onnx"), "--report", P("report3.json"));
         Go("/console/models");
         Shot("models");
+        var approve = Browser().FindElements(By.CssSelector("button[value='approve']"));
+        Assert.Single(approve);
+        approve[0].Click();
+        Assert.Equal("vibration-classifier v2 is approved", Find("#message").Text);
+        var v2 = JsonNode.Parse(Cli(_fleet, "model", "show", "--model-id", "vibration-classifier", "--model-version", "2", "--json"))!;
+        Assert.Equal("user:ada", v2["history"]!.AsArray()[^1]!["by"]!.GetValue<string>());
         Go("/console/audit");
         Shot("audit");
         Go("/console/users");
@@ -194,10 +223,12 @@ public sealed partial class ConsoleTests : IDisposable
         Assert.Equal(HttpStatusCode.Created, create.StatusCode);
 
         LogIn("vic", ViewerPassword);
+        await Until(() => Browser().Url.EndsWith("/console", StringComparison.Ordinal), () => Browser().Url);
         Go("/console/rollouts");
-        Assert.Empty(Browser().FindElements(By.Id("new-rollout")));
+        Assert.True(Absent("#new-rollout"));
         Go("/console/rollouts/held");
-        Assert.Empty(Browser().FindElements(By.Id("actions")));
+        Assert.True(Absent("#actions"));
+        Assert.NotNull(Find("#phases")); // the rollout itself is there to see
         Go("/console/rollouts/new");
         Assert.NotNull(Find("#denied"));
         Go("/console/users");

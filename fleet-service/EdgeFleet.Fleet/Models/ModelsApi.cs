@@ -220,8 +220,15 @@ public static class ModelsApi
 
     private static async Task<IResult> MoveAsync(string id, long version, string to, string? reason, ClaimsPrincipal user, IFleetStore store, TimeProvider time, CancellationToken ct)
     {
+        var (moved, error, status) = await MoveStateAsync(id, version, to, reason, user, store, time, ct).ConfigureAwait(false);
+        return moved is not null ? TypedResults.Ok(moved) : TypedResults.Json(error, FleetApiJsonContext.Default.ApiError, statusCode: status);
+    }
+
+    /// <summary>Approves, rejects or retires a version (the API and the console both come here), audited; else the error and its HTTP status.</summary>
+    public static async Task<(ModelVersion? Version, ApiError? Error, int Status)> MoveStateAsync(string id, long version, string to, string? reason, ClaimsPrincipal user, IFleetStore store, TimeProvider time, CancellationToken ct)
+    {
         if (to == ApprovalStates.Rejected && string.IsNullOrWhiteSpace(reason))
-            return TypedResults.BadRequest(new ApiError("ReasonRequired", "say why the version is rejected (reason)"));
+            return (null, new ApiError("ReasonRequired", "say why the version is rejected (reason)"), 400);
         string? refused = null;
         var changed = await store.UpdateModelVersionAsync(id, version, v =>
         {
@@ -231,12 +238,12 @@ public static class ModelsApi
                 : v;
         }, ct).ConfigureAwait(false);
         if (changed is null)
-            return UnknownVersion(id, version);
+            return (null, new ApiError("UnknownVersion", $"no version {version} of model {LogText.Sanitize(id)}"), 404);
         if (refused is not null)
-            return TypedResults.Conflict(new ApiError("InvalidStateChange", refused));
+            return (null, new ApiError("InvalidStateChange", refused), 409);
         await IdentityApi.AuditAsync(store, user, $"model.version.{to}", $"{id}@{version}", changed.Value.Before.State,
             $$"""{"state":"{{to}}","reason":{{Json(reason ?? "", FleetApiJsonContext.Default.String)}}}""", time, ct).ConfigureAwait(false);
-        return TypedResults.Ok(changed.Value.After);
+        return (changed.Value.After, null, 200);
     }
 
     /// <summary>Attaches a validation report: it must be about one of the version's files; its verdict moves a draft.</summary>

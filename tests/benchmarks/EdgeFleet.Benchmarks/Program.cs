@@ -36,6 +36,9 @@ return name switch
         args.Length > 1 ? int.Parse(args[1], CultureInfo.InvariantCulture) : 10_000,
         args.Length > 2 ? int.Parse(args[2], CultureInfo.InvariantCulture) : 20,
         args.Length > 3 ? int.Parse(args[3], CultureInfo.InvariantCulture) : 5),
+    "console-overview" => await EdgeFleet.Benchmarks.ConsoleOverview.RunAsync(
+        args.Length > 1 ? int.Parse(args[1], CultureInfo.InvariantCulture) : 10_000,
+        args.Length > 2 ? int.Parse(args[2], CultureInfo.InvariantCulture) : 20),
     _ => Usage(),
 };
 
@@ -45,7 +48,7 @@ static int Usage()
         + " | fleet-ingest [embedded|mosquitto-postgres|both] [devices] [seconds] [records/s per device]"
         + " | fleet-connections [devices] [busy devices] [seconds] [records/s per busy device] [rounds] [--client-keepalive]"
         + " | model-int8 [cls images] [det size] [det images] [calibration images] | agent-overhead [cls runs] [det runs]"
-        + " | drift [devices] [features] [rounds]");
+        + " | drift [devices] [features] [rounds] | console-overview [devices] [runs]");
     return 2;
 }
 
