@@ -148,6 +148,9 @@ public sealed record ModelConfig
 
     /// <summary>Execution threads for ONNX Runtime; 0 lets it choose; unset takes the hardware profile's.</summary>
     public int? IntraOpThreads { get; set; }
+
+    /// <summary>Drift sketches for this (factory) model; models installed over the air bring theirs in the signed manifest.</summary>
+    public EdgeFleet.Shared.Stats.DriftSpec? Drift { get; set; }
 }
 
 [JsonConverter(typeof(JsonStringEnumConverter<InputKind>))]

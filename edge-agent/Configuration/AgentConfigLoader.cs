@@ -83,10 +83,12 @@ public static class AgentConfigLoader
             throw new ConfigException($"localApi.socketMode '{c.LocalApi.SocketMode}' is not an octal permission such as 0660");
         if (c.LocalApi.Socket is { Length: > 100 } longPath)
             throw new ConfigException($"localApi.socket {longPath} is longer than a Unix socket path may be (100 characters here)");
+        if (c.Model?.Drift?.Validate() is { } drift)
+            throw new ConfigException("model." + drift);
         ValidateBuffer(c.Telemetry);
     }
 
-    private static readonly string[] KindNames = ["inference", "health", "event", "alarm", "audit", "ota-status", "evictions", "latency", "hard-example"];
+    private static readonly string[] KindNames = ["inference", "health", "event", "alarm", "audit", "ota-status", "evictions", "latency", "hard-example", "shadow", "sketch"];
 
     private static void ValidateBuffer(TelemetryConfig t)
     {

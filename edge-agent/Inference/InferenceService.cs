@@ -33,11 +33,12 @@ public sealed partial class InferenceService(
         var features = new float[VibrationFeatures.Count];
         var latency = new LatencyWindows(TimeSpan.FromSeconds(config.Telemetry.LatencyWindowSeconds));
         var shadows = new ShadowWindows(latency.Length);
+        var drift = new DriftWindows();
         var hardExamples = new HardExampleSampler(config.Telemetry.HardExampleBytesPerHour, runtime.Time);
         long[] featureShape = [1, VibrationFeatures.Count];
         while (await source.NextWindowAsync(stoppingToken).ConfigureAwait(false) is { } window)
         {
-            await FlushLatencyAsync(latency, shadows, force: false, stoppingToken).ConfigureAwait(false);
+            await FlushLatencyAsync(latency, shadows, drift, force: false, stoppingToken).ConfigureAwait(false);
             VibrationFeatures.Compute(window.Span, features);
             var started = Stopwatch.GetTimestamp();
             Classification? result;
@@ -75,13 +76,14 @@ public sealed partial class InferenceService(
                     LatencyMicros = micros,
                 },
             }, stoppingToken).ConfigureAwait(false);
+            drift.Record(r, features, runtime.Time.GetUtcNow());
             if (!r.FellBack)
                 RunShadow(features, r, micros, shadows);
             var threshold = r.HardExampleBelow ?? (float)config.Telemetry.HardExampleBelow;
             if (hardExamples.Offer(r.Model, r.Label, r.Confidence, threshold, features, featureShape) is { } hard)
                 await AppendAsync(hard, stoppingToken).ConfigureAwait(false);
         }
-        await FlushLatencyAsync(latency, shadows, force: true, CancellationToken.None).ConfigureAwait(false);
+        await FlushLatencyAsync(latency, shadows, drift, force: true, CancellationToken.None).ConfigureAwait(false);
         Log.InputEnded(log);
     }
 
@@ -105,10 +107,12 @@ public sealed partial class InferenceService(
         }
     }
 
-    /// <summary>Appends each model version's latency record, and each shadow comparison, when the window has ended.</summary>
-    private async Task FlushLatencyAsync(LatencyWindows latency, ShadowWindows shadows, bool force, CancellationToken ct)
+    /// <summary>Appends each model version's latency record, each shadow comparison and each drift sketch when its window has ended.</summary>
+    private async Task FlushLatencyAsync(LatencyWindows latency, ShadowWindows shadows, DriftWindows drift, bool force, CancellationToken ct)
     {
         var now = runtime.Time.GetUtcNow();
+        foreach (var window in drift.Close(now, force))
+            await AppendAsync(new TelemetryRecord { Ts = now, Kind = TelemetryKind.Sketch, Sketch = window }, ct).ConfigureAwait(false);
         foreach (var window in latency.Close(now, force))
             await AppendAsync(new TelemetryRecord { Ts = now, Kind = TelemetryKind.Latency, Latency = window }, ct).ConfigureAwait(false);
         foreach (var window in shadows.Close(now, force))

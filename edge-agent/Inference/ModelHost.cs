@@ -32,20 +32,24 @@ public sealed class LoadedModel : IDisposable
     /// <summary>The model's own hard-example threshold (<c>edgefleet.hard_example_below</c> metadata), read once at load.</summary>
     public float? HardExampleBelow { get; }
 
+    /// <summary>What the sensor loop sketches for drift while this model answers (null: nothing).</summary>
+    public EdgeFleet.Shared.Stats.DriftSpec? Drift { get; private init; }
+
     /// <summary>
     /// Loads a model file and builds its classifier; throws <see cref="InferenceException"/>. Without
     /// <paramref name="requireClassifier"/> (an agent with no sensor input) any model loads, for the local API.
     /// </summary>
-    public static LoadedModel Load(ModelRef model, string path, int? intraOpThreads, Profiles.HardwareProfile? profile = null, bool requireClassifier = true)
+    public static LoadedModel Load(ModelRef model, string path, int? intraOpThreads, Profiles.HardwareProfile? profile = null, bool requireClassifier = true,
+        EdgeFleet.Shared.Stats.DriftSpec? drift = null)
     {
         var session = ModelSession.Load(path, intraOpThreads, profile);
         try
         {
-            return new LoadedModel(model, path, session, new Classifier(session, InferenceService.LabelsOf(session)), null);
+            return new LoadedModel(model, path, session, new Classifier(session, InferenceService.LabelsOf(session)), null) { Drift = drift };
         }
         catch (InferenceException e) when (!requireClassifier && e.Code == InferenceError.InputMismatch)
         {
-            return new LoadedModel(model, path, session, null, $"model {model.Name} v{model.Version} is not a classifier the sensor input can use: {e.Message}");
+            return new LoadedModel(model, path, session, null, $"model {model.Name} v{model.Version} is not a classifier the sensor input can use: {e.Message}") { Drift = drift };
         }
         catch
         {
@@ -78,7 +82,11 @@ public sealed class LoadedModel : IDisposable
 }
 
 /// <summary>One classification: the model that answered (the fallback when <see cref="FellBack"/>) and its answer.</summary>
-public readonly record struct Classification(ModelRef Model, string Label, float Confidence, float? HardExampleBelow, bool FellBack);
+public readonly record struct Classification(ModelRef Model, string Label, float Confidence, float? HardExampleBelow, bool FellBack)
+{
+    /// <summary>The drift spec of the model that answered.</summary>
+    public EdgeFleet.Shared.Stats.DriftSpec? Drift { get; init; }
+}
 
 /// <summary>A loaded model as the local API and the metrics describe it.</summary>
 public sealed record ModelStatus(string Name, string Version, string? Sha256, string Role, string Breaker,
@@ -273,7 +281,7 @@ public sealed class ModelHost : IDisposable
         });
         if (served is not { } s)
             return null;
-        return new Classification(s.Model.Model, s.Model.Classifier.Labels[s.Result.Index], s.Result.Confidence, s.Model.HardExampleBelow, s.FellBack);
+        return new Classification(s.Model.Model, s.Model.Classifier.Labels[s.Result.Index], s.Result.Confidence, s.Model.HardExampleBelow, s.FellBack) { Drift = s.Model.Drift };
     }
 
     /// <summary>

@@ -17,6 +17,9 @@ public sealed record InstalledModel
     public required string Path { get; init; }
 
     public string? Sha256 { get; init; }
+
+    /// <summary>What to sketch for drift while it runs (from its manifest, or the configuration for the factory model).</summary>
+    public EdgeFleet.Shared.Stats.DriftSpec? Drift { get; init; }
 }
 
 /// <summary>The active model and the last known good one before it.</summary>

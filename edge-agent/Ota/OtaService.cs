@@ -197,7 +197,7 @@ public sealed partial class OtaService : BackgroundService
             return transient;
         }
         Report(manifest, OtaState.HealthCheck, shadow: true);
-        var model = new InstalledModel { ModelId = manifest.ModelId, Version = manifest.Version, VersionLabel = label, Path = ArtifactDownloader.FinalPath(folder), Sha256 = artifact.Sha256 };
+        var model = new InstalledModel { ModelId = manifest.ModelId, Version = manifest.Version, VersionLabel = label, Path = ArtifactDownloader.FinalPath(folder), Sha256 = artifact.Sha256, Drift = manifest.Drift };
         var (candidate, healthFailure) = LoadAndCheck(model, manifest);
         if (candidate is null)
         {
@@ -254,7 +254,7 @@ public sealed partial class OtaService : BackgroundService
 
         Step(manifest, artifact, OtaState.HealthCheck);
         var path = ArtifactDownloader.FinalPath(folder);
-        var model = new InstalledModel { ModelId = manifest.ModelId, Version = manifest.Version, VersionLabel = manifest.Version.ToString(CultureInfo.InvariantCulture), Path = path, Sha256 = artifact.Sha256 };
+        var model = new InstalledModel { ModelId = manifest.ModelId, Version = manifest.Version, VersionLabel = manifest.Version.ToString(CultureInfo.InvariantCulture), Path = path, Sha256 = artifact.Sha256, Drift = manifest.Drift };
         var (candidate, healthFailure) = LoadAndCheck(model, manifest);
         if (candidate is null)
         {
@@ -287,7 +287,7 @@ public sealed partial class OtaService : BackgroundService
         LoadedModel candidate;
         try
         {
-            candidate = LoadedModel.Load(Ref(model)!, model.Path, _config.Model?.IntraOpThreads, _runtime.Profile, requireClassifier: _config.Input.Kind != InputKind.None);
+            candidate = LoadedModel.Load(Ref(model)!, model.Path, _config.Model?.IntraOpThreads, _runtime.Profile, requireClassifier: _config.Input.Kind != InputKind.None, drift: model.Drift);
         }
         catch (InferenceException e)
         {
@@ -383,7 +383,7 @@ public sealed partial class OtaService : BackgroundService
                 continue;
             try
             {
-                var loaded = LoadedModel.Load(Ref(candidate)!, candidate.Path, _config.Model?.IntraOpThreads, _runtime.Profile, requireClassifier: _config.Input.Kind != InputKind.None);
+                var loaded = LoadedModel.Load(Ref(candidate)!, candidate.Path, _config.Model?.IntraOpThreads, _runtime.Profile, requireClassifier: _config.Input.Kind != InputKind.None, drift: candidate.Drift);
                 ReportProviders(loaded);
                 _host.Activate(loaded);
                 if (pointer is not null && candidate != pointer.Active)
@@ -401,7 +401,7 @@ public sealed partial class OtaService : BackgroundService
     }
 
     private InstalledModel? ConfiguredModel() => _config.Model is { } m
-        ? new InstalledModel { ModelId = m.Name, Version = long.TryParse(m.Version, CultureInfo.InvariantCulture, out var v) ? v : 0, VersionLabel = m.Version, Path = m.Path }
+        ? new InstalledModel { ModelId = m.Name, Version = long.TryParse(m.Version, CultureInfo.InvariantCulture, out var v) ? v : 0, VersionLabel = m.Version, Path = m.Path, Drift = m.Drift }
         : null;
 
     private long Installed(OtaRecord record, string modelId) =>

@@ -20,6 +20,8 @@ public static partial class ManifestRules
             return "expires must be after issuedAt";
         if (m.Artifacts.Count == 0)
             return "the manifest lists no artifacts";
+        if (m.Drift?.Validate() is { } drift)
+            return drift;
         foreach (var (profile, artifact) in m.Artifacts)
         {
             if (string.IsNullOrWhiteSpace(profile) || profile.Length > 64)

@@ -145,6 +145,9 @@ public sealed record ModelManifest : ISignedBody
     public required ModelSchema Schema { get; init; }
 
     public required HealthCheck HealthCheck { get; init; }
+
+    /// <summary>What the device sketches for drift while it runs this version (from the model card's baselines); absent: nothing.</summary>
+    public Stats.DriftSpec? Drift { get; set; }
 }
 
 public sealed record SignatureEntry

@@ -104,4 +104,41 @@ public sealed class FeatureSketch
         Min = Math.Min(Min, other.Min);
         Max = Math.Max(Max, other.Max);
     }
+
+    /// <summary>The wire form (without the edges: the drift spec and the model card have them).</summary>
+    public Wire.SketchData ToData(string name) => new()
+    {
+        Name = name,
+        Counts = [.. _counts],
+        Count = Count,
+        Mean = Mean,
+        SumSquares = SumSquares,
+        Min = Count == 0 ? null : Min,
+        Max = Count == 0 ? null : Max,
+        Below = Below,
+        Above = Above,
+        Invalid = Invalid,
+    };
+
+    /// <summary>Rebuilds a sketch from its wire form on <paramref name="edges"/>; null with the reason when they do not fit.</summary>
+    public static FeatureSketch? FromData(Wire.SketchData data, IReadOnlyList<double> edges, out string? problem)
+    {
+        var sketch = new FeatureSketch(edges);
+        if (data.Counts.Length != sketch._counts.Length || data.Counts.Sum() != data.Count)
+        {
+            problem = $"feature {data.Name}: {data.Counts.Length} bins, the baseline has {sketch._counts.Length}";
+            return null;
+        }
+        data.Counts.CopyTo(sketch._counts, 0);
+        sketch.Count = data.Count;
+        sketch.Mean = data.Mean;
+        sketch.SumSquares = data.SumSquares;
+        sketch.Min = data.Min ?? double.PositiveInfinity;
+        sketch.Max = data.Max ?? double.NegativeInfinity;
+        sketch.Below = data.Below;
+        sketch.Above = data.Above;
+        sketch.Invalid = data.Invalid;
+        problem = null;
+        return sketch;
+    }
 }

@@ -41,6 +41,51 @@ public enum TelemetryKind
     /// <summary>A shadow model against the served one over a window: agreement, latency, outputs of each.</summary>
     [JsonStringEnumMemberName("shadow")]
     Shadow,
+
+    /// <summary>Drift sketches of one model version over one window (<see cref="SketchWindow"/>).</summary>
+    [JsonStringEnumMemberName("sketch")]
+    Sketch,
+}
+
+/// <summary>
+/// A device's drift sketches for one model version and window: per feature of the version's drift spec (same
+/// names, same bin edges), the counts per bin and the moments. The fleet merges them across devices exactly.
+/// </summary>
+public sealed record SketchWindow
+{
+    public required string Model { get; init; }
+
+    public required string Version { get; init; }
+
+    public required DateTimeOffset From { get; init; }
+
+    public required double Seconds { get; init; }
+
+    public List<SketchData> Features { get; set; } = [];
+}
+
+/// <summary>One feature's sketch on the wire (<see cref="Stats.FeatureSketch"/> without its edges, which the spec has).</summary>
+public sealed record SketchData
+{
+    public required string Name { get; init; }
+
+    public required long[] Counts { get; init; }
+
+    public required long Count { get; init; }
+
+    public double Mean { get; init; }
+
+    public double SumSquares { get; init; }
+
+    public double? Min { get; init; }
+
+    public double? Max { get; init; }
+
+    public long Below { get; init; }
+
+    public long Above { get; init; }
+
+    public long Invalid { get; init; }
 }
 
 /// <summary>
@@ -230,6 +275,8 @@ public sealed record TelemetryRecord
 
     public ShadowWindow? Shadow { get; init; }
 
+    public SketchWindow? Sketch { get; init; }
+
     /// <summary>The one rule for which body a kind carries, used by both sides.</summary>
     public string? Validate(int index)
     {
@@ -243,6 +290,7 @@ public sealed record TelemetryRecord
             TelemetryKind.Latency => Latency is null ? "latency" : null,
             TelemetryKind.HardExample => HardExample is null ? "hardExample" : null,
             TelemetryKind.Shadow => Shadow is null ? "shadow" : null,
+            TelemetryKind.Sketch => Sketch is null ? "sketch" : null,
             _ => "a known kind",
         };
         if (body is not null)
@@ -261,6 +309,26 @@ public sealed record TelemetryRecord
             return $"records[{index}].hardExample: {problem}";
         if (Shadow is { } shadow && ShadowProblem(shadow) is { } wrong)
             return $"records[{index}].shadow: {wrong}";
+        if (Sketch is { } sketch && SketchProblem(sketch) is { } bad)
+            return $"records[{index}].sketch: {bad}";
+        return null;
+    }
+
+    private static string? SketchProblem(SketchWindow w)
+    {
+        if (string.IsNullOrWhiteSpace(w.Model) || w.Model.Length > 128 || string.IsNullOrWhiteSpace(w.Version) || w.Version.Length > 64 || !(w.Seconds > 0))
+            return "model and version are 1-128 and 1-64 characters, seconds positive";
+        if (w.Features.Count > Stats.DriftSpec.MaxFeatures)
+            return $"at most {Stats.DriftSpec.MaxFeatures} features";
+        foreach (var f in w.Features)
+        {
+            if (string.IsNullOrWhiteSpace(f.Name) || f.Name.Length > 128 || f.Counts.Length is 0 or >= Stats.DriftSpec.MaxEdges)
+                return "each feature needs a name (1-128 characters) and 1-1024 bin counts";
+            if (f.Counts.Any(c => c < 0) || f.Count < 0 || f.Below < 0 || f.Above < 0 || f.Invalid < 0 || f.Counts.Sum() != f.Count)
+                return $"feature {f.Name}: counts must not be negative and must add up to count";
+            if (!double.IsFinite(f.Mean) || !double.IsFinite(f.SumSquares) || f.SumSquares < 0)
+                return $"feature {f.Name}: mean and sumSquares must be finite, sumSquares not negative";
+        }
         return null;
     }
 
