@@ -24,8 +24,11 @@ public static class ModelCommands
 
     public static int Samples(CommandLine args)
     {
-        args.AllowOnly("kind", "count", "out", "seed", "size", "json");
+        args.AllowOnly("kind", "count", "out", "seed", "size", "condition", "json");
         var kind = args.Require("kind");
+        int? condition = args.Get("condition") is { } c
+            ? MachineConditions.TryParse(c, out var parsed) ? (int)parsed : throw new UsageException($"--condition is one of {string.Join(", ", MachineConditions.Labels)}")
+            : null;
         var count = args.GetInt("count", 100);
         var output = args.Require("out");
         var random = new Random(args.GetInt("seed", 1));
@@ -39,7 +42,8 @@ public static class ModelCommands
             {
                 case "demo":
                     var data = DemoDataset.Generate(perClass: 1, seed: random.Next());
-                    var pick = random.Next(data.Count);
+                    // One sample of each condition per draw: a condition given picks its own.
+                    var pick = condition is { } wanted ? Array.IndexOf(data.Labels, wanted) : random.Next(data.Count);
                     Npy.Write(path, data.Features[pick], 1, VibrationFeatures.Count);
                     labels.Add(data.Labels[pick]);
                     break;
@@ -59,6 +63,39 @@ public static class ModelCommands
         Console.WriteLine(args.Has("json")
             ? new JsonObject { ["directory"] = Path.GetFullPath(output), ["count"] = count, ["labels"] = labels.Count > 0 ? Path.Combine(Path.GetFullPath(output), "labels.txt") : null }.ToJsonString()
             : $"wrote {count} {kind} samples to {output}" + (labels.Count > 0 ? " (labels in labels.txt)" : ""));
+        return 0;
+    }
+
+    /// <summary>
+    /// <c>model baseline --model M --data DIR [--bins 10] [--card C] [--out F] [--json]</c>: feature baselines for
+    /// drift from representative inputs; with <c>--card</c>, the card with its <c>featureBaselines</c> replaced.
+    /// </summary>
+    public static int Baseline(CommandLine args)
+    {
+        args.AllowOnly("model", "data", "bins", "max-samples", "card", "out", "json");
+        var baselines = Run(() => EdgeFleet.ModelTools.Drift.BaselineBuilder.Build(args.Require("model"), args.Require("data"), args.GetInt("bins", 10), args.GetInt("max-samples", int.MaxValue)));
+        var list = new JsonArray([.. baselines.Select(b => (JsonNode)new JsonObject
+        {
+            ["name"] = b.Name,
+            ["source"] = b.Source,
+            ["edges"] = new JsonArray([.. b.Edges.Select(e => (JsonNode)JsonValue.Create(e))]),
+            ["counts"] = new JsonArray([.. b.Counts.Select(n => (JsonNode)JsonValue.Create(n))]),
+        })]);
+        JsonNode result = list;
+        if (args.Get("card") is { } cardPath)
+        {
+            var card = JsonNode.Parse(File.ReadAllText(cardPath)) as JsonObject ?? throw new UsageException($"{cardPath} is not a JSON object");
+            card["featureBaselines"] = list;
+            result = card;
+        }
+        var text = result.ToJsonString(new JsonSerializerOptions { WriteIndented = true });
+        var output = args.Get("out");
+        if (output is not null)
+            File.WriteAllText(output, text);
+        if (args.Has("json") || output is null)
+            Console.WriteLine(text);
+        else
+            Console.WriteLine($"{baselines.Count} feature baselines ({string.Join(", ", baselines.Select(b => b.Name))}) written to {output}");
         return 0;
     }
 

@@ -16,7 +16,9 @@ const string Usage = """
                            [--tolerance X] [--latency-budget-ms X] [--rollout-id R] [--expires-days N] [--url U]
                                                      write the signed manifest M for model F
       edgefleet model push --model F [--fleet URL]     upload a model file to the fleet's artifact store
-      edgefleet model samples --kind demo|ocr-cls|ocr-det --count N --out DIR [--seed S] [--size PX]
+      edgefleet model samples --kind demo|ocr-cls|ocr-det --count N --out DIR [--seed S] [--size PX] [--condition normal|imbalance|bearing-wear]
+      edgefleet model baseline --model M --data DIR [--bins 10] [--card card.json] [--out F] [--json]
+                                                     feature baselines for drift (quantile bins per input feature, and confidence)
                                                      write sample inputs (.npy; labels.txt where known)
       edgefleet model quantize --model F --out F [--mode static|dynamic] [--data DIR] [--method minmax|percentile|mse]
                            [--percentile P] [--activations uint8|int8] [--per-tensor] [--exclude-nodes a,b]
@@ -108,6 +110,7 @@ try
         "model sign" => OtaCommands.ModelSign(line),
         "model push" => await ModelCommands.PushAsync(line).ConfigureAwait(false),
         "model samples" => ModelCommands.Samples(line),
+        "model baseline" => ModelCommands.Baseline(line),
         "model quantize" => ModelCommands.Quantize(line),
         "model validate" => ModelCommands.Validate(line),
         "model register" => await ModelCommands.RegisterAsync(line).ConfigureAwait(false),

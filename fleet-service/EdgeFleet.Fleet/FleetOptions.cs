@@ -21,6 +21,9 @@ public sealed record FleetOptions
     /// <summary>How often the rollout engine looks at every active rollout.</summary>
     public double RolloutTickSeconds { get; init; } = 1;
 
+    /// <summary>The drift window devices sketch over (written into signed manifests); hourly by default.</summary>
+    public double DriftWindowSeconds { get; init; } = 3600;
+
     public string? Validate()
     {
         if (Broker.Port is < 0 or > 65535)
@@ -49,6 +52,10 @@ public sealed record FleetOptions
             return $"Fleet:Broker:PublicPort {Broker.PublicPort} is out of range";
         if (OfflineAfterSeconds <= 0)
             return "Fleet:OfflineAfterSeconds must be positive";
+        if (!(RolloutTickSeconds > 0) || RolloutTickSeconds > 3600)
+            return "Fleet:RolloutTickSeconds must be within (0, 3600]";
+        if (!(DriftWindowSeconds >= 1) || DriftWindowSeconds > 7 * 86400)
+            return "Fleet:DriftWindowSeconds must be within 1 s and 7 days";
         return null;
     }
 }

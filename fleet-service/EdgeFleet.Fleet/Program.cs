@@ -6,6 +6,7 @@ using EdgeFleet.Fleet.Devices;
 using EdgeFleet.Fleet.Identity;
 using EdgeFleet.Fleet.Ota;
 using EdgeFleet.Fleet.Console;
+using EdgeFleet.Fleet.Drift;
 
 var builder = WebApplication.CreateSlimBuilder(args);
 // Under systemd (packaging/fleet/edgefleet-fleet.service, Type=notify): READY when listening, journald log format.
@@ -56,6 +57,7 @@ app.MapOtaApi();
 app.MapModelsApi();
 app.MapRolloutsApi();
 app.MapUsersApi();
+app.MapDriftApi();
 app.UseServerTiming();
 app.MapRazorPages();
 app.MapConsoleEvents();

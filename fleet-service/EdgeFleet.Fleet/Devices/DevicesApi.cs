@@ -102,6 +102,7 @@ public static class DevicesApi
 [JsonSerializable(typeof(List<TelemetryRecord>))]
 [JsonSerializable(typeof(List<TelemetryGap>))]
 [JsonSerializable(typeof(HealthView))]
+[JsonSerializable(typeof(EdgeFleet.Fleet.Drift.DriftReport))]
 [JsonSerializable(typeof(EdgeFleet.Fleet.Console.UserRequest))]
 [JsonSerializable(typeof(EdgeFleet.Fleet.Console.UserChangeRequest))]
 [JsonSerializable(typeof(EdgeFleet.Fleet.Console.UserView))]

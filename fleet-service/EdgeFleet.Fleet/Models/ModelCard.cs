@@ -7,9 +7,17 @@ public sealed record TensorSchema(string Name, string Type, long[] Shape);
 
 /// <summary>
 /// A feature's training-time distribution, the baseline for drift: counts per bin between consecutive
-/// <see cref="Edges"/> (so one count fewer than edges).
+/// <see cref="Edges"/> (so one count fewer than edges). <see cref="Source"/> says where a device reads the
+/// value (<c>input:N</c>, <c>confidence</c>); without it, a name of that form is its own source. Baselines with a
+/// source are sketched on the devices that run the version.
 /// </summary>
-public sealed record FeatureBaseline(string Name, double[] Edges, long[] Counts);
+public sealed record FeatureBaseline(string Name, double[] Edges, long[] Counts)
+{
+    public string? Source { get; init; }
+
+    /// <summary>The source the devices sketch, or null when the baseline names none.</summary>
+    public string? EffectiveSource => Source ?? (EdgeFleet.Shared.Stats.DriftSource.Parse(Name) is not null ? Name : null);
+}
 
 /// <summary>
 /// What a version is for and where it came from: who owns it, what it is meant for and not, the hash of its
@@ -64,6 +72,8 @@ public sealed record ModelCard
                 return $"feature baseline '{b.Name}': edges must be finite and strictly increasing";
             if (b.Counts.Any(c => c < 0))
                 return $"feature baseline '{b.Name}': counts must not be negative";
+            if (b.Source is { } source && EdgeFleet.Shared.Stats.DriftSource.Parse(source) is null)
+                return $"feature baseline '{b.Name}': source '{source}' is not input:N or confidence";
         }
         if (FeatureBaselines.GroupBy(b => b.Name).FirstOrDefault(g => g.Count() > 1) is { } dup)
             return $"feature baseline '{dup.Key}' appears twice";

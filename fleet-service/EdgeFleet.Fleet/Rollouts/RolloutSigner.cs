@@ -39,6 +39,7 @@ public sealed class RolloutSigner(FleetOptions options, ArtifactStore artifacts,
             RolloutId = rolloutId,
             LatencyBudgetMs = 1000,
         }, keySet, time.GetUtcNow());
+        manifest.Drift = DriftSpecOf(version.Card, options.DriftWindowSeconds);
         var signers = store.LoadSigners(passphrase);
         try
         {
@@ -53,5 +54,13 @@ public sealed class RolloutSigner(FleetOptions options, ArtifactStore artifacts,
             foreach (var key in signers)
                 key.Dispose();
         }
+    }
+
+    /// <summary>The card's baselines that name a source, as the drift spec devices sketch; null when there are none.</summary>
+    public static EdgeFleet.Shared.Stats.DriftSpec? DriftSpecOf(ModelCard card, double windowSeconds)
+    {
+        var features = card.FeatureBaselines.Where(b => b.EffectiveSource is not null)
+            .Select(b => new EdgeFleet.Shared.Stats.DriftFeature(b.Name, b.EffectiveSource!, b.Edges)).ToList();
+        return features.Count == 0 ? null : new EdgeFleet.Shared.Stats.DriftSpec { WindowSeconds = windowSeconds, Features = features };
     }
 }

@@ -119,6 +119,12 @@ public interface IFleetStore : IDisposable
 
     Task<bool> RevokeApiKeyAsync(string id, DateTimeOffset now, CancellationToken cancellationToken);
 
+    /// <summary>Keeps devices' drift sketches, one per (device, model, version, window): a sketch sent again replaces the first.</summary>
+    Task UpsertSketchesAsync(IReadOnlyList<Drift.StoredSketch> sketches, CancellationToken cancellationToken);
+
+    /// <summary>The sketches of one model version whose windows start within [<paramref name="from"/>, <paramref name="to"/>), oldest first.</summary>
+    Task<IReadOnlyList<Drift.StoredSketch>> GetSketchesAsync(string model, string version, DateTimeOffset from, DateTimeOffset to, CancellationToken cancellationToken);
+
     /// <summary>Adds a console user; false when the username is taken.</summary>
     Task<bool> CreateUserAsync(Identity.UserRecord user, CancellationToken cancellationToken);
 

@@ -138,6 +138,16 @@ public static class PostgresMigrations
                 doc jsonb not null
             );
             """),
+        (8, "drift sketches", """
+            create table drift_sketches (
+                model text not null,
+                version text not null,
+                window_from timestamptz not null,
+                device text not null,
+                body text not null,
+                primary key (model, version, window_from, device)
+            );
+            """),
     ];
 
     /// <summary>Applies the migrations above <c>max(version)</c> up to <paramref name="upTo"/>; returns the versions applied.</summary>

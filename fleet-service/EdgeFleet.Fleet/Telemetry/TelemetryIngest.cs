@@ -61,6 +61,21 @@ public sealed partial class TelemetryIngest(IFleetStore store, ReplyQueue replie
             Log.StoreFailed(log, group.Count, e.Message);
             return;
         }
+        // Drift sketches also go to their own table, before the acks: a batch sent again (lost ack, crash) is
+        // deduplicated above and its sketches replace themselves here, so each is kept exactly once.
+        var sketches = group.SelectMany(g => g.Records.Where(r => r.Sketch is not null).Select(r => new Drift.StoredSketch(g.Batch.DeviceId, r.Sketch!))).ToList();
+        if (sketches.Count > 0)
+        {
+            try
+            {
+                await store.UpsertSketchesAsync(sketches, CancellationToken.None).ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is IOException or LiteDB.LiteException or Npgsql.NpgsqlException or InvalidOperationException or TimeoutException)
+            {
+                Log.StoreFailed(log, group.Count, e.Message);
+                return;
+            }
+        }
         for (var i = 0; i < group.Count; i++)
         {
             var (batch, records) = (group[i].Batch, group[i].Records);

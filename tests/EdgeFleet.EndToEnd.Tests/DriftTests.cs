@@ -1,0 +1,126 @@
+using System.Net;
+using System.Text.Json.Nodes;
+using EdgeFleet.EndToEnd.Tests.Harness;
+
+namespace EdgeFleet.EndToEnd.Tests;
+
+/// <summary>
+/// Drift end to end: baselines computed from "normal" inputs go into the model card, the fleet signs them into the
+/// release's manifest, real agents (one of them NativeAOT) sketch their inputs and confidence on those bins, and
+/// the fleet merges the sketches per site: the site whose machines are out of balance drifts, for enough windows
+/// in a row to alert; the healthy site does not.
+/// </summary>
+public sealed class DriftTests : IDisposable
+{
+    private static readonly TimeSpan Patience = TimeSpan.FromSeconds(120);
+    private readonly string _dir = Directory.CreateTempSubdirectory("edgefleet-drift-").FullName;
+    private readonly Fleet _fleet;
+
+    public DriftTests()
+    {
+        Cli(null, "keys", "init", "--dir", P("keys"));
+        _fleet = new Fleet(P("fleet"), extraArgs: ["--Fleet:Signing:KeyDirectory", P("keys"), "--Fleet:RolloutTickSeconds", "0.25", "--Fleet:DriftWindowSeconds", "3"]);
+        try
+        {
+            Cli(null, "model", "demo", "--out", P("v1.onnx"), "--seed", "42");
+            Cli(null, "model", "samples", "--kind", "demo", "--count", "1000", "--condition", "normal", "--out", P("normal"));
+            File.WriteAllText(P("card.json"), """{"owner": "vibration-ml", "intendedUse": "pump vibration", "labels": ["normal", "imbalance", "bearing-wear"]}""");
+            Cli(null, "model", "baseline", "--model", P("v1.onnx"), "--data", P("normal"), "--bins", "8", "--card", P("card.json"), "--out", P("card-baselines.json"));
+            Cli(null, "model", "validate", "--reference", P("v1.onnx"), "--candidate", P("v1.onnx"), "--data", P("normal"), "--max-samples", "50", "--max-latency-ratio", "100", "--report-out", P("report.json"));
+            Cli(_fleet, "model", "register", "--id", "vibration-classifier");
+            Cli(_fleet, "model", "push", "--model-id", "vibration-classifier", "--card", P("card-baselines.json"), "--fp32", P("v1.onnx"), "--report", P("report.json"));
+            Cli(_fleet, "model", "approve", "--model-id", "vibration-classifier", "--model-version", "1", "--reason", "baseline attached");
+        }
+        catch
+        {
+            _fleet.Dispose(); // xunit does not dispose a test class whose constructor threw
+            throw;
+        }
+    }
+
+    private string P(string name) => Path.Combine(_dir, name);
+
+    private static string Cli(Fleet? fleet, params string[] args)
+    {
+        string[] target = fleet is null ? [] : ["--fleet", fleet.Url];
+        using var cli = ChildProcess.Start("cli", "dotnet", [Repo.CliDll, .. args, .. target],
+            environment: fleet is null ? null : new Dictionary<string, string> { ["EDGEFLEET_API_KEY"] = fleet.AdminKey });
+        Assert.True(cli.WaitForExit(TimeSpan.FromSeconds(120)) == 0, cli.Output);
+        return cli.Output;
+    }
+
+    [Fact]
+    public async Task The_site_whose_machines_drift_alerts_after_consecutive_windows_and_the_healthy_site_does_not()
+    {
+        Assert.True(File.Exists(Repo.AotAgent), $"no NativeAOT agent at {Repo.AotAgent}: run packaging/publish-agent.sh linux-x64 (scripts/test.sh does)");
+        var ota = new JsonObject { ["rootPath"] = P("keys/root.json"), ["fleetUrl"] = _fleet.Url, ["probationMinutes"] = 5 };
+        void Fast(JsonObject c) => c["input"]!["rateHz"] = 100;
+        using var healthy = new Agent(P("agents"), "site-a-1", _fleet, P("v1.onnx"), "normal", aot: true, ota: ota.DeepClone().AsObject(), configure: Fast);
+        using var drifting = new Agent(P("agents"), "site-b-1", _fleet, P("v1.onnx"), "imbalance", aot: false, ota: ota.DeepClone().AsObject(), configure: Fast);
+        await Wait.ForAsync(async () => (await _fleet.Devices()).Count >= 2 ? "" : null, Patience, () => healthy.Output);
+        foreach (var (id, site) in new[] { ("site-a-1", "a"), ("site-b-1", "b") })
+        {
+            using var tagged = await _fleet.Send(HttpMethod.Patch, $"/api/devices/{id}/tags", new JsonObject { ["set"] = new JsonObject { ["site"] = site } });
+            Assert.Equal(HttpStatusCode.OK, tagged.StatusCode);
+        }
+        using (var rollout = await _fleet.Send(HttpMethod.Post, "/api/rollouts", new JsonObject
+        {
+            ["id"] = "baseline",
+            ["modelId"] = "vibration-classifier",
+            ["version"] = 1,
+            ["target"] = new JsonObject { ["devices"] = new JsonArray("site-a-1", "site-b-1") },
+            ["phases"] = new JsonArray(new JsonObject { ["percent"] = 100 }),
+            ["gates"] = new JsonObject { ["quality"] = new JsonObject { ["enabled"] = false } },
+        }))
+        {
+            Assert.Equal(HttpStatusCode.Created, rollout.StatusCode);
+        }
+
+        JsonNode? report = null;
+        await Wait.ForAsync(async () =>
+        {
+            using var response = await _fleet.Get("/api/drift?model=vibration-classifier&version=1&by=tag:site&alertWindows=2");
+            report = JsonNode.Parse(await response.Content.ReadAsStringAsync());
+            return report?["alerts"]?.AsArray().Count > 0 && report["windows"]!.AsArray().Count(w => w!["devices"]!.GetValue<int>() == 2) >= 4 ? "" : null;
+        }, Patience, () => $"{report?.ToJsonString()[..Math.Min(4000, report.ToJsonString().Length)]}\n{healthy.Output}");
+
+        var alerts = report!["alerts"]!.AsArray();
+        Assert.All(alerts, a => Assert.Equal("b", a!["segment"]!.GetValue<string>()));
+        Assert.Contains(alerts, a => a!["windows"]!.GetValue<int>() >= 2);
+        // In every window with enough values (the first may have few: the update landed in it), site a's inputs sit
+        // on the baseline and site b's do not.
+        var judged = report["windows"]!.AsArray().Where(w => w!["cells"]!.AsArray().All(c => c!["level"]!.GetValue<string>() is not ("few" or "empty"))).ToList();
+        Assert.True(judged.Count >= 2, report.ToJsonString());
+        foreach (var window in judged)
+        {
+            var cells = window!["cells"]!.AsArray();
+            Assert.All(cells.Where(c => c!["segment"]!.GetValue<string>() == "a"), c => Assert.True(c!["psi"]!.GetValue<double>() < 0.25, c.ToJsonString()));
+            Assert.Contains(cells, c => c!["segment"]!.GetValue<string>() == "b" && c["level"]!.GetValue<string>() == "alert");
+            Assert.Equal(9, cells.Count(c => c!["segment"]!.GetValue<string>() == "*")); // 8 inputs and the confidence, fleet-wide
+        }
+        Assert.Equal(["rms", "peak", "crest_factor", "kurtosis", "low_band_energy", "mid_band_energy", "high_band_energy", "zero_crossing_rate", "confidence"],
+            report["features"]!.AsArray().Select(f => f!["name"]!.GetValue<string>()));
+        // The AOT agent read the drift spec from the signed manifest.
+        Assert.Contains("Model vibration-classifier v1 is active", healthy.Output, StringComparison.Ordinal);
+
+        // Bad queries say why.
+        using var noModel = await _fleet.Get("/api/drift");
+        Assert.Equal(HttpStatusCode.BadRequest, noModel.StatusCode);
+        using var unknown = await _fleet.Get("/api/drift?model=vibration-classifier&version=9");
+        Assert.Equal(HttpStatusCode.NotFound, unknown.StatusCode);
+        using var badSegment = await _fleet.Get("/api/drift?model=vibration-classifier&version=1&by=colour");
+        Assert.Equal(HttpStatusCode.BadRequest, badSegment.StatusCode);
+    }
+
+    public void Dispose()
+    {
+        _fleet.Dispose();
+        try
+        {
+            Directory.Delete(_dir, recursive: true);
+        }
+        catch (IOException)
+        {
+        }
+    }
+}
