@@ -1,6 +1,5 @@
 using System.Net;
 using System.Text.Json.Nodes;
-using System.Text.RegularExpressions;
 using EdgeFleet.Cli.Sim;
 using EdgeFleet.EndToEnd.Tests.Harness;
 using EdgeFleet.Shared.Wire;
@@ -15,7 +14,7 @@ namespace EdgeFleet.EndToEnd.Tests;
 /// its progress moving, pause; what a viewer may not do, refused by the server too; CSRF and anonymous requests
 /// refused; lockout. Screenshots of the main pages go to artifacts/console-screenshots.
 /// </summary>
-public sealed partial class ConsoleTests : IDisposable
+public sealed class ConsoleTests : IDisposable
 {
     private const string AdminPassword = "admin password 1";
     private const string ViewerPassword = "viewer password 1";
@@ -288,29 +287,13 @@ public sealed partial class ConsoleTests : IDisposable
         Assert.DoesNotContain(AdminPassword, _fleet.Output, StringComparison.Ordinal);
     }
 
-    private HttpClient Client() => new(new HttpClientHandler { AllowAutoRedirect = false, CookieContainer = new CookieContainer() }) { BaseAddress = new Uri(_fleet.Url) };
+    private HttpClient Client() => ConsoleSession.Client(_fleet);
 
-    private static async Task<HttpResponseMessage> LogInAsync(HttpClient client, string user, string password)
-    {
-        var page = await client.GetStringAsync("/console/login");
-        return await client.PostAsync("/console/login", Form(page, ("username", user), ("password", password)));
-    }
+    private static Task<HttpResponseMessage> LogInAsync(HttpClient client, string user, string password) => ConsoleSession.LogInAsync(client, user, password);
 
-    private async Task<HttpClient> SessionAsync(string user, string password)
-    {
-        var client = Client();
-        using var response = await LogInAsync(client, user, password);
-        Assert.Equal(HttpStatusCode.Redirect, response.StatusCode);
-        return client;
-    }
+    private Task<HttpClient> SessionAsync(string user, string password) => ConsoleSession.StartAsync(_fleet, user, password);
 
-    /// <summary>A form post carrying the antiforgery token found in <paramref name="page"/>.</summary>
-    private static FormUrlEncodedContent Form(string page, params (string Name, string Value)[] fields) =>
-        new([.. fields.Select(f => new KeyValuePair<string, string>(f.Name, f.Value)),
-            new("__RequestVerificationToken", TokenPattern().Match(page).Groups[1].Value)]);
-
-    [GeneratedRegex("name=\"__RequestVerificationToken\" type=\"hidden\" value=\"([^\"]+)\"")]
-    private static partial Regex TokenPattern();
+    private static FormUrlEncodedContent Form(string page, params (string Name, string Value)[] fields) => ConsoleSession.Form(page, fields);
 
     public void Dispose()
     {

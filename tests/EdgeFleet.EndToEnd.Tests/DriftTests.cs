@@ -103,6 +103,22 @@ public sealed class DriftTests : IDisposable
         // The AOT agent read the drift spec from the signed manifest.
         Assert.Contains("Model vibration-classifier v1 is active", healthy.Output, StringComparison.Ordinal);
 
+        // The console's drift page shows the same: the alert for site b, PSI per feature and segment.
+        var password = "drift viewer password";
+        using (var create = ChildProcess.Start("cli", "dotnet", [Repo.CliDll, "users", "create", "--username", "dora", "--role", "viewer", "--fleet", _fleet.Url],
+            environment: new Dictionary<string, string> { ["EDGEFLEET_API_KEY"] = _fleet.AdminKey }, stdin: password))
+        {
+            Assert.Equal(0, create.WaitForExit(TimeSpan.FromSeconds(60)));
+        }
+        using var console = await ConsoleSession.StartAsync(_fleet, "dora", password);
+        var page = await console.GetStringAsync("/console/drift?version=vibration-classifier%401&by=tag%3Asite&hours=1");
+        Assert.Contains("<table id=\"alerts\">", page, StringComparison.Ordinal);
+        Assert.Contains("<th class=\"num\">b</th>", page, StringComparison.Ordinal);
+        Assert.Contains("aria-label=\"PSI of rms\"", page, StringComparison.Ordinal);
+        var artifacts = Path.Combine(Repo.Root, "artifacts", "console-screenshots");
+        Directory.CreateDirectory(artifacts);
+        File.WriteAllText(Path.Combine(artifacts, "drift.html"), page); // the page as served (self-contained: inline CSS and SVG)
+
         // Bad queries say why.
         using var noModel = await _fleet.Get("/api/drift");
         Assert.Equal(HttpStatusCode.BadRequest, noModel.StatusCode);

@@ -80,4 +80,27 @@ public static class ConsoleView
         sb.Append("</svg>");
         return new HtmlString(sb.ToString());
     }
+
+    /// <summary>Two distributions over the same bins side by side (baseline grey, live blue), as shares of their totals.</summary>
+    public static IHtmlContent Compare(string title, IReadOnlyList<long> baseline, IReadOnlyList<long> live, int width = 300, int height = 110)
+    {
+        var sb = new StringBuilder();
+        sb.Append(CultureInfo.InvariantCulture, $"<svg role=\"img\" aria-label=\"{HtmlEncoder.Default.Encode(title)}\" width=\"{width}\" height=\"{height + 16}\" style=\"background:#fff;border:1px solid #d9dee6\">");
+        double bt = Math.Max(1, baseline.Sum()), lt = Math.Max(1, live.Sum());
+        var n = Math.Max(baseline.Count, 1);
+        var max = Math.Max(baseline.Select(c => c / bt).DefaultIfEmpty(0).Max(), live.Select(c => c / lt).DefaultIfEmpty(0).Max());
+        max = Math.Max(max, 1e-9);
+        var w = (width - 10.0) / n;
+        for (var i = 0; i < n; i++)
+        {
+            var b = i < baseline.Count ? baseline[i] / bt : 0;
+            var l = i < live.Count ? live[i] / lt : 0;
+            var hb = b / max * (height - 10);
+            var hl = l / max * (height - 10);
+            sb.Append(CultureInfo.InvariantCulture, $"<rect x=\"{5 + (i * w) + 1:F1}\" y=\"{height - hb:F1}\" width=\"{Math.Max((w / 2) - 1, 1):F1}\" height=\"{hb:F1}\" fill=\"#b7c0cc\"><title>bin {i + 1} baseline {b:P1}</title></rect>");
+            sb.Append(CultureInfo.InvariantCulture, $"<rect x=\"{5 + (i * w) + (w / 2):F1}\" y=\"{height - hl:F1}\" width=\"{Math.Max((w / 2) - 1, 1):F1}\" height=\"{hl:F1}\" fill=\"#1f6feb\"><title>bin {i + 1} live {l:P1}</title></rect>");
+        }
+        sb.Append(CultureInfo.InvariantCulture, $"<text x=\"5\" y=\"{height + 12}\">{HtmlEncoder.Default.Encode(title)} · grey: baseline, blue: live</text></svg>");
+        return new HtmlString(sb.ToString());
+    }
 }
