@@ -21,8 +21,7 @@ public sealed record FleetOptions
     /// <summary>How often the rollout engine looks at every active rollout.</summary>
     public double RolloutTickSeconds { get; init; } = 1;
 
-    /// <summary>The drift window devices sketch over (written into signed manifests); hourly by default.</summary>
-    public double DriftWindowSeconds { get; init; } = 3600;
+    public DriftOptions Drift { get; init; } = new();
 
     public string? Validate()
     {
@@ -54,8 +53,8 @@ public sealed record FleetOptions
             return "Fleet:OfflineAfterSeconds must be positive";
         if (!(RolloutTickSeconds > 0) || RolloutTickSeconds > 3600)
             return "Fleet:RolloutTickSeconds must be within (0, 3600]";
-        if (!(DriftWindowSeconds >= 1) || DriftWindowSeconds > 7 * 86400)
-            return "Fleet:DriftWindowSeconds must be within 1 s and 7 days";
+        if (Drift.Validate() is { } drift)
+            return drift;
         return null;
     }
 }
@@ -173,6 +172,45 @@ public sealed record SecurityOptions
             return "Fleet:Security:EnrollmentTokenMaxHours must be positive";
         return null;
     }
+}
+
+/// <summary>
+/// Drift (section <c>Fleet:Drift</c>): the window devices sketch over (written into signed manifests), how often
+/// the leader checks for sustained drift and how it segments the fleet, and where it sends alerts.
+/// </summary>
+public sealed record DriftOptions
+{
+    public double WindowSeconds { get; init; } = 3600;
+
+    /// <summary>How often the leader recomputes drift and opens or resolves alerts.</summary>
+    public double CheckSeconds { get; init; } = 60;
+
+    /// <summary>null (the fleet as one), <c>profile</c>, or <c>tag:KEY</c>.</summary>
+    public string? SegmentBy { get; init; }
+
+    /// <summary>Consecutive alerting windows that open an alert.</summary>
+    public int AlertWindows { get; init; } = 3;
+
+    /// <summary>How far back the check reads sketches, in windows.</summary>
+    public int LookbackWindows { get; init; } = 24;
+
+    /// <summary>Alerts opened and resolved are POSTed here as JSON, signed with HMAC-SHA256 (header <c>X-EdgeFleet-Signature: sha256=HEX</c>).</summary>
+    public string? WebhookUrl { get; init; }
+
+    /// <summary>A file holding the webhook's HMAC secret (first line).</summary>
+    public string? WebhookSecretFile { get; init; }
+
+    /// <summary>A program run for each alert change with the alert's JSON on standard input (no shell).</summary>
+    public string? Command { get; init; }
+
+    public string? Validate() =>
+        !(WindowSeconds >= 1) || WindowSeconds > 7 * 86400 ? "Fleet:Drift:WindowSeconds must be within 1 s and 7 days"
+        : !(CheckSeconds > 0) || CheckSeconds > 86400 ? "Fleet:Drift:CheckSeconds must be within (0, 86400]"
+        : SegmentBy is not (null or "profile") && !(SegmentBy.StartsWith("tag:", StringComparison.Ordinal) && SegmentBy.Length > 4) ? "Fleet:Drift:SegmentBy is profile or tag:KEY"
+        : AlertWindows is < 1 or > 1000 || LookbackWindows < AlertWindows || LookbackWindows > 10_000 ? "Fleet:Drift:AlertWindows must be 1-1000 and LookbackWindows at least that (at most 10000)"
+        : WebhookUrl is { } url && !(Uri.TryCreate(url, UriKind.Absolute, out var u) && u.Scheme is "http" or "https") ? "Fleet:Drift:WebhookUrl must be an http(s) URL"
+        : WebhookUrl is not null && WebhookSecretFile is null ? "Fleet:Drift:WebhookUrl needs Fleet:Drift:WebhookSecretFile (the HMAC secret)"
+        : null;
 }
 
 /// <summary>

@@ -86,6 +86,9 @@ public static class FleetServiceExtensions
         services.AddSingleton<Rollouts.RolloutSigner>();
         services.AddSingleton<Rollouts.RolloutEngine>();
         services.AddHostedService(sp => sp.GetRequiredService<Rollouts.RolloutEngine>());
+        services.AddSingleton<Drift.IDriftNotifier, Drift.DriftNotifier>();
+        services.AddSingleton<Drift.DriftMonitor>();
+        services.AddHostedService(sp => sp.GetRequiredService<Drift.DriftMonitor>());
         services.ConfigureHttpJsonOptions(o => o.SerializerOptions.TypeInfoResolverChain.Insert(0, FleetApiJsonContext.Default));
         return services;
     }

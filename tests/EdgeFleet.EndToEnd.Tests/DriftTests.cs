@@ -15,11 +15,24 @@ public sealed class DriftTests : IDisposable
     private static readonly TimeSpan Patience = TimeSpan.FromSeconds(120);
     private readonly string _dir = Directory.CreateTempSubdirectory("edgefleet-drift-").FullName;
     private readonly Fleet _fleet;
+    private readonly HttpListener _hook = new();
+    private readonly List<(string Body, string? Signature)> _received = [];
+    private readonly int _hookPort = Repo.FreePort();
 
     public DriftTests()
     {
         Cli(null, "keys", "init", "--dir", P("keys"));
-        _fleet = new Fleet(P("fleet"), extraArgs: ["--Fleet:Signing:KeyDirectory", P("keys"), "--Fleet:RolloutTickSeconds", "0.25", "--Fleet:DriftWindowSeconds", "3"]);
+        // Alert receivers: a webhook (HMAC-signed) on a local listener, and a command that appends what it is given.
+        File.WriteAllText(P("hook.secret"), "webhook secret\n");
+        File.WriteAllText(P("on-alert.sh"), $"#!/bin/sh\ncat >> '{P("alerts.jsonl")}'\necho >> '{P("alerts.jsonl")}'\n");
+        if (!OperatingSystem.IsWindows())
+            File.SetUnixFileMode(P("on-alert.sh"), UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        _hook.Prefixes.Add($"http://127.0.0.1:{_hookPort}/");
+        _hook.Start();
+        _ = ReceiveAsync();
+        _fleet = new Fleet(P("fleet"), extraArgs: ["--Fleet:Signing:KeyDirectory", P("keys"), "--Fleet:RolloutTickSeconds", "0.25", "--Fleet:Drift:WindowSeconds", "3",
+            "--Fleet:Drift:CheckSeconds", "1", "--Fleet:Drift:SegmentBy", "tag:site", "--Fleet:Drift:AlertWindows", "2",
+            "--Fleet:Drift:WebhookUrl", $"http://127.0.0.1:{_hookPort}/hook", "--Fleet:Drift:WebhookSecretFile", P("hook.secret"), "--Fleet:Drift:Command", P("on-alert.sh")]);
         try
         {
             Cli(null, "model", "demo", "--out", P("v1.onnx"), "--seed", "42");
@@ -39,6 +52,28 @@ public sealed class DriftTests : IDisposable
     }
 
     private string P(string name) => Path.Combine(_dir, name);
+
+    private async Task ReceiveAsync()
+    {
+        while (_hook.IsListening)
+        {
+            HttpListenerContext context;
+            try
+            {
+                context = await _hook.GetContextAsync();
+            }
+            catch (Exception e) when (e is HttpListenerException or ObjectDisposedException or InvalidOperationException)
+            {
+                return;
+            }
+            using var reader = new StreamReader(context.Request.InputStream);
+            var body = await reader.ReadToEndAsync();
+            lock (_received)
+                _received.Add((body, context.Request.Headers["X-EdgeFleet-Signature"]));
+            context.Response.StatusCode = 204;
+            context.Response.Close();
+        }
+    }
 
     private static string Cli(Fleet? fleet, params string[] args)
     {
@@ -103,6 +138,31 @@ public sealed class DriftTests : IDisposable
         // The AOT agent read the drift spec from the signed manifest.
         Assert.Contains("Model vibration-classifier v1 is active", healthy.Output, StringComparison.Ordinal);
 
+        // The leader's check opened alerts for site b only, told the webhook (signed) and the command, and an operator acknowledges one.
+        JsonArray? active = null;
+        await Wait.ForAsync(async () => (active = JsonNode.Parse(await (await _fleet.Get("/api/drift/alerts")).Content.ReadAsStringAsync())!.AsArray()).Count > 0 ? "" : null,
+            Patience, () => _fleet.Output[^Math.Min(3000, _fleet.Output.Length)..]);
+        Assert.All(active!, a => Assert.Equal(("b", "open"), (a!["segment"]!.GetValue<string>(), a["state"]!.GetValue<string>())));
+        (string Body, string? Signature)[] received = [];
+        await Wait.ForAsync(() =>
+        {
+            lock (_received)
+                received = [.. _received];
+            return Task.FromResult(received.Length > 0 && File.Exists(P("alerts.jsonl")) ? "" : null);
+        }, Patience, () => "no webhook or command call");
+        var secret = "webhook secret"u8.ToArray();
+        Assert.All(received, r => Assert.Equal("sha256=" + Convert.ToHexStringLower(System.Security.Cryptography.HMACSHA256.HashData(secret, System.Text.Encoding.UTF8.GetBytes(r.Body))), r.Signature));
+        Assert.Contains(received, r => r.Body.Contains("\"event\":\"drift.alert.opened\"", StringComparison.Ordinal) && r.Body.Contains("\"segment\":\"b\"", StringComparison.Ordinal));
+        Assert.Contains("drift.alert.opened", File.ReadAllText(P("alerts.jsonl")), StringComparison.Ordinal);
+        var alertId = active![0]!["id"]!.GetValue<string>();
+        using (var ack = await _fleet.Send(HttpMethod.Post, $"/api/drift/alerts/{alertId}/ack"))
+            Assert.Equal(HttpStatusCode.OK, ack.StatusCode);
+        using (var again = await _fleet.Send(HttpMethod.Post, $"/api/drift/alerts/{alertId}/ack"))
+            Assert.Equal(HttpStatusCode.Conflict, again.StatusCode);
+        using (var nope = await _fleet.Send(HttpMethod.Post, "/api/drift/alerts/nope/ack"))
+            Assert.Equal(HttpStatusCode.NotFound, nope.StatusCode);
+        Assert.Contains("drift.alert.acknowledge", await (await _fleet.Get($"/api/audit?target={alertId}")).Content.ReadAsStringAsync(), StringComparison.Ordinal);
+
         // The console's drift page shows the same: the alert for site b, PSI per feature and segment.
         var password = "drift viewer password";
         using (var create = ChildProcess.Start("cli", "dotnet", [Repo.CliDll, "users", "create", "--username", "dora", "--role", "viewer", "--fleet", _fleet.Url],
@@ -112,6 +172,8 @@ public sealed class DriftTests : IDisposable
         }
         using var console = await ConsoleSession.StartAsync(_fleet, "dora", password);
         var page = await console.GetStringAsync("/console/drift?version=vibration-classifier%401&by=tag%3Asite&hours=1");
+        Assert.Contains("<table id=\"active-alerts\">", page, StringComparison.Ordinal);
+        Assert.Contains("acknowledged by key:", page, StringComparison.Ordinal);
         Assert.Contains("<table id=\"alerts\">", page, StringComparison.Ordinal);
         Assert.Contains("<th class=\"num\">b</th>", page, StringComparison.Ordinal);
         Assert.Contains("aria-label=\"PSI of rms\"", page, StringComparison.Ordinal);
@@ -131,6 +193,7 @@ public sealed class DriftTests : IDisposable
     public void Dispose()
     {
         _fleet.Dispose();
+        _hook.Close();
         try
         {
             Directory.Delete(_dir, recursive: true);

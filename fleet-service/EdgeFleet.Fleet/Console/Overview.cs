@@ -10,6 +10,9 @@ public sealed record RolloutProgress(string Id, string ModelId, long Version, st
 /// <summary>The overview's figures: devices online and offline, versions in the field, rollouts still moving.</summary>
 public sealed record OverviewFigures(int Total, int Online, int Offline, int Revoked, IReadOnlyList<(string Model, string Version, int Devices)> Versions, IReadOnlyList<RolloutProgress> Rollouts)
 {
+    /// <summary>Drift alerts not resolved yet (open or acknowledged), newest first.</summary>
+    public IReadOnlyList<Drift.DriftAlert> Alerts { get; init; } = [];
+
     public static async Task<OverviewFigures> ReadAsync(IFleetStore store, FleetOptions options, TimeProvider time, CancellationToken ct)
     {
         var devices = await store.ListDevicesAsync(ct).ConfigureAwait(false);
@@ -37,7 +40,10 @@ public sealed record OverviewFigures(int Total, int Online, int Offline, int Rev
                 return new RolloutProgress(r.Id, r.ModelId, r.Version, r.State, view.Phase, view.PhaseCount, view.Tally.Installed, view.Tally.Failed, view.Eligible);
             }).ToList();
         return new OverviewFigures(devices.Count - revoked, online, devices.Count - revoked - online, revoked,
-            [.. versions.OrderByDescending(kv => kv.Value).Select(kv => (kv.Key.Item1, kv.Key.Item2, kv.Value))], rollouts);
+            [.. versions.OrderByDescending(kv => kv.Value).Select(kv => (kv.Key.Item1, kv.Key.Item2, kv.Value))], rollouts)
+        {
+            Alerts = await store.ListDriftAlertsAsync(activeOnly: true, 50, ct).ConfigureAwait(false),
+        };
     }
 
     /// <summary>The live part as JSON for the overview's event stream.</summary>
@@ -50,6 +56,7 @@ public sealed record OverviewFigures(int Total, int Online, int Offline, int Rev
             json.WriteNumber("total", Total);
             json.WriteNumber("online", Online);
             json.WriteNumber("offline", Offline);
+            json.WriteNumber("alerts", Alerts.Count);
             json.WriteStartArray("rollouts");
             foreach (var r in Rollouts)
             {

@@ -103,6 +103,8 @@ public static class DevicesApi
 [JsonSerializable(typeof(List<TelemetryGap>))]
 [JsonSerializable(typeof(HealthView))]
 [JsonSerializable(typeof(EdgeFleet.Fleet.Drift.DriftReport))]
+[JsonSerializable(typeof(EdgeFleet.Fleet.Drift.DriftAlert))]
+[JsonSerializable(typeof(IReadOnlyList<EdgeFleet.Fleet.Drift.DriftAlert>))]
 [JsonSerializable(typeof(EdgeFleet.Fleet.Console.UserRequest))]
 [JsonSerializable(typeof(EdgeFleet.Fleet.Console.UserChangeRequest))]
 [JsonSerializable(typeof(EdgeFleet.Fleet.Console.UserView))]

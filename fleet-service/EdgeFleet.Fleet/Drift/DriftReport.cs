@@ -124,6 +124,17 @@ public static class DriftApi
             return report is not null ? TypedResults.Ok(report)
                 : error!.Error is "UnknownVersion" ? TypedResults.NotFound(error) : TypedResults.BadRequest(error);
         }).RequireAuthorization(ApiAuthentication.ViewerPolicy);
+        app.MapGet("/api/drift/alerts", async (string? state, int? limit, IFleetStore store, CancellationToken ct) =>
+            TypedResults.Ok(await store.ListDriftAlertsAsync(state != "all", Math.Clamp(limit ?? 500, 1, 10_000), ct).ConfigureAwait(false)))
+            .RequireAuthorization(ApiAuthentication.ViewerPolicy);
+        app.MapPost("/api/drift/alerts/{id}/ack", async Task<IResult> (string id, System.Security.Claims.ClaimsPrincipal user, DriftMonitor monitor, IFleetStore store, CancellationToken ct) =>
+        {
+            if (await monitor.AcknowledgeAsync(id, IdentityApi.Actor(user), ct).ConfigureAwait(false) is { } alert)
+                return TypedResults.Ok(alert);
+            return (await store.ListDriftAlertsAsync(false, int.MaxValue, ct).ConfigureAwait(false)).Any(a => a.Id == id)
+                ? TypedResults.Conflict(new ApiError("InvalidAlertState", "only an open alert can be acknowledged"))
+                : TypedResults.NotFound(new ApiError("UnknownAlert", $"no alert {LogText.Sanitize(id)}"));
+        }).RequireAuthorization(ApiAuthentication.OperatorPolicy);
         return app;
     }
 }

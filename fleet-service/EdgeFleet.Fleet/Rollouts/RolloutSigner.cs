@@ -39,7 +39,7 @@ public sealed class RolloutSigner(FleetOptions options, ArtifactStore artifacts,
             RolloutId = rolloutId,
             LatencyBudgetMs = 1000,
         }, keySet, time.GetUtcNow());
-        manifest.Drift = DriftSpecOf(version.Card, options.DriftWindowSeconds);
+        manifest.Drift = DriftSpecOf(version.Card, options.Drift.WindowSeconds);
         var signers = store.LoadSigners(passphrase);
         try
         {

@@ -125,6 +125,15 @@ public interface IFleetStore : IDisposable
     /// <summary>The sketches of one model version whose windows start within [<paramref name="from"/>, <paramref name="to"/>), oldest first.</summary>
     Task<IReadOnlyList<Drift.StoredSketch>> GetSketchesAsync(string model, string version, DateTimeOffset from, DateTimeOffset to, CancellationToken cancellationToken);
 
+    /// <summary>Opens a drift alert; false when an active alert has the same key (model, version, feature, segment).</summary>
+    Task<bool> CreateDriftAlertAsync(Drift.DriftAlert alert, CancellationToken cancellationToken);
+
+    /// <summary>Drift alerts, newest first: the active ones, or all (the most recent <paramref name="limit"/>).</summary>
+    Task<IReadOnlyList<Drift.DriftAlert>> ListDriftAlertsAsync(bool activeOnly, int limit, CancellationToken cancellationToken);
+
+    /// <summary>Changes an alert atomically (null from <paramref name="change"/> leaves it); null when there is no such alert or nothing changed.</summary>
+    Task<(Drift.DriftAlert Before, Drift.DriftAlert After)?> UpdateDriftAlertAsync(string id, Func<Drift.DriftAlert, Drift.DriftAlert?> change, CancellationToken cancellationToken);
+
     /// <summary>Adds a console user; false when the username is taken.</summary>
     Task<bool> CreateUserAsync(Identity.UserRecord user, CancellationToken cancellationToken);
 

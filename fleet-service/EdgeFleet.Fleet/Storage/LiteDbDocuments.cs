@@ -151,6 +151,7 @@ internal static class LiteDbDocuments
 [System.Text.Json.Serialization.JsonSerializable(typeof(EdgeFleet.Fleet.Rollouts.Rollout))]
 [System.Text.Json.Serialization.JsonSerializable(typeof(EdgeFleet.Fleet.Identity.UserRecord))]
 [System.Text.Json.Serialization.JsonSerializable(typeof(SketchWindow))]
+[System.Text.Json.Serialization.JsonSerializable(typeof(EdgeFleet.Fleet.Drift.DriftAlert))]
 [System.Text.Json.Serialization.JsonSerializable(typeof(Dictionary<string, string>))]
 [System.Text.Json.Serialization.JsonSerializable(typeof(ModelRef))]
 [System.Text.Json.Serialization.JsonSerializable(typeof(InferenceSample))]

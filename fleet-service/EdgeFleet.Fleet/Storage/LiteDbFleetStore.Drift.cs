@@ -46,4 +46,42 @@ public sealed partial class LiteDbFleetStore
                 .OrderBy(s => s.Window.From).ThenBy(s => s.DeviceId, StringComparer.Ordinal)
                 .ToList();
         }, cancellationToken);
+
+    private ILiteCollection<BsonDocument> Alerts => _db.GetCollection("drift_alerts");
+
+    public Task<bool> CreateDriftAlertAsync(DriftAlert alert, CancellationToken cancellationToken) =>
+        WriteAsync(() =>
+        {
+            if (Alerts.Find(Query.And(Query.EQ("key", alert.Key), Query.Not("state", DriftAlertStates.Resolved))).Any())
+                return false;
+            Alerts.Insert(ToDocument(alert));
+            return true;
+        }, cancellationToken);
+
+    public Task<IReadOnlyList<DriftAlert>> ListDriftAlertsAsync(bool activeOnly, int limit, CancellationToken cancellationToken) =>
+        UnderGateAsync<IReadOnlyList<DriftAlert>>(() => (activeOnly ? Alerts.Find(Query.Not("state", DriftAlertStates.Resolved)) : Alerts.FindAll())
+            .Select(ToAlert).OrderByDescending(a => a.OpenedAt).ThenBy(a => a.Id, StringComparer.Ordinal).Take(limit).ToList(), cancellationToken);
+
+    public Task<(DriftAlert Before, DriftAlert After)?> UpdateDriftAlertAsync(string id, Func<DriftAlert, DriftAlert?> change, CancellationToken cancellationToken) =>
+        WriteAsync<(DriftAlert, DriftAlert)?>(() =>
+        {
+            if (Alerts.FindById(id) is not { } doc)
+                return null;
+            var before = ToAlert(doc);
+            if (change(before) is not { } changed || changed == before)
+                return null;
+            var after = changed with { Id = id };
+            Alerts.Update(ToDocument(after));
+            return (before, after);
+        }, cancellationToken);
+
+    private static BsonDocument ToDocument(DriftAlert alert) => new()
+    {
+        ["_id"] = alert.Id,
+        ["key"] = alert.Key,
+        ["state"] = alert.State,
+        ["json"] = JsonSerializer.Serialize(alert, FleetStoreJsonContext.Default.DriftAlert),
+    };
+
+    private static DriftAlert ToAlert(BsonDocument doc) => JsonSerializer.Deserialize(doc["json"].AsString, FleetStoreJsonContext.Default.DriftAlert)!;
 }

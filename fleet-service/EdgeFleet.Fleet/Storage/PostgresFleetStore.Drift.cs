@@ -43,4 +43,55 @@ public sealed partial class PostgresFleetStore
             list.Add(new StoredSketch(reader.GetString(0), JsonSerializer.Deserialize(reader.GetString(1), FleetStoreJsonContext.Default.SketchWindow)!));
         return list;
     }
+
+    public async Task<bool> CreateDriftAlertAsync(DriftAlert alert, CancellationToken cancellationToken)
+    {
+        // The partial unique index on key (active alerts only) decides between instances.
+        await using var cmd = _db.CreateCommand("""
+            insert into drift_alerts (id, key, state, opened_at, doc) values (@id, @key, @state, @at, @doc::jsonb) on conflict do nothing
+            """);
+        cmd.Parameters.AddWithValue("id", alert.Id);
+        cmd.Parameters.AddWithValue("key", alert.Key);
+        cmd.Parameters.AddWithValue("state", alert.State);
+        cmd.Parameters.AddWithValue("at", alert.OpenedAt.UtcDateTime);
+        cmd.Parameters.AddWithValue("doc", JsonSerializer.Serialize(alert, FleetStoreJsonContext.Default.DriftAlert));
+        return await cmd.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false) == 1;
+    }
+
+    public async Task<IReadOnlyList<DriftAlert>> ListDriftAlertsAsync(bool activeOnly, int limit, CancellationToken cancellationToken)
+    {
+        await using var cmd = _db.CreateCommand($"select doc::text from drift_alerts {(activeOnly ? "where state <> 'resolved'" : "")} order by opened_at desc, id limit @limit");
+        cmd.Parameters.AddWithValue("limit", limit);
+        var list = new List<DriftAlert>();
+        await using var reader = await cmd.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+        while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+            list.Add(JsonSerializer.Deserialize(reader.GetString(0), FleetStoreJsonContext.Default.DriftAlert)!);
+        return list;
+    }
+
+    public async Task<(DriftAlert Before, DriftAlert After)?> UpdateDriftAlertAsync(string id, Func<DriftAlert, DriftAlert?> change, CancellationToken cancellationToken)
+    {
+        await using var conn = await _db.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+        await using var tx = await conn.BeginTransactionAsync(cancellationToken).ConfigureAwait(false);
+        DriftAlert before;
+        await using (var select = new NpgsqlCommand("select doc::text from drift_alerts where id = @id for update", conn, tx))
+        {
+            select.Parameters.AddWithValue("id", id);
+            if (await select.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false) is not string doc)
+                return null;
+            before = JsonSerializer.Deserialize(doc, FleetStoreJsonContext.Default.DriftAlert)!;
+        }
+        if (change(before) is not { } changed || changed == before)
+            return null;
+        var after = changed with { Id = id };
+        await using (var update = new NpgsqlCommand("update drift_alerts set state = @state, doc = @doc::jsonb where id = @id", conn, tx))
+        {
+            update.Parameters.AddWithValue("id", id);
+            update.Parameters.AddWithValue("state", after.State);
+            update.Parameters.AddWithValue("doc", JsonSerializer.Serialize(after, FleetStoreJsonContext.Default.DriftAlert));
+            await update.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+        }
+        await tx.CommitAsync(cancellationToken).ConfigureAwait(false);
+        return (before, after);
+    }
 }

@@ -148,6 +148,16 @@ public static class PostgresMigrations
                 primary key (model, version, window_from, device)
             );
             """),
+        (9, "drift alerts", """
+            create table drift_alerts (
+                id text primary key,
+                key text not null,
+                state text not null,
+                opened_at timestamptz not null,
+                doc jsonb not null
+            );
+            create unique index drift_alerts_active on drift_alerts (key) where state <> 'resolved';
+            """),
     ];
 
     /// <summary>Applies the migrations above <c>max(version)</c> up to <paramref name="upTo"/>; returns the versions applied.</summary>

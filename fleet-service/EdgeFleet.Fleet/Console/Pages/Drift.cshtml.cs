@@ -7,8 +7,11 @@ using Microsoft.AspNetCore.Mvc.RazorPages;
 namespace EdgeFleet.Fleet.Console.Pages;
 
 /// <summary>Drift per model version: alerts, the last window's PSI per feature and segment, baseline against live, PSI over time.</summary>
-public sealed class DriftModel(IFleetStore store, TimeProvider time) : PageModel
+public sealed class DriftModel(IFleetStore store, DriftMonitor monitor, TimeProvider time) : PageModel
 {
+    /// <summary>Alerts the leader's check opened and that are not resolved yet.</summary>
+    public IReadOnlyList<DriftAlert> Active { get; private set; } = [];
+
     [BindProperty(SupportsGet = true)] public string? Version { get; set; }
     [BindProperty(SupportsGet = true)] public string? By { get; set; }
     [BindProperty(SupportsGet = true)] public double Hours { get; set; } = 24;
@@ -28,6 +31,7 @@ public sealed class DriftModel(IFleetStore store, TimeProvider time) : PageModel
                 .OrderByDescending(v => v.Version).Select(v => $"{v.ModelId}@{v.Version}"));
         }
         Choices = choices;
+        Active = await store.ListDriftAlertsAsync(activeOnly: true, 200, ct).ConfigureAwait(false);
         var pick = Version ?? choices.FirstOrDefault();
         if (pick?.Split('@') is not [var model, var version])
             return;
@@ -37,5 +41,14 @@ public sealed class DriftModel(IFleetStore store, TimeProvider time) : PageModel
             string.IsNullOrWhiteSpace(By) ? null : By, DriftReport.DefaultAlertWindows, ct).ConfigureAwait(false);
         Report = report;
         Error = error?.Reason;
+    }
+
+    /// <summary>An operator acknowledges an open alert (it stays until the drift ends).</summary>
+    public async Task<IActionResult> OnPostAckAsync(string id, CancellationToken ct)
+    {
+        if (!ConsoleView.Can(User, Identity.OperatorRole.Operator))
+            return Forbid(ConsoleAuth.Scheme);
+        await monitor.AcknowledgeAsync(id, ConsoleView.Actor(User), ct).ConfigureAwait(false);
+        return Redirect(Request.Path + Request.QueryString);
     }
 }

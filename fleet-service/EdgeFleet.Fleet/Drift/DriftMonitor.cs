@@ -1,0 +1,228 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Json;
+using EdgeFleet.Fleet.Models;
+using EdgeFleet.Fleet.Storage;
+
+namespace EdgeFleet.Fleet.Drift;
+
+/// <summary>Where alert changes go: a signed webhook, a command, or (in tests) a list.</summary>
+public interface IDriftNotifier
+{
+    /// <summary><paramref name="change"/> is <c>opened</c>, <c>acknowledged</c> or <c>resolved</c>.</summary>
+    Task NotifyAsync(string change, DriftAlert alert, CancellationToken ct);
+}
+
+/// <summary>
+/// Notifies by <c>Fleet:Drift:WebhookUrl</c> (a JSON POST whose body is signed with HMAC-SHA256 over the exact bytes,
+/// header <c>X-EdgeFleet-Signature: sha256=HEX</c>, so the receiver can check it came from the fleet) and by
+/// <c>Fleet:Drift:Command</c> (the same JSON on standard input; no shell). Failures are logged; the alert stands.
+/// </summary>
+public sealed partial class DriftNotifier(FleetOptions options, ILogger<DriftNotifier> log) : IDriftNotifier, IDisposable
+{
+    private readonly HttpClient _http = new() { Timeout = TimeSpan.FromSeconds(10) };
+
+    public static byte[] Body(string change, DriftAlert alert)
+    {
+        using var buffer = new MemoryStream();
+        using (var json = new Utf8JsonWriter(buffer))
+        {
+            json.WriteStartObject();
+            json.WriteString("event", "drift.alert." + change);
+            json.WritePropertyName("alert");
+            JsonSerializer.Serialize(json, alert, FleetStoreJsonContext.Default.DriftAlert);
+            json.WriteEndObject();
+        }
+        return buffer.ToArray();
+    }
+
+    public static string Signature(byte[] secret, byte[] body) => "sha256=" + Convert.ToHexStringLower(HMACSHA256.HashData(secret, body));
+
+    public async Task NotifyAsync(string change, DriftAlert alert, CancellationToken ct)
+    {
+        var body = Body(change, alert);
+        var drift = options.Drift;
+        if (drift.WebhookUrl is { } url)
+        {
+            try
+            {
+                var secret = Encoding.UTF8.GetBytes((await File.ReadAllLinesAsync(drift.WebhookSecretFile!, ct).ConfigureAwait(false)).FirstOrDefault() ?? "");
+                using var request = new HttpRequestMessage(HttpMethod.Post, url) { Content = new ByteArrayContent(body) };
+                request.Content.Headers.ContentType = new System.Net.Http.Headers.MediaTypeHeaderValue("application/json");
+                request.Headers.Add("X-EdgeFleet-Signature", Signature(secret, body));
+                request.Headers.Add("X-EdgeFleet-Event", "drift.alert." + change);
+                using var response = await _http.SendAsync(request, ct).ConfigureAwait(false);
+                if (!response.IsSuccessStatusCode)
+                    Log.WebhookFailed(log, url, $"HTTP {(int)response.StatusCode}");
+            }
+            catch (Exception e) when (e is HttpRequestException or IOException or TaskCanceledException or UnauthorizedAccessException)
+            {
+                Log.WebhookFailed(log, url, e.Message);
+            }
+        }
+        if (drift.Command is { } command)
+        {
+            try
+            {
+                using var process = Process.Start(new ProcessStartInfo(command) { RedirectStandardInput = true, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false })!;
+                _ = process.StandardOutput.ReadToEndAsync(ct);
+                _ = process.StandardError.ReadToEndAsync(ct);
+                await process.StandardInput.BaseStream.WriteAsync(body, ct).ConfigureAwait(false);
+                process.StandardInput.Close();
+                using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
+                timeout.CancelAfter(TimeSpan.FromSeconds(30));
+                try
+                {
+                    await process.WaitForExitAsync(timeout.Token).ConfigureAwait(false);
+                    if (process.ExitCode != 0)
+                        Log.CommandFailed(log, command, $"exit {process.ExitCode}");
+                }
+                catch (OperationCanceledException) when (!ct.IsCancellationRequested)
+                {
+                    process.Kill(entireProcessTree: true);
+                    Log.CommandFailed(log, command, "still running after 30 s: killed");
+                }
+            }
+            catch (Exception e) when (e is System.ComponentModel.Win32Exception or IOException or InvalidOperationException)
+            {
+                Log.CommandFailed(log, command, e.Message);
+            }
+        }
+    }
+
+    public void Dispose() => _http.Dispose();
+
+    private static partial class Log
+    {
+        [LoggerMessage(9101, LogLevel.Warning, "Drift webhook {Url} failed: {Reason}")]
+        public static partial void WebhookFailed(ILogger logger, string url, string reason);
+
+        [LoggerMessage(9102, LogLevel.Warning, "Drift alert command {Command} failed: {Reason}")]
+        public static partial void CommandFailed(ILogger logger, string command, string reason);
+    }
+}
+
+/// <summary>
+/// The leader's drift check, every <c>Fleet:Drift:CheckSeconds</c>: for each model version with baselines, the drift
+/// report over the last windows; a feature and segment alerting for <c>AlertWindows</c> windows in a row opens an alert
+/// (one active per model version, feature and segment), and an active alert whose latest judged window is below the
+/// alert level is resolved. Openings and resolutions are notified and audited.
+/// </summary>
+public sealed partial class DriftMonitor(IFleetStore store, FleetOptions options, Scale.LeaderElection leader, IDriftNotifier notifier, TimeProvider time,
+    ILogger<DriftMonitor> log) : BackgroundService
+{
+    public const string System = "drift-monitor";
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        using var timer = new PeriodicTimer(TimeSpan.FromSeconds(options.Drift.CheckSeconds), time);
+        while (await timer.WaitForNextTickAsync(stoppingToken).ConfigureAwait(false))
+        {
+            if (!leader.IsLeader)
+                continue;
+            try
+            {
+                await CheckAsync(stoppingToken).ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is IOException or LiteDB.LiteException or Npgsql.NpgsqlException or InvalidOperationException or InvalidDataException)
+            {
+                Log.CheckFailed(log, e.Message);
+            }
+        }
+    }
+
+    /// <summary>One check over every model version with baselines.</summary>
+    public async Task CheckAsync(CancellationToken ct)
+    {
+        var drift = options.Drift;
+        var now = time.GetUtcNow();
+        var from = now - TimeSpan.FromSeconds(drift.WindowSeconds * drift.LookbackWindows);
+        var active = await store.ListDriftAlertsAsync(activeOnly: true, int.MaxValue, ct).ConfigureAwait(false);
+        foreach (var model in await store.ListModelsAsync(ct).ConfigureAwait(false))
+        {
+            foreach (var version in await store.ListModelVersionsAsync(model.Id, ct).ConfigureAwait(false))
+            {
+                if (version.Card.FeatureBaselines.Count == 0 || version.State is ApprovalStates.Rejected or ApprovalStates.Draft)
+                    continue;
+                var label = version.Version.ToString(CultureInfo.InvariantCulture);
+                var (report, _) = await DriftReport.BuildAsync(store, model.Id, label, from, now, drift.SegmentBy, drift.AlertWindows, ct).ConfigureAwait(false);
+                if (report is null || report.Windows.Count == 0)
+                    continue;
+                var mine = active.Where(a => a.Model == model.Id && a.Version == label).ToDictionary(a => (a.Feature, a.Segment));
+                foreach (var a in report.Alerts)
+                {
+                    if (mine.ContainsKey((a.Feature, a.Segment)))
+                        continue;
+                    var alert = new DriftAlert
+                    {
+                        Id = $"drift-{Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(6))}",
+                        Model = model.Id,
+                        Version = label,
+                        Feature = a.Feature,
+                        Segment = a.Segment,
+                        State = DriftAlertStates.Open,
+                        OpenedAt = now,
+                        Since = a.Since,
+                        Psi = a.LastPsi,
+                        Windows = a.Windows,
+                    };
+                    if (await store.CreateDriftAlertAsync(alert, ct).ConfigureAwait(false))
+                        await ChangedAsync("opened", alert, ct).ConfigureAwait(false);
+                }
+                foreach (var ((feature, segment), alert) in mine)
+                {
+                    // The latest window with enough values for this feature and segment decides.
+                    var latest = report.Windows.SelectMany(w => w.Cells.Where(c => c.Feature == feature && c.Segment == segment && c.Level is "ok" or "warn" or "alert").Select(c => (w.From, c)))
+                        .OrderBy(x => x.From).LastOrDefault();
+                    if (latest.c is null)
+                        continue;
+                    var resolved = latest.c.Level != "alert";
+                    var updated = await store.UpdateDriftAlertAsync(alert.Id, a => a.Active
+                        ? resolved
+                            ? a with { State = DriftAlertStates.Resolved, ResolvedAt = now, Psi = latest.c.Psi }
+                            : a with { Psi = latest.c.Psi, Windows = report.Alerts.FirstOrDefault(x => x.Feature == feature && x.Segment == segment)?.Windows ?? a.Windows }
+                        : null, ct).ConfigureAwait(false);
+                    if (resolved && updated is { After.State: DriftAlertStates.Resolved } u)
+                        await ChangedAsync("resolved", u.After, ct).ConfigureAwait(false);
+                }
+            }
+        }
+    }
+
+    /// <summary>An operator acknowledges an alert: it stays active until the drift ends; audited and notified.</summary>
+    public async Task<DriftAlert?> AcknowledgeAsync(string id, string by, CancellationToken ct)
+    {
+        var now = time.GetUtcNow();
+        var changed = await store.UpdateDriftAlertAsync(id, a => a.State == DriftAlertStates.Open ? a with { State = DriftAlertStates.Acknowledged, AcknowledgedAt = now, AcknowledgedBy = by } : null, ct).ConfigureAwait(false);
+        if (changed is not { } c)
+            return null;
+        await store.AppendAuditAsync(new Identity.AuditEntry { At = now, Actor = by, Action = "drift.alert.acknowledge", Target = id, Before = $$"""{"state":"{{c.Before.State}}"}""", After = $$"""{"state":"{{c.After.State}}"}""" }, ct).ConfigureAwait(false);
+        await notifier.NotifyAsync("acknowledged", c.After, ct).ConfigureAwait(false);
+        return c.After;
+    }
+
+    private async Task ChangedAsync(string change, DriftAlert alert, CancellationToken ct)
+    {
+        Log.AlertChanged(log, change, alert.Model, alert.Version, alert.Feature, alert.Segment, alert.Psi);
+        await store.AppendAuditAsync(new Identity.AuditEntry
+        {
+            At = time.GetUtcNow(),
+            Actor = System,
+            Action = "drift.alert." + change,
+            Target = alert.Id,
+            After = Encoding.UTF8.GetString(DriftNotifier.Body(change, alert)),
+        }, ct).ConfigureAwait(false);
+        await notifier.NotifyAsync(change, alert, ct).ConfigureAwait(false);
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(9001, LogLevel.Warning, "Drift alert {Change}: {Model} v{Version} feature {Feature} in segment {Segment}, PSI {Psi}")]
+        public static partial void AlertChanged(ILogger logger, string change, string model, string version, string feature, string segment, double psi);
+
+        [LoggerMessage(9002, LogLevel.Warning, "Drift check failed: {Reason}")]
+        public static partial void CheckFailed(ILogger logger, string reason);
+    }
+}
