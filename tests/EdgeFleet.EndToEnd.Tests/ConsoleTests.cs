@@ -142,12 +142,16 @@ public sealed class ConsoleTests : IDisposable
         Assert.Equal("0", Find("#online").Text);
 
         // Devices come online while the overview is open: the counts change without a reload.
-        await using var sim = await DevicesAsync(40);
-        await Until(() => Find("#online").Text == "40", () => $"online count stayed {Find("#online").Text}");
+        await using var sim = await DevicesAsync(60);
+        await Until(() => Find("#online").Text == "60", () => $"online count stayed {Find("#online").Text}");
         Shot("overview");
 
         Go("/console/devices?sort=-id");
-        Assert.Contains("40 devices match", Find("#matching").Text, StringComparison.Ordinal);
+        Assert.Contains("60 devices match; page 1 of 2", Find("#matching").Text, StringComparison.Ordinal);
+        Assert.Equal(51, Browser().FindElements(By.CssSelector("#devices tr")).Count); // 50 rows and the header: paged on the server
+        Find("#next").Click();
+        await Until(() => Find("#matching").Text.Contains("page 2 of 2", StringComparison.Ordinal), () => Find("#matching").Text);
+        Assert.Equal(11, Browser().FindElements(By.CssSelector("#devices tr")).Count);
         var first = Find("#devices a[href^='/console/devices/']");
         var id = first.Text;
         first.Click();
@@ -161,10 +165,10 @@ public sealed class ConsoleTests : IDisposable
         phases.Clear();
         phases.SendKeys("25%:1:5,50%:3600,100%");
         Find("#preview").Click();
-        Assert.Equal("40", Find("#eligible").Text);
+        Assert.Equal("60", Find("#eligible").Text);
         var rows = Browser().FindElements(By.CssSelector("#preview-table tr")).Skip(1).Select(r => r.Text).ToList();
         Assert.Equal(3, rows.Count);
-        Assert.StartsWith("1 10 ", rows[0], StringComparison.Ordinal);
+        Assert.StartsWith("1 15 ", rows[0], StringComparison.Ordinal);
         var rolloutId = Find("#rollout-id").GetAttribute("value")!;
         Assert.Matches("^vibration-classifier-v1-[0-9a-f]{6}$", rolloutId);
         Shot("new-rollout");
@@ -172,10 +176,10 @@ public sealed class ConsoleTests : IDisposable
         await Until(() => Browser().Url.EndsWith("/console/rollouts/" + rolloutId, StringComparison.Ordinal), () => Browser().Url);
         Assert.Equal(rolloutId, Find("h1 #rollout-id").Text);
 
-        // The overview's progress bar moves as devices install (live, no reload): 10, then 20.
+        // The overview's progress bar moves as devices install (live, no reload): 15, then 30.
         Go("/console");
         var bar = $"tr[data-rollout='{rolloutId}'] .bar";
-        await Until(() => int.Parse(Find(bar).GetAttribute("data-done")!, System.Globalization.CultureInfo.InvariantCulture) >= 20,
+        await Until(() => int.Parse(Find(bar).GetAttribute("data-done")!, System.Globalization.CultureInfo.InvariantCulture) >= 30,
             () => $"progress stayed at {Find(bar).GetAttribute("data-done")}");
         Shot("overview-rollout");
 

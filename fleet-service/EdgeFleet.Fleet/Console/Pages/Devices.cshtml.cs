@@ -63,7 +63,7 @@ public sealed class DevicesModel(IFleetStore store, FleetOptions options, TimePr
     }
 
     /// <summary>This page's link with one setting changed (the others kept).</summary>
-    public string Link(string? sort = null, int? page = null) => QueryString.Create(new Dictionary<string, string?>
+    public string Link(string? sort = null, int? page = null) => "/console/devices" + QueryString.Create(new Dictionary<string, string?>
     {
         ["q"] = Q,
         ["group"] = Group,
@@ -73,5 +73,5 @@ public sealed class DevicesModel(IFleetStore store, FleetOptions options, TimePr
         ["version"] = Version,
         ["sort"] = sort ?? Sort,
         ["p"] = (page ?? P).ToString(System.Globalization.CultureInfo.InvariantCulture),
-    }.Where(kv => !string.IsNullOrEmpty(kv.Value))).ToUriComponent() is var qs ? "/console/devices" + qs : "";
+    }.Where(kv => !string.IsNullOrEmpty(kv.Value))).ToUriComponent();
 }

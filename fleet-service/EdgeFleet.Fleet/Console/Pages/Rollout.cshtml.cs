@@ -9,7 +9,12 @@ namespace EdgeFleet.Fleet.Console.Pages;
 /// <summary>A rollout: per-phase progress, gate values from its events, and (operators) its actions, each with a reason.</summary>
 public sealed class RolloutModel(IFleetStore store, RolloutEngine engine, TimeProvider time) : PageModel
 {
+    public const int PageSize = 100;
+
     public RolloutView? View { get; private set; }
+
+    /// <summary>The page of the moved devices' table.</summary>
+    [BindProperty(SupportsGet = true)] public int P { get; set; } = 1;
     public string? Message { get; private set; }
     public string? Error { get; private set; }
 
