@@ -100,6 +100,19 @@ public sealed class RolloutTests : IDisposable
     private static JsonObject Phase(double percent, double soak = 0.5, int minReporting = 1, bool shadow = false) =>
         new() { ["percent"] = percent, ["soakSeconds"] = soak, ["minReporting"] = minReporting, ["shadow"] = shadow };
 
+    /// <summary>Stops the simulated devices' traffic and waits for it to end.</summary>
+    private static async Task StopAsync(CancellationTokenSource stop, Task traffic)
+    {
+        await stop.CancelAsync();
+        try
+        {
+            await traffic;
+        }
+        catch (OperationCanceledException)
+        {
+        }
+    }
+
     private async Task<JsonNode> StatusAsync(string id) => JsonNode.Parse(await (await _fleet.Get($"/api/rollouts/{id}")).Content.ReadAsStringAsync())!;
 
     private async Task<JsonNode> UntilAsync(string id, Func<JsonNode, bool> condition)
@@ -239,14 +252,7 @@ public sealed class RolloutTests : IDisposable
         request["gates"]!["quality"] = new JsonObject { ["minSamples"] = 300 };
         await CreateAsync(request);
         var end = await UntilAsync("quality", s => s["state"]!.GetValue<string>() is "rolled-back" or "completed");
-        await stop.CancelAsync();
-        try
-        {
-            await traffic;
-        }
-        catch (OperationCanceledException)
-        {
-        }
+        await StopAsync(stop, traffic);
         var events = end["events"]!.AsArray();
         if (failure is null)
         {
@@ -291,14 +297,7 @@ public sealed class RolloutTests : IDisposable
         Assert.All(sim.Devices, d => Assert.Equal("1", d.ActiveModel.Version));
 
         var end = await UntilAsync("shadow", s => s["state"]!.GetValue<string>() is "rolled-back" or "completed");
-        await stop.CancelAsync();
-        try
-        {
-            await traffic;
-        }
-        catch (OperationCanceledException)
-        {
-        }
+        await StopAsync(stop, traffic);
         var events = end["events"]!.AsArray();
         if (failure is null)
         {

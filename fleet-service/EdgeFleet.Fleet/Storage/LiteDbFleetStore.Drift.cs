@@ -63,17 +63,7 @@ public sealed partial class LiteDbFleetStore
             .Select(ToAlert).OrderByDescending(a => a.OpenedAt).ThenBy(a => a.Id, StringComparer.Ordinal).Take(limit).ToList(), cancellationToken);
 
     public Task<(DriftAlert Before, DriftAlert After)?> UpdateDriftAlertAsync(string id, Func<DriftAlert, DriftAlert?> change, CancellationToken cancellationToken) =>
-        WriteAsync<(DriftAlert, DriftAlert)?>(() =>
-        {
-            if (Alerts.FindById(id) is not { } doc)
-                return null;
-            var before = ToAlert(doc);
-            if (change(before) is not { } changed || changed == before)
-                return null;
-            var after = changed with { Id = id };
-            Alerts.Update(ToDocument(after));
-            return (before, after);
-        }, cancellationToken);
+        UpdateDocumentAsync(Alerts, id, ToAlert, ToDocument, a => change(a) is { } c && c != a ? c : null, a => a with { Id = id }, cancellationToken);
 
     private static BsonDocument ToDocument(DriftAlert alert) => new()
     {

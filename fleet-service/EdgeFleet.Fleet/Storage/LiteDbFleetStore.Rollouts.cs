@@ -19,16 +19,7 @@ public sealed partial class LiteDbFleetStore
         UnderGateAsync<IReadOnlyList<Rollout>>(() => Rollouts.FindAll().Select(ToRollout).OrderByDescending(r => r.CreatedAt).ToList(), cancellationToken);
 
     public Task<(Rollout Before, Rollout After)?> UpdateRolloutAsync(string id, Func<Rollout, Rollout?> change, CancellationToken cancellationToken) =>
-        WriteAsync<(Rollout, Rollout)?>(() =>
-        {
-            if (Rollouts.FindById(id) is not { } doc)
-                return null;
-            var before = ToRollout(doc);
-            if (change(before) is not { } after)
-                return null;
-            Rollouts.Update(ToDocument(after with { Id = id }));
-            return (before, after with { Id = id });
-        }, cancellationToken);
+        UpdateDocumentAsync(Rollouts, id, ToRollout, ToDocument, change, r => r with { Id = id }, cancellationToken);
 
     private static BsonDocument ToDocument(Rollout rollout) => new()
     {

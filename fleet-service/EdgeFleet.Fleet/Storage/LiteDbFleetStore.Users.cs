@@ -19,17 +19,7 @@ public sealed partial class LiteDbFleetStore
         UnderGateAsync<IReadOnlyList<UserRecord>>(() => Users.FindAll().Select(ToUser).OrderBy(u => u.Username, StringComparer.Ordinal).ToList(), cancellationToken);
 
     public Task<(UserRecord Before, UserRecord After)?> UpdateUserAsync(string username, Func<UserRecord, UserRecord?> change, CancellationToken cancellationToken) =>
-        WriteAsync<(UserRecord, UserRecord)?>(() =>
-        {
-            if (Users.FindById(username) is not { } doc)
-                return null;
-            var before = ToUser(doc);
-            if (change(before) is not { } changed)
-                return null;
-            var after = changed with { Username = username };
-            Users.Update(ToDocument(after));
-            return (before, after);
-        }, cancellationToken);
+        UpdateDocumentAsync(Users, username, ToUser, ToDocument, change, u => u with { Username = username }, cancellationToken);
 
     private static BsonDocument ToDocument(UserRecord user) => new()
     {

@@ -69,29 +69,7 @@ public sealed partial class PostgresFleetStore
         return list;
     }
 
-    public async Task<(DriftAlert Before, DriftAlert After)?> UpdateDriftAlertAsync(string id, Func<DriftAlert, DriftAlert?> change, CancellationToken cancellationToken)
-    {
-        await using var conn = await _db.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
-        await using var tx = await conn.BeginTransactionAsync(cancellationToken).ConfigureAwait(false);
-        DriftAlert before;
-        await using (var select = new NpgsqlCommand("select doc::text from drift_alerts where id = @id for update", conn, tx))
-        {
-            select.Parameters.AddWithValue("id", id);
-            if (await select.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false) is not string doc)
-                return null;
-            before = JsonSerializer.Deserialize(doc, FleetStoreJsonContext.Default.DriftAlert)!;
-        }
-        if (change(before) is not { } changed || changed == before)
-            return null;
-        var after = changed with { Id = id };
-        await using (var update = new NpgsqlCommand("update drift_alerts set state = @state, doc = @doc::jsonb where id = @id", conn, tx))
-        {
-            update.Parameters.AddWithValue("id", id);
-            update.Parameters.AddWithValue("state", after.State);
-            update.Parameters.AddWithValue("doc", JsonSerializer.Serialize(after, FleetStoreJsonContext.Default.DriftAlert));
-            await update.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
-        }
-        await tx.CommitAsync(cancellationToken).ConfigureAwait(false);
-        return (before, after);
-    }
+    public Task<(DriftAlert Before, DriftAlert After)?> UpdateDriftAlertAsync(string id, Func<DriftAlert, DriftAlert?> change, CancellationToken cancellationToken) =>
+        UpdateDocumentAsync("drift_alerts", "id", id, FleetStoreJsonContext.Default.DriftAlert, a => change(a) is { } c && c != a ? c : null, a => a with { Id = id },
+            cancellationToken, ("state", a => a.State));
 }

@@ -33,30 +33,8 @@ public sealed partial class PostgresFleetStore
         return list;
     }
 
-    public async Task<(Rollout Before, Rollout After)?> UpdateRolloutAsync(string id, Func<Rollout, Rollout?> change, CancellationToken cancellationToken)
-    {
-        await using var conn = await _db.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
-        await using var tx = await conn.BeginTransactionAsync(cancellationToken).ConfigureAwait(false);
-        Rollout before;
-        await using (var select = new NpgsqlCommand("select doc::text from rollouts where id = @id for update", conn, tx))
-        {
-            select.Parameters.AddWithValue("id", id);
-            if (await select.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false) is not string doc)
-                return null;
-            before = ToRollout(doc);
-        }
-        if (change(before) is not { } changed)
-            return null;
-        var after = changed with { Id = id };
-        await using (var update = new NpgsqlCommand("update rollouts set doc = @doc::jsonb where id = @id", conn, tx))
-        {
-            update.Parameters.AddWithValue("id", id);
-            update.Parameters.AddWithValue("doc", JsonSerializer.Serialize(after, FleetStoreJsonContext.Default.Rollout));
-            await update.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
-        }
-        await tx.CommitAsync(cancellationToken).ConfigureAwait(false);
-        return (before, after);
-    }
+    public Task<(Rollout Before, Rollout After)?> UpdateRolloutAsync(string id, Func<Rollout, Rollout?> change, CancellationToken cancellationToken) =>
+        UpdateDocumentAsync("rollouts", "id", id, FleetStoreJsonContext.Default.Rollout, change, r => r with { Id = id }, cancellationToken);
 
     private static Rollout ToRollout(string json) => JsonSerializer.Deserialize(json, FleetStoreJsonContext.Default.Rollout)!;
 }

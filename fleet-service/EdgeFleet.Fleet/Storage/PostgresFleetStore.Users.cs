@@ -32,30 +32,8 @@ public sealed partial class PostgresFleetStore
         return list;
     }
 
-    public async Task<(UserRecord Before, UserRecord After)?> UpdateUserAsync(string username, Func<UserRecord, UserRecord?> change, CancellationToken cancellationToken)
-    {
-        await using var conn = await _db.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
-        await using var tx = await conn.BeginTransactionAsync(cancellationToken).ConfigureAwait(false);
-        UserRecord before;
-        await using (var select = new NpgsqlCommand("select doc::text from users where username = @u for update", conn, tx))
-        {
-            select.Parameters.AddWithValue("u", username);
-            if (await select.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false) is not string doc)
-                return null;
-            before = ToUser(doc);
-        }
-        if (change(before) is not { } changed)
-            return null;
-        var after = changed with { Username = username };
-        await using (var update = new NpgsqlCommand("update users set doc = @doc::jsonb where username = @u", conn, tx))
-        {
-            update.Parameters.AddWithValue("u", username);
-            update.Parameters.AddWithValue("doc", JsonSerializer.Serialize(after, FleetStoreJsonContext.Default.UserRecord));
-            await update.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
-        }
-        await tx.CommitAsync(cancellationToken).ConfigureAwait(false);
-        return (before, after);
-    }
+    public Task<(UserRecord Before, UserRecord After)?> UpdateUserAsync(string username, Func<UserRecord, UserRecord?> change, CancellationToken cancellationToken) =>
+        UpdateDocumentAsync("users", "username", username, FleetStoreJsonContext.Default.UserRecord, change, u => u with { Username = username }, cancellationToken);
 
     private static UserRecord ToUser(string json) => JsonSerializer.Deserialize(json, FleetStoreJsonContext.Default.UserRecord)!;
 }
