@@ -205,10 +205,25 @@ public sealed class ConsoleTests : IDisposable
         Assert.Equal("vibration-classifier v2 is approved", Find("#message").Text);
         var v2 = JsonNode.Parse(Cli(_fleet, "model", "show", "--model-id", "vibration-classifier", "--model-version", "2", "--json"))!;
         Assert.Equal("user:ada", v2["history"]!.AsArray()[^1]!["by"]!.GetValue<string>());
+        // Operators revoke a device from its page; admins make and revoke API keys for the CLI.
+        Go($"/console/devices/{id}");
+        Find("#revoke").Click();
+        Assert.Contains("is revoked", Find("#message").Text, StringComparison.Ordinal);
+        Assert.NotNull((await _fleet.Device(id))!["device"]!["revokedAt"]);
+        Go("/console/users");
+        Find("#key-name").SendKeys("ci pipeline");
+        Find("#create-key").Click();
+        var key = Find("#new-key").Text;
+        Assert.StartsWith("efk_", key, StringComparison.Ordinal);
+        Shot("users");
+        using (var withKey = await _fleet.Send(HttpMethod.Get, "/api/devices", apiKey: key))
+            Assert.Equal(HttpStatusCode.OK, withKey.StatusCode);
+        Browser().FindElements(By.CssSelector("#keys button")).Last().Click(); // the newest key is listed last
+        Assert.Contains("revoked", Find("#message").Text, StringComparison.Ordinal);
+        using (var revoked = await _fleet.Send(HttpMethod.Get, "/api/devices", apiKey: key))
+            Assert.Equal(HttpStatusCode.Unauthorized, revoked.StatusCode);
         Go("/console/audit");
         Shot("audit");
-        Go("/console/users");
-        Shot("users");
     }
 
     [Fact]

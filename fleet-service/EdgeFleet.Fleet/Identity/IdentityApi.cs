@@ -178,48 +178,73 @@ public static partial class IdentityApi
     {
         if (!DeviceId.IsValid(id))
             return TypedResults.BadRequest(new ApiError("InvalidDeviceId", "device ids are 1-64 of a-z, 0-9, '-', '_', '.'"));
-        var now = time.GetUtcNow();
-        if (!await store.RevokeDeviceAsync(id, Actor(user), now, ct).ConfigureAwait(false))
+        var (found, brokerError) = await RevokeDeviceAsync(id, user, store, revocation, time, ct).ConfigureAwait(false);
+        if (!found)
             return TypedResults.NotFound(new ApiError("UnknownDevice", $"device '{id}' is not enrolled"));
+        return brokerError is null ? TypedResults.NoContent()
+            : TypedResults.Json(new ApiError("BrokerUnavailable", brokerError), FleetApiJsonContext.Default.ApiError, statusCode: StatusCodes.Status502BadGateway);
+    }
+
+    /// <summary>
+    /// Revokes a device (the API and the console both come here), audited: false when it is not enrolled; a broker
+    /// that could not be told is said in the second value (the registry already refuses the device).
+    /// </summary>
+    public static async Task<(bool Found, string? BrokerError)> RevokeDeviceAsync(string id, ClaimsPrincipal user, IFleetStore store, DeviceRevocation revocation,
+        TimeProvider time, CancellationToken ct)
+    {
+        if (!await store.RevokeDeviceAsync(id, Actor(user), time.GetUtcNow(), ct).ConfigureAwait(false))
+            return (false, null);
         await AuditAsync(store, user, "device.revoke", id, """{"revoked":false}""", """{"revoked":true}""", time, ct).ConfigureAwait(false);
         try
         {
             await revocation.RevokedAsync(id, ct).ConfigureAwait(false);
+            return (true, null);
         }
         catch (BrokerAccountException e)
         {
-            return TypedResults.Json(new ApiError("BrokerUnavailable",
-                $"'{id}' is revoked in the registry, but the broker was not told ({e.Message}); it will be when the fleet reconnects, or repeat the request"),
-                FleetApiJsonContext.Default.ApiError, statusCode: StatusCodes.Status502BadGateway);
+            return (true, $"'{id}' is revoked in the registry, but the broker was not told ({e.Message}); it will be when the fleet reconnects, or repeat the request");
         }
-        return TypedResults.NoContent();
     }
 
     private static async Task<IResult> CreateApiKeyAsync(ApiKeyRequest request, ClaimsPrincipal user, IFleetStore store, TimeProvider time, CancellationToken ct)
     {
-        if (string.IsNullOrWhiteSpace(request.Name) || request.Name.Length > 100)
-            return TypedResults.BadRequest(new ApiError("InvalidName", "name must be 1-100 characters"));
+        var (record, key, error) = await NewApiKeyAsync(request.Name, request.Role, user, store, time, ct).ConfigureAwait(false);
+        return record is null ? TypedResults.BadRequest(error) : TypedResults.Ok(ApiKeyView.Of(record, key));
+    }
+
+    /// <summary>Creates an API key (the API and the console's users page both come here), audited; the key itself is returned once.</summary>
+    public static async Task<(ApiKeyRecord? Record, string? Key, ApiError? Error)> NewApiKeyAsync(string? name, OperatorRole role, ClaimsPrincipal user, IFleetStore store,
+        TimeProvider time, CancellationToken ct)
+    {
+        if (string.IsNullOrWhiteSpace(name) || name.Length > 100)
+            return (null, null, new ApiError("InvalidName", "name must be 1-100 characters"));
         var (id, key, hash) = Secrets.NewApiKey();
         var record = new ApiKeyRecord
         {
             Id = id,
-            Name = request.Name,
-            Role = request.Role,
+            Name = name,
+            Role = role,
             SecretHash = hash,
             CreatedAt = time.GetUtcNow(),
             CreatedBy = Actor(user),
         };
         await store.CreateApiKeyAsync(record, ct).ConfigureAwait(false);
-        await AuditAsync(store, user, "api-key.create", id, null, $$"""{"name":{{JsonSerializer.Serialize(request.Name, FleetApiJsonContext.Default.String)}},"role":"{{request.Role}}"}""", time, ct).ConfigureAwait(false);
-        return TypedResults.Ok(ApiKeyView.Of(record, key));
+        await AuditAsync(store, user, "api-key.create", id, null, $$"""{"name":{{JsonSerializer.Serialize(name, FleetApiJsonContext.Default.String)}},"role":"{{role}}"}""", time, ct).ConfigureAwait(false);
+        return (record, key, null);
     }
 
-    private static async Task<IResult> RevokeApiKeyAsync(string id, ClaimsPrincipal user, IFleetStore store, TimeProvider time, CancellationToken ct)
+    private static async Task<IResult> RevokeApiKeyAsync(string id, ClaimsPrincipal user, IFleetStore store, TimeProvider time, CancellationToken ct) =>
+        await RevokeKeyAsync(id, user, store, time, ct).ConfigureAwait(false)
+            ? TypedResults.NoContent()
+            : TypedResults.NotFound(new ApiError("UnknownApiKey", $"no API key '{LogText.Sanitize(id)}'"));
+
+    /// <summary>Revokes an API key, audited; false when there is no such key.</summary>
+    public static async Task<bool> RevokeKeyAsync(string id, ClaimsPrincipal user, IFleetStore store, TimeProvider time, CancellationToken ct)
     {
         if (!await store.RevokeApiKeyAsync(id, time.GetUtcNow(), ct).ConfigureAwait(false))
-            return TypedResults.NotFound(new ApiError("UnknownApiKey", $"no API key '{LogText.Sanitize(id)}'"));
+            return false;
         await AuditAsync(store, user, "api-key.revoke", id, """{"revoked":false}""", """{"revoked":true}""", time, ct).ConfigureAwait(false);
-        return TypedResults.NoContent();
+        return true;
     }
 
     /// <summary>The authenticated caller as the audit log names it: <c>key:{id}</c> or <c>device:{id}</c>.</summary>
