@@ -85,8 +85,18 @@ JSON
   seed=$((seed + 1))
 done
 
+# A console user for the demo, with a random password (there is no default one), kept in a 0600 file.
+console_password="$(head -c 18 /dev/urandom | base64 | tr -d '/+=')"
+( umask 077; printf '%s\n' "$console_password" >"$state/console-password" )
+if ! dotnet "$cli_dll" users list --json 2>/dev/null | grep -q '"username":"demo"'; then
+  dotnet "$cli_dll" users create --username demo --role admin --password-file "$state/console-password" >/dev/null
+else
+  dotnet "$cli_dll" users set --username demo --password-file "$state/console-password" --enable >/dev/null
+fi
+
 cat <<MSG
 
+  Web console: http://127.0.0.1:$http_port/console   (user demo, password in $state/console-password)
   Fleet API:   http://127.0.0.1:$http_port/api/devices   (health: /api/health)
   MQTT broker: 127.0.0.1:$mqtt_port (embedded)
   API key:     $state/fleet/admin.key (admin; curl -H "Authorization: Bearer \$(cat $state/fleet/admin.key)" ...)
