@@ -7,12 +7,13 @@ using Microsoft.AspNetCore.Mvc.RazorPages;
 namespace EdgeFleet.Fleet.Console.Pages;
 
 /// <summary>Drift per model version: alerts, the last window's PSI per feature and segment, baseline against live, PSI over time.</summary>
-public sealed class DriftModel(IFleetStore store, DriftMonitor monitor, TimeProvider time) : PageModel
+public sealed class DriftModel(IFleetStore store, DriftMonitor monitor, FleetOptions options, TimeProvider time) : PageModel
 {
     /// <summary>Alerts the leader's check opened and that are not resolved yet.</summary>
     public IReadOnlyList<DriftAlert> Active { get; private set; } = [];
 
     [BindProperty(SupportsGet = true)] public string? Version { get; set; }
+    /// <summary>Segments: profile or tag:KEY; the fleet's own setting (Fleet:Drift:SegmentBy) when not given.</summary>
     [BindProperty(SupportsGet = true)] public string? By { get; set; }
     [BindProperty(SupportsGet = true)] public double Hours { get; set; } = 24;
 
@@ -36,9 +37,10 @@ public sealed class DriftModel(IFleetStore store, DriftMonitor monitor, TimeProv
         if (pick?.Split('@') is not [var model, var version])
             return;
         Version = pick;
+        By ??= options.Drift.SegmentBy;
         var now = time.GetUtcNow();
         var (report, error) = await DriftReport.BuildAsync(store, model, version, now.AddHours(-Math.Clamp(Hours, 0.01, 24 * 31)), now,
-            string.IsNullOrWhiteSpace(By) ? null : By, DriftReport.DefaultAlertWindows, ct).ConfigureAwait(false);
+            string.IsNullOrWhiteSpace(By) ? null : By, options.Drift.AlertWindows, ct).ConfigureAwait(false);
         Report = report;
         Error = error?.Reason;
     }
