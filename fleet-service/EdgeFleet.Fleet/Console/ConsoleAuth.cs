@@ -27,6 +27,7 @@ public sealed partial class ConsoleAuth(IFleetStore store, TimeProvider time, IL
     public static void AddTo(IServiceCollection services, bool tls)
     {
         services.AddSingleton<ConsoleAuth>();
+        services.AddSingleton<OverviewFeed>();
         services.AddAuthentication().AddCookie(Scheme, o =>
         {
             o.Cookie.Name = "edgefleet-console";

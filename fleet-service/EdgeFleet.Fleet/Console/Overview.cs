@@ -76,12 +76,40 @@ public sealed record OverviewFigures(int Total, int Online, int Offline, int Rev
     }
 }
 
+/// <summary>
+/// The overview's figures shared by every open console page's event stream: read from the store at most once a
+/// second, however many operators watch (each stream would otherwise read every device every two seconds).
+/// </summary>
+public sealed class OverviewFeed(IFleetStore store, FleetOptions options, TimeProvider time) : IDisposable
+{
+    private readonly SemaphoreSlim _gate = new(1, 1);
+    private (OverviewFigures Figures, DateTimeOffset At)? _last;
+
+    public async Task<OverviewFigures> CurrentAsync(CancellationToken ct)
+    {
+        await _gate.WaitAsync(ct).ConfigureAwait(false);
+        try
+        {
+            var now = time.GetUtcNow();
+            if (_last is not { } last || now - last.At >= TimeSpan.FromSeconds(1))
+                _last = last = (await OverviewFigures.ReadAsync(store, options, time, ct).ConfigureAwait(false), now);
+            return last.Figures;
+        }
+        finally
+        {
+            _gate.Release();
+        }
+    }
+
+    public void Dispose() => _gate.Dispose();
+}
+
 /// <summary><c>/console/events</c>: server-sent events with the overview's live figures every two seconds.</summary>
 public static class ConsoleEvents
 {
     public static IEndpointRouteBuilder MapConsoleEvents(this IEndpointRouteBuilder app)
     {
-        app.MapGet("/console/events", async (HttpContext http, IFleetStore store, FleetOptions options, TimeProvider time) =>
+        app.MapGet("/console/events", async (HttpContext http, OverviewFeed feed, TimeProvider time) =>
         {
             var ct = http.RequestAborted;
             http.Response.ContentType = "text/event-stream";
@@ -91,7 +119,7 @@ public static class ConsoleEvents
             {
                 do
                 {
-                    var figures = await OverviewFigures.ReadAsync(store, options, time, ct).ConfigureAwait(false);
+                    var figures = await feed.CurrentAsync(ct).ConfigureAwait(false);
                     await http.Response.WriteAsync("event: overview\ndata: ", ct).ConfigureAwait(false);
                     await http.Response.Body.WriteAsync(figures.LiveJson(), ct).ConfigureAwait(false);
                     await http.Response.WriteAsync("\n\n", ct).ConfigureAwait(false);
