@@ -114,7 +114,7 @@ public sealed class DriftTests : IDisposable
         JsonNode? report = null;
         await Wait.ForAsync(async () =>
         {
-            using var response = await _fleet.Get("/api/drift?model=vibration-classifier&version=1&by=tag:site&alertWindows=2");
+            using var response = await _fleet.Get("/api/drift?model=vibration-classifier&version=1&by=tag:site");
             report = JsonNode.Parse(await response.Content.ReadAsStringAsync());
             return report?["alerts"]?.AsArray().Count > 0 && Judged(report).Count >= 2 ? "" : null;
         }, Patience, () => $"{report?.ToJsonString()[..Math.Min(4000, report.ToJsonString().Length)]}\n{healthy.Output}");

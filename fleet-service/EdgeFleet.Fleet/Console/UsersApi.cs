@@ -89,6 +89,4 @@ public static class UsersApi
         }, ct).ConfigureAwait(false);
         return (r.After, null);
     }
-
-    internal static string Json(string text) => JsonSerializer.Serialize(text, FleetApiJsonContext.Default.String);
 }

@@ -28,7 +28,6 @@ public sealed record DriftReport(string Model, string Version, string? SegmentBy
 {
     public const double DefaultWarn = 0.1;
     public const double DefaultAlert = 0.25;
-    public const int DefaultAlertWindows = 3;
 
     /// <summary>Fewer values than this in a cell: its divergence is shown but judged "few" (sampling noise alone gives PSI ≈ bins / values).</summary>
     public const long DefaultMinCount = 100;
@@ -114,12 +113,12 @@ public static class DriftApi
     public static IEndpointRouteBuilder MapDriftApi(this IEndpointRouteBuilder app)
     {
         app.MapGet("/api/drift", async Task<IResult> (string? model, string? version, DateTimeOffset? from, DateTimeOffset? to, string? by, int? alertWindows, long? minCount,
-            IFleetStore store, TimeProvider time, CancellationToken ct) =>
+            IFleetStore store, FleetOptions options, TimeProvider time, CancellationToken ct) =>
         {
             if (string.IsNullOrWhiteSpace(model) || string.IsNullOrWhiteSpace(version))
                 return TypedResults.BadRequest(new ApiError("ModelRequired", "give model and version"));
             var end = to ?? time.GetUtcNow();
-            var (report, error) = await DriftReport.BuildAsync(store, model, version, from ?? end.AddDays(-1), end, by, Math.Clamp(alertWindows ?? DriftReport.DefaultAlertWindows, 1, 1000), ct,
+            var (report, error) = await DriftReport.BuildAsync(store, model, version, from ?? end.AddDays(-1), end, by, Math.Clamp(alertWindows ?? options.Drift.AlertWindows, 1, 1000), ct,
                 Math.Max(1, minCount ?? DriftReport.DefaultMinCount)).ConfigureAwait(false);
             return report is not null ? TypedResults.Ok(report)
                 : error!.Error is "UnknownVersion" ? TypedResults.NotFound(error) : TypedResults.BadRequest(error);
