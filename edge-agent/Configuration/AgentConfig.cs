@@ -180,6 +180,14 @@ public sealed record InputConfig
     public double RateHz { get; set; } = 4;
 
     public int Seed { get; set; } = 1;
+
+    /// <summary>
+    /// For the demo sensor: after this many seconds its sensitivity becomes <see cref="DriftGain"/> times what it was
+    /// (a replaced or re-mounted accelerometer), so the demo shows drift. Unset: no drift.
+    /// </summary>
+    public double? DriftAfterSeconds { get; set; }
+
+    public double DriftGain { get; set; } = 3;
 }
 
 public sealed record TelemetryConfig

@@ -65,6 +65,8 @@ public static class AgentConfigLoader
             throw new ConfigException($"input.condition '{c.Input.Condition}' is not one of {string.Join(", ", MachineConditions.Labels)}");
         if (c.Input.Kind == InputKind.JsonLines && string.IsNullOrEmpty(c.Input.Path))
             throw new ConfigException("input.path is required for the jsonLines input");
+        if (c.Input.DriftAfterSeconds is < 0 || c.Input.DriftGain is <= 0 or > 100)
+            throw new ConfigException("input.driftAfterSeconds must not be negative and input.driftGain must be within (0, 100]");
         if (c.Input.RateHz is <= 0 or > 1000)
             throw new ConfigException("input.rateHz must be within (0, 1000]");
         if (c.Telemetry.MaxBatchRecords is < 1 or > Protocol.MaxRecordsPerBatch)

@@ -152,7 +152,8 @@ public sealed partial class InferenceService(
     private IInputSource CreateSource() => config.Input.Kind switch
     {
         InputKind.JsonLines => new JsonLinesSource(config.Input.Path!, reason => Log.BadInput(log, reason)),
-        _ => new DemoVibrationSource(MachineConditions.TryParse(config.Input.Condition, out var c) ? c : MachineCondition.Normal, config.Input.RateHz, config.Input.Seed),
+        _ => new DemoVibrationSource(MachineConditions.TryParse(config.Input.Condition, out var c) ? c : MachineCondition.Normal, config.Input.RateHz, config.Input.Seed,
+            config.Input.DriftAfterSeconds is { } after ? (TimeSpan.FromSeconds(after), config.Input.DriftGain) : null),
     };
 
     /// <summary>Class labels from the model's metadata (<c>edgefleet.labels</c>), else class-0, class-1, ...</summary>

@@ -60,7 +60,21 @@ const string Usage = """
                                                      stage an approved version: phases SIZE[:SOAK_S[:MIN_REPORTING]][:shadow]
       edgefleet rollout list | rollout status --id R [--json]
                                                      progress per phase, gate failures, events
-      edgefleet rollout pause|resume --id R [--reason T] | rollout abort|rollback|promote --id R --reason T
+      edgefleet rollout pause|resume|approve --id R [--reason T] | rollout abort|rollback|promote --id R --reason T
+                                                     (approve: start a draft rollout, approving its validated version)
+      edgefleet model examples --model-id ID [--device D] [--hours H] [--limit N] [--json]
+                                                     hard examples devices uploaded (low confidence), with their labels
+      edgefleet model label --model-id ID --label L (--ids a,b | --device D [--hours H])
+                                                     feedback: label hard examples for retraining
+      edgefleet retrain policy set --model-id ID --executor E [--on-drift features=1,windows=3] [--on-confidence-drop 0.1[,windows=3]]
+                           [--every-hours H] [--cooldown-hours 24] [--timeout-minutes 60] [--max-examples N]
+                           [--group G | --selector S | --devices a,b] [--phases 10%:600,100%] [--quality ...] [--disable]
+      edgefleet retrain policy list [--json] | retrain policy delete --model-id ID
+      edgefleet retrain run --model-id ID --reason T   queue a retraining job now (the policy names the executor)
+      edgefleet retrain jobs [--model-id ID] [--json] | retrain show|cancel --id J
+      edgefleet retrain worker --kind demo [--job F] [--out DIR]
+                                                     the reference executor: retrains the demo classifier on its
+                                                     baseline data and the labelled hard examples
       edgefleet sim --devices N --rate R [--duration S] [--batch B] [--prefix P] [--ota-failure-rate F] [--shared-keepalive] [--json]
                                                      simulated devices (real enrollment, MQTT, telemetry, OTA reports)
       edgefleet --version | --help
@@ -72,7 +86,9 @@ const string Usage = """
 
 try
 {
-    var line = CommandLine.Parse(args.Length >= 2 && !args[1].StartsWith("--", StringComparison.Ordinal) ? [args[0] + " " + args[1], .. args[2..]] : args,
+    // The command is its leading words: two (model push), three for retrain policy (retrain policy set).
+    var words = args.TakeWhile(a => !a.StartsWith("--", StringComparison.Ordinal)).Take(args is ["retrain", "policy", ..] ? 3 : 2).Count();
+    var line = CommandLine.Parse(words >= 2 ? [string.Join(' ', args[..words]), .. args[words..]] : args,
         new HashSet<string> { "help", "version", "json", "root", "shared-keepalive", "per-tensor", "enable", "disable" });
     if (line.Has("version"))
     {
@@ -127,6 +143,17 @@ try
         "rollout abort" => await RolloutCommands.ActAsync(line, "abort").ConfigureAwait(false),
         "rollout rollback" => await RolloutCommands.ActAsync(line, "rollback").ConfigureAwait(false),
         "rollout promote" => await RolloutCommands.ActAsync(line, "promote").ConfigureAwait(false),
+        "rollout approve" => await RolloutCommands.ActAsync(line, "approve").ConfigureAwait(false),
+        "retrain policy set" => await RetrainCommands.PolicySetAsync(line).ConfigureAwait(false),
+        "retrain policy list" => await RetrainCommands.PolicyListAsync(line).ConfigureAwait(false),
+        "retrain policy delete" => await RetrainCommands.PolicyDeleteAsync(line).ConfigureAwait(false),
+        "retrain run" => await RetrainCommands.RunAsync(line).ConfigureAwait(false),
+        "retrain jobs" => await RetrainCommands.JobsAsync(line).ConfigureAwait(false),
+        "retrain show" => await RetrainCommands.ShowAsync(line).ConfigureAwait(false),
+        "retrain cancel" => await RetrainCommands.CancelAsync(line).ConfigureAwait(false),
+        "retrain worker" => RetrainCommands.Worker(line),
+        "model examples" => await RetrainCommands.ExamplesAsync(line).ConfigureAwait(false),
+        "model label" => await RetrainCommands.LabelAsync(line).ConfigureAwait(false),
         _ => throw new UsageException($"unknown command '{line.Command}' (see --help)"),
     };
 }

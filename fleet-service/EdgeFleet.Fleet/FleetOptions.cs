@@ -23,6 +23,8 @@ public sealed record FleetOptions
 
     public DriftOptions Drift { get; init; } = new();
 
+    public RetrainingOptions Retraining { get; init; } = new();
+
     public string? Validate()
     {
         if (Broker.Port is < 0 or > 65535)
@@ -55,6 +57,8 @@ public sealed record FleetOptions
             return "Fleet:RolloutTickSeconds must be within (0, 3600]";
         if (Drift.Validate() is { } drift)
             return drift;
+        if (Retraining.Validate() is { } retraining)
+            return retraining;
         return null;
     }
 }
@@ -211,6 +215,58 @@ public sealed record DriftOptions
         : WebhookUrl is { } url && !(Uri.TryCreate(url, UriKind.Absolute, out var u) && u.Scheme is "http" or "https") ? "Fleet:Drift:WebhookUrl must be an http(s) URL"
         : WebhookUrl is not null && WebhookSecretFile is null ? "Fleet:Drift:WebhookUrl needs Fleet:Drift:WebhookSecretFile (the HMAC secret)"
         : null;
+}
+
+/// <summary>
+/// Retraining (section <c>Fleet:Retraining</c>): how often the leader looks at the policies and jobs, where jobs
+/// keep their files, the executors policies may name, and the URL executors call back.
+/// </summary>
+public sealed record RetrainingOptions
+{
+    public double CheckSeconds { get; init; } = 30;
+
+    /// <summary>One directory per job: its inputs, the executor's output and log.</summary>
+    public string WorkPath { get; init; } = "data/retraining";
+
+    /// <summary>The fleet's base URL as webhook executors reach it (for the job's callback and input links).</summary>
+    public string? CallbackUrl { get; init; }
+
+    public Dictionary<string, RetrainingExecutorOptions> Executors { get; init; } = [];
+
+    public string? Validate()
+    {
+        if (!(CheckSeconds > 0) || CheckSeconds > 86400)
+            return "Fleet:Retraining:CheckSeconds must be within (0, 86400]";
+        if (CallbackUrl is { } callback && !(Uri.TryCreate(callback, UriKind.Absolute, out var c) && c.Scheme is "http" or "https"))
+            return "Fleet:Retraining:CallbackUrl must be an http(s) URL";
+        foreach (var (name, executor) in Executors)
+        {
+            if (!EdgeFleet.Shared.Wire.DeviceId.IsValid(name))
+                return $"Fleet:Retraining:Executors:{name}: executor names are 1-64 of a-z, 0-9, '-', '_', '.'";
+            if ((executor.Command is null) == (executor.Url is null))
+                return $"Fleet:Retraining:Executors:{name} needs exactly one of Command and Url";
+            if (executor.Url is { } url && !(Uri.TryCreate(url, UriKind.Absolute, out var u) && u.Scheme is "http" or "https"))
+                return $"Fleet:Retraining:Executors:{name}:Url must be an http(s) URL";
+            if (executor.Url is not null && (executor.SecretFile is null || CallbackUrl is null))
+                return $"Fleet:Retraining:Executors:{name}: a webhook executor needs SecretFile (its HMAC secret) and Fleet:Retraining:CallbackUrl";
+        }
+        return null;
+    }
+}
+
+/// <summary>
+/// A retraining executor: a program the leader runs (no shell; arguments as given, the job's files in the
+/// environment) or a webhook it POSTs the job to (signed with HMAC-SHA256), which reports back by the job's token.
+/// </summary>
+public sealed record RetrainingExecutorOptions
+{
+    public string? Command { get; init; }
+
+    public List<string> Arguments { get; init; } = [];
+
+    public string? Url { get; init; }
+
+    public string? SecretFile { get; init; }
 }
 
 /// <summary>

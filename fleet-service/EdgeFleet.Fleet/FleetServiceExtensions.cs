@@ -89,6 +89,10 @@ public static class FleetServiceExtensions
         services.AddSingleton<Drift.IDriftNotifier, Drift.DriftNotifier>();
         services.AddSingleton<Drift.DriftMonitor>();
         services.AddHostedService(sp => sp.GetRequiredService<Drift.DriftMonitor>());
+        services.AddSingleton<Retraining.RetrainingPipeline>();
+        services.AddSingleton<Retraining.RetrainingExecutors>();
+        services.AddSingleton<Retraining.RetrainingScheduler>();
+        services.AddHostedService(sp => sp.GetRequiredService<Retraining.RetrainingScheduler>());
         services.ConfigureHttpJsonOptions(o => o.SerializerOptions.TypeInfoResolverChain.Insert(0, FleetApiJsonContext.Default));
         return services;
     }

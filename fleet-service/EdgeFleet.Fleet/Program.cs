@@ -7,6 +7,7 @@ using EdgeFleet.Fleet.Identity;
 using EdgeFleet.Fleet.Ota;
 using EdgeFleet.Fleet.Console;
 using EdgeFleet.Fleet.Drift;
+using EdgeFleet.Fleet.Retraining;
 
 var builder = WebApplication.CreateSlimBuilder(args);
 // Under systemd (packaging/fleet/edgefleet-fleet.service, Type=notify): READY when listening, journald log format.
@@ -58,6 +59,7 @@ app.MapModelsApi();
 app.MapRolloutsApi();
 app.MapUsersApi();
 app.MapDriftApi();
+app.MapRetrainingApi();
 app.UseServerTiming();
 app.MapRazorPages();
 app.MapConsoleEvents();

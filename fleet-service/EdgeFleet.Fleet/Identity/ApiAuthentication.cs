@@ -22,6 +22,13 @@ public sealed partial class ApiAuthentication(
     public const string AdminPolicy = "admin";
     public const string ArtifactReaderPolicy = "artifact-reader";
 
+    /// <summary>A retraining executor holding its job's token: it may read that job's inputs and report on it, nothing else.</summary>
+    public const string RetrainingJobRole = "retraining-job";
+    public const string RetrainingJobPolicy = "retraining-job";
+
+    /// <summary>A job's own executor or any operator role: the job's inputs and base model.</summary>
+    public const string RetrainingReaderPolicy = "retraining-reader";
+
     protected override async Task<AuthenticateResult> HandleAuthenticateAsync()
     {
         var header = Request.Headers.Authorization.ToString();
@@ -46,7 +53,16 @@ public sealed partial class ApiAuthentication(
                 ? Success(new Claim(ClaimTypes.Name, "device:" + deviceId), new Claim(ClaimTypes.Role, DeviceRole))
                 : Fail(result.Reason, "device:" + (deviceId ?? "?"));
         }
-        return Fail("neither an API key nor a device token", "(unknown)");
+        if (Retraining.JobTokens.TryParse(credential, out var jobId, out var jobSecret))
+        {
+            var job = await store.GetRetrainingJobAsync(jobId, Context.RequestAborted).ConfigureAwait(false);
+            if (job is null || job.TokenHash.Length == 0 || !Secrets.HashEquals(jobSecret, job.TokenHash))
+                return Fail("unknown retraining job or wrong token", "job:" + jobId);
+            if (!job.Open)
+                return Fail($"the retraining job is {job.State}", "job:" + jobId);
+            return Success(new Claim(ClaimTypes.Name, "job:" + jobId), new Claim(ClaimTypes.Role, RetrainingJobRole));
+        }
+        return Fail("neither an API key, a device token nor a retraining job token", "(unknown)");
     }
 
     private static AuthenticateResult Success(params Claim[] claims) =>
@@ -66,7 +82,9 @@ public sealed partial class ApiAuthentication(
             .AddPolicy(ViewerPolicy, p => p.RequireRole(nameof(OperatorRole.Viewer), nameof(OperatorRole.Operator), nameof(OperatorRole.Admin)))
             .AddPolicy(OperatorPolicy, p => p.RequireRole(nameof(OperatorRole.Operator), nameof(OperatorRole.Admin)))
             .AddPolicy(AdminPolicy, p => p.RequireRole(nameof(OperatorRole.Admin)))
-            .AddPolicy(ArtifactReaderPolicy, p => p.RequireRole(DeviceRole, nameof(OperatorRole.Viewer), nameof(OperatorRole.Operator), nameof(OperatorRole.Admin)));
+            .AddPolicy(ArtifactReaderPolicy, p => p.RequireRole(DeviceRole, nameof(OperatorRole.Viewer), nameof(OperatorRole.Operator), nameof(OperatorRole.Admin)))
+            .AddPolicy(RetrainingJobPolicy, p => p.RequireRole(RetrainingJobRole))
+            .AddPolicy(RetrainingReaderPolicy, p => p.RequireRole(RetrainingJobRole, nameof(OperatorRole.Viewer), nameof(OperatorRole.Operator), nameof(OperatorRole.Admin)));
     }
 
     private static partial class Log

@@ -171,19 +171,37 @@ public static class ModelsApi
                 return BadVersion(error);
             record = withReport!;
         }
+        var (stored, latest) = await AddVersionAsync(store, record, requested, actor, time, ct).ConfigureAwait(false);
+        return stored is not null
+            ? TypedResults.Created($"/api/models/{id}/versions/{stored.Version}", stored)
+            : TypedResults.Conflict(new ApiError("VersionNotAbove", $"version {requested} of {id} is not above the latest, {latest}; versions only grow"));
+    }
+
+    /// <summary>
+    /// Stores a new version of <paramref name="record"/>'s model as number <paramref name="requested"/>, or the next
+    /// one (retried when another upload takes it), and audits it; null and the latest version when it is not above it.
+    /// </summary>
+    public static async Task<(ModelVersion? Version, long Latest)> AddVersionAsync(IFleetStore store, ModelVersion record, long? requested, string actor, TimeProvider time, CancellationToken ct)
+    {
         for (var attempt = 0; ; attempt++)
         {
-            var latest = (await store.ListModelVersionsAsync(id, ct).ConfigureAwait(false)).Select(v => v.Version).DefaultIfEmpty(0).Max();
+            var latest = (await store.ListModelVersionsAsync(record.ModelId, ct).ConfigureAwait(false)).Select(v => v.Version).DefaultIfEmpty(0).Max();
             var candidate = record with { Version = requested ?? latest + 1 };
             var (added, current) = await store.AddModelVersionAsync(candidate, ct).ConfigureAwait(false);
             if (added)
             {
-                await IdentityApi.AuditAsync(store, user, "model.version.push", $"{id}@{candidate.Version}", null,
-                    $$"""{"state":"{{candidate.State}}","artifacts":{{Json(files, FleetApiJsonContext.Default.IReadOnlyListModelArtifact)}}}""", time, ct).ConfigureAwait(false);
-                return TypedResults.Created($"/api/models/{id}/versions/{candidate.Version}", candidate);
+                await store.AppendAuditAsync(new AuditEntry
+                {
+                    At = time.GetUtcNow(),
+                    Actor = actor,
+                    Action = "model.version.push",
+                    Target = $"{record.ModelId}@{candidate.Version}",
+                    After = $$"""{"state":"{{candidate.State}}","artifacts":{{Json(candidate.Artifacts, FleetApiJsonContext.Default.IReadOnlyListModelArtifact)}}}""",
+                }, ct).ConfigureAwait(false);
+                return (candidate, current);
             }
             if (requested is not null || attempt >= 3)
-                return TypedResults.Conflict(new ApiError("VersionNotAbove", $"version {candidate.Version} of {id} is not above the latest, {current}; versions only grow"));
+                return (null, current);
         }
     }
 

@@ -89,6 +89,8 @@ public static class RolloutDeviceStatus
 
 public static class RolloutStates
 {
+    /// <summary>Planned but not started: a retrained version's rollout awaiting an operator's approval (unsigned until then).</summary>
+    public const string Draft = "draft";
     public const string Running = "running";
     public const string Paused = "paused";
     public const string Completed = "completed";

@@ -358,10 +358,10 @@ public sealed partial class RolloutEngine(IFleetStore store, FleetMqttClient mqt
             {
                 ("pause", RolloutStates.Running) => rollout.With(e) with { State = RolloutStates.Paused },
                 ("resume", RolloutStates.Paused) => rollout.With(e) with { State = RolloutStates.Running },
-                ("abort", RolloutStates.Running or RolloutStates.Paused) => await StopShadowsAsync(rollout.With(e) with { State = RolloutStates.Aborted }, ct).ConfigureAwait(false),
+                ("abort", RolloutStates.Running or RolloutStates.Paused or RolloutStates.Draft) => await StopShadowsAsync(rollout.With(e) with { State = RolloutStates.Aborted }, ct).ConfigureAwait(false),
                 ("promote", RolloutStates.Running or RolloutStates.Paused) when rollout.Phase + 1 < rollout.Phases.Count =>
                     rollout.With(e) with { Phase = rollout.Phase + 1, PhaseStartedAt = now },
-                ("rollback", not RolloutStates.RolledBack) => await RollBackAsync(rollout, by, reason ?? "operator rollback", ct).ConfigureAwait(false),
+                ("rollback", not (RolloutStates.RolledBack or RolloutStates.Draft)) => await RollBackAsync(rollout, by, reason ?? "operator rollback", ct).ConfigureAwait(false),
                 _ => null,
             };
             if (next is null)

@@ -92,6 +92,11 @@ public static class RolloutsApi
                 ? TypedResults.Ok(View(r, withDevices: true))
                 : TypedResults.NotFound(new ApiError("UnknownRollout", $"no rollout {LogText.Sanitize(id)}"))).RequireAuthorization(ApiAuthentication.ViewerPolicy);
         rollouts.MapPost("", CreateAsync).RequireAuthorization(ApiAuthentication.OperatorPolicy);
+        rollouts.MapPost("/{id}/approve", async Task<IResult> (string id, RolloutActionRequest? body, ClaimsPrincipal user, IFleetStore store, RolloutSigner signer, TimeProvider time, CancellationToken ct) =>
+        {
+            var (rollout, error, status) = await ApproveDraftAsync(id, body?.Reason, user, store, signer, time, ct).ConfigureAwait(false);
+            return rollout is not null ? TypedResults.Ok(View(rollout, withDevices: false)) : TypedResults.Json(error, FleetApiJsonContext.Default.ApiError, statusCode: status);
+        }).RequireAuthorization(ApiAuthentication.OperatorPolicy);
         foreach (var action in (string[])["pause", "resume", "abort", "rollback", "promote"])
         {
             rollouts.MapPost($"/{{id}}/{action}", async Task<IResult> (string id, RolloutActionRequest? body, ClaimsPrincipal user, RolloutEngine engine, IFleetStore store, TimeProvider time, CancellationToken ct) =>
@@ -142,14 +147,19 @@ public static class RolloutsApi
     /// Checks, signs, stores and audits a new rollout (the API and the console both come here): the rollout, or
     /// the error with its HTTP status.
     /// </summary>
-    public static async Task<(Rollout? Rollout, ApiError? Error, int Status)> CreateRolloutAsync(RolloutRequest body, string actor, IFleetStore store, RolloutSigner signer, TimeProvider time, CancellationToken ct)
+    /// <remarks>
+    /// A <paramref name="draft"/> (a retrained version's proposed rollout) may be of a validated version and is not
+    /// signed: <see cref="ApproveDraftAsync"/> approves the version, signs the release and starts it.
+    /// </remarks>
+    public static async Task<(Rollout? Rollout, ApiError? Error, int Status)> CreateRolloutAsync(RolloutRequest body, string actor, IFleetStore store, RolloutSigner signer, TimeProvider time, CancellationToken ct,
+        bool draft = false)
     {
         var id = body.Id ?? $"{body.ModelId}-v{body.Version}-{Convert.ToHexStringLower(System.Security.Cryptography.RandomNumberGenerator.GetBytes(3))}";
         if (!EdgeFleet.Shared.Wire.DeviceId.IsValid(id))
             return (null, new ApiError("InvalidRolloutId", "rollout ids are 1-64 of a-z, 0-9, '-', '_', '.'"), 400);
         if (await store.GetModelVersionAsync(body.ModelId, body.Version, ct).ConfigureAwait(false) is not { } version)
             return (null, new ApiError("UnknownModelVersion", $"no model version {LogText.Sanitize(body.ModelId)} v{body.Version}"), 404);
-        if (version.State != ApprovalStates.Approved)
+        if (version.State != ApprovalStates.Approved && !(draft && version.State == ApprovalStates.Validated))
             return (null, new ApiError("NotApproved", $"{version.ModelId} v{version.Version} is {version.State}; only approved versions can be rolled out"), 409);
         if (!signer.Configured)
             return (null, new ApiError("NoSigningKeys", "the fleet has no signing keys: set Fleet:Signing:KeyDirectory to a directory made by `edgefleet keys init`"), 409);
@@ -158,7 +168,7 @@ public static class RolloutsApi
         if (body.Target.Selector is { } selector && !TagSelector.TryParse(selector, out _, out var selectorError))
             return (null, new ApiError("InvalidSelector", selectorError ?? "unreadable selector"), 400);
         var now = time.GetUtcNow();
-        var draft = new Rollout
+        var planned = new Rollout
         {
             Id = id,
             ModelId = body.ModelId,
@@ -167,15 +177,17 @@ public static class RolloutsApi
             Phases = body.Phases,
             Gates = body.Gates ?? new RolloutGates(),
             OnGateFailure = body.OnGateFailure ?? "pause",
-            State = RolloutStates.Running,
+            State = draft ? RolloutStates.Draft : RolloutStates.Running,
             PhaseStartedAt = now,
             CreatedAt = now,
             CreatedBy = actor,
-            Manifest = default,
-            KeySet = default,
+            Manifest = Unsigned,
+            KeySet = Unsigned,
         };
-        if (RolloutPlan.Check(draft) is { } problem)
+        if (RolloutPlan.Check(planned) is { } problem)
             return (null, new ApiError("InvalidRollout", problem), 400);
+        if (draft)
+            return await StoreNewAsync(planned, actor, store, time, ct).ConfigureAwait(false);
         // The manifest names every hardware profile among the fleet's devices: one artifact serves them all.
         var profiles = (await store.ListDevicesAsync(ct).ConfigureAwait(false)).Select(d => d.HardwareProfile).OfType<string>().Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal).ToList();
         if (profiles.Count == 0)
@@ -189,18 +201,81 @@ public static class RolloutsApi
         {
             return (null, new ApiError("SigningFailed", e.Message), 500);
         }
-        var rollout = draft with { Manifest = release.Manifest, KeySet = release.KeySet, Roots = release.Roots };
+        return await StoreNewAsync(planned with { Manifest = release.Manifest, KeySet = release.KeySet, Roots = release.Roots }, actor, store, time, ct).ConfigureAwait(false);
+    }
+
+    /// <summary>What a draft holds in place of its signed documents.</summary>
+    private static readonly JsonElement Unsigned = JsonDocument.Parse("null").RootElement.Clone();
+
+    private static async Task<(Rollout? Rollout, ApiError? Error, int Status)> StoreNewAsync(Rollout rollout, string actor, IFleetStore store, TimeProvider time, CancellationToken ct)
+    {
         if (!await store.CreateRolloutAsync(rollout, ct).ConfigureAwait(false))
-            return (null, new ApiError("RolloutExists", $"rollout {id} exists"), 409);
+            return (null, new ApiError("RolloutExists", $"rollout {rollout.Id} exists"), 409);
         await store.AppendAuditAsync(new Identity.AuditEntry
         {
             At = time.GetUtcNow(),
             Actor = actor,
-            Action = "rollout.create",
-            Target = id,
-            After = $$"""{"modelId":{{JsonSerializer.Serialize(rollout.ModelId, FleetApiJsonContext.Default.String)}},"version":{{rollout.Version}},"phases":{{rollout.Phases.Count}}}""",
+            Action = rollout.State == RolloutStates.Draft ? "rollout.draft" : "rollout.create",
+            Target = rollout.Id,
+            After = $$"""{"modelId":{{JsonSerializer.Serialize(rollout.ModelId, FleetApiJsonContext.Default.String)}},"version":{{rollout.Version}},"phases":{{rollout.Phases.Count}},"state":"{{rollout.State}}"}""",
         }, ct).ConfigureAwait(false);
         return (rollout, null, 201);
+    }
+
+    /// <summary>
+    /// An operator approves a draft rollout (the API and the console both come here): its version becomes approved
+    /// if it is validated, the release is signed for the fleet's profiles, and the rollout starts; audited.
+    /// </summary>
+    public static async Task<(Rollout? Rollout, ApiError? Error, int Status)> ApproveDraftAsync(string id, string? reason, ClaimsPrincipal user, IFleetStore store, RolloutSigner signer,
+        TimeProvider time, CancellationToken ct)
+    {
+        if (await store.GetRolloutAsync(id, ct).ConfigureAwait(false) is not { } rollout)
+            return (null, new ApiError("UnknownRollout", $"no rollout {LogText.Sanitize(id)}"), 404);
+        if (rollout.State != RolloutStates.Draft)
+            return (null, new ApiError("InvalidRolloutState", $"a {rollout.State} rollout cannot be approved: only drafts are"), 409);
+        if (!signer.Configured)
+            return (null, new ApiError("NoSigningKeys", "the fleet has no signing keys: set Fleet:Signing:KeyDirectory to a directory made by `edgefleet keys init`"), 409);
+        if (await store.GetModelVersionAsync(rollout.ModelId, rollout.Version, ct).ConfigureAwait(false) is not { } version)
+            return (null, new ApiError("UnknownModelVersion", $"no model version {LogText.Sanitize(rollout.ModelId)} v{rollout.Version}"), 404);
+        if (version.State == ApprovalStates.Validated)
+        {
+            var (approved, error, status) = await ModelsApi.MoveStateAsync(rollout.ModelId, rollout.Version, ApprovalStates.Approved, reason ?? $"approved with draft rollout {id}", user, store, time, ct).ConfigureAwait(false);
+            if (approved is null)
+                return (null, error, status);
+            version = approved;
+        }
+        if (version.State != ApprovalStates.Approved)
+            return (null, new ApiError("NotApproved", $"{version.ModelId} v{version.Version} is {version.State}; only approved versions can be rolled out"), 409);
+        var profiles = (await store.ListDevicesAsync(ct).ConfigureAwait(false)).Select(d => d.HardwareProfile).OfType<string>().Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal).ToList();
+        if (profiles.Count == 0)
+            return (null, new ApiError("NoDevices", "no device with a known hardware profile is registered"), 409);
+        SignedRelease release;
+        try
+        {
+            release = signer.Sign(version, version.Version, profiles, id);
+        }
+        catch (Exception e) when (e is InvalidOperationException or IOException or ArgumentException or Microsoft.ML.OnnxRuntime.OnnxRuntimeException)
+        {
+            return (null, new ApiError("SigningFailed", e.Message), 500);
+        }
+        var actor = IdentityApi.Actor(user);
+        var now = time.GetUtcNow();
+        var started = await store.UpdateRolloutAsync(id, r => r.State == RolloutStates.Draft
+            ? r.With(new RolloutEvent(now, actor, "approve", 0, reason)) with
+            {
+                State = RolloutStates.Running,
+                Manifest = release.Manifest,
+                KeySet = release.KeySet,
+                Roots = release.Roots,
+                PhaseStartedAt = now,
+                Revision = r.Revision + 1,
+            }
+            : null, ct).ConfigureAwait(false);
+        if (started is not { } s)
+            return (null, new ApiError("InvalidRolloutState", "the draft changed meanwhile (approved or aborted by someone else)"), 409);
+        await IdentityApi.AuditAsync(store, user, "rollout.approve", id, $$"""{"state":"{{RolloutStates.Draft}}"}""",
+            $$"""{"state":"{{s.After.State}}","reason":{{JsonSerializer.Serialize(reason ?? "", FleetApiJsonContext.Default.String)}}}""", time, ct).ConfigureAwait(false);
+        return (s.After, null, 200);
     }
 
     /// <summary>The view: per-phase sizes from the target's size at the engine's last step, device outcomes by phase.</summary>

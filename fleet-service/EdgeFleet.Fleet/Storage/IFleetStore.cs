@@ -134,6 +134,37 @@ public interface IFleetStore : IDisposable
     /// <summary>Changes an alert atomically (null from <paramref name="change"/> leaves it); null when there is no such alert or nothing changed.</summary>
     Task<(Drift.DriftAlert Before, Drift.DriftAlert After)?> UpdateDriftAlertAsync(string id, Func<Drift.DriftAlert, Drift.DriftAlert?> change, CancellationToken cancellationToken);
 
+    /// <summary>Keeps hard examples devices uploaded; one already kept (same id) is left as it is, label and all.</summary>
+    Task AddHardExamplesAsync(IReadOnlyList<Retraining.StoredHardExample> examples, CancellationToken cancellationToken);
+
+    /// <summary>A model's hard examples taken within [<paramref name="from"/>, <paramref name="to"/>), newest first, optionally of one device.</summary>
+    Task<IReadOnlyList<Retraining.StoredHardExample>> ListHardExamplesAsync(string model, DateTimeOffset from, DateTimeOffset to, string? deviceId, int limit, CancellationToken cancellationToken);
+
+    /// <summary>The hard examples of these ids that exist, in no particular order.</summary>
+    Task<IReadOnlyList<Retraining.StoredHardExample>> GetHardExamplesAsync(IReadOnlyCollection<string> ids, CancellationToken cancellationToken);
+
+    /// <summary>Labels these hard examples (feedback); returns how many exist and were labelled.</summary>
+    Task<int> LabelHardExamplesAsync(IReadOnlyCollection<string> ids, string label, string by, DateTimeOffset at, CancellationToken cancellationToken);
+
+    /// <summary>Creates or replaces the retraining policy of a model.</summary>
+    Task PutRetrainingPolicyAsync(Retraining.RetrainingPolicy policy, CancellationToken cancellationToken);
+
+    Task<IReadOnlyList<Retraining.RetrainingPolicy>> ListRetrainingPoliciesAsync(CancellationToken cancellationToken);
+
+    /// <summary>Deletes a model's policy; false when it had none.</summary>
+    Task<bool> DeleteRetrainingPolicyAsync(string modelId, CancellationToken cancellationToken);
+
+    /// <summary>Stores a new job unless the model has an open one (queued, running or processing): false then.</summary>
+    Task<bool> CreateRetrainingJobAsync(Retraining.RetrainingJob job, CancellationToken cancellationToken);
+
+    Task<Retraining.RetrainingJob?> GetRetrainingJobAsync(string id, CancellationToken cancellationToken);
+
+    /// <summary>Jobs newest first, of one model or all.</summary>
+    Task<IReadOnlyList<Retraining.RetrainingJob>> ListRetrainingJobsAsync(string? modelId, int limit, CancellationToken cancellationToken);
+
+    /// <summary>Changes a job atomically (null from <paramref name="change"/> leaves it); null when there is no such job or nothing changed.</summary>
+    Task<(Retraining.RetrainingJob Before, Retraining.RetrainingJob After)?> UpdateRetrainingJobAsync(string id, Func<Retraining.RetrainingJob, Retraining.RetrainingJob?> change, CancellationToken cancellationToken);
+
     /// <summary>Adds a console user; false when the username is taken.</summary>
     Task<bool> CreateUserAsync(Identity.UserRecord user, CancellationToken cancellationToken);
 

@@ -158,6 +158,29 @@ public static class PostgresMigrations
             );
             create unique index drift_alerts_active on drift_alerts (key) where state <> 'resolved';
             """),
+        (10, "hard examples, retraining policies and jobs", """
+            create table hard_examples (
+                id text primary key,
+                model text not null,
+                device text not null,
+                ts timestamptz not null,
+                doc jsonb not null
+            );
+            create index hard_examples_model_ts on hard_examples (model, ts);
+            create table retraining_policies (
+                model text primary key,
+                doc jsonb not null
+            );
+            create table retraining_jobs (
+                id text primary key,
+                model text not null,
+                state text not null,
+                created_at timestamptz not null,
+                doc jsonb not null
+            );
+            create unique index retraining_jobs_one_open on retraining_jobs (model) where state in ('queued', 'running', 'processing');
+            create index retraining_jobs_model_created on retraining_jobs (model, created_at);
+            """),
     ];
 
     /// <summary>Applies the migrations above <c>max(version)</c> up to <paramref name="upTo"/>; returns the versions applied.</summary>

@@ -63,12 +63,23 @@ public sealed partial class TelemetryIngest(IFleetStore store, ReplyQueue replie
         }
         // Drift sketches also go to their own table, before the acks: a batch sent again (lost ack, crash) is
         // deduplicated above and its sketches replace themselves here, so each is kept exactly once.
+        // Hard examples likewise go to theirs (kept once by device, stream and sequence number), for retraining.
         var sketches = group.SelectMany(g => g.Records.Where(r => r.Sketch is not null).Select(r => new Drift.StoredSketch(g.Batch.DeviceId, r.Sketch!))).ToList();
-        if (sketches.Count > 0)
+        var hard = group.SelectMany(g => g.Records.Where(r => r.HardExample is not null).Select(r => new Retraining.StoredHardExample
+        {
+            Id = Retraining.StoredHardExample.IdOf(g.Batch.DeviceId, g.Batch.StreamId, r.Seq),
+            DeviceId = g.Batch.DeviceId,
+            Ts = r.Ts,
+            Example = r.HardExample!,
+        })).ToList();
+        if (sketches.Count > 0 || hard.Count > 0)
         {
             try
             {
-                await store.UpsertSketchesAsync(sketches, CancellationToken.None).ConfigureAwait(false);
+                if (sketches.Count > 0)
+                    await store.UpsertSketchesAsync(sketches, CancellationToken.None).ConfigureAwait(false);
+                if (hard.Count > 0)
+                    await store.AddHardExamplesAsync(hard, CancellationToken.None).ConfigureAwait(false);
             }
             catch (Exception e) when (e is IOException or LiteDB.LiteException or Npgsql.NpgsqlException or InvalidOperationException or TimeoutException)
             {

@@ -17,6 +17,10 @@ public sealed class DemoDataset
 
     public int Count => Labels.Length;
 
+    /// <summary>This data and <paramref name="features"/> with their <paramref name="labels"/> after it.</summary>
+    public DemoDataset With(IReadOnlyList<float[]> features, IReadOnlyList<int> labels) =>
+        new([.. Features, .. features], [.. Labels, .. labels]);
+
     /// <summary>Draws <paramref name="perClass"/> windows of every condition; same seed, same data.</summary>
     public static DemoDataset Generate(int perClass, int seed)
     {

@@ -19,9 +19,18 @@ public static class DemoModelTrainer
 
     public sealed record Result(byte[] OnnxBytes, double TrainAccuracy, double HoldoutAccuracy, string TrainingDataSha256);
 
-    public static Result Train(int seed = 42, int perClass = 600, int epochs = 40)
+    /// <param name="extra">
+    /// Labelled examples to learn besides the synthetic data (retraining: hard examples that feedback labelled), each
+    /// taken <paramref name="extraWeight"/> times.
+    /// </param>
+    public static Result Train(int seed = 42, int perClass = 600, int epochs = 40, IReadOnlyList<(float[] Features, int Label)>? extra = null, int extraWeight = 1)
     {
         var train = DemoDataset.Generate(perClass, seed);
+        if (extra is { Count: > 0 })
+        {
+            var repeated = extra.SelectMany(e => Enumerable.Repeat(e, Math.Max(1, extraWeight))).ToList();
+            train = train.With([.. repeated.Select(e => e.Features)], [.. repeated.Select(e => e.Label)]);
+        }
         var holdout = DemoDataset.Generate(Math.Max(perClass / 4, 50), seed + 1);
         const int inputs = VibrationFeatures.Count;
         const int classes = 3;

@@ -23,6 +23,9 @@ public sealed class VibrationSignal
 
     public MachineCondition Condition { get; set; }
 
+    /// <summary>The sensor's sensitivity relative to the one the model was trained on (1: the same).</summary>
+    public double Gain { get; set; } = 1;
+
     /// <summary>Fills <paramref name="window"/> with the next window of samples (in g).</summary>
     public void NextWindow(Span<float> window)
     {
@@ -48,7 +51,7 @@ public sealed class VibrationSignal
                 value += 0.6 * Math.Exp(-sinceImpact * 180) * Math.Sin(2 * Math.PI * ResonanceHz * sinceImpact);
             }
             value += noise * Gaussian();
-            window[i] = (float)value;
+            window[i] = (float)(value * Gain);
         }
         _time += (double)window.Length / SampleRateHz;
     }
