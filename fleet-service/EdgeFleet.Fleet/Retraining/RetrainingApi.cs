@@ -158,8 +158,18 @@ public static class RetrainingApi
         }
         var plan = new Rollouts.Rollout
         {
-            Id = "policy", ModelId = model, Version = 1, Target = policy.Target, Phases = policy.Phases, Gates = policy.Gates ?? new Rollouts.RolloutGates(),
-            State = Rollouts.RolloutStates.Draft, PhaseStartedAt = default, CreatedAt = default, CreatedBy = "", Manifest = default, KeySet = default,
+            Id = "policy",
+            ModelId = model,
+            Version = 1,
+            Target = policy.Target,
+            Phases = policy.Phases,
+            Gates = policy.Gates ?? new Rollouts.RolloutGates(),
+            State = Rollouts.RolloutStates.Draft,
+            PhaseStartedAt = default,
+            CreatedAt = default,
+            CreatedBy = "",
+            Manifest = default,
+            KeySet = default,
         };
         if (Rollouts.RolloutPlan.Check(plan) is { } rolloutProblem)
             return TypedResults.BadRequest(new ApiError("InvalidPolicy", $"the draft rollout: {rolloutProblem}"));

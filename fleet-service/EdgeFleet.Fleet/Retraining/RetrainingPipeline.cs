@@ -43,7 +43,8 @@ public sealed partial class RetrainingPipeline(IFleetStore store, ArtifactStore 
             var finished = await store.UpdateRetrainingJobAsync(jobId, j => j.State != RetrainingJobStates.Processing ? null
                 : (rollout is not null
                     ? j.Moved(RetrainingJobStates.Succeeded, done, note)
-                    : j.Moved(RetrainingJobStates.Failed, done, note) with { Error = note }) with { OutputVersion = version, Verdict = verdict, RolloutId = rollout, Result = result },
+                    : j.Moved(RetrainingJobStates.Failed, done, note) with { Error = note }) with
+                { OutputVersion = version, Verdict = verdict, RolloutId = rollout, Result = result },
                 ct).ConfigureAwait(false);
             Log.Processed(log, jobId, note);
             return finished?.After;

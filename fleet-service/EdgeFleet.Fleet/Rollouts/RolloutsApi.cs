@@ -161,7 +161,7 @@ public static class RolloutsApi
             return (null, new ApiError("UnknownModelVersion", $"no model version {LogText.Sanitize(body.ModelId)} v{body.Version}"), 404);
         if (version.State != ApprovalStates.Approved && !(draft && version.State == ApprovalStates.Validated))
             return (null, new ApiError("NotApproved", $"{version.ModelId} v{version.Version} is {version.State}; only approved versions can be rolled out"), 409);
-        if (!signer.Configured)
+        if (!signer.Configured && !draft)
             return (null, new ApiError("NoSigningKeys", "the fleet has no signing keys: set Fleet:Signing:KeyDirectory to a directory made by `edgefleet keys init`"), 409);
         if (body.Target.Group is { } group && await store.GetGroupAsync(group, ct).ConfigureAwait(false) is null)
             return (null, new ApiError("UnknownGroup", $"no group {LogText.Sanitize(group)}"), 404);
