@@ -30,12 +30,13 @@ public sealed record ConfidenceTrigger
 /// </summary>
 public sealed record RetrainingPolicy
 {
-    public required string ModelId { get; init; }
+    /// <summary>The model (the API takes it from the path).</summary>
+    public string ModelId { get; init; } = "";
 
     public bool Enabled { get; set; } = true;
 
     /// <summary>A key of <c>Fleet:Retraining:Executors</c>.</summary>
-    public required string Executor { get; init; }
+    public string Executor { get; init; } = "";
 
     public DriftTrigger? Drift { get; init; }
 
@@ -53,7 +54,7 @@ public sealed record RetrainingPolicy
     /// <summary>How many hard examples a job takes (the newest).</summary>
     public int MaxExamples { get; set; } = 5000;
 
-    /// <summary>The draft rollout's target and phases (default: the whole fleet, 10% then 100%).</summary>
+    /// <summary>The draft rollout's target (a group, a selector or devices, as for any rollout) and phases (default: 10%, then 100%).</summary>
     public RolloutTarget Target { get; set; } = new();
 
     public List<RolloutPhase> Phases { get; set; } = [new() { Percent = 10, SoakSeconds = 600 }, new() { Percent = 100 }];
