@@ -62,6 +62,7 @@ const string Usage = """
                                                      progress per phase, gate failures, events
       edgefleet rollout pause|resume|approve --id R [--reason T] | rollout abort|rollback|promote --id R --reason T
                                                      (approve: start a draft rollout, approving its validated version)
+      edgefleet drift alerts [--all] [--json]          drift alerts: model version, feature, segment, PSI, state
       edgefleet model examples --model-id ID [--device D] [--hours H] [--limit N] [--json]
                                                      hard examples devices uploaded (low confidence), with their labels
       edgefleet model label --model-id ID --label L (--ids a,b | --device D [--hours H])
@@ -89,7 +90,7 @@ try
     // The command is its leading words: two (model push), three for retrain policy (retrain policy set).
     var words = args.TakeWhile(a => !a.StartsWith("--", StringComparison.Ordinal)).Take(args is ["retrain", "policy", ..] ? 3 : 2).Count();
     var line = CommandLine.Parse(words >= 2 ? [string.Join(' ', args[..words]), .. args[words..]] : args,
-        new HashSet<string> { "help", "version", "json", "root", "shared-keepalive", "per-tensor", "enable", "disable" });
+        new HashSet<string> { "help", "version", "json", "root", "shared-keepalive", "per-tensor", "enable", "disable", "all" });
     if (line.Has("version"))
     {
         Console.WriteLine($"edgefleet {typeof(Commands).Assembly.GetName().Version?.ToString(3)}");
@@ -152,6 +153,7 @@ try
         "retrain show" => await RetrainCommands.ShowAsync(line).ConfigureAwait(false),
         "retrain cancel" => await RetrainCommands.CancelAsync(line).ConfigureAwait(false),
         "retrain worker" => RetrainCommands.Worker(line),
+        "drift alerts" => await RetrainCommands.DriftAlertsAsync(line).ConfigureAwait(false),
         "model examples" => await RetrainCommands.ExamplesAsync(line).ConfigureAwait(false),
         "model label" => await RetrainCommands.LabelAsync(line).ConfigureAwait(false),
         _ => throw new UsageException($"unknown command '{line.Command}' (see --help)"),

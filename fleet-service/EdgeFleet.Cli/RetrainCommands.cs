@@ -126,6 +126,29 @@ public static class RetrainCommands
         return 0;
     }
 
+    /// <summary><c>drift alerts [--all] [--json]</c>: the active drift alerts (with <c>--all</c>, resolved ones too).</summary>
+    public static async Task<int> DriftAlertsAsync(CommandLine args)
+    {
+        args.AllowOnly([.. FleetHttp.Options, "all", "json"]);
+        using var http = FleetHttp.Create(args);
+        var body = await FleetHttp.SendAsync(http, () => http.GetAsync(new Uri("/api/drift/alerts" + (args.Has("all") ? "?state=all" : ""), UriKind.Relative))).ConfigureAwait(false);
+        if (args.Has("json"))
+        {
+            Console.WriteLine(body);
+            return 0;
+        }
+        var alerts = JsonNode.Parse(body)!.AsArray();
+        if (alerts.Count == 0)
+        {
+            Console.WriteLine("no drift alerts");
+            return 0;
+        }
+        Console.WriteLine($"{"ALERT",-18} {"MODEL",-28} {"FEATURE",-20} {"SEGMENT",-10} {"PSI",7} {"WINDOWS",8} STATE");
+        foreach (var a in alerts)
+            Console.WriteLine($"{a!["id"],-18} {$"{a["model"]} v{a["version"]}",-28} {a["feature"],-20} {a["segment"],-10} {a["psi"]!.GetValue<double>(),7:F3} {a["windows"],8} {a["state"]}");
+        return 0;
+    }
+
     /// <summary><c>model examples --model-id M [--device D] [--hours H] [--limit N] [--json]</c>: the hard examples devices uploaded.</summary>
     public static async Task<int> ExamplesAsync(CommandLine args)
     {

@@ -13,7 +13,8 @@ public sealed class ArtifactStore
 
     public ArtifactStore(string directory)
     {
-        _directory = directory;
+        // Rooted: files are served by path, and a relative one would follow the working directory.
+        _directory = Path.GetFullPath(directory);
         Directory.CreateDirectory(directory);
     }
 
