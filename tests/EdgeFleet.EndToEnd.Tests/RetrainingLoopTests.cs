@@ -134,8 +134,27 @@ public sealed class RetrainingLoopTests : IDisposable
         Assert.Equal(("draft", "site=b"), (draft["state"]!.GetValue<string>(), draft["target"]!["selector"]!.GetValue<string>()));
         Assert.Contains("v2 validated", Cli(_fleet, "retrain", "show", "--id", job["id"]!.GetValue<string>()), StringComparison.Ordinal);
 
-        // An operator approves the draft: the version is approved, the release signed, and site b's pump gets v2.
-        Cli(_fleet, "rollout", "approve", "--id", rolloutId, "--reason", "feedback from site b");
+        // An operator approves the draft in the console: the version is approved, the release signed, and site b's pump gets v2.
+        const string password = "retraining operator password";
+        using (var create = ChildProcess.Start("cli", "dotnet", [Repo.CliDll, "users", "create", "--username", "olga", "--role", "operator", "--fleet", _fleet.Url],
+            environment: new Dictionary<string, string> { ["EDGEFLEET_API_KEY"] = _fleet.AdminKey }, stdin: password))
+        {
+            Assert.Equal(0, create.WaitForExit(TimeSpan.FromSeconds(60)));
+        }
+        using var console = await ConsoleSession.StartAsync(_fleet, "olga", password);
+        var jobsPage = await console.GetStringAsync("/console/retraining");
+        Assert.Contains($"id=\"job-{job["id"]!.GetValue<string>()}\"", jobsPage, StringComparison.Ordinal);
+        Assert.Contains($"href=\"/console/rollouts/{rolloutId}\"", jobsPage, StringComparison.Ordinal);
+        Assert.Contains("drift on ≥ 1 feature(s) for ≥ 2 windows", WebUtility.HtmlDecode(jobsPage), StringComparison.Ordinal);
+        var draftPage = await console.GetStringAsync($"/console/rollouts/{rolloutId}");
+        Assert.Contains("id=\"draft\"", draftPage, StringComparison.Ordinal);
+        Assert.Contains("id=\"action-approve\"", draftPage, StringComparison.Ordinal);
+        using (var approve = await console.PostAsync(new Uri($"/console/rollouts/{rolloutId}", UriKind.Relative),
+            ConsoleSession.Form(draftPage, ("action", "approve"), ("reason", "feedback from site b"))))
+        {
+            Assert.Equal(HttpStatusCode.Redirect, approve.StatusCode);
+        }
+        Assert.Equal("running", (await JsonAsync($"/api/rollouts/{rolloutId}"))["state"]!.GetValue<string>());
         Assert.Equal("approved", (await JsonAsync($"/api/models/{ModelId}/versions/2"))["state"]!.GetValue<string>());
         await Wait.ForAsync(async () => (await JsonAsync("/api/devices")).AsArray().Any(d => d!["device"]!["id"]!.GetValue<string>() == "site-b-1"
             && d["device"]!["activeModel"]?["version"]?.GetValue<string>() == "2") ? "" : null, Patience, () => drifting.Output[^Math.Min(3000, drifting.Output.Length)..]);
@@ -197,7 +216,9 @@ public sealed class RetrainingLoopTests : IDisposable
         await Wait.ForAsync(async () => (job = await JsonAsync($"/api/retraining/jobs/{id}"))["state"]!.GetValue<string>() is "succeeded" or "failed" ? "" : null,
             Patience, () => job?.ToJsonString() ?? "");
         Assert.True(job!["state"]!.GetValue<string>() == "succeeded", job.ToJsonString());
-        Assert.Equal("draft", (await JsonAsync($"/api/rollouts/{job["rolloutId"]!.GetValue<string>()}"))["state"]!.GetValue<string>());
+        var draft = job["rolloutId"]!.GetValue<string>();
+        Assert.Equal("draft", (await JsonAsync($"/api/rollouts/{draft}"))["state"]!.GetValue<string>());
+        Assert.Contains("aborted", Cli(_fleet, "rollout", "abort", "--id", draft, "--reason", "not this one"), StringComparison.Ordinal); // a draft can be turned down
         Assert.Contains(job["events"]!.AsArray(), e => e!["message"]!.GetValue<string>() == "epoch 1 of 40");
         // A finished job's token is spent.
         using var spent = await _fleet.Send(HttpMethod.Get, $"/api/retraining/jobs/{id}/inputs", apiKey: token);

@@ -7,7 +7,7 @@ using Microsoft.AspNetCore.Mvc.RazorPages;
 namespace EdgeFleet.Fleet.Console.Pages;
 
 /// <summary>A rollout: per-phase progress, gate values from its events, and (operators) its actions, each with a reason.</summary>
-public sealed class RolloutModel(IFleetStore store, RolloutEngine engine, TimeProvider time) : PageModel
+public sealed class RolloutModel(IFleetStore store, RolloutEngine engine, RolloutSigner signer, TimeProvider time) : PageModel
 {
     public const int PageSize = 100;
 
@@ -27,16 +27,28 @@ public sealed class RolloutModel(IFleetStore store, RolloutEngine engine, TimePr
         return Page();
     }
 
-    /// <summary>Pause, resume, abort, roll back or promote: operators only, whatever the page showed.</summary>
+    /// <summary>Approve (a draft), pause, resume, abort, roll back or promote: operators only, whatever the page showed.</summary>
     public async Task<IActionResult> OnPostAsync(string id, string action, string? reason, CancellationToken ct)
     {
         if (!ConsoleView.Can(User, OperatorRole.Operator))
             return Forbid(ConsoleAuth.Scheme);
-        if (action is not ("pause" or "resume" or "abort" or "rollback" or "promote"))
+        if (action is not ("approve" or "pause" or "resume" or "abort" or "rollback" or "promote"))
             return BadRequest();
         if (action is "rollback" or "abort" or "promote" && string.IsNullOrWhiteSpace(reason))
         {
             Error = $"{action} needs a reason";
+        }
+        else if (action == "approve")
+        {
+            var (approved, error, status) = await RolloutsApi.ApproveDraftAsync(id, string.IsNullOrWhiteSpace(reason) ? null : reason.Trim(), User, store, signer, time, ct).ConfigureAwait(false);
+            if (status == StatusCodes.Status404NotFound)
+                return NotFound();
+            if (approved is not null)
+            {
+                TempData["message"] = "approved: the rollout runs";
+                return Redirect($"/console/rollouts/{Uri.EscapeDataString(id)}");
+            }
+            Error = error?.Reason;
         }
         else
         {
