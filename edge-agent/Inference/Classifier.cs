@@ -57,6 +57,9 @@ public sealed class Classifier : IDisposable
         return (best, _output[best]);
     }
 
+    /// <summary>The class probabilities of the last <see cref="Classify"/> (call under the same lock).</summary>
+    public float[] Probabilities() => [.. _output];
+
     public void Dispose()
     {
         _binding.Dispose();

@@ -32,7 +32,12 @@ public sealed class DriftWindows
         for (var i = 0; i < open.Sketches.Length; i++)
         {
             var source = open.Sources[i];
-            var value = source.InputIndex is { } index ? (index < input.Length ? input[index] : double.NaN) : answer.Confidence;
+            var value = source switch
+            {
+                { InputIndex: { } index } => index < input.Length ? input[index] : double.NaN,
+                { OutputIndex: { } output } => answer.Probabilities is { } p && output < p.Length ? p[output] : double.NaN,
+                _ => answer.Confidence,
+            };
             open.Sketches[i].Add(value);
         }
     }

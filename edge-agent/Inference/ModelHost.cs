@@ -33,7 +33,18 @@ public sealed class LoadedModel : IDisposable
     public float? HardExampleBelow { get; }
 
     /// <summary>What the sensor loop sketches for drift while this model answers (null: nothing).</summary>
-    public EdgeFleet.Shared.Stats.DriftSpec? Drift { get; private init; }
+    public EdgeFleet.Shared.Stats.DriftSpec? Drift
+    {
+        get;
+        private init
+        {
+            field = value;
+            SketchesOutputs = value?.Features.Any(f => EdgeFleet.Shared.Stats.DriftSource.Parse(f.Source)?.OutputIndex is not null) == true;
+        }
+    }
+
+    /// <summary>The drift spec sketches class probabilities: each answer then carries them (else no copy is made).</summary>
+    public bool SketchesOutputs { get; private set; }
 
     /// <summary>
     /// Loads a model file and builds its classifier; throws <see cref="InferenceException"/>. Without
@@ -86,6 +97,9 @@ public readonly record struct Classification(ModelRef Model, string Label, float
 {
     /// <summary>The drift spec of the model that answered.</summary>
     public EdgeFleet.Shared.Stats.DriftSpec? Drift { get; init; }
+
+    /// <summary>Every class's probability, when the drift spec sketches them (<c>output:N</c>).</summary>
+    public float[]? Probabilities { get; init; }
 }
 
 /// <summary>A loaded model as the local API and the metrics describe it.</summary>
@@ -277,11 +291,18 @@ public sealed class ModelHost : IDisposable
         var served = Serve((features, length), static (model, input) =>
         {
             lock (model.ClassifierLock)
-                return model.Classifier.Classify(input.features.AsSpan(0, input.length));
+            {
+                var (index, confidence) = model.Classifier.Classify(input.features.AsSpan(0, input.length));
+                return (Index: index, Confidence: confidence, Probabilities: model.SketchesOutputs ? model.Classifier.Probabilities() : null);
+            }
         });
         if (served is not { } s)
             return null;
-        return new Classification(s.Model.Model, s.Model.Classifier.Labels[s.Result.Index], s.Result.Confidence, s.Model.HardExampleBelow, s.FellBack) { Drift = s.Model.Drift };
+        return new Classification(s.Model.Model, s.Model.Classifier.Labels[s.Result.Index], s.Result.Confidence, s.Model.HardExampleBelow, s.FellBack)
+        {
+            Drift = s.Model.Drift,
+            Probabilities = s.Result.Probabilities,
+        };
     }
 
     /// <summary>

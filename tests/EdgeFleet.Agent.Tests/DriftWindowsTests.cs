@@ -50,4 +50,30 @@ public sealed class DriftWindowsTests
         Assert.Equal(T0.AddSeconds(60), next.From);
         Assert.Equal([0L, 1, 0], next.Features[0].Counts);
     }
+
+    /// <summary>Class probabilities (<c>output:N</c>) are sketched from the answer's probabilities; an answer without them counts as invalid.</summary>
+    [Fact]
+    public void Class_probabilities_are_sketched_per_class()
+    {
+        var spec = new DriftSpec
+        {
+            WindowSeconds = 60,
+            Features = [new DriftFeature("p_normal", "output:0", [0, 0.5, 1]), new DriftFeature("p_imbalance", "output:1", [0, 0.5, 1]), new DriftFeature("p_far", "output:7", [0, 1])],
+        };
+        Assert.Null(spec.Validate());
+        Assert.Equal(new DriftSource(null, 1), DriftSource.Parse("output:1"));
+        Assert.Null(DriftSource.Parse("output:x"));
+        Assert.False(DriftSource.Parse("output:0")!.Value.Confidence);
+        var windows = new DriftWindows();
+        windows.Record(Answer("1", 0.9f, spec) with { Probabilities = [0.9f, 0.1f] }, [1f], T0);
+        windows.Record(Answer("1", 0.7f, spec) with { Probabilities = [0.3f, 0.7f] }, [1f], T0.AddSeconds(1));
+        windows.Record(Answer("1", 0.6f, spec), [1f], T0.AddSeconds(2)); // no probabilities: invalid
+        var w = Assert.Single(windows.Close(T0.AddSeconds(60)));
+        var normal = w.Features.Single(f => f.Name == "p_normal");
+        Assert.Equal([1L, 1], normal.Counts);
+        Assert.Equal((2L, 1L), (normal.Count, normal.Invalid));
+        Assert.Equal((0.9 + 0.3) / 2, normal.Mean, 6);
+        Assert.Equal([1L, 1], w.Features.Single(f => f.Name == "p_imbalance").Counts);
+        Assert.Equal(3, w.Features.Single(f => f.Name == "p_far").Invalid); // no class 7
+    }
 }

@@ -129,9 +129,9 @@ public sealed class DriftTests : IDisposable
             var cells = window!["cells"]!.AsArray();
             Assert.All(cells.Where(c => c!["segment"]!.GetValue<string>() == "a"), c => Assert.True(c!["psi"]!.GetValue<double>() < 0.25, c.ToJsonString()));
             Assert.Contains(cells, c => c!["segment"]!.GetValue<string>() == "b" && c["level"]!.GetValue<string>() == "alert");
-            Assert.Equal(9, cells.Count(c => c!["segment"]!.GetValue<string>() == "*")); // 8 inputs and the confidence, fleet-wide
+            Assert.Equal(12, cells.Count(c => c!["segment"]!.GetValue<string>() == "*")); // 8 inputs, the confidence and 3 class probabilities, fleet-wide
         }
-        Assert.Equal(["rms", "peak", "crest_factor", "kurtosis", "low_band_energy", "mid_band_energy", "high_band_energy", "zero_crossing_rate", "confidence"],
+        Assert.Equal(["rms", "peak", "crest_factor", "kurtosis", "low_band_energy", "mid_band_energy", "high_band_energy", "zero_crossing_rate", "confidence", "p_normal", "p_imbalance", "p_bearing-wear"],
             report["features"]!.AsArray().Select(f => f!["name"]!.GetValue<string>()));
         // The AOT agent read the drift spec from the signed manifest.
         Assert.Contains("Model vibration-classifier v1 is active", healthy.Output, StringComparison.Ordinal);

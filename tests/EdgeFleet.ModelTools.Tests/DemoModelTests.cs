@@ -56,5 +56,30 @@ public class DemoModelTests
         Assert.True(correct >= 0.95 * data.Count, $"{correct}/{data.Count} correct in ONNX Runtime");
     }
 
+    [Fact]
+    public void Baselines_cover_every_input_feature_the_confidence_and_each_class_probability()
+    {
+        var dir = Directory.CreateTempSubdirectory("edgefleet-baseline-").FullName;
+        try
+        {
+            var model = Path.Combine(dir, "m.onnx");
+            File.WriteAllBytes(model, Trained.Value.OnnxBytes);
+            var data = DemoDataset.Generate(perClass: 40, seed: 99);
+            for (var i = 0; i < data.Count; i++)
+                EdgeFleet.ModelTools.Quantization.Npy.Write(Path.Combine(dir, $"{i:D4}.npy"), data.Features[i], 1, VibrationFeatures.Count);
+            var baselines = EdgeFleet.ModelTools.Drift.BaselineBuilder.Build(model, dir, bins: 4);
+            Assert.Equal([.. VibrationFeatures.Names, "confidence", "p_normal", "p_imbalance", "p_bearing-wear"], baselines.Select(b => b.Name));
+            Assert.Equal(["output:0", "output:1", "output:2"], baselines.TakeLast(3).Select(b => b.Source));
+            Assert.All(baselines, b => Assert.Equal(data.Count, b.Counts.Sum()));
+            // A third of the inputs are each class: its probability's upper quantile bin holds them.
+            var normal = baselines.Single(b => b.Name == "p_normal");
+            Assert.True(normal.Edges[^1] > 0.9 && normal.Edges[0] < 0.1, string.Join(", ", normal.Edges));
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
     private static float MaxOf(Span<float> row) => Math.Max(row[0], Math.Max(row[1], row[2]));
 }

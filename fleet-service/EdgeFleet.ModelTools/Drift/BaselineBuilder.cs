@@ -13,7 +13,8 @@ public sealed record Baseline(string Name, string Source, double[] Edges, long[]
 /// Feature baselines for drift from a directory of representative inputs (the training data, or what the field
 /// should look like): one per element of the model's feature-vector input (named by the model's
 /// <c>edgefleet.features</c> metadata when it has one per element, else <c>input:N</c>), and one for the top
-/// class's confidence, from running the model on each input. Bin edges are the sample's quantiles, so each bin
+/// class's confidence and one per class's probability (<c>p_LABEL</c>, source <c>output:N</c>; labels from the
+/// model's <c>edgefleet.labels</c> metadata, else <c>output:N</c>), from running the model on each input. Bin edges are the sample's quantiles, so each bin
 /// holds about the same share of the baseline; devices sketch on these edges.
 /// </summary>
 public static class BaselineBuilder
@@ -30,6 +31,7 @@ public static class BaselineBuilder
         var samples = SampleSet.Open(dataDirectory, session.InputMetadata);
         List<double>[] values = [];
         var confidence = new List<double>();
+        var probabilities = new List<List<double>>();
         for (var i = 0; i < Math.Min(samples.Count, maxSamples); i++)
         {
             var tensor = samples.Read(i).Single();
@@ -49,8 +51,14 @@ public static class BaselineBuilder
             var scores = outputs[0].GetTensorDataAsSpan<float>();
             var width = (int)outputs[0].GetTensorTypeAndShape().Shape[^1];
             var max = float.NegativeInfinity;
-            foreach (var s in scores[..Math.Min(width, scores.Length)])
-                max = Math.Max(max, s);
+            var row = scores[..Math.Min(width, scores.Length)];
+            while (probabilities.Count < row.Length && row.Length <= MaxFeatures)
+                probabilities.Add([]);
+            for (var c = 0; c < row.Length && c < probabilities.Count; c++)
+            {
+                max = Math.Max(max, row[c]);
+                probabilities[c].Add(row[c]);
+            }
             confidence.Add(max);
         }
         var names = session.ModelMetadata.CustomMetadataMap.TryGetValue("edgefleet.features", out var text) && text.Split(',') is { } split && split.Length == values.Length
@@ -58,6 +66,10 @@ public static class BaselineBuilder
             : [.. Enumerable.Range(0, values.Length).Select(j => "input:" + j.ToString(CultureInfo.InvariantCulture))];
         var baselines = values.Select((v, j) => Of(names[j], "input:" + j.ToString(CultureInfo.InvariantCulture), v, bins)).ToList();
         baselines.Add(Of("confidence", "confidence", confidence, bins));
+        var labels = session.ModelMetadata.CustomMetadataMap.TryGetValue("edgefleet.labels", out var labelText) && labelText.Split(',') is { } l && l.Length == probabilities.Count
+            ? l.Select(x => "p_" + x.Trim()).ToArray()
+            : [.. Enumerable.Range(0, probabilities.Count).Select(c => "output:" + c.ToString(CultureInfo.InvariantCulture))];
+        baselines.AddRange(probabilities.Select((p, c) => Of(labels[c], "output:" + c.ToString(CultureInfo.InvariantCulture), p, bins)));
         return baselines;
     }
 

@@ -28,7 +28,7 @@ public sealed record DriftSpec
             if (string.IsNullOrWhiteSpace(f.Name) || f.Name.Length > 128)
                 return "drift feature names are 1-128 characters";
             if (DriftSource.Parse(f.Source) is null)
-                return $"drift feature {f.Name}: source '{f.Source}' is not input:N or confidence";
+                return $"drift feature {f.Name}: source '{f.Source}' is not input:N, output:N or confidence";
             if (f.Edges.Length is < 2 or > MaxEdges || f.Edges.Any(e => !double.IsFinite(e)) || f.Edges.Zip(f.Edges.Skip(1)).Any(p => !(p.Second > p.First)))
                 return $"drift feature {f.Name}: 2-{MaxEdges} finite, strictly increasing bin edges";
         }
@@ -41,15 +41,20 @@ public sealed record DriftFeature(string Name, string Source, double[] Edges);
 
 /// <summary>
 /// Where a sketched value comes from: <c>input:N</c>, element N of the model's input as the device fed it
-/// (for the demo, its N-th vibration feature), or <c>confidence</c>, the top class's probability.
+/// (for the demo, its N-th vibration feature), <c>output:N</c>, the probability of class N, or <c>confidence</c>,
+/// the top class's probability.
 /// </summary>
-public readonly record struct DriftSource(int? InputIndex)
+public readonly record struct DriftSource(int? InputIndex, int? OutputIndex = null)
 {
-    public bool Confidence => InputIndex is null;
+    public bool Confidence => InputIndex is null && OutputIndex is null;
 
     public static DriftSource? Parse(string? source) =>
         source == "confidence" ? new DriftSource(null)
-        : source is not null && source.StartsWith("input:", StringComparison.Ordinal)
-            && int.TryParse(source.AsSpan(6), NumberStyles.None, CultureInfo.InvariantCulture, out var i) && i < 1 << 20 ? new DriftSource(i)
+        : Index(source, "input:") is { } i ? new DriftSource(i)
+        : Index(source, "output:") is { } o ? new DriftSource(null, o)
         : null;
+
+    private static int? Index(string? source, string prefix) =>
+        source is not null && source.StartsWith(prefix, StringComparison.Ordinal)
+            && int.TryParse(source.AsSpan(prefix.Length), NumberStyles.None, CultureInfo.InvariantCulture, out var i) && i < 1 << 20 ? i : null;
 }
