@@ -111,27 +111,19 @@ public sealed partial class DriftNotifier(FleetOptions options, ILogger<DriftNot
 /// alert level is resolved. Openings and resolutions are notified and audited.
 /// </summary>
 public sealed partial class DriftMonitor(IFleetStore store, FleetOptions options, Scale.LeaderElection leader, IDriftNotifier notifier, TimeProvider time,
-    ILogger<DriftMonitor> log) : BackgroundService
+    ILogger<DriftMonitor> log) : Scale.LeaderLoop
 {
     public const string System = "drift-monitor";
 
-    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
-    {
-        using var timer = new PeriodicTimer(TimeSpan.FromSeconds(options.Drift.CheckSeconds), time);
-        while (await timer.WaitForNextTickAsync(stoppingToken).ConfigureAwait(false))
-        {
-            if (!leader.IsLeader)
-                continue;
-            try
-            {
-                await CheckAsync(stoppingToken).ConfigureAwait(false);
-            }
-            catch (Exception e) when (e is IOException or LiteDB.LiteException or Npgsql.NpgsqlException or InvalidOperationException or InvalidDataException)
-            {
-                Log.CheckFailed(log, e.Message);
-            }
-        }
-    }
+    protected override Scale.LeaderElection Leader => leader;
+
+    protected override TimeProvider Clock => time;
+
+    protected override TimeSpan Period => TimeSpan.FromSeconds(options.Drift.CheckSeconds);
+
+    protected override Task RunOnceAsync(CancellationToken ct) => CheckAsync(ct);
+
+    protected override void OnFailed(string reason) => Log.CheckFailed(log, reason);
 
     /// <summary>One check over every model version with baselines.</summary>
     public async Task CheckAsync(CancellationToken ct)

@@ -1,7 +1,6 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Globalization;
-using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
 using EdgeFleet.Fleet.Devices;
@@ -221,7 +220,7 @@ public sealed partial class RetrainingExecutors(FleetOptions options, IFleetStor
             var secret = Encoding.UTF8.GetBytes((await File.ReadAllLinesAsync(executor.SecretFile!, ct).ConfigureAwait(false)).FirstOrDefault() ?? "");
             using var request = new HttpRequestMessage(HttpMethod.Post, executor.Url) { Content = new ByteArrayContent(body) };
             request.Content.Headers.ContentType = new System.Net.Http.Headers.MediaTypeHeaderValue("application/json");
-            request.Headers.Add("X-EdgeFleet-Signature", "sha256=" + Convert.ToHexStringLower(HMACSHA256.HashData(secret, body)));
+            request.Headers.Add("X-EdgeFleet-Signature", Drift.DriftNotifier.Signature(secret, body));
             request.Headers.Add("X-EdgeFleet-Event", "retraining.job");
             using var response = await _http.SendAsync(request, ct).ConfigureAwait(false);
             failure = response.IsSuccessStatusCode ? null : $"HTTP {(int)response.StatusCode}";

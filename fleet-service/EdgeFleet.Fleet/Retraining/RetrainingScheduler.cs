@@ -40,29 +40,21 @@ public static class JobTokens
 /// <see cref="QueueAsync"/>.
 /// </summary>
 public sealed partial class RetrainingScheduler(IFleetStore store, FleetOptions options, Scale.LeaderElection leader, RetrainingExecutors executors, TimeProvider time,
-    ILogger<RetrainingScheduler> log) : BackgroundService
+    ILogger<RetrainingScheduler> log) : Scale.LeaderLoop
 {
     public const string System = "retraining-scheduler";
 
     public IFleetStore Store => store;
 
-    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
-    {
-        using var timer = new PeriodicTimer(TimeSpan.FromSeconds(options.Retraining.CheckSeconds), time);
-        while (await timer.WaitForNextTickAsync(stoppingToken).ConfigureAwait(false))
-        {
-            if (!leader.IsLeader)
-                continue;
-            try
-            {
-                await CheckAsync(stoppingToken).ConfigureAwait(false);
-            }
-            catch (Exception e) when (e is IOException or LiteDB.LiteException or Npgsql.NpgsqlException or InvalidOperationException or InvalidDataException)
-            {
-                Log.CheckFailed(log, e.Message);
-            }
-        }
-    }
+    protected override Scale.LeaderElection Leader => leader;
+
+    protected override TimeProvider Clock => time;
+
+    protected override TimeSpan Period => TimeSpan.FromSeconds(options.Retraining.CheckSeconds);
+
+    protected override Task RunOnceAsync(CancellationToken ct) => CheckAsync(ct);
+
+    protected override void OnFailed(string reason) => Log.CheckFailed(log, reason);
 
     /// <summary>One pass: due policies queue jobs, queued jobs start, overdue jobs fail.</summary>
     public async Task CheckAsync(CancellationToken ct)

@@ -15,30 +15,22 @@ namespace EdgeFleet.Fleet.Rollouts;
 /// through <see cref="ActAsync"/>; a revision number keeps an engine step from overwriting their action.
 /// </summary>
 public sealed partial class RolloutEngine(IFleetStore store, FleetMqttClient mqtt, RolloutSigner signer, Scale.LeaderElection leader,
-    FleetOptions options, TimeProvider time, ILogger<RolloutEngine> log) : BackgroundService
+    FleetOptions options, TimeProvider time, ILogger<RolloutEngine> log) : Scale.LeaderLoop
 {
     public const string System = "rollout-engine";
 
     /// <summary>Engine steps and operator actions of this instance take turns (a rollback signs and registers: not to be done twice).</summary>
     private readonly SemaphoreSlim _turn = new(1, 1);
 
-    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
-    {
-        using var timer = new PeriodicTimer(TimeSpan.FromSeconds(options.RolloutTickSeconds), time);
-        while (await timer.WaitForNextTickAsync(stoppingToken).ConfigureAwait(false))
-        {
-            if (!leader.IsLeader)
-                continue;
-            try
-            {
-                await TickAsync(stoppingToken).ConfigureAwait(false);
-            }
-            catch (Exception e) when (e is IOException or LiteDB.LiteException or Npgsql.NpgsqlException or InvalidOperationException or InvalidDataException)
-            {
-                Log.TickFailed(log, e.Message);
-            }
-        }
-    }
+    protected override Scale.LeaderElection Leader => leader;
+
+    protected override TimeProvider Clock => time;
+
+    protected override TimeSpan Period => TimeSpan.FromSeconds(options.RolloutTickSeconds);
+
+    protected override Task RunOnceAsync(CancellationToken ct) => TickAsync(ct);
+
+    protected override void OnFailed(string reason) => Log.TickFailed(log, reason);
 
     /// <summary>One pass over every rollout that still has work.</summary>
     public async Task TickAsync(CancellationToken ct)
