@@ -58,6 +58,7 @@ public static partial class AgentHost
         builder.Services.AddHostedService(sp => sp.GetRequiredService<SyncService>());
         builder.Services.AddHostedService<InferenceService>();
         builder.Services.AddSingleton<InferenceMetrics>();
+        builder.Services.AddSingleton<DriftWindows>(); // the sensor loop and the local API sketch into the same windows
         builder.Services.AddHostedService<LocalApi.LocalApiService>();
         builder.Services.AddHostedService<HealthService>();
 

@@ -7,7 +7,8 @@ namespace EdgeFleet.Agent.Inference;
 /// Drift sketches per model version over the version's drift window (aligned to multiples of its length, so
 /// devices' windows line up): for each feature of the spec, its value from the input or the answer goes into a
 /// <see cref="FeatureSketch"/> on the spec's bin edges. <see cref="Close"/> turns every finished window into a
-/// <see cref="SketchWindow"/>. Steady state adds to existing sketches and allocates nothing.
+/// <see cref="SketchWindow"/>. Steady state adds to existing sketches and allocates nothing. The sensor loop and
+/// the local API record into the same windows (thread-safe).
 /// </summary>
 public sealed class DriftWindows
 {
@@ -20,30 +21,63 @@ public sealed class DriftWindows
     }
 
     private readonly Dictionary<(string Model, string Version), Open> _open = [];
+    private readonly Lock _lock = new();
 
-    /// <summary>One answer: <paramref name="input"/> is what the model was fed.</summary>
+    /// <summary>One answer of the sensor loop: <paramref name="input"/> is the feature vector the model was fed.</summary>
     public void Record(Classification answer, ReadOnlySpan<float> input, DateTimeOffset now)
     {
         if (answer.Drift is not { Features.Count: > 0 } spec)
             return;
-        var key = (answer.Model.Name, answer.Model.Version);
+        lock (_lock)
+        {
+            var open = OpenFor(answer.Model, spec, now);
+            for (var i = 0; i < open.Sketches.Length; i++)
+            {
+                var source = open.Sources[i];
+                var value = source switch
+                {
+                    { InputIndex: { } index } => index < input.Length ? input[index] : double.NaN,
+                    { OutputIndex: { } output } => answer.Probabilities is { } p && output < p.Length ? p[output] : double.NaN,
+                    { Confidence: true } => answer.Confidence,
+                    _ => double.NaN, // channel statistics are for tensor inputs, not feature vectors
+                };
+                open.Sketches[i].Add(value);
+            }
+        }
+    }
+
+    /// <summary>
+    /// One answer of any model (the local API): its first input with its shape, and the first row of its first
+    /// output (<paramref name="scores"/>: class probabilities, when it has them).
+    /// </summary>
+    public void Record(ModelRef model, DriftSpec spec, ReadOnlySpan<float> input, ReadOnlySpan<long> shape, ReadOnlySpan<float> scores, DateTimeOffset now)
+    {
+        if (spec.Features.Count == 0)
+            return;
+        lock (_lock)
+        {
+            var open = OpenFor(model, spec, now);
+            for (var i = 0; i < open.Sketches.Length; i++)
+                open.Sketches[i].Add(open.Sources[i].ValueOf(input, shape, scores));
+        }
+    }
+
+    private Open OpenFor(ModelRef model, DriftSpec spec, DateTimeOffset now)
+    {
+        var key = (model.Name, model.Version);
         if (!_open.TryGetValue(key, out var open) || !ReferenceEquals(open.Spec, spec))
             _open[key] = open = new Open(spec, Align(now, spec.WindowSeconds));
-        for (var i = 0; i < open.Sketches.Length; i++)
-        {
-            var source = open.Sources[i];
-            var value = source switch
-            {
-                { InputIndex: { } index } => index < input.Length ? input[index] : double.NaN,
-                { OutputIndex: { } output } => answer.Probabilities is { } p && output < p.Length ? p[output] : double.NaN,
-                _ => answer.Confidence,
-            };
-            open.Sketches[i].Add(value);
-        }
+        return open;
     }
 
     /// <summary>The sketches of every window that has ended by <paramref name="now"/> (all open ones with <paramref name="force"/>).</summary>
     public IReadOnlyList<SketchWindow> Close(DateTimeOffset now, bool force = false)
+    {
+        lock (_lock)
+            return CloseLocked(now, force);
+    }
+
+    private List<SketchWindow> CloseLocked(DateTimeOffset now, bool force)
     {
         List<SketchWindow>? closed = null;
         foreach (var (key, open) in _open)

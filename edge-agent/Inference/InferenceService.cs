@@ -15,7 +15,7 @@ namespace EdgeFleet.Agent.Inference;
 /// swapping it, belongs to the OTA service.
 /// </summary>
 public sealed partial class InferenceService(
-    AgentConfig config, AgentRuntime runtime, ModelHost host, TelemetryBuffer buffer, InferenceMetrics metrics, ILogger<InferenceService> log) : BackgroundService
+    AgentConfig config, AgentRuntime runtime, ModelHost host, TelemetryBuffer buffer, InferenceMetrics metrics, DriftWindows drift, ILogger<InferenceService> log) : BackgroundService
 {
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
@@ -27,13 +27,13 @@ public sealed partial class InferenceService(
         if (config.Input.Kind == InputKind.None)
         {
             Log.NoInput(log);
+            await FlushDriftAsync(stoppingToken).ConfigureAwait(false);
             return;
         }
         using var source = CreateSource();
         var features = new float[VibrationFeatures.Count];
         var latency = new LatencyWindows(TimeSpan.FromSeconds(config.Telemetry.LatencyWindowSeconds));
         var shadows = new ShadowWindows(latency.Length);
-        var drift = new DriftWindows();
         var hardExamples = new HardExampleSampler(config.Telemetry.HardExampleBytesPerHour, runtime.Time);
         long[] featureShape = [1, VibrationFeatures.Count];
         while (await source.NextWindowAsync(stoppingToken).ConfigureAwait(false) is { } window)
@@ -104,6 +104,25 @@ public sealed partial class InferenceService(
         {
             Log.ShadowFailed(log, shadow.Model.Name, shadow.Model.Version, e.Code, e.Message);
             shadows.RecordError(shadow.Model, served.Model, runtime.Time.GetUtcNow());
+        }
+    }
+
+    /// <summary>Without a sensor input only the local API answers: its drift sketches are sent as their windows end.</summary>
+    private async Task FlushDriftAsync(CancellationToken ct)
+    {
+        try
+        {
+            while (true)
+            {
+                await Task.Delay(TimeSpan.FromSeconds(1), runtime.Time, ct).ConfigureAwait(false);
+                foreach (var window in drift.Close(runtime.Time.GetUtcNow()))
+                    await AppendAsync(new TelemetryRecord { Ts = runtime.Time.GetUtcNow(), Kind = TelemetryKind.Sketch, Sketch = window }, ct).ConfigureAwait(false);
+            }
+        }
+        catch (OperationCanceledException) when (ct.IsCancellationRequested)
+        {
+            foreach (var window in drift.Close(runtime.Time.GetUtcNow(), force: true))
+                await AppendAsync(new TelemetryRecord { Ts = runtime.Time.GetUtcNow(), Kind = TelemetryKind.Sketch, Sketch = window }, CancellationToken.None).ConfigureAwait(false);
         }
     }
 

@@ -93,7 +93,11 @@ public sealed class ModelSession : IDisposable
         });
 
     /// <summary>Runs named JSON tensors, each checked against the model's input, and hands the outputs to <paramref name="read"/>.</summary>
-    public T Run<T>(IReadOnlyDictionary<string, JsonTensor> inputs, Func<IReadOnlyList<OrtValue>, long, T> read)
+    public T Run<T>(IReadOnlyDictionary<string, JsonTensor> inputs, Func<IReadOnlyList<OrtValue>, long, T> read) =>
+        Run(inputs, (_, outputs, micros) => read(outputs, micros));
+
+    /// <summary>As above, with the inputs as built handed to <paramref name="read"/> too.</summary>
+    public T Run<T>(IReadOnlyDictionary<string, JsonTensor> inputs, Func<IReadOnlyList<OrtValue>, IReadOnlyList<OrtValue>, long, T> read)
     {
         foreach (var name in inputs.Keys)
         {
@@ -111,7 +115,11 @@ public sealed class ModelSession : IDisposable
     /// and hands the outputs and the run's duration in microseconds to <paramref name="read"/>; every native
     /// value is disposed after.
     /// </summary>
-    public T Run<T>(Func<TensorSpec, OrtValue> input, Func<IReadOnlyList<OrtValue>, long, T> read)
+    public T Run<T>(Func<TensorSpec, OrtValue> input, Func<IReadOnlyList<OrtValue>, long, T> read) =>
+        Run(input, (_, outputs, micros) => read(outputs, micros));
+
+    /// <summary>As above, with the inputs as built handed to <paramref name="read"/> too (inputs, outputs, microseconds).</summary>
+    public T Run<T>(Func<TensorSpec, OrtValue> input, Func<IReadOnlyList<OrtValue>, IReadOnlyList<OrtValue>, long, T> read)
     {
         var values = new List<OrtValue>(Inputs.Count);
         try
@@ -120,7 +128,7 @@ public sealed class ModelSession : IDisposable
                 values.Add(input(spec));
             var started = Stopwatch.GetTimestamp();
             using var results = RunAllocating(values);
-            return read(results, (long)Stopwatch.GetElapsedTime(started).TotalMicroseconds);
+            return read(values, results, (long)Stopwatch.GetElapsedTime(started).TotalMicroseconds);
         }
         finally
         {

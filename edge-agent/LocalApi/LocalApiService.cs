@@ -8,6 +8,7 @@ using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.ML.OnnxRuntime.Tensors;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
@@ -29,7 +30,7 @@ namespace EdgeFleet.Agent.LocalApi;
 /// </list>
 /// Requests run on <see cref="ModelHost"/>, so they see hot swaps and the fallback exactly as the sensor loop does.
 /// </summary>
-public sealed partial class LocalApiService(AgentConfig config, ModelHost host, InferenceMetrics metrics, ILoggerFactory loggers) : IHostedService, IAsyncDisposable
+public sealed partial class LocalApiService(AgentConfig config, ModelHost host, InferenceMetrics metrics, ILoggerFactory loggers, DriftWindows? drift = null) : IHostedService, IAsyncDisposable
 {
     private const string OctetStream = "application/octet-stream";
     private readonly ILogger _log = loggers.CreateLogger<LocalApiService>();
@@ -215,7 +216,7 @@ public sealed partial class LocalApiService(AgentConfig config, ModelHost host, 
         Served<Result>? served;
         try
         {
-            served = host.Serve(request, static (model, r) => Run(model.Session, r));
+            served = host.Serve(request, static (model, r) => Run(model, r));
         }
         catch (InferenceException e)
         {
@@ -231,6 +232,8 @@ public sealed partial class LocalApiService(AgentConfig config, ModelHost host, 
         }
         var micros = (long)System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalMicroseconds;
         metrics.Served(s.Model.Model, InferenceSource.Api, micros, s.FellBack);
+        if (s.Result.Drift is { } d && s.Model.Drift is { } spec)
+            drift?.Record(s.Model.Model, spec, d.Input, d.Shape, d.Scores, DateTimeOffset.UtcNow);
         if (s.Result.Raw is { } raw)
         {
             var headers = context.Response.Headers;
@@ -259,7 +262,28 @@ public sealed partial class LocalApiService(AgentConfig config, ModelHost host, 
 
     private sealed record BinaryTensor(string? Input, long[] Shape, string? Type, byte[] Data);
 
-    private sealed record Result(Dictionary<string, JsonTensor>? Outputs, RawTensor? Raw);
+    private sealed record Result(Dictionary<string, JsonTensor>? Outputs, RawTensor? Raw)
+    {
+        /// <summary>What drift sketching needs of the request, when the model's drift spec asks for anything.</summary>
+        public DriftInput? Drift { get; init; }
+    }
+
+    /// <summary>The first input (float) with its shape, and the first row of the first output (float; empty otherwise).</summary>
+    private sealed record DriftInput(float[] Input, long[] Shape, float[] Scores)
+    {
+        public static DriftInput? Of(IReadOnlyList<OrtValue> inputs, IReadOnlyList<OrtValue> outputs)
+        {
+            if (inputs.Count == 0 || inputs[0].GetTensorTypeAndShape() is not { ElementDataType: TensorElementType.Float } input)
+                return null;
+            var scores = Array.Empty<float>();
+            if (outputs.Count > 0 && outputs[0].GetTensorTypeAndShape() is { ElementDataType: TensorElementType.Float, Shape.Length: > 0 } output)
+            {
+                var row = (int)Math.Min(output.Shape[^1], output.ElementCount);
+                scores = outputs[0].GetTensorDataAsSpan<float>()[..row].ToArray();
+            }
+            return new DriftInput(inputs[0].GetTensorDataAsSpan<float>().ToArray(), input.Shape, scores);
+        }
+    }
 
     private sealed record RawTensor(string Name, string Type, long[] Shape, byte[] Data);
 
@@ -313,8 +337,12 @@ public sealed partial class LocalApiService(AgentConfig config, ModelHost host, 
     }
 
     /// <summary>Runs one request on one model's session (called by <see cref="ModelHost.Serve"/>, on the active model or the fallback).</summary>
-    private static Result Run(ModelSession session, Request request)
+    private static Result Run(LoadedModel model, Request request)
     {
+        var session = model.Session;
+        var sketch = model.Drift is { Features.Count: > 0 };
+        Result Read(IReadOnlyList<OrtValue> inputs, IReadOnlyList<OrtValue> outputs) =>
+            Collect(session, outputs, request) with { Drift = sketch ? DriftInput.Of(inputs, outputs) : null };
         if (request.Binary is { } binary)
         {
             var name = binary.Input ?? (session.Inputs.Count == 1 ? session.Inputs[0].Name
@@ -324,9 +352,9 @@ public sealed partial class LocalApiService(AgentConfig config, ModelHost host, 
             return session.Run(
                 spec => spec.Name == name ? ModelSession.FromBytes(spec, binary.Shape, binary.Type, binary.Data)
                     : throw new InferenceException(InferenceError.InputMismatch, $"input '{spec.Name}' {spec.TypeName}{spec.ShapeText} is missing: a binary body carries one input; send JSON for several"),
-                (outputs, _) => Collect(session, outputs, request));
+                (inputs, outputs, _) => Read(inputs, outputs));
         }
-        return session.Run(request.Json!, (outputs, _) => Collect(session, outputs, request));
+        return session.Run(request.Json!, (inputs, outputs, _) => Read(inputs, outputs));
     }
 
     private static Result Collect(ModelSession session, IReadOnlyList<OrtValue> outputs, Request request)

@@ -35,9 +35,9 @@ public sealed class LocalApiTests(DemoModelFixture demo, ITestOutputHelper outpu
         _http = UnixHttp.Client(_api.SocketPath!);
     }
 
-    private async Task<LocalApiService> StartAsync(ModelHost host, LocalApiConfig api)
+    private async Task<LocalApiService> StartAsync(ModelHost host, LocalApiConfig api, DriftWindows? drift = null)
     {
-        var service = new LocalApiService(new AgentConfig { StateDirectory = _dir.Path, LocalApi = api }, host, _metrics, NullLoggerFactory.Instance);
+        var service = new LocalApiService(new AgentConfig { StateDirectory = _dir.Path, LocalApi = api }, host, _metrics, NullLoggerFactory.Instance, drift);
         await service.StartAsync(default);
         return service;
     }
@@ -152,6 +152,55 @@ public sealed class LocalApiTests(DemoModelFixture demo, ITestOutputHelper outpu
         Assert.True(response.StatusCode == HttpStatusCode.OK, text);
         var output = JsonNode.Parse(text)!["outputs"]!.AsObject().Single();
         Assert.Equal(direct.Outputs[output.Key].Data, output.Value!["data"]!.AsArray().Select(d => d!.GetValue<double>()));
+        await api.StopAsync(default);
+    }
+
+    /// <summary>An image model's drift spec names channel statistics and class probabilities: each API answer is sketched on them.</summary>
+    [Fact]
+    public async Task Api_answers_of_an_image_model_are_sketched_by_channel_statistics_and_class_probabilities()
+    {
+        var spec = new EdgeFleet.Shared.Stats.DriftSpec
+        {
+            WindowSeconds = 3600,
+            Features =
+            [
+                new("channel_mean:0", "channel_mean:0", [-1, 0, 1]), new("channel_std:2", "channel_std:2", [0, 0.5, 2]),
+                new("confidence", "confidence", [0, 0.5, 1]), new("p_1", "output:1", [0, 0.5, 1]), new("input:0", "input:0", [-10, 10]),
+            ],
+        };
+        Assert.Null(spec.Validate());
+        var model = new ModelRef { Name = "ppocr-cls", Version = "2.0" };
+        _host.Activate(LoadedModel.Load(model, RealModelTests.Classifier, 1, requireClassifier: false, drift: spec));
+        var drift = new DriftWindows();
+        await using var api = await StartAsync(_host, new LocalApiConfig { Socket = _dir.File("drift.sock") }, drift);
+        using var http = UnixHttp.Client(api.SocketPath!);
+        // Channel 0 all 0.5; channel 2 alternating ±1 (mean 0, standard deviation 1).
+        var image = new float[3 * 48 * 192];
+        const int plane = 48 * 192;
+        for (var i = 0; i < plane; i++)
+        {
+            image[i] = 0.5f;
+            image[(2 * plane) + i] = i % 2 == 0 ? 1f : -1f;
+        }
+        for (var request = 0; request < 2; request++)
+        {
+            using var body = new ByteArrayContent(MemoryMarshal.AsBytes(image.AsSpan()).ToArray());
+            body.Headers.ContentType = new MediaTypeHeaderValue("application/octet-stream");
+            var response = await http.PostAsync("/v1/models/ppocr-cls/infer?shape=1,3,48,192", body);
+            Assert.True(response.StatusCode == HttpStatusCode.OK, await response.Content.ReadAsStringAsync());
+        }
+        var window = Assert.Single(drift.Close(DateTimeOffset.UtcNow, force: true));
+        Assert.Equal(("ppocr-cls", "2.0"), (window.Model, window.Version));
+        var mean = window.Features.Single(f => f.Name == "channel_mean:0");
+        Assert.Equal((2L, 0.5), (mean.Count, mean.Mean));
+        Assert.Equal(1.0, window.Features.Single(f => f.Name == "channel_std:2").Mean, 6);
+        var confidence = window.Features.Single(f => f.Name == "confidence");
+        var p1 = window.Features.Single(f => f.Name == "p_1");
+        Assert.Equal(2, confidence.Count);
+        Assert.InRange(confidence.Mean, 0.5, 1);
+        Assert.InRange(p1.Mean, 0, 1);
+        Assert.Equal(2, p1.Count);
+        Assert.Equal(0.5, window.Features.Single(f => f.Name == "input:0").Mean); // the first element
         await api.StopAsync(default);
     }
 

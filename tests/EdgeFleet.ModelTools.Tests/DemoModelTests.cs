@@ -81,5 +81,26 @@ public class DemoModelTests
         }
     }
 
+    [Fact]
+    public void Baselines_of_an_image_model_are_its_channels_mean_and_deviation_and_its_class_probabilities()
+    {
+        var dir = Directory.CreateTempSubdirectory("edgefleet-baseline-img-").FullName;
+        try
+        {
+            var random = new Random(5);
+            for (var i = 0; i < 12; i++)
+                EdgeFleet.ModelTools.Quantization.Npy.Write(Path.Combine(dir, $"{i:D4}.npy"), EdgeFleet.ModelTools.Samples.TextImages.ClassifierInput(random, out _), 1, 3, 48, 192);
+            var baselines = EdgeFleet.ModelTools.Drift.BaselineBuilder.Build(TestModels.Classifier, dir, bins: 4);
+            Assert.Equal(["channel_mean:0", "channel_mean:1", "channel_mean:2", "channel_std:0", "channel_std:1", "channel_std:2", "confidence", "output:0", "output:1"],
+                baselines.Select(b => b.Name));
+            Assert.All(baselines, b => Assert.Equal(12, b.Counts.Sum()));
+            Assert.All(baselines.Where(b => b.Source.StartsWith("channel_std", StringComparison.Ordinal)), b => Assert.True(b.Edges[0] >= 0));
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
     private static float MaxOf(Span<float> row) => Math.Max(row[0], Math.Max(row[1], row[2]));
 }

@@ -11,11 +11,14 @@ public sealed record Baseline(string Name, string Source, double[] Edges, long[]
 
 /// <summary>
 /// Feature baselines for drift from a directory of representative inputs (the training data, or what the field
-/// should look like): one per element of the model's feature-vector input (named by the model's
-/// <c>edgefleet.features</c> metadata when it has one per element, else <c>input:N</c>), and one for the top
-/// class's confidence and one per class's probability (<c>p_LABEL</c>, source <c>output:N</c>; labels from the
-/// model's <c>edgefleet.labels</c> metadata, else <c>output:N</c>), from running the model on each input. Bin edges are the sample's quantiles, so each bin
-/// holds about the same share of the baseline; devices sketch on these edges.
+/// should look like), from running the model on each input. A feature-vector input (<c>[batch, K]</c>, K ≤ 256)
+/// gives one baseline per element (named by the model's <c>edgefleet.features</c> metadata when it has one per
+/// element, else <c>input:N</c>); an image or tensor input (<c>[batch, channels, …]</c>) gives per channel the mean
+/// and standard deviation of its values (<c>channel_mean:C</c>, <c>channel_std:C</c>). A classifier's output
+/// (<c>[batch, K]</c>) adds the top class's confidence and one baseline per class probability (<c>p_LABEL</c>,
+/// source <c>output:N</c>; labels from the model's <c>edgefleet.labels</c> metadata, else <c>output:N</c>). Values
+/// are computed by <see cref="DriftSource.ValueOf"/>, as devices compute them. Bin edges are the sample's quantiles,
+/// so each bin holds about the same share of the baseline; devices sketch on these edges.
 /// </summary>
 public static class BaselineBuilder
 {
@@ -27,50 +30,71 @@ public static class BaselineBuilder
             throw new SampleDataException("--bins must be within 2..1024");
         using var session = new InferenceSession(modelPath);
         if (session.InputMetadata.Count != 1 || session.InputMetadata.Single().Value.ElementDataType != TensorElementType.Float)
-            throw new SampleDataException("baselines are built for models with one float input (a feature vector)");
+            throw new SampleDataException("baselines are built for models with one float input (a feature vector, an image or a tensor)");
         var samples = SampleSet.Open(dataDirectory, session.InputMetadata);
+        var meta = session.ModelMetadata.CustomMetadataMap;
+        List<(string Name, string Source)>? features = null;
         List<double>[] values = [];
-        var confidence = new List<double>();
-        var probabilities = new List<List<double>>();
         for (var i = 0; i < Math.Min(samples.Count, maxSamples); i++)
         {
             var tensor = samples.Read(i).Single();
             var data = (float[])tensor.Data;
-            if (values.Length == 0)
-            {
-                if (data.Length > MaxFeatures)
-                    throw new SampleDataException($"the input has {data.Length} values per sample; baselines are for feature vectors of at most {MaxFeatures}");
-                values = [.. Enumerable.Range(0, data.Length).Select(_ => new List<double>())];
-            }
-            if (data.Length != values.Length)
-                throw new SampleDataException($"{samples.Entries[i]}: {data.Length} values, the first sample had {values.Length}");
-            for (var j = 0; j < data.Length; j++)
-                values[j].Add(data[j]);
             using var input = tensor.ToOrtValue();
             using var outputs = session.Run(new RunOptions(), [session.InputNames[0]], [input], [session.OutputNames[0]]);
-            var scores = outputs[0].GetTensorDataAsSpan<float>();
-            var width = (int)outputs[0].GetTensorTypeAndShape().Shape[^1];
-            var max = float.NegativeInfinity;
-            var row = scores[..Math.Min(width, scores.Length)];
-            while (probabilities.Count < row.Length && row.Length <= MaxFeatures)
-                probabilities.Add([]);
-            for (var c = 0; c < row.Length && c < probabilities.Count; c++)
+            var outputShape = outputs[0].GetTensorTypeAndShape().Shape;
+            var scores = outputShape.Length == 2 && outputs[0].GetTensorTypeAndShape().ElementDataType == TensorElementType.Float
+                ? outputs[0].GetTensorDataAsSpan<float>()[..(int)outputShape[1]].ToArray()
+                : [];
+            if (features is null)
             {
-                max = Math.Max(max, row[c]);
-                probabilities[c].Add(row[c]);
+                features = Features(tensor.Shape, data.Length, scores.Length, meta);
+                values = [.. features.Select(_ => new List<double>())];
             }
-            confidence.Add(max);
+            for (var f = 0; f < features.Count; f++)
+            {
+                var value = DriftSource.Parse(features[f].Source)!.Value.ValueOf(data, tensor.Shape, scores);
+                if (!double.IsFinite(value))
+                    throw new SampleDataException($"{samples.Entries[i]}: no {features[f].Source} in an input of shape [{string.Join(", ", tensor.Shape)}] (the first sample set the features)");
+                values[f].Add(value);
+            }
         }
-        var names = session.ModelMetadata.CustomMetadataMap.TryGetValue("edgefleet.features", out var text) && text.Split(',') is { } split && split.Length == values.Length
-            ? split.Select(n => n.Trim()).ToArray()
-            : [.. Enumerable.Range(0, values.Length).Select(j => "input:" + j.ToString(CultureInfo.InvariantCulture))];
-        var baselines = values.Select((v, j) => Of(names[j], "input:" + j.ToString(CultureInfo.InvariantCulture), v, bins)).ToList();
-        baselines.Add(Of("confidence", "confidence", confidence, bins));
-        var labels = session.ModelMetadata.CustomMetadataMap.TryGetValue("edgefleet.labels", out var labelText) && labelText.Split(',') is { } l && l.Length == probabilities.Count
-            ? l.Select(x => "p_" + x.Trim()).ToArray()
-            : [.. Enumerable.Range(0, probabilities.Count).Select(c => "output:" + c.ToString(CultureInfo.InvariantCulture))];
-        baselines.AddRange(probabilities.Select((p, c) => Of(labels[c], "output:" + c.ToString(CultureInfo.InvariantCulture), p, bins)));
-        return baselines;
+        if (features is null)
+            throw new SampleDataException($"{dataDirectory} holds no samples");
+        return [.. features.Select((f, j) => Of(f.Name, f.Source, values[j], bins))];
+    }
+
+    /// <summary>What a sample of this shape is sketched by: its elements, or its channels' statistics; and the classifier's scores.</summary>
+    private static List<(string Name, string Source)> Features(long[] shape, int length, int classes, IReadOnlyDictionary<string, string> meta)
+    {
+        static string N(long i) => i.ToString(CultureInfo.InvariantCulture);
+        var features = new List<(string, string)>();
+        if (shape.Length >= 3)
+        {
+            if (shape[1] * 2 > MaxFeatures)
+                throw new SampleDataException($"the input has {shape[1]} channels; baselines take at most {MaxFeatures / 2}");
+            for (var c = 0; c < shape[1]; c++)
+                features.Add(($"channel_mean:{N(c)}", $"channel_mean:{N(c)}"));
+            for (var c = 0; c < shape[1]; c++)
+                features.Add(($"channel_std:{N(c)}", $"channel_std:{N(c)}"));
+        }
+        else
+        {
+            if (length > MaxFeatures)
+                throw new SampleDataException($"the input has {length} values per sample; baselines are for feature vectors of at most {MaxFeatures}");
+            var names = meta.TryGetValue("edgefleet.features", out var text) && text.Split(',') is { } split && split.Length == length
+                ? split.Select(n => n.Trim()).ToArray()
+                : [.. Enumerable.Range(0, length).Select(j => "input:" + N(j))];
+            features.AddRange(names.Select((n, j) => (n, "input:" + N(j))));
+        }
+        if (classes is > 0 and <= MaxFeatures)
+        {
+            features.Add(("confidence", "confidence"));
+            var labels = meta.TryGetValue("edgefleet.labels", out var labelText) && labelText.Split(',') is { } l && l.Length == classes
+                ? l.Select(x => "p_" + x.Trim()).ToArray()
+                : [.. Enumerable.Range(0, classes).Select(c => "output:" + N(c))];
+            features.AddRange(labels.Select((name, c) => (name, "output:" + N(c))));
+        }
+        return features;
     }
 
     /// <summary>Quantile edges (duplicates dropped) and the values' counts on them.</summary>
