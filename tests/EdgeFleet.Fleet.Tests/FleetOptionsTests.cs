@@ -21,6 +21,21 @@ public class FleetOptionsTests
         Assert.Contains(key, options.Validate(), StringComparison.Ordinal);
     }
 
+    [Fact]
+    public void Retraining_executors_are_a_command_or_a_signed_webhook_that_can_call_back()
+    {
+        static string? Check(RetrainingExecutorOptions executor, string? callback = "https://fleet.example", string name = "demo") =>
+            new FleetOptions { Retraining = new RetrainingOptions { CallbackUrl = callback, Executors = new() { [name] = executor } } }.Validate();
+        Assert.Null(Check(new() { Command = "/usr/bin/retrain", Arguments = ["--kind", "demo"] }, callback: null));
+        Assert.Null(Check(new() { Url = "https://trainer.example/jobs", SecretFile = "/etc/edgefleet/hook.secret" }));
+        Assert.Contains("exactly one of Command and Url", Check(new() { Command = "/bin/true", Url = "https://x.example" }), StringComparison.Ordinal);
+        Assert.Contains("exactly one of Command and Url", Check(new()), StringComparison.Ordinal);
+        Assert.Contains("SecretFile", Check(new() { Url = "https://trainer.example/jobs" }), StringComparison.Ordinal);
+        Assert.Contains("CallbackUrl", Check(new() { Url = "https://trainer.example/jobs", SecretFile = "s" }, callback: null), StringComparison.Ordinal);
+        Assert.Contains("http(s) URL", Check(new() { Url = "ftp://x", SecretFile = "s" }), StringComparison.Ordinal);
+        Assert.Contains("executor names", Check(new() { Command = "/bin/true" }, name: "Bad Name"), StringComparison.Ordinal);
+    }
+
     [Theory]
     [InlineData(BrokerMode.Embedded, "edgefleet-fleet", false)]
     [InlineData(BrokerMode.External, null, false)]
