@@ -90,6 +90,22 @@ public sealed class DriftMonitorTests : IDisposable
         Assert.Equal(["drift.alert.resolved", "drift.alert.acknowledge", "drift.alert.opened"], audit.Select(a => a.Action));
     }
 
+    /// <summary>The newest window is usually still filling: too few values neither end nor extend a run of alerting windows.</summary>
+    [Fact]
+    public async Task A_window_with_too_few_values_does_not_break_a_run_of_alerting_windows()
+    {
+        await WindowAsync(0, drifting: true);
+        await WindowAsync(1, drifting: true);
+        var sketch = new FeatureSketch([0, 1, 2, 3]);
+        for (var i = 0; i < 10; i++)
+            sketch.Add(0.5); // the next window has begun: 10 values, on the baseline
+        await _store.UpsertSketchesAsync([new StoredSketch("d1", new SketchWindow { Model = "m", Version = "1", From = T0.AddMinutes(2), Seconds = 60, Features = [sketch.ToData("rms")] })], default);
+        var (report, _) = await DriftReport.BuildAsync(_store, "m", "1", T0, T0.AddMinutes(10), null, 2, default);
+        Assert.Equal("few", report!.Windows[^1].Cells.Single().Level);
+        var alert = Assert.Single(report.Alerts);
+        Assert.Equal((2, T0), (alert.Windows, alert.Since));
+    }
+
     [Fact]
     public void The_webhook_signature_is_an_hmac_of_the_exact_body()
     {

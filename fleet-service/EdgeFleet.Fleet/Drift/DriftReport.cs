@@ -92,7 +92,8 @@ public sealed record DriftReport(string Model, string Version, string? SegmentBy
         // Segmented, alerts are per segment (the fleet as a whole is shown, not alerted on twice); else for the fleet.
         foreach (var series in windows.SelectMany(w => w.Cells.Where(c => by is null || c.Segment != DriftAggregator.AllSegments).Select(c => (w.From, c))).GroupBy(x => (x.c.Feature, x.c.Segment)))
         {
-            var run = series.OrderBy(x => x.From).Reverse().TakeWhile(x => x.c.Level == "alert").ToList();
+            // Judged windows only: the newest window is often still filling ("few"), which neither ends nor extends a run.
+            var run = series.OrderBy(x => x.From).Reverse().Where(x => x.c.Level is not ("few" or "empty")).TakeWhile(x => x.c.Level == "alert").ToList();
             if (run.Count >= alertWindows)
                 alerts.Add(new DriftAlertView(series.Key.Feature, series.Key.Segment, run.Count, run[0].c.Psi, run[^1].From));
         }
