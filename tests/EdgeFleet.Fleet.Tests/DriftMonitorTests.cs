@@ -90,6 +90,20 @@ public sealed class DriftMonitorTests : IDisposable
         Assert.Equal(["drift.alert.resolved", "drift.alert.acknowledge", "drift.alert.opened"], audit.Select(a => a.Action));
     }
 
+    [Fact]
+    public async Task The_alerts_of_a_version_no_device_runs_any_more_are_resolved()
+    {
+        var monitor = Monitor();
+        await WindowAsync(0, drifting: true);
+        await WindowAsync(1, drifting: true);
+        await monitor.CheckAsync(default);
+        Assert.Single(await _store.ListDriftAlertsAsync(true, 10, default));
+        _time.Now = T0.AddMinutes(30); // the lookback (10 windows) holds no sketch of v1 any more: the devices moved on
+        await monitor.CheckAsync(default);
+        Assert.Empty(await _store.ListDriftAlertsAsync(true, 10, default));
+        Assert.Equal(["opened", "resolved"], _notified.Changes.Select(c => c.Change));
+    }
+
     /// <summary>The newest window is usually still filling: too few values neither end nor extend a run of alerting windows.</summary>
     [Fact]
     public async Task A_window_with_too_few_values_does_not_break_a_run_of_alerting_windows()

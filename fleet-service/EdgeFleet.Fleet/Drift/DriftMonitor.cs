@@ -108,7 +108,8 @@ public sealed partial class DriftNotifier(FleetOptions options, ILogger<DriftNot
 /// The leader's drift check, every <c>Fleet:Drift:CheckSeconds</c>: for each model version with baselines, the drift
 /// report over the last windows; a feature and segment alerting for <c>AlertWindows</c> windows in a row opens an alert
 /// (one active per model version, feature and segment), and an active alert whose latest judged window is below the
-/// alert level is resolved. Openings and resolutions are notified and audited.
+/// alert level is resolved, as are the alerts of a version no device sketched within the lookback (it was replaced).
+/// Openings and resolutions are notified and audited.
 /// </summary>
 public sealed partial class DriftMonitor(IFleetStore store, FleetOptions options, Scale.LeaderElection leader, IDriftNotifier notifier, TimeProvider time,
     ILogger<DriftMonitor> log) : Scale.LeaderLoop
@@ -140,9 +141,18 @@ public sealed partial class DriftMonitor(IFleetStore store, FleetOptions options
                     continue;
                 var label = version.Version.ToString(CultureInfo.InvariantCulture);
                 var (report, _) = await DriftReport.BuildAsync(store, model.Id, label, from, now, drift.SegmentBy, drift.AlertWindows, ct).ConfigureAwait(false);
-                if (report is null || report.Windows.Count == 0)
-                    continue;
                 var mine = active.Where(a => a.Model == model.Id && a.Version == label).ToDictionary(a => (a.Feature, a.Segment));
+                if (report is null || report.Windows.Count == 0)
+                {
+                    // No device sketched this version within the lookback (it was replaced): its alerts end with it.
+                    foreach (var alert in mine.Values)
+                    {
+                        var updated = await store.UpdateDriftAlertAsync(alert.Id, a => a.Active ? a with { State = DriftAlertStates.Resolved, ResolvedAt = now } : null, ct).ConfigureAwait(false);
+                        if (updated is { After.State: DriftAlertStates.Resolved } u)
+                            await ChangedAsync("resolved", u.After, ct).ConfigureAwait(false);
+                    }
+                    continue;
+                }
                 foreach (var a in report.Alerts)
                 {
                     if (mine.ContainsKey((a.Feature, a.Segment)))
