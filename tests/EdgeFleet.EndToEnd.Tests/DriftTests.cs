@@ -146,7 +146,8 @@ public sealed class DriftTests : IDisposable
         {
             lock (_received)
                 received = [.. _received];
-            return Task.FromResult(received.Length > 0 && File.Exists(P("alerts.jsonl")) ? "" : null);
+            // The command's shell creates the file before it writes: wait for what it writes.
+            return Task.FromResult(received.Length > 0 && File.Exists(P("alerts.jsonl")) && File.ReadAllText(P("alerts.jsonl")).Contains("drift.alert.opened", StringComparison.Ordinal) ? "" : null);
         }, Patience, () => "no webhook or command call");
         var secret = "webhook secret"u8.ToArray();
         Assert.All(received, r => Assert.Equal("sha256=" + Convert.ToHexStringLower(System.Security.Cryptography.HMACSHA256.HashData(secret, System.Text.Encoding.UTF8.GetBytes(r.Body))), r.Signature));
