@@ -47,18 +47,27 @@ public sealed class DriftWindows
     }
 
     /// <summary>
-    /// One answer of any model (the local API): its first input with its shape, and the first row of its first
-    /// output (<paramref name="scores"/>: class probabilities, when it has them).
+    /// The spec's feature values for one answer of any model (the local API): its first input with its shape, and
+    /// the first row of its first output (<paramref name="scores"/>: class probabilities, when it has them).
     /// </summary>
-    public void Record(ModelRef model, DriftSpec spec, ReadOnlySpan<float> input, ReadOnlySpan<long> shape, ReadOnlySpan<float> scores, DateTimeOffset now)
+    public static double[] ValuesOf(DriftSpec spec, ReadOnlySpan<float> input, ReadOnlySpan<long> shape, ReadOnlySpan<float> scores)
     {
-        if (spec.Features.Count == 0)
+        var values = new double[spec.Features.Count];
+        for (var i = 0; i < values.Length; i++)
+            values[i] = DriftSource.Parse(spec.Features[i].Source) is { } source ? source.ValueOf(input, shape, scores) : double.NaN;
+        return values;
+    }
+
+    /// <summary>One answer's feature values (<see cref="ValuesOf"/>), in the spec's order.</summary>
+    public void Record(ModelRef model, DriftSpec spec, ReadOnlySpan<double> values, DateTimeOffset now)
+    {
+        if (spec.Features.Count == 0 || values.Length != spec.Features.Count)
             return;
         lock (_lock)
         {
             var open = OpenFor(model, spec, now);
             for (var i = 0; i < open.Sketches.Length; i++)
-                open.Sketches[i].Add(open.Sources[i].ValueOf(input, shape, scores));
+                open.Sketches[i].Add(values[i]);
         }
     }
 

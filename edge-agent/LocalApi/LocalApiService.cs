@@ -232,8 +232,8 @@ public sealed partial class LocalApiService(AgentConfig config, ModelHost host, 
         }
         var micros = (long)System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalMicroseconds;
         metrics.Served(s.Model.Model, InferenceSource.Api, micros, s.FellBack);
-        if (s.Result.Drift is { } d && s.Model.Drift is { } spec)
-            drift?.Record(s.Model.Model, spec, d.Input, d.Shape, d.Scores, DateTimeOffset.UtcNow);
+        if (s.Result.Drift is { } values && s.Model.Drift is { } spec)
+            drift?.Record(s.Model.Model, spec, values, DateTimeOffset.UtcNow);
         if (s.Result.Raw is { } raw)
         {
             var headers = context.Response.Headers;
@@ -264,25 +264,22 @@ public sealed partial class LocalApiService(AgentConfig config, ModelHost host, 
 
     private sealed record Result(Dictionary<string, JsonTensor>? Outputs, RawTensor? Raw)
     {
-        /// <summary>What drift sketching needs of the request, when the model's drift spec asks for anything.</summary>
-        public DriftInput? Drift { get; init; }
+        /// <summary>The drift spec's feature values for this request, when the model's spec names any.</summary>
+        public double[]? Drift { get; init; }
     }
 
-    /// <summary>The first input (float) with its shape, and the first row of the first output (float; empty otherwise).</summary>
-    private sealed record DriftInput(float[] Input, long[] Shape, float[] Scores)
+    /// <summary>
+    /// The drift features' values, read in place from the first input (float) and the first row of the first
+    /// output (float; none otherwise), while the native values live: nothing of the request is copied.
+    /// </summary>
+    private static double[]? DriftValues(EdgeFleet.Shared.Stats.DriftSpec spec, IReadOnlyList<OrtValue> inputs, IReadOnlyList<OrtValue> outputs)
     {
-        public static DriftInput? Of(IReadOnlyList<OrtValue> inputs, IReadOnlyList<OrtValue> outputs)
-        {
-            if (inputs.Count == 0 || inputs[0].GetTensorTypeAndShape() is not { ElementDataType: TensorElementType.Float } input)
-                return null;
-            var scores = Array.Empty<float>();
-            if (outputs.Count > 0 && outputs[0].GetTensorTypeAndShape() is { ElementDataType: TensorElementType.Float, Shape.Length: > 0 } output)
-            {
-                var row = (int)Math.Min(output.Shape[^1], output.ElementCount);
-                scores = outputs[0].GetTensorDataAsSpan<float>()[..row].ToArray();
-            }
-            return new DriftInput(inputs[0].GetTensorDataAsSpan<float>().ToArray(), input.Shape, scores);
-        }
+        if (inputs.Count == 0 || inputs[0].GetTensorTypeAndShape() is not { ElementDataType: TensorElementType.Float } input)
+            return null;
+        ReadOnlySpan<float> scores = [];
+        if (outputs.Count > 0 && outputs[0].GetTensorTypeAndShape() is { ElementDataType: TensorElementType.Float, Shape.Length: > 0 } output)
+            scores = outputs[0].GetTensorDataAsSpan<float>()[..(int)Math.Min(output.Shape[^1], output.ElementCount)];
+        return DriftWindows.ValuesOf(spec, inputs[0].GetTensorDataAsSpan<float>(), input.Shape, scores);
     }
 
     private sealed record RawTensor(string Name, string Type, long[] Shape, byte[] Data);
@@ -340,9 +337,9 @@ public sealed partial class LocalApiService(AgentConfig config, ModelHost host, 
     private static Result Run(LoadedModel model, Request request)
     {
         var session = model.Session;
-        var sketch = model.Drift is { Features.Count: > 0 };
+        var spec = model.Drift is { Features.Count: > 0 } d ? d : null;
         Result Read(IReadOnlyList<OrtValue> inputs, IReadOnlyList<OrtValue> outputs) =>
-            Collect(session, outputs, request) with { Drift = sketch ? DriftInput.Of(inputs, outputs) : null };
+            Collect(session, outputs, request) with { Drift = spec is null ? null : DriftValues(spec, inputs, outputs) };
         if (request.Binary is { } binary)
         {
             var name = binary.Input ?? (session.Inputs.Count == 1 ? session.Inputs[0].Name

@@ -53,6 +53,8 @@ public class ConfigTests
     [InlineData("""{ "broker": { "port": 70000 } }""", "broker.port")]
     [InlineData("""{ "input": { "condition": "on-fire" } }""", "input.condition")]
     [InlineData("""{ "input": { "kind": "jsonLines" } }""", "input.path")]
+    [InlineData("""{ "input": { "driftAfterSeconds": -1 } }""", "input.driftAfterSeconds")]
+    [InlineData("""{ "input": { "driftAfterSeconds": 60, "driftGain": 0 } }""", "input.driftGain")]
     [InlineData("""{ "brokr": {} }""", "brokr")]
     [InlineData("""{ "input": { "kind": "carrierPigeon" } }""", "agent.json")]
     [InlineData("""{ "telemetry": { "maxBatchRecords": 0 } }""", "maxBatchRecords")]

@@ -165,7 +165,22 @@ public sealed class RetrainingLoopTests : IDisposable
     [Fact]
     public async Task A_webhook_executor_reads_its_inputs_reports_and_uploads_by_the_job_s_token_and_nothing_more()
     {
+        // Policies name a configured executor and a valid draft rollout, for a registered model.
+        foreach (var (model, policy, status, says) in new[]
+        {
+            ("vibration-hooked", new JsonObject { ["executor"] = "rm-rf", ["target"] = new JsonObject { ["selector"] = "site=b" } }, HttpStatusCode.BadRequest, "the fleet has demo, hook"),
+            ("vibration-hooked", new JsonObject { ["executor"] = "hook" }, HttpStatusCode.BadRequest, "the target needs a group, a selector or devices"),
+            ("vibration-hooked", new JsonObject { ["executor"] = "hook", ["target"] = new JsonObject { ["selector"] = "site=b" }, ["cooldownHours"] = -1 }, HttpStatusCode.BadRequest, "cooldownHours"),
+            ("no-such-model", new JsonObject { ["executor"] = "hook", ["target"] = new JsonObject { ["selector"] = "site=b" } }, HttpStatusCode.NotFound, "no model no-such-model"),
+        })
+        {
+            using var refused = await _fleet.Send(HttpMethod.Put, $"/api/retraining/policies/{model}", policy);
+            var text = await refused.Content.ReadAsStringAsync();
+            Assert.True(refused.StatusCode == status && text.Contains(says, StringComparison.Ordinal), $"{refused.StatusCode}: {text}");
+        }
         Cli(_fleet, "retrain", "policy", "set", "--model-id", "vibration-hooked", "--executor", "hook", "--timeout-minutes", "5", "--selector", "site=b");
+        Assert.Contains("executor hook, enabled; triggers: manual", Cli(_fleet, "retrain", "policy", "list"), StringComparison.Ordinal);
+        Assert.Equal("no drift alerts", Cli(_fleet, "drift", "alerts").Trim());
         using var noPolicy = await _fleet.Send(HttpMethod.Post, "/api/retraining/jobs", new JsonObject { ["modelId"] = ModelId, ["reason"] = "x" });
         Assert.Equal(HttpStatusCode.NotFound, noPolicy.StatusCode);
         var queued = JsonNode.Parse(Cli(_fleet, "retrain", "run", "--model-id", "vibration-hooked", "--reason", "new labelled data", "--json"))!;
@@ -196,6 +211,15 @@ public sealed class RetrainingLoopTests : IDisposable
             Assert.Equal(HttpStatusCode.OK, running.StatusCode);
         using (var wrong = await _fleet.Send(HttpMethod.Post, $"/api/retraining/jobs/{id}/status", new JsonObject { ["state"] = "succeeded" }, apiKey: token))
             Assert.Equal(HttpStatusCode.BadRequest, wrong.StatusCode);
+        Assert.Contains(id, Cli(_fleet, "retrain", "jobs", "--model-id", "vibration-hooked"), StringComparison.Ordinal);
+        using var http = new HttpClient { BaseAddress = new Uri(_fleet.Url) };
+        http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", token);
+        using (var noModel = new MultipartFormDataContent { { new ByteArrayContent([1, 2, 3]), "data", "0.npy" } })
+        using (var incomplete = await http.PostAsync(new Uri($"/api/retraining/jobs/{id}/output", UriKind.Relative), noModel))
+        {
+            Assert.Equal(HttpStatusCode.BadRequest, incomplete.StatusCode); // the job keeps waiting for a complete output
+            Assert.Contains("needs the model", await incomplete.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+        }
 
         // The output: the model the worker trained, its held-out samples and labels.
         Cli(null, "model", "demo", "--out", P("v2.onnx"), "--seed", "43");
@@ -207,8 +231,6 @@ public sealed class RetrainingLoopTests : IDisposable
         };
         foreach (var sample in Directory.GetFiles(P("heldout"), "*.npy").Order(StringComparer.Ordinal))
             form.Add(new ByteArrayContent(File.ReadAllBytes(sample)), "data", Path.GetFileName(sample));
-        using var http = new HttpClient { BaseAddress = new Uri(_fleet.Url) };
-        http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", token);
         using (var upload = await http.PostAsync(new Uri($"/api/retraining/jobs/{id}/output", UriKind.Relative), form))
             Assert.True(upload.StatusCode == HttpStatusCode.Accepted, await upload.Content.ReadAsStringAsync());
 
@@ -219,6 +241,8 @@ public sealed class RetrainingLoopTests : IDisposable
         var draft = job["rolloutId"]!.GetValue<string>();
         Assert.Equal("draft", (await JsonAsync($"/api/rollouts/{draft}"))["state"]!.GetValue<string>());
         Assert.Contains("aborted", Cli(_fleet, "rollout", "abort", "--id", draft, "--reason", "not this one"), StringComparison.Ordinal); // a draft can be turned down
+        Cli(_fleet, "retrain", "policy", "delete", "--model-id", "vibration-hooked");
+        Assert.DoesNotContain("vibration-hooked", Cli(_fleet, "retrain", "policy", "list"), StringComparison.Ordinal);
         Assert.Contains(job["events"]!.AsArray(), e => e!["message"]!.GetValue<string>() == "epoch 1 of 40");
         // A finished job's token is spent.
         using var spent = await _fleet.Send(HttpMethod.Get, $"/api/retraining/jobs/{id}/inputs", apiKey: token);

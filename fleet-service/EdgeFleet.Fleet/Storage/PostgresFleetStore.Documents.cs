@@ -41,4 +41,14 @@ public sealed partial class PostgresFleetStore
         await tx.CommitAsync(ct).ConfigureAwait(false);
         return (before, after);
     }
+
+    /// <summary>Runs <paramref name="cmd"/>, whose first column is a record's JSON, and reads every row.</summary>
+    private static async Task<List<T>> ReadDocumentsAsync<T>(NpgsqlCommand cmd, System.Text.Json.Serialization.Metadata.JsonTypeInfo<T> type, CancellationToken ct)
+    {
+        var list = new List<T>();
+        await using var reader = await cmd.ExecuteReaderAsync(ct).ConfigureAwait(false);
+        while (await reader.ReadAsync(ct).ConfigureAwait(false))
+            list.Add(JsonSerializer.Deserialize(reader.GetString(0), type)!);
+        return list;
+    }
 }

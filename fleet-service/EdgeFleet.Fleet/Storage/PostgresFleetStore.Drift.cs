@@ -62,11 +62,7 @@ public sealed partial class PostgresFleetStore
     {
         await using var cmd = _db.CreateCommand($"select doc::text from drift_alerts {(activeOnly ? "where state <> 'resolved'" : "")} order by opened_at desc, id limit @limit");
         cmd.Parameters.AddWithValue("limit", limit);
-        var list = new List<DriftAlert>();
-        await using var reader = await cmd.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
-        while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
-            list.Add(JsonSerializer.Deserialize(reader.GetString(0), FleetStoreJsonContext.Default.DriftAlert)!);
-        return list;
+        return await ReadDocumentsAsync(cmd, FleetStoreJsonContext.Default.DriftAlert, cancellationToken).ConfigureAwait(false);
     }
 
     public Task<(DriftAlert Before, DriftAlert After)?> UpdateDriftAlertAsync(string id, Func<DriftAlert, DriftAlert?> change, CancellationToken cancellationToken) =>

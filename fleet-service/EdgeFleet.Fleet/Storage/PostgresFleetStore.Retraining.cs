@@ -114,13 +114,4 @@ public sealed partial class PostgresFleetStore
     public Task<(RetrainingJob Before, RetrainingJob After)?> UpdateRetrainingJobAsync(string id, Func<RetrainingJob, RetrainingJob?> change, CancellationToken cancellationToken) =>
         UpdateDocumentAsync("retraining_jobs", "id", id, FleetStoreJsonContext.Default.RetrainingJob, j => change(j) is { } c && c != j ? c : null, j => j with { Id = id },
             cancellationToken, ("state", j => j.State));
-
-    private static async Task<List<T>> ReadDocumentsAsync<T>(NpgsqlCommand cmd, System.Text.Json.Serialization.Metadata.JsonTypeInfo<T> type, CancellationToken ct)
-    {
-        var list = new List<T>();
-        await using var reader = await cmd.ExecuteReaderAsync(ct).ConfigureAwait(false);
-        while (await reader.ReadAsync(ct).ConfigureAwait(false))
-            list.Add(JsonSerializer.Deserialize(reader.GetString(0), type)!);
-        return list;
-    }
 }

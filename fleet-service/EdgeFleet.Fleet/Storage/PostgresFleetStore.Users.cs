@@ -25,11 +25,7 @@ public sealed partial class PostgresFleetStore
     public async Task<IReadOnlyList<UserRecord>> ListUsersAsync(CancellationToken cancellationToken)
     {
         await using var cmd = _db.CreateCommand("select doc::text from users order by username");
-        var list = new List<UserRecord>();
-        await using var reader = await cmd.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
-        while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
-            list.Add(ToUser(reader.GetString(0)));
-        return list;
+        return await ReadDocumentsAsync(cmd, FleetStoreJsonContext.Default.UserRecord, cancellationToken).ConfigureAwait(false);
     }
 
     public Task<(UserRecord Before, UserRecord After)?> UpdateUserAsync(string username, Func<UserRecord, UserRecord?> change, CancellationToken cancellationToken) =>
