@@ -4,12 +4,7 @@ using System.Text;
 using System.Text.Json;
 using EdgeFleet.Agent.Configuration;
 using EdgeFleet.Agent.Inference;
-using Microsoft.AspNetCore.Builder;
-using Microsoft.AspNetCore.Hosting;
-using Microsoft.AspNetCore.Http;
-using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.ML.OnnxRuntime.Tensors;
-using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.ML.OnnxRuntime;
@@ -17,8 +12,8 @@ using Microsoft.ML.OnnxRuntime;
 namespace EdgeFleet.Agent.LocalApi;
 
 /// <summary>
-/// The local inference API: Kestrel (the empty builder: no configuration sources, no routing, AOT-clean) on a
-/// Unix domain socket, and optionally a loopback TCP port, serving
+/// The local inference API: HTTP/1.1 (<see cref="HttpServer"/>) on a Unix domain socket, and optionally a
+/// loopback TCP port, serving
 /// <list type="bullet">
 /// <item><c>POST /v1/models/{name}/infer</c>: JSON tensors (<c>{"inputs": {"x": {"shape": [...], "data": [...]}}}</c>),
 /// or one tensor as raw little-endian bytes (<c>Content-Type: application/octet-stream</c>,
@@ -30,11 +25,11 @@ namespace EdgeFleet.Agent.LocalApi;
 /// </list>
 /// Requests run on <see cref="ModelHost"/>, so they see hot swaps and the fallback exactly as the sensor loop does.
 /// </summary>
-public sealed partial class LocalApiService(AgentConfig config, ModelHost host, InferenceMetrics metrics, ILoggerFactory loggers, DriftWindows? drift = null) : IHostedService, IAsyncDisposable
+public sealed partial class LocalApiService(AgentConfig config, ModelHost host, InferenceMetrics metrics, ILoggerFactory loggers, DriftWindows? drift = null) : IHostedService, IAsyncDisposable, IHttpApplication
 {
     private const string OctetStream = "application/octet-stream";
     private readonly ILogger _log = loggers.CreateLogger<LocalApiService>();
-    private WebApplication? _app;
+    private HttpServer? _server;
 
     /// <summary>The socket path in use (after start).</summary>
     public string? SocketPath { get; private set; }
@@ -60,24 +55,37 @@ public sealed partial class LocalApiService(AgentConfig config, ModelHost host, 
         {
             Directory.CreateDirectory(Path.GetDirectoryName(socket)!);
             RemoveStaleSocket(socket);
-            var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions());
-            builder.Services.AddSingleton(loggers);
-            builder.WebHost.UseKestrelCore().ConfigureKestrel(k =>
+            var server = new HttpServer(this, new HttpServerLimits { MaxRequestBytes = options.MaxRequestBytes }, _log);
+            try
             {
-                k.AddServerHeader = false;
-                k.Limits.MaxRequestBodySize = options.MaxRequestBytes;
-                k.ListenUnixSocket(socket, l => l.Protocols = HttpProtocols.Http1);
+                server.Listen(new UnixDomainSocketEndPoint(socket));
                 if (options.TcpPort is { } port)
-                    k.ListenLocalhost(port, l => l.Protocols = HttpProtocols.Http1);
-            });
-            var app = builder.Build();
-            app.Run(HandleAsync);
-            await app.StartAsync(cancellationToken).ConfigureAwait(false);
-            _app = app;
+                {
+                    server.Listen(new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, port));
+                    if (Socket.OSSupportsIPv6)
+                    {
+                        try
+                        {
+                            server.Listen(new System.Net.IPEndPoint(System.Net.IPAddress.IPv6Loopback, port));
+                        }
+                        catch (SocketException e) when (e.SocketErrorCode is SocketError.AddressNotAvailable or SocketError.AddressFamilyNotSupported)
+                        {
+                            // IPv6 is off on this device: 127.0.0.1 alone
+                        }
+                    }
+                }
+            }
+            catch
+            {
+                await server.DisposeAsync().ConfigureAwait(false);
+                throw;
+            }
+            server.Start();
+            _server = server;
             SocketPath = socket;
             if (TryParseMode(options.SocketMode, out var mode) && !OperatingSystem.IsWindows())
                 File.SetUnixFileMode(socket, mode);
-            Log.Listening(_log, socket, options.TcpPort is { } p ? $" and 127.0.0.1:{p}" : "");
+            Log.Listening(_log, socket, options.TcpPort is { } p ? $" and loopback port {p}" : "");
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or SocketException or InvalidOperationException)
         {
@@ -106,75 +114,63 @@ public sealed partial class LocalApiService(AgentConfig config, ModelHost host, 
 
     public async Task StopAsync(CancellationToken cancellationToken)
     {
-        if (_app is { } app)
-            await app.StopAsync(cancellationToken).ConfigureAwait(false);
+        if (_server is { } server)
+            await server.StopAsync(cancellationToken).ConfigureAwait(false);
         if (SocketPath is { } socket)
             File.Delete(socket);
     }
 
     public async ValueTask DisposeAsync()
     {
-        if (_app is { } app)
-            await app.DisposeAsync().ConfigureAwait(false);
+        if (_server is { } server)
+            await server.DisposeAsync().ConfigureAwait(false);
     }
 
-    private async Task HandleAsync(HttpContext context)
+    Task<HttpResponse> IHttpApplication.HandleAsync(HttpRequest request) => Task.FromResult(Handle(request));
+
+    HttpResponse IHttpApplication.Refuse(int status, string code, string reason) => Error(status, code, reason);
+
+    /// <summary>Inference runs synchronously on the connection's task (ONNX Runtime's Run blocks either way).</summary>
+    private HttpResponse Handle(HttpRequest request)
     {
-        var path = context.Request.Path.Value ?? "/";
-        try
+        var path = request.Path;
+        switch (path)
         {
-            switch (path)
-            {
-                case "/metrics":
-                    if (Allow(context, HttpMethods.Get))
-                        await MetricsAsync(context).ConfigureAwait(false);
-                    return;
-                case "/v1/models":
-                    if (Allow(context, HttpMethods.Get))
-                        await ModelsAsync(context).ConfigureAwait(false);
-                    return;
-                case "/healthz":
-                    if (Allow(context, HttpMethods.Get))
-                    {
-                        context.Response.StatusCode = host.Current is null ? StatusCodes.Status503ServiceUnavailable : StatusCodes.Status200OK;
-                        await context.Response.WriteAsync(host.Current is null ? "no model loaded\n" : "ok\n").ConfigureAwait(false);
-                    }
-                    return;
-            }
-            if (path.StartsWith("/v1/models/", StringComparison.Ordinal) && path.EndsWith("/infer", StringComparison.Ordinal) && path.Length > "/v1/models//infer".Length)
-            {
-                if (Allow(context, HttpMethods.Post))
-                    await InferAsync(context, Uri.UnescapeDataString(path["/v1/models/".Length..^"/infer".Length])).ConfigureAwait(false);
-                return;
-            }
-            await ErrorAsync(context, StatusCodes.Status404NotFound, "not-found", $"no route {path}: POST /v1/models/{{name}}/infer, GET /v1/models, GET /metrics, GET /healthz").ConfigureAwait(false);
+            case "/metrics":
+                return Allow(request, "GET") ?? Metrics();
+            case "/v1/models":
+                return Allow(request, "GET") ?? Models();
+            case "/healthz":
+                return Allow(request, "GET") ?? new HttpResponse
+                {
+                    Status = host.Current is null ? 503 : 200,
+                    ContentType = "text/plain; charset=utf-8",
+                    Body = host.Current is null ? "no model loaded\n"u8.ToArray() : "ok\n"u8.ToArray(),
+                };
         }
-        catch (Microsoft.AspNetCore.Http.BadHttpRequestException e) when (!context.Response.HasStarted)
-        {
-            var code = e.StatusCode == StatusCodes.Status413PayloadTooLarge ? "too-large" : "bad-request";
-            var reason = e.StatusCode == StatusCodes.Status413PayloadTooLarge ? $"the body is over localApi.maxRequestBytes ({config.LocalApi.MaxRequestBytes} bytes)" : e.Message;
-            await ErrorAsync(context, e.StatusCode, code, reason).ConfigureAwait(false);
-        }
+        if (path.StartsWith("/v1/models/", StringComparison.Ordinal) && path.EndsWith("/infer", StringComparison.Ordinal) && path.Length > "/v1/models//infer".Length)
+            return Allow(request, "POST") ?? Infer(request, Uri.UnescapeDataString(path["/v1/models/".Length..^"/infer".Length]));
+        return Error(404, "not-found", $"no route {path}: POST /v1/models/{{name}}/infer, GET /v1/models, GET /metrics, GET /healthz");
     }
 
-    private static bool Allow(HttpContext context, string method)
+    /// <summary>Null when the method is the route's; else 405 with an Allow header.</summary>
+    private static HttpResponse? Allow(HttpRequest request, string method)
     {
-        if (HttpMethods.Equals(context.Request.Method, method))
-            return true;
-        context.Response.StatusCode = StatusCodes.Status405MethodNotAllowed;
-        context.Response.Headers.Allow = method;
-        return false;
+        if (request.Method == method)
+            return null;
+        var refused = Error(405, "method-not-allowed", $"{request.Method} {request.Path}: only {method} is allowed");
+        refused.Headers.Add(new("Allow", method));
+        return refused;
     }
 
-    private Task MetricsAsync(HttpContext context)
+    private HttpResponse Metrics()
     {
         var text = new StringBuilder(4096);
         metrics.WritePrometheus(text, host.Status());
-        context.Response.ContentType = "text/plain; version=0.0.4; charset=utf-8";
-        return context.Response.WriteAsync(text.ToString());
+        return new HttpResponse { ContentType = "text/plain; version=0.0.4; charset=utf-8", Body = Encoding.UTF8.GetBytes(text.ToString()) };
     }
 
-    private Task ModelsAsync(HttpContext context)
+    private HttpResponse Models()
     {
         var list = new ApiModelList
         {
@@ -191,27 +187,18 @@ public sealed partial class LocalApiService(AgentConfig config, ModelHost host, 
                 Outputs = [.. m.Outputs.Select(ApiTensor.From)],
             })],
         };
-        return WriteJsonAsync(context, StatusCodes.Status200OK, list, LocalApiJsonContext.Default.ApiModelList);
+        return Json(200, list, LocalApiJsonContext.Default.ApiModelList);
     }
 
-    private async Task InferAsync(HttpContext context, string name)
+    private HttpResponse Infer(HttpRequest http, string name)
     {
         if (host.Current?.Model is not { } active)
-        {
-            await ErrorAsync(context, StatusCodes.Status503ServiceUnavailable, "no-model", "no model is loaded yet").ConfigureAwait(false);
-            return;
-        }
+            return Error(503, "no-model", "no model is loaded yet");
         if (name != active.Name)
-        {
-            await ErrorAsync(context, StatusCodes.Status404NotFound, "unknown-model", $"model '{name}' is not loaded (loaded: {active.Name})").ConfigureAwait(false);
-            return;
-        }
-        var (request, problem) = await ReadRequestAsync(context).ConfigureAwait(false);
+            return Error(404, "unknown-model", $"model '{name}' is not loaded (loaded: {active.Name})");
+        var (request, problem) = ReadRequest(http);
         if (request is null)
-        {
-            await ErrorAsync(context, problem!.Value.Status, problem.Value.Code, problem.Value.Reason).ConfigureAwait(false);
-            return;
-        }
+            return Error(problem!.Value.Status, problem.Value.Code, problem.Value.Reason);
         var started = System.Diagnostics.Stopwatch.GetTimestamp();
         Served<Result>? served;
         try
@@ -221,40 +208,32 @@ public sealed partial class LocalApiService(AgentConfig config, ModelHost host, 
         catch (InferenceException e)
         {
             metrics.Failed(active, InferenceSource.Api, e.Code);
-            var status = e.Code == InferenceError.InputMismatch ? StatusCodes.Status400BadRequest : StatusCodes.Status500InternalServerError;
-            await ErrorAsync(context, status, InferenceMetrics.ErrorName(e.Code), e.Message).ConfigureAwait(false);
-            return;
+            return Error(e.Code == InferenceError.InputMismatch ? 400 : 500, InferenceMetrics.ErrorName(e.Code), e.Message);
         }
         if (served is not { } s)
-        {
-            await ErrorAsync(context, StatusCodes.Status503ServiceUnavailable, "no-model", "no model is loaded").ConfigureAwait(false);
-            return;
-        }
+            return Error(503, "no-model", "no model is loaded");
         var micros = (long)System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalMicroseconds;
         metrics.Served(s.Model.Model, InferenceSource.Api, micros, s.FellBack);
         if (s.Result.Drift is { } values && s.Model.Drift is { } spec)
             drift?.Record(s.Model.Model, spec, values, DateTimeOffset.UtcNow);
         if (s.Result.Raw is { } raw)
         {
-            var headers = context.Response.Headers;
-            headers["X-Model-Version"] = s.Model.Model.Version;
-            headers["X-Fell-Back"] = s.FellBack ? "true" : "false";
-            headers["X-Tensor-Name"] = raw.Name;
-            headers["X-Tensor-Type"] = raw.Type;
-            headers["X-Tensor-Shape"] = string.Join(',', raw.Shape);
-            context.Response.ContentType = OctetStream;
-            context.Response.ContentLength = raw.Data.Length;
-            await context.Response.Body.WriteAsync(raw.Data).ConfigureAwait(false);
-            return;
+            var response = new HttpResponse { ContentType = OctetStream, Body = raw.Data };
+            response.Headers.Add(new("X-Model-Version", s.Model.Model.Version));
+            response.Headers.Add(new("X-Fell-Back", s.FellBack ? "true" : "false"));
+            response.Headers.Add(new("X-Tensor-Name", raw.Name));
+            response.Headers.Add(new("X-Tensor-Type", raw.Type));
+            response.Headers.Add(new("X-Tensor-Shape", string.Join(',', raw.Shape)));
+            return response;
         }
-        await WriteJsonAsync(context, StatusCodes.Status200OK, new ApiInferResponse
+        return Json(200, new ApiInferResponse
         {
             Model = s.Model.Model.Name,
             Version = s.Model.Model.Version,
             FellBack = s.FellBack,
             LatencyMicros = micros,
             Outputs = s.Result.Outputs!,
-        }, LocalApiJsonContext.Default.ApiInferResponse).ConfigureAwait(false);
+        }, LocalApiJsonContext.Default.ApiInferResponse);
     }
 
     /// <summary>A parsed request: JSON tensors, or one binary tensor; and how the answer should come back.</summary>
@@ -286,38 +265,34 @@ public sealed partial class LocalApiService(AgentConfig config, ModelHost host, 
 
     private readonly record struct Problem(int Status, string Code, string Reason);
 
-    private async Task<(Request? Request, Problem? Problem)> ReadRequestAsync(HttpContext context)
+    private static (Request? Request, Problem? Problem) ReadRequest(HttpRequest http)
     {
-        var query = context.Request.Query;
-        var rawOutput = context.Request.Headers.Accept.Any(a => a?.Contains(OctetStream, StringComparison.OrdinalIgnoreCase) == true);
-        var output = query["output"].FirstOrDefault();
-        var contentType = context.Request.ContentType?.Split(';')[0].Trim() ?? "";
+        var rawOutput = http.Header("Accept")?.Contains(OctetStream, StringComparison.OrdinalIgnoreCase) == true;
+        var output = http.Query.GetValueOrDefault("output");
+        var contentType = http.Header("Content-Type")?.Split(';')[0].Trim() ?? "";
         if (contentType.Equals("application/json", StringComparison.OrdinalIgnoreCase))
         {
             InferRequest? parsed;
             try
             {
-                parsed = await JsonSerializer.DeserializeAsync(context.Request.Body, LocalApiJsonContext.Default.InferRequest, context.RequestAborted).ConfigureAwait(false);
+                parsed = JsonSerializer.Deserialize(http.Body, LocalApiJsonContext.Default.InferRequest);
             }
             catch (JsonException e)
             {
-                return (null, new Problem(StatusCodes.Status400BadRequest, "malformed-request", $"the body is not an infer request: {e.Message.ReplaceLineEndings(" ")}"));
+                return (null, new Problem(400, "malformed-request", $"the body is not an infer request: {e.Message.ReplaceLineEndings(" ")}"));
             }
             if (parsed?.Inputs is not { Count: > 0 } inputs)
-                return (null, new Problem(StatusCodes.Status400BadRequest, "malformed-request", "the body names no inputs: {\"inputs\": {\"name\": {\"shape\": [...], \"data\": [...]}}}"));
+                return (null, new Problem(400, "malformed-request", "the body names no inputs: {\"inputs\": {\"name\": {\"shape\": [...], \"data\": [...]}}}"));
             return (new Request(inputs, null, rawOutput, output), null);
         }
         if (contentType.Equals(OctetStream, StringComparison.OrdinalIgnoreCase))
         {
-            if (query["shape"].FirstOrDefault() is not { Length: > 0 } shapeText
+            if (http.Query.GetValueOrDefault("shape") is not { Length: > 0 } shapeText
                 || !TryParseShape(shapeText, out var shape))
-                return (null, new Problem(StatusCodes.Status400BadRequest, "malformed-request", "a binary tensor body needs ?shape=d0,d1,... (positive integers)"));
-            var limit = config.LocalApi.MaxRequestBytes;
-            using var body = new MemoryStream(context.Request.ContentLength is { } n && n <= limit ? (int)n : 0);
-            await context.Request.Body.CopyToAsync(body, context.RequestAborted).ConfigureAwait(false);
-            return (new Request(null, new BinaryTensor(query["input"].FirstOrDefault(), shape, query["type"].FirstOrDefault(), body.ToArray()), rawOutput, output), null);
+                return (null, new Problem(400, "malformed-request", "a binary tensor body needs ?shape=d0,d1,... (positive integers)"));
+            return (new Request(null, new BinaryTensor(http.Query.GetValueOrDefault("input"), shape, http.Query.GetValueOrDefault("type"), http.Body), rawOutput, output), null);
         }
-        return (null, new Problem(StatusCodes.Status415UnsupportedMediaType, "unsupported-media-type",
+        return (null, new Problem(415, "unsupported-media-type",
             $"Content-Type '{contentType}' is neither application/json nor {OctetStream}"));
     }
 
@@ -377,15 +352,11 @@ public sealed partial class LocalApiService(AgentConfig config, ModelHost host, 
         return new Result(result, null);
     }
 
-    private static Task ErrorAsync(HttpContext context, int status, string code, string reason) =>
-        WriteJsonAsync(context, status, new InferError { Error = code, Reason = reason }, LocalApiJsonContext.Default.InferError);
+    private static HttpResponse Error(int status, string code, string reason) =>
+        Json(status, new InferError { Error = code, Reason = reason }, LocalApiJsonContext.Default.InferError);
 
-    private static async Task WriteJsonAsync<T>(HttpContext context, int status, T value, System.Text.Json.Serialization.Metadata.JsonTypeInfo<T> type)
-    {
-        context.Response.StatusCode = status;
-        context.Response.ContentType = "application/json; charset=utf-8";
-        await JsonSerializer.SerializeAsync(context.Response.Body, value, type, context.RequestAborted).ConfigureAwait(false);
-    }
+    private static HttpResponse Json<T>(int status, T value, System.Text.Json.Serialization.Metadata.JsonTypeInfo<T> type) =>
+        new() { Status = status, ContentType = "application/json; charset=utf-8", Body = JsonSerializer.SerializeToUtf8Bytes(value, type) };
 
     private static partial class Log
     {

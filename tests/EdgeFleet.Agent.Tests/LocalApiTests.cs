@@ -323,6 +323,37 @@ public sealed class LocalApiTests(DemoModelFixture demo, ITestOutputHelper outpu
         Assert.False(File.Exists(stale));
     }
 
+    [Fact]
+    public async Task A_tcp_port_listens_on_loopback_only()
+    {
+        _host.Activate(LoadedModel.Load(V1, demo.Path, 1));
+        int port;
+        using (var probe = new TcpListener(IPAddress.Loopback, 0))
+        {
+            probe.Start();
+            port = ((IPEndPoint)probe.LocalEndpoint).Port;
+        }
+        await using var api = await StartAsync(_host, new LocalApiConfig { Socket = _dir.File("tcp.sock"), TcpPort = port });
+        using var http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{port}") };
+        var response = await http.PostAsync("/v1/models/vibration/infer", Json(FeaturesJson(Features)));
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal("1", (await ReadJson(response))["version"]!.GetValue<string>());
+        if (Socket.OSSupportsIPv6)
+        {
+            using var http6 = new HttpClient { BaseAddress = new Uri($"http://[::1]:{port}") };
+            Assert.Equal(HttpStatusCode.OK, (await http6.GetAsync("/healthz")).StatusCode);
+        }
+        // Nothing listens on the machine's other addresses.
+        var other = System.Net.NetworkInformation.NetworkInterface.GetAllNetworkInterfaces()
+            .SelectMany(i => i.GetIPProperties().UnicastAddresses).Select(a => a.Address)
+            .FirstOrDefault(a => a.AddressFamily == AddressFamily.InterNetwork && !IPAddress.IsLoopback(a));
+        if (other is not null)
+        {
+            using var outside = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+            await Assert.ThrowsAsync<SocketException>(() => outside.ConnectAsync(other, port));
+        }
+    }
+
     /// <summary>
     /// The hot-swap test: four clients send PaddleOCR's classifier binary images back to back while the model is
     /// swapped 50 times (each new version loaded and warmed up beside the serving one, as the OTA service does).

@@ -10,7 +10,9 @@ namespace EdgeFleet.Benchmarks;
 /// <summary>
 /// The NativeAOT agent's start-up and footprint: time from process start to READY=1 on a notify socket, and
 /// resident memory after 5 s idle with the demo model loaded. Baselines in the same run: the same binary's
-/// <c>--version</c> (process start and exit, nothing else) and the agent's idle memory without a model.
+/// <c>--version</c> (process start and exit, nothing else), the agent's idle memory without a model, and ONNX
+/// Runtime alone: <c>ort-footprint.c</c>, a C process that loads the same library and model with the same
+/// session settings and runs it as the agent's idle loop does (built here with <c>cc</c>; left out without one).
 /// </summary>
 public static class AgentStartup
 {
@@ -26,6 +28,8 @@ public static class AgentStartup
             var ready = new List<double>();
             var rssModel = new List<double>();
             var rssBare = new List<double>();
+            var rssOrt = new List<double>();
+            var footprint = BuildFootprint(dir);
             for (var i = 0; i < runs; i++)
             {
                 version.Add(TimeVersion(agent));
@@ -33,7 +37,12 @@ public static class AgentStartup
                 ready.Add(readyMs);
                 rssModel.Add(rss);
                 rssBare.Add((await StartAsync(agent, dir, $"b{i}", null)).RssMb);
+                if (footprint is not null)
+                    rssOrt.Add(OrtAloneMb(footprint, Path.Combine(Path.GetDirectoryName(agent)!, "libonnxruntime.so"), modelPath));
             }
+            var ortLine = rssOrt.Count == 0 ? "  baseline, ONNX Runtime alone:        (no C compiler or ONNX Runtime header: left out)"
+                : string.Create(CultureInfo.InvariantCulture,
+                    $"  baseline, ONNX Runtime alone (C):   {Median(rssOrt),7:F1} MB   the agent's own share: {Median(rssModel) - Median(rssOrt):F1} MB");
             var binary = new FileInfo(agent).Length / 1e6;
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"""
                 agent-startup: {agent} ({binary:F2} MB), median of {runs}
@@ -41,6 +50,7 @@ public static class AgentStartup
                   baseline, --version start to exit:   {Median(version),7:F1} ms   ratio {Median(ready) / Median(version):F1}
                   idle RSS, demo model loaded, 5 s:    {Median(rssModel),7:F1} MB   (target <= 50 MB: {(Median(rssModel) <= 50 ? "met" : "NOT met")})
                   baseline, idle RSS without a model:  {Median(rssBare),7:F1} MB   ratio {Median(rssModel) / Median(rssBare):F2}
+                {ortLine}
                   binary without libonnxruntime.so:    {binary,7:F2} MB   (target <= 15 MB: {(binary <= 15 ? "met" : "NOT met")})
                 """));
             return 0;
@@ -60,6 +70,30 @@ public static class AgentStartup
                 return path;
         }
         throw new InvalidOperationException("no NativeAOT agent: run packaging/publish-agent.sh linux-x64 or set EDGEFLEET_AGENT_AOT");
+    }
+
+    private static readonly string[] Compilers = ["/usr/bin/cc", "/usr/bin/gcc", "/usr/bin/clang"];
+
+    /// <summary>Compiles ort-footprint.c against the ONNX Runtime package's C header; null without a compiler or header.</summary>
+    private static string? BuildFootprint(string dir)
+    {
+        var version = System.Xml.Linq.XDocument.Load(Path.Combine(Repo.Root, "Directory.Packages.props")).Descendants("PackageVersion")
+            .First(e => (string?)e.Attribute("Include") == "Microsoft.ML.OnnxRuntime").Attribute("Version")!.Value;
+        var packages = Environment.GetEnvironmentVariable("NUGET_PACKAGES") ?? Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".nuget", "packages");
+        var include = Path.Combine(packages, "microsoft.ml.onnxruntime", version, "build", "native", "include");
+        var compiler = Compilers.FirstOrDefault(File.Exists);
+        if (compiler is null || !Directory.Exists(include))
+            return null;
+        var output = Path.Combine(dir, "ort-footprint");
+        Repo.Capture(compiler, "-O2", "-I", include, "-o", output, Path.Combine(Repo.Root, "tests/benchmarks/EdgeFleet.Benchmarks/ort-footprint.c"), "-ldl");
+        return output;
+    }
+
+    private static double OrtAloneMb(string footprint, string library, string model)
+    {
+        var output = Repo.Capture(footprint, library, model, "features", "1,8", "probabilities");
+        var line = output.Split('\n').First(l => l.StartsWith("idle-rss-kb ", StringComparison.Ordinal));
+        return double.Parse(line["idle-rss-kb ".Length..], CultureInfo.InvariantCulture) / 1024;
     }
 
     private static double TimeVersion(string agent)
