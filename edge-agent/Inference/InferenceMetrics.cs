@@ -95,6 +95,41 @@ public sealed class InferenceMetrics
         }
     }
 
+    /// <summary>
+    /// The process's memory as a field engineer needs it to tell a leak from a cache: resident set (from
+    /// /proc), the managed heap (live after the last collection, committed), native memory outside it, and
+    /// collections by generation. Plain names without labels (Prometheus's process_ and dotnet_ conventions).
+    /// </summary>
+    public static void WriteProcessMetrics(StringBuilder text)
+    {
+        var gc = GC.GetGCMemoryInfo();
+        Header(text, "process_resident_memory_bytes", "gauge", "Resident set size of the agent process.");
+        text.Append("process_resident_memory_bytes ").Append(ResidentBytes().ToString(CultureInfo.InvariantCulture)).Append('\n');
+        Header(text, "dotnet_gc_heap_size_bytes", "gauge", "Managed heap size after the last collection (live objects and fragmentation).");
+        text.Append("dotnet_gc_heap_size_bytes ").Append(gc.HeapSizeBytes.ToString(CultureInfo.InvariantCulture)).Append('\n');
+        Header(text, "dotnet_gc_committed_bytes", "gauge", "Memory the garbage collector has committed.");
+        text.Append("dotnet_gc_committed_bytes ").Append(gc.TotalCommittedBytes.ToString(CultureInfo.InvariantCulture)).Append('\n');
+        Header(text, "dotnet_gc_allocated_bytes_total", "counter", "Bytes allocated on the managed heap since start.");
+        text.Append("dotnet_gc_allocated_bytes_total ").Append(GC.GetTotalAllocatedBytes().ToString(CultureInfo.InvariantCulture)).Append('\n');
+        Header(text, "dotnet_gc_collections_total", "counter", "Garbage collections, by generation.");
+        for (var g = 0; g <= GC.MaxGeneration; g++)
+            Line(text, "dotnet_gc_collections_total", $"generation=\"{g}\"", GC.CollectionCount(g));
+    }
+
+    /// <summary>VmRSS from /proc/self/statm (pages); 0 where there is no procfs.</summary>
+    private static long ResidentBytes()
+    {
+        try
+        {
+            var fields = File.ReadAllText("/proc/self/statm").Split(' ');
+            return long.Parse(fields[1], CultureInfo.InvariantCulture) * Environment.SystemPageSize;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or FormatException or IndexOutOfRangeException)
+        {
+            return 0;
+        }
+    }
+
     private static string Labels((string Model, string Version, InferenceSource Source) key) =>
         $"model=\"{Escape(key.Model)}\",version=\"{Escape(key.Version)}\",source=\"{(key.Source == InferenceSource.Api ? "api" : "sensor")}\"";
 

@@ -167,6 +167,7 @@ public sealed partial class LocalApiService(AgentConfig config, ModelHost host, 
     {
         var text = new StringBuilder(4096);
         metrics.WritePrometheus(text, host.Status());
+        InferenceMetrics.WriteProcessMetrics(text);
         return new HttpResponse { ContentType = "text/plain; version=0.0.4; charset=utf-8", Body = Encoding.UTF8.GetBytes(text.ToString()) };
     }
 

@@ -13,6 +13,9 @@ public sealed partial class TelemetryBuffer
 {
     private const string MetaId = "buffer";
 
+    /// <summary>Pages in LiteDB's log before it is checkpointed into the data file (see <see cref="Open"/>).</summary>
+    internal const int CheckpointPages = 100;
+
     private BufferIndex _index = new();
     private DurableFileStream? _dataFile;
     private DurableFileStream? _logFile;
@@ -37,6 +40,10 @@ public sealed partial class TelemetryBuffer
         // The files may have just been created: make their directory entries durable too.
         Configuration.AtomicFile.FsyncDirectory(Path.GetDirectoryName(_path)!);
         _db = new LiteDatabase(_dataFile, mapper: null, logStream: _logFile);
+        // LiteDB keeps every page written since the last checkpoint in memory as well as in its log, and
+        // checkpoints at 1,000 pages (8 MB) by default: at a few commits a second that is 16-20 MB of managed
+        // heap and an 8 MB log. At 100 pages (800 KB) the log is copied into the data file every few seconds.
+        _db.CheckpointSize = CheckpointPages;
         _segments = _db.GetCollection("segments");
         _meta = _db.GetCollection("buffer");
         var meta = _meta.FindById(MetaId);

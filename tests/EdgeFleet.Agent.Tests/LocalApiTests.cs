@@ -298,6 +298,15 @@ public sealed class LocalApiTests(DemoModelFixture demo, ITestOutputHelper outpu
         Assert.Equal(InferenceMetrics.BoundsSeconds.Length + 1, buckets.Length);
         Assert.Equal(buckets.Order(), buckets);
         Assert.Contains("# TYPE edgefleet_inference_latency_seconds histogram", lines);
+
+        // The process's own memory, to tell a leak from a cache in the field.
+        Assert.InRange(Value("process_resident_memory_bytes"), 1_000_000, Environment.WorkingSet * 2.0);
+        Assert.InRange(Value("dotnet_gc_heap_size_bytes"), 0, Value("dotnet_gc_committed_bytes") + 1);
+        Assert.True(Value("dotnet_gc_allocated_bytes_total") > 0);
+        GC.Collect();
+        var collected = GC.CollectionCount(2);
+        var after = (await _http.GetStringAsync("/metrics")).Split('\n').Single(l => l.StartsWith("dotnet_gc_collections_total{generation=\"2\"} ", StringComparison.Ordinal));
+        Assert.True(long.Parse(after.Split(' ')[1], System.Globalization.CultureInfo.InvariantCulture) >= collected, after);
     }
 
     [Fact]

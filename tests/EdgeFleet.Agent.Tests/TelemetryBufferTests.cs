@@ -58,6 +58,33 @@ public class TelemetryBufferTests
     }
 
     [Fact]
+    public async Task Offline_the_log_is_checkpointed_often_so_it_and_the_memory_behind_it_stay_small()
+    {
+        // One commit per record, as an idle agent makes them (a few a second): every commit writes pages to
+        // LiteDB's log, which LiteDB also keeps in memory until a checkpoint copies them into the data file.
+        using var dir = new TempDir();
+        var log = TelemetryBuffer.LogPathOf(dir.File("t.db"));
+        long largest = 0;
+        using (var buffer = Open(dir))
+        {
+            for (var i = 0; i < 600; i++)
+            {
+                await Inference(buffer, i);
+                largest = Math.Max(largest, new FileInfo(log).Length);
+            }
+            Assert.Equal(600, buffer.Count);
+        }
+        const long page = 8192;
+        Assert.True(largest <= (TelemetryBuffer.CheckpointPages + 16) * page,
+            $"the log reached {largest} bytes: over {TelemetryBuffer.CheckpointPages} pages, it is not being checkpointed");
+        Assert.True(largest >= 4 * page, $"the log never held more than {largest} bytes: the test did not exercise it");
+        using var reopened = Open(dir);
+        Assert.Equal(600, reopened.Count);
+        Assert.Equal("i599", Decode(reopened.TakeBatch(1000, long.MaxValue)!)[^1].Inference!.Label);
+        Assert.Empty(reopened.Check());
+    }
+
+    [Fact]
     public async Task Acknowledgements_delete_by_watermark_and_ranges_in_any_order_and_twice()
     {
         using var dir = new TempDir();

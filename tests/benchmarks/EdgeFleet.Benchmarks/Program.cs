@@ -8,7 +8,8 @@ var name = args.Length > 0 ? args[0] : "ota-sha256";
 return name switch
 {
     "ota-sha256" => await OtaSha256(args.Length > 1 ? int.Parse(args[1], CultureInfo.InvariantCulture) : 512),
-    "agent-startup" => await EdgeFleet.Benchmarks.AgentStartup.RunAsync(args.Length > 1 ? int.Parse(args[1], CultureInfo.InvariantCulture) : 5),
+    "agent-startup" => await EdgeFleet.Benchmarks.AgentStartup.RunAsync(args.Length > 1 ? int.Parse(args[1], CultureInfo.InvariantCulture) : 3,
+        args.Length > 2 ? int.Parse(args[2], CultureInfo.InvariantCulture) : 90),
     "telemetry-append" => await EdgeFleet.Benchmarks.TelemetryAppend.RunAsync(
         args.Length > 1 ? int.Parse(args[1], CultureInfo.InvariantCulture) : 200_000,
         args.Length > 2 ? int.Parse(args[2], CultureInfo.InvariantCulture) : 256),
@@ -44,7 +45,7 @@ return name switch
 
 static int Usage()
 {
-    Console.Error.WriteLine("usage: edgefleet-bench ota-sha256 [MiB] | telemetry-append [records] [producers] | agent-startup [runs]"
+    Console.Error.WriteLine("usage: edgefleet-bench ota-sha256 [MiB] | telemetry-append [records] [producers] | agent-startup [runs] [settle-seconds]"
         + " | fleet-ingest [embedded|mosquitto-postgres|both] [devices] [seconds] [records/s per device]"
         + " | fleet-connections [devices] [busy devices] [seconds] [records/s per busy device] [rounds] [--client-keepalive]"
         + " | model-int8 [cls images] [det size] [det images] [calibration images] | agent-overhead [cls runs] [det runs]"
