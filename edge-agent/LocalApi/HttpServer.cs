@@ -161,11 +161,14 @@ internal sealed partial class HttpServer(IHttpApplication application, HttpServe
                 continue;
             }
             var id = Interlocked.Increment(ref _nextConnection);
-            _connections[id] = ServeAsync(id, client);
+            var serving = ServeAsync(client);
+            _connections[id] = serving;
+            // Removed by a continuation, which runs after the line above even when the connection is already over.
+            _ = serving.ContinueWith(_ => _connections.TryRemove(id, out Task? _), CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
         }
     }
 
-    private async Task ServeAsync(long id, Socket client)
+    private async Task ServeAsync(Socket client)
     {
         await Task.Yield(); // the accept loop goes on at once
         try
@@ -209,7 +212,6 @@ internal sealed partial class HttpServer(IHttpApplication application, HttpServe
         }
         finally
         {
-            _connections.TryRemove(id, out _);
             _slots.Release();
         }
     }
@@ -295,7 +297,7 @@ internal sealed partial class HttpServer(IHttpApplication application, HttpServe
                     throw new HttpProtocolException(400, "bad-request", $"Content-Length '{lengthText}' is not a length");
                 length = n;
             }
-            if (length > limits.MaxRequestBytes)
+            if (length > MaxBody)
                 throw TooLarge();
             var hasBody = chunked || length > 0;
             if (hasBody && version == "HTTP/1.1" && headers.TryGetValue("Expect", out var expect))
@@ -309,6 +311,9 @@ internal sealed partial class HttpServer(IHttpApplication application, HttpServe
                 : [];
             return (new HttpRequest { Method = method, Path = path, Query = query, Headers = headers, Body = body }, null, keepAlive);
         }
+
+        /// <summary>A body is read into one array, so the configured limit is capped at the largest one.</summary>
+        private long MaxBody => Math.Min(limits.MaxRequestBytes, Array.MaxLength);
 
         private HttpProtocolException HeadersTooLarge() =>
             new(431, "headers-too-large", $"the request line and headers are over {limits.MaxHeaderBytes} bytes");
@@ -445,7 +450,7 @@ internal sealed partial class HttpServer(IHttpApplication application, HttpServe
                     throw new HttpProtocolException(400, "bad-request", $"'{Shorten(sizeLine)}' is not a chunk size");
                 if (size == 0)
                     break;
-                if (body.Length + size > limits.MaxRequestBytes)
+                if (body.Length + size > MaxBody)
                     throw TooLarge();
                 var chunk = await ReadExactAsync((int)size, token).ConfigureAwait(false);
                 body.Write(chunk);
