@@ -111,10 +111,16 @@ public sealed class InferenceMetrics
         text.Append("dotnet_gc_committed_bytes ").Append(gc.TotalCommittedBytes.ToString(CultureInfo.InvariantCulture)).Append('\n');
         Header(text, "dotnet_gc_allocated_bytes_total", "counter", "Bytes allocated on the managed heap since start.");
         text.Append("dotnet_gc_allocated_bytes_total ").Append(GC.GetTotalAllocatedBytes().ToString(CultureInfo.InvariantCulture)).Append('\n');
+        Header(text, "dotnet_gc_gen0_budget_bytes", "gauge", "The largest first-generation allocation budget the GC allows itself (the agent fixes it; by default it follows the CPU's cache).");
+        text.Append("dotnet_gc_gen0_budget_bytes ").Append(Gen0Budget.Value.ToString(CultureInfo.InvariantCulture)).Append('\n');
         Header(text, "dotnet_gc_collections_total", "counter", "Garbage collections, by generation.");
         for (var g = 0; g <= GC.MaxGeneration; g++)
             Line(text, "dotnet_gc_collections_total", $"generation=\"{g}\"", GC.CollectionCount(g));
     }
+
+    /// <summary>The GC's gen0 ceiling as it reports its settings (fixed at start: read once).</summary>
+    private static readonly Lazy<long> Gen0Budget = new(() =>
+        GC.GetConfigurationVariables().TryGetValue("GCGen0MaxBudget", out var value) ? Convert.ToInt64(value, CultureInfo.InvariantCulture) : 0);
 
     /// <summary>VmRSS from /proc/self/statm (pages); 0 where there is no procfs.</summary>
     private static long ResidentBytes()

@@ -129,6 +129,11 @@ public sealed class HttpServerTests : IAsyncLifetime
         Assert.False(a.Headers.ContainsKey("Connection"));
         Assert.True(a.Headers.ContainsKey("Date"));
 
+        // absolute-form, which a server must accept (RFC 9112 section 3.2.2); repeated fields are joined
+        await SendAsync(socket, "GET http://agent/abs?q=1 HTTP/1.1\r\nX-Test: a\r\nX-Test: b\r\n\r\n");
+        var absolute = await ReadResponseAsync(socket, pending);
+        Assert.Equal(("/abs", "q=1", "a, b"), (absolute.Headers["X-Path"], absolute.Headers["X-Query"], absolute.Headers["X-Test"]));
+
         await SendAsync(socket, "GET /last HTTP/1.1\r\nConnection: close\r\n\r\n");
         var last = await ReadToCloseAsync(socket);
         Assert.Contains("Connection: close", last, StringComparison.Ordinal);

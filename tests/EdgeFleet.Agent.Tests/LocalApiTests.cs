@@ -303,6 +303,7 @@ public sealed class LocalApiTests(DemoModelFixture demo, ITestOutputHelper outpu
         Assert.InRange(Value("process_resident_memory_bytes"), 1_000_000, Environment.WorkingSet * 2.0);
         Assert.InRange(Value("dotnet_gc_heap_size_bytes"), 0, Value("dotnet_gc_committed_bytes") + 1);
         Assert.True(Value("dotnet_gc_allocated_bytes_total") > 0);
+        Assert.Equal(Convert.ToDouble(GC.GetConfigurationVariables()["GCGen0MaxBudget"], System.Globalization.CultureInfo.InvariantCulture), Value("dotnet_gc_gen0_budget_bytes"));
         GC.Collect();
         var collected = GC.CollectionCount(2);
         var after = (await _http.GetStringAsync("/metrics")).Split('\n').Single(l => l.StartsWith("dotnet_gc_collections_total{generation=\"2\"} ", StringComparison.Ordinal));

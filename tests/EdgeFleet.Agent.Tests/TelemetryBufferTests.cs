@@ -75,8 +75,10 @@ public class TelemetryBufferTests
             Assert.Equal(600, buffer.Count);
         }
         const long page = 8192;
-        Assert.True(largest <= (TelemetryBuffer.CheckpointPages + 16) * page,
-            $"the log reached {largest} bytes: over {TelemetryBuffer.CheckpointPages} pages, it is not being checkpointed");
+        // An absolute bound, not one derived from the setting: at LiteDB's default (1,000 pages) this run's log
+        // reaches 8 MB, and LiteDB holds as much again on the managed heap.
+        Assert.True(largest <= 1024 * 1024,
+            $"the log reached {largest} bytes (checkpoint every {TelemetryBuffer.CheckpointPages} pages of {page}): over 1 MB, it is not checkpointed often");
         Assert.True(largest >= 4 * page, $"the log never held more than {largest} bytes: the test did not exercise it");
         using var reopened = Open(dir);
         Assert.Equal(600, reopened.Count);
