@@ -15,6 +15,11 @@ public sealed class OnnxModelTests : IDisposable
     {
         using var options = new SessionOptions { LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR };
         using var session = bytes is null ? new InferenceSession(pathOrNull!, options) : new InferenceSession(bytes, options);
+        return Run(session, input, shape);
+    }
+
+    internal static float[] Run(InferenceSession session, float[] input, long[] shape)
+    {
         using var value = OrtValue.CreateTensorValueFromMemory(input, shape);
         using var result = session.Run(new RunOptions(), [session.InputMetadata.Keys.First()], [value], [session.OutputMetadata.Keys.First()]);
         return result[0].GetTensorDataAsSpan<float>().ToArray();
@@ -92,6 +97,9 @@ public sealed class OnnxModelTests : IDisposable
         var prepared = ModelPreprocessor.Prepare(model);
         Assert.Equal(ModelPreprocessor.MinimumOpset, prepared.Opset);
         Assert.DoesNotContain(prepared.Graph.Node, n => n.OpType is "BatchNormalization" or "Constant" or "Div");
+        // The squeeze-and-excitation gates' HardSigmoid folds into the convolution before it, leaving Clip(0, 1).
+        Assert.DoesNotContain(prepared.Graph.Node, n => n.OpType == "HardSigmoid");
+        Assert.Contains(prepared.Graph.Node, n => n.OpType == "Clip");
         var random = new Random(5);
         for (var i = 0; i < 5; i++)
         {

@@ -62,7 +62,17 @@ public sealed class QuantizationTests : IDisposable
 
         var ops = OptimizedOps(int8);
         Assert.Contains("QLinearConv", ops);
-        Assert.DoesNotContain("Conv", ops);
+        // One float convolution is left: the first, which reads the image's 3 channels (slower in int8).
+        Assert.Single(ops, o => o == "Conv");
+        // HardSwish runs as QLinearAdd and QLinearMul, and the squeeze-and-excitation gates (HardSigmoid,
+        // folded into their convolutions) as QLinearConv: nothing between a DequantizeLinear and a
+        // QuantizeLinear runs in float but the stem.
+        Assert.DoesNotContain("HardSigmoid", ops);
+        Assert.DoesNotContain("Mul", ops);
+        Assert.Contains("QLinearMul", ops);
+        // The Reshape before the graph output does not pull the Softmax into int8 (its probabilities stay float).
+        Assert.DoesNotContain("QLinearSoftmax", ops);
+        Assert.Contains("Softmax", ops);
         Assert.True(new FileInfo(int8).Length < new FileInfo(TestModels.Classifier).Length * 0.6);
 
         var report = ValidationGate.Run(new ValidationGate.Request { Reference = TestModels.Classifier, Candidate = int8, DataDirectory = validation, LatencyRuns = 10 });
@@ -70,12 +80,15 @@ public sealed class QuantizationTests : IDisposable
         int agree = 0;
         double cosine = 0;
         var random = new Random(2);
+        using var sessionOptions = new SessionOptions { IntraOpNumThreads = 1, InterOpNumThreads = 1, ExecutionMode = ExecutionMode.ORT_SEQUENTIAL };
+        using var referenceSession = new InferenceSession(TestModels.Classifier, sessionOptions);
+        using var candidateSession = new InferenceSession(int8, sessionOptions);
         for (var i = 0; i < 40; i++)
         {
             var x = TextImages.ClassifierInput(random, out _);
-            var r = OnnxModelTests.Run(TestModels.Classifier, null, x, shape);
-            var c = OnnxModelTests.Run(int8, null, x, shape);
-            agree += (r[0] > r[1]) == (c[0] > c[1]) ? 1 : 0;
+            var r = OnnxModelTests.Run(referenceSession, x, shape);
+            var c = OnnxModelTests.Run(candidateSession, x, shape);
+            agree += (r[0] >= r[1]) == (c[0] >= c[1]) ? 1 : 0; // a tie is class 0, as the gate takes the first maximum
             cosine += (r[0] * c[0] + r[1] * c[1]) / Math.Sqrt((r[0] * r[0] + r[1] * r[1]) * (c[0] * c[0] + c[1] * c[1]));
         }
         Assert.Equal(agree / 40.0, report.Top1Agreement!.Value, 6);
@@ -84,6 +97,45 @@ public sealed class QuantizationTests : IDisposable
         Assert.True(report.Cosine > 0.95, $"cosine {report.Cosine}");
         Assert.Equal((double)new FileInfo(int8).Length / new FileInfo(TestModels.Classifier).Length, report.SizeRatio, 6);
         Assert.Equal(report.Checks.All(c => c.Passed) ? "accepted" : "rejected", report.Verdict);
+    }
+
+    [Fact]
+    public void HardSwish_runs_on_int8_and_stays_within_a_quantization_step()
+    {
+        // x → HardSwish → 1×1 convolution with weight 1 (quantized exactly), over x from −8 to 8.
+        const int n = 161;
+        var model = new OnnxModelBuilder("hardswish", opset: 14)
+            .Input("x", 1, 1, 1, n)
+            .Output("y", 1, 1, 1, n)
+            .Initializer("w", [1f], 1, 1, 1, 1)
+            .Node("HardSwish", ["x"], ["h"])
+            .Node("Conv", ["h", "w"], ["y"]);
+        var fp32 = Path.Combine(_dir, "hswish.onnx");
+        File.WriteAllBytes(fp32, model.ToBytes());
+        var x = Enumerable.Range(0, n).Select(i => -8f + 16f * i / (n - 1)).ToArray();
+        var dir = Path.Combine(_dir, "hswish-cal");
+        Directory.CreateDirectory(dir);
+        Npy.Write(Path.Combine(dir, "0.npy"), x, 1, 1, 1, n);
+        var int8 = Quantize(fp32, dir, "hswish-int8.onnx");
+
+        var ops = OptimizedOps(int8);
+        Assert.Contains("QLinearAdd", ops);
+        Assert.Contains("QLinearMul", ops);
+        Assert.DoesNotContain("HardSigmoid", ops);
+        Assert.DoesNotContain("HardSwish", ops);
+
+        var y = OnnxModelTests.Run(int8, null, x, [1, 1, 1, n]);
+        var inputStep = 16f / 255;
+        var outputStep = (8f + 0.375f) / 255;
+        for (var i = 0; i < n; i++)
+        {
+            var expected = x[i] * Math.Clamp(x[i] + 3, 0, 6) / 6;
+            // The input's rounding moves HardSwish by at most its slope (≤ 1.5) times half a step; the gate's and
+            // the output's roundings add a step each.
+            Assert.True(Math.Abs(y[i] - expected) <= 1.5f * inputStep / 2 + 2 * outputStep, $"HardSwish({x[i]}) = {expected}, int8 gives {y[i]}");
+            if (x[i] <= -3 - inputStep)
+                Assert.Equal(0f, y[i], 6);
+        }
     }
 
     [Fact]

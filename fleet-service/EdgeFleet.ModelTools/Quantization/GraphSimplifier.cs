@@ -9,9 +9,12 @@ namespace EdgeFleet.ModelTools.Quantization;
 /// rounding step, so a graph with fewer of them loses less accuracy and runs fewer kernels.
 /// <list type="bullet">
 /// <item>division by a constant → multiplication by its reciprocal (multiplication runs quantized);</item>
-/// <item><c>x · clip(x + 3, 0, 6) / 6</c> → <c>HardSwish(x)</c> (opset 14);</item>
+/// <item><c>x · clip(x + 3, 0, 6) / 6</c> and <c>x · HardSigmoid(x; 1/6, 1/2)</c> (ONNX Runtime's expansion of
+/// HardSwish) → <c>HardSwish(x)</c> (opset 14);</item>
 /// <item>Conv → Mul(constant) / Add(constant), per channel or scalar → folded into the Conv's weights and bias;</item>
-/// <item>Mul(scalar) / Add(scalar) → 1×1 Conv without padding → folded into that Conv.</item>
+/// <item>Mul(scalar) / Add(scalar) → 1×1 Conv without padding → folded into that Conv;</item>
+/// <item>Conv → HardSigmoid(α, β) → Conv with weights α·W and bias α·b + β, then Clip(0, 1), which a quantized
+/// output range makes redundant (the gate of a squeeze-and-excitation block then runs as one int8 convolution).</item>
 /// </list>
 /// </summary>
 internal static class GraphSimplifier
@@ -29,7 +32,8 @@ internal static class GraphSimplifier
             {
                 if (!model.Graph.Node.Contains(node))
                     continue;
-                changed |= FuseHardSwish(model, node, consumers, outputs) || FoldIntoPrecedingConv(model, node, consumers, outputs) || FoldIntoFollowingConv(model, node, consumers, outputs);
+                changed |= FuseHardSwish(model, node, consumers, outputs) || FoldIntoPrecedingConv(model, node, consumers, outputs) || FoldIntoFollowingConv(model, node, consumers, outputs)
+                    || FoldHardSigmoidIntoConv(model, node, consumers, outputs);
                 if (changed)
                     break;
             }
@@ -53,9 +57,22 @@ internal static class GraphSimplifier
         }
     }
 
-    /// <summary>Add(x, 3) → Clip(0, 6) → Mul(x, ·) → Mul(·, 1/6) becomes HardSwish(x).</summary>
+    /// <summary>Add(x, 3) → Clip(0, 6) → Mul(x, ·) → Mul(·, 1/6), or HardSigmoid(x; 1/6, 1/2) → Mul(x, ·), becomes HardSwish(x).</summary>
     private static bool FuseHardSwish(OnnxModel model, NodeProto add, Dictionary<string, List<NodeProto>> consumers, HashSet<string> outputs)
     {
+        if (add.OpType == "HardSigmoid")
+        {
+            var alpha = add.Attribute.FirstOrDefault(a => a.Name == "alpha")?.F ?? 0.2f;
+            var beta = add.Attribute.FirstOrDefault(a => a.Name == "beta")?.F ?? 0.5f;
+            if (Math.Abs(alpha - 1f / 6) > 1e-6 || beta != 0.5f || Only(consumers, outputs, add.Output[0]) is not { OpType: "Mul" } product
+                || product.Input.Count != 2 || !product.Input.Contains(add.Input[0]) || product.Input[0] == product.Input[1])
+                return false;
+            var at = model.Graph.Node.IndexOf(add);
+            model.Graph.Node.Remove(add);
+            model.Graph.Node.Remove(product);
+            model.Graph.Node.Insert(at, OpsetUpgrade.NewNode("HardSwish", [add.Input[0]], [product.Output[0]], model.UniqueName($"{add.Name}_HardSwish")));
+            return true;
+        }
         if (add.OpType != "Add" || ConstantOperand(model, add) is not ({ } x, [3f]))
             return false;
         if (Only(consumers, outputs, add.Output[0]) is not { OpType: "Clip" } clip || Scalar(model, clip, 1) != 0 || Scalar(model, clip, 2) != 6)
@@ -104,6 +121,34 @@ internal static class GraphSimplifier
         ReplaceConvParameters(model, conv, weight, w, bias);
         conv.Output[0] = node.Output[0];
         model.Graph.Node.Remove(node);
+        return true;
+    }
+
+    /// <summary>Conv → HardSigmoid(α, β): α·Conv(x) + β is a convolution too, and what is left is Clip(0, 1).</summary>
+    private static bool FoldHardSigmoidIntoConv(OnnxModel model, NodeProto node, Dictionary<string, List<NodeProto>> consumers, HashSet<string> outputs)
+    {
+        if (node.OpType != "HardSigmoid")
+            return false;
+        var conv = model.Graph.Node.FirstOrDefault(n => n.OpType == "Conv" && n.Output[0] == node.Input[0]);
+        if (conv is null || Only(consumers, outputs, node.Input[0]) != node || model.Initializer(conv.Input[1]) is not { } weight)
+            return false;
+        var bias = conv.Input.Count > 2 && conv.Input[2].Length > 0 ? model.Initializer(conv.Input[2]) is { } b ? Tensors.Floats(b) : null : new float[weight.Dims[0]];
+        if (bias is null)
+            return false;
+        var alpha = node.Attribute.FirstOrDefault(a => a.Name == "alpha")?.F ?? 0.2f;
+        var beta = node.Attribute.FirstOrDefault(a => a.Name == "beta")?.F ?? 0.5f;
+        var w = Tensors.Floats(weight);
+        for (var i = 0; i < w.Length; i++)
+            w[i] *= alpha;
+        for (var o = 0; o < bias.Length; o++)
+            bias[o] = alpha * bias[o] + beta;
+        ReplaceConvParameters(model, conv, weight, w, bias);
+        var low = model.UniqueName($"{node.Name}_min");
+        var high = model.UniqueName($"{node.Name}_max");
+        model.Graph.Initializer.Add(Tensors.FromFloats(low, [0f]));
+        model.Graph.Initializer.Add(Tensors.FromFloats(high, [1f]));
+        var index = model.Graph.Node.IndexOf(node);
+        model.Graph.Node[index] = OpsetUpgrade.NewNode("Clip", [node.Input[0], low, high], [node.Output[0]], model.UniqueName($"{node.Name}_Clip"));
         return true;
     }
 

@@ -13,13 +13,23 @@ namespace EdgeFleet.ModelTools.Quantization;
 /// </summary>
 public static class QdqQuantizer
 {
-    /// <summary>Ops with an int8 weight input (input 1).</summary>
-    private static readonly HashSet<string> WeightOps = ["Conv", "ConvTranspose", "MatMul", "Gemm"];
+    /// <summary>
+    /// Ops with an int8 weight input (input 1). ConvTranspose is not among them: ONNX Runtime's CPU provider has
+    /// no QDQ fusion for it, so Q/DQ around it would only add two passes over its (large, upsampled) output.
+    /// </summary>
+    private static readonly HashSet<string> WeightOps = ["Conv", "MatMul", "Gemm"];
 
     /// <summary>Ops that run on quantized inputs with their own output parameters.</summary>
-    private static readonly HashSet<string> ActivationOps = ["Add", "Mul", "GlobalAveragePool", "AveragePool", "Concat", "Sigmoid", "LeakyRelu"];
+    /// <summary>
+    /// Ops that run on quantized inputs with their own output parameters. HardSwish has no int8 kernel in ONNX
+    /// Runtime; it is rewritten into an Add and a Mul that have (see <see cref="QdqRewriter.DecomposeHardSwish"/>).
+    /// </summary>
+    private static readonly HashSet<string> ActivationOps = ["Add", "Mul", "GlobalAveragePool", "AveragePool", "Concat", "Sigmoid", "LeakyRelu", "HardSwish"];
 
-    /// <summary>Ops that move or pick values without changing them: their output keeps the input's parameters.</summary>
+    /// <summary>
+    /// Ops that move or pick values without changing them: their output keeps the input's parameters. Resize is
+    /// one only in its linear and cubic modes (see <see cref="QdqPlan"/>).
+    /// </summary>
     private static readonly HashSet<string> PassThroughOps = ["MaxPool", "Resize", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze"];
 
     /// <summary>Activations that a quantized output range makes redundant (ONNX Runtime drops them).</summary>
@@ -33,16 +43,19 @@ public static class QdqQuantizer
         var prepared = ModelPreprocessor.Prepare(fp32);
         if (options.EqualizeChannels)
             ChannelEqualizer.Equalize(prepared, calibration, options);
-        var ranges = Calibrate(prepared, calibration, options);
-        var (model, nodes, excluded) = Apply(prepared, ranges, options);
+        var observed = Calibrate(prepared, calibration, options);
+        var (model, nodes, excluded) = Apply(prepared, observed, options);
         var report = new QuantizationReport("static", nodes.Count,
             nodes.GroupBy(n => n.OpType).OrderBy(g => g.Key, StringComparer.Ordinal).ToDictionary(g => g.Key, g => g.Count()),
-            excluded, Math.Min(calibration.Count, options.MaxSamples ?? int.MaxValue), ranges.Count, inputBytes, model.ToBytes().LongLength);
+            excluded, Math.Min(calibration.Count, options.MaxSamples ?? int.MaxValue), observed.Ranges.Count, inputBytes, model.ToBytes().LongLength);
         return (model, report);
     }
 
-    /// <summary>The ranges of every tensor that could be quantized (exclusions are applied later, by <see cref="Apply"/>).</summary>
-    public static Dictionary<string, TensorRange> Calibrate(OnnxModel prepared, SampleSet calibration, QuantizationOptions options)
+    /// <summary>
+    /// The ranges of every tensor that could be quantized (exclusions are applied later, by <see cref="Apply"/>),
+    /// and the channel means of the convolutions' inputs when bias correction is on.
+    /// </summary>
+    public static Calibration Calibrate(OnnxModel prepared, SampleSet calibration, QuantizationOptions options)
     {
         if (!prepared.RealInputs().Any(i => i.Type?.TensorType?.ElemType == (int)DataType.Float))
             throw new QuantizationException("the model has no float inputs, so there are no activations to calibrate; use dynamic quantization (--mode dynamic)");
@@ -50,17 +63,26 @@ public static class QdqQuantizer
         var plan = QdqPlan.Build(prepared, all, WeightOps, ActivationOps, PassThroughOps, RemovableActivations);
         if (plan.Nodes.Count == 0)
             throw new QuantizationException($"no node of the model can be quantized (quantizable op types: {string.Join(", ", QuantizableOpTypes.Order())})");
-        return Calibrator.Collect(prepared, plan.CalibrationCandidates, calibration, options);
+        var means = options.CorrectBias
+            ? plan.Nodes.Where(n => n.OpType == "Conv").Select(n => n.Input[0]).Where(plan.CalibrationCandidates.Contains).ToHashSet()
+            : null;
+        return Calibrator.Collect(prepared, plan.CalibrationCandidates, calibration, options, means);
     }
 
     /// <summary>Quantizes a prepared model (see <see cref="ModelPreprocessor"/>) with calibrated ranges.</summary>
-    public static (OnnxModel Model, IReadOnlyList<NodeProto> Nodes, int Excluded) Apply(OnnxModel prepared, Dictionary<string, TensorRange> ranges, QuantizationOptions options)
+    public static (OnnxModel Model, IReadOnlyList<NodeProto> Nodes, int Excluded) Apply(OnnxModel prepared, Calibration observed, QuantizationOptions options)
     {
         var model = prepared.Clone();
         var plan = QdqPlan.Build(model, options, WeightOps, ActivationOps, PassThroughOps, RemovableActivations);
         if (plan.Nodes.Count == 0)
             throw new QuantizationException("every quantizable node is excluded");
-        var parameters = plan.Parameters(ranges, options.Activations);
+        var parameters = plan.Parameters(observed.Ranges, options.Activations);
+        if (options.CorrectBias)
+        {
+            foreach (var node in plan.Nodes.Where(n => n.OpType == "Conv"))
+                if (observed.ChannelMeans.TryGetValue(node.Input[0], out var means))
+                    BiasCorrection.Apply(model, node, means, options.PerChannel);
+        }
         var rewriter = new QdqRewriter(model, options);
         foreach (var (tensor, p) in parameters)
             rewriter.QuantizeActivation(tensor, p);
@@ -70,6 +92,8 @@ public static class QdqQuantizer
                 rewriter.QuantizeWeight(node);
             else if (node.OpType is "Add" or "Mul")
                 rewriter.QuantizeConstantInputs(node);
+            else if (node.OpType == "HardSwish" && parameters.ContainsKey(node.Output[0]))
+                rewriter.DecomposeHardSwish(node);
         }
         rewriter.RemoveUnusedInitializers();
         rewriter.SortTopologically();

@@ -25,6 +25,35 @@ internal sealed class QdqRewriter(OnnxModel model, QuantizationOptions options)
         model.Graph.Node.Add(OpsetUpgrade.NewNode("DequantizeLinear", [quantized, scale, zero], [dequantized], model.UniqueName("DQ")));
     }
 
+    /// <summary>
+    /// HardSwish(x) = x · clip(x + 3, 0, 6) / 6, with the clip and the division done by quantization: the sum is
+    /// quantized over [0, 6], whose saturation is the clip, and read back at a sixth of that scale, which is the
+    /// division. What is left, an Add with a constant and a Mul of two activations, ONNX Runtime runs as
+    /// QLinearAdd and QLinearMul on int8 instead of dequantizing, running HardSigmoid and Mul in float and
+    /// quantizing again. The gate is exact at its ends (0 below −3, 1 above 3) and within 1/255 between.
+    /// The node's input and output must already have their Q/DQ pairs (<see cref="QuantizeActivation"/>).
+    /// </summary>
+    public void DecomposeHardSwish(NodeProto hardSwish)
+    {
+        var x = hardSwish.Input[0];
+        var three = model.UniqueName("three");
+        model.Graph.Initializer.Add(Tensors.FromFloats(three, [3f]));
+        var shifted = model.UniqueName("hswish_shifted");
+        var add = OpsetUpgrade.NewNode("Add", [x, three], [shifted], model.UniqueName($"{hardSwish.Name}_Add"));
+        QuantizeConstantInputs(add);
+        var p = QuantMath.Activation(new TensorRange(0, 6), options.Activations);
+        var (scale, zero) = ScaleAndZero(shifted, p);
+        var sixthScale = model.UniqueName("s");
+        model.Graph.Initializer.Add(Tensors.FromFloats(sixthScale, [p.Scale / 6]));
+        var quantized = model.UniqueName("q");
+        var gate = model.UniqueName("hswish_gate");
+        var index = model.Graph.Node.IndexOf(hardSwish);
+        model.Graph.Node[index] = OpsetUpgrade.NewNode("Mul", [x, gate], [hardSwish.Output[0]], model.UniqueName($"{hardSwish.Name}_Mul"));
+        model.Graph.Node.Add(add);
+        model.Graph.Node.Add(OpsetUpgrade.NewNode("QuantizeLinear", [shifted, scale, zero], [quantized], model.UniqueName("Q")));
+        model.Graph.Node.Add(OpsetUpgrade.NewNode("DequantizeLinear", [quantized, sixthScale, zero], [gate], model.UniqueName("DQ")));
+    }
+
     /// <summary>Constant float inputs of an elementwise op, stored quantized with their own range.</summary>
     public void QuantizeConstantInputs(NodeProto node)
     {
@@ -61,10 +90,10 @@ internal sealed class QdqRewriter(OnnxModel model, QuantizationOptions options)
             QuantizeConstantInputs(node);
             return;
         }
-        var axis = WeightAxis(node, weight);
+        var axis = WeightAxis(node, weight, options.PerChannel);
         var key = $"{weight.Name}@{axis}";
         if (!_weights.TryGetValue(key, out var quantizedWeight))
-            _weights[key] = quantizedWeight = QuantizeWeight(weight, axis, explicitZeroPoint: node.OpType is not ("Conv" or "ConvTranspose"));
+            _weights[key] = quantizedWeight = QuantizeWeight(weight, axis, explicitZeroPoint: node.OpType != "Conv");
         node.Input[1] = quantizedWeight.Dequantized;
         if (node.OpType == "MatMul" && model.Initializer(node.Input[0]) is not null)
             QuantizeConstantInputs(node);
@@ -160,17 +189,7 @@ internal sealed class QdqRewriter(OnnxModel model, QuantizationOptions options)
         var values = Tensors.Floats(weight);
         var dims = weight.Dims.ToArray();
         var channels = axis is { } a ? (int)dims[a] : 1;
-        var inner = axis is { } b ? dims.Skip(b + 1).Aggregate(1L, (x, y) => x * y) : values.Length;
-        var maxAbs = new float[channels];
-        for (long i = 0; i < values.Length; i++)
-        {
-            var c = (int)(i / inner % channels);
-            maxAbs[c] = Math.Max(maxAbs[c], Math.Abs(values[i]));
-        }
-        var scales = Array.ConvertAll(maxAbs, QuantMath.SymmetricScale);
-        var q = new sbyte[values.Length];
-        for (long i = 0; i < values.Length; i++)
-            q[i] = QuantMath.QuantizeSymmetric(values[i], scales[(int)(i / inner % channels)]);
+        var (q, scales) = QuantMath.SymmetricWeights(values, dims, axis);
         var qName = model.UniqueName("w");
         var scaleName = model.UniqueName("ws");
         model.Graph.Initializer.Add(Tensors.Make(qName, DataType.Int8, q, dims));
@@ -197,14 +216,13 @@ internal sealed class QdqRewriter(OnnxModel model, QuantizationOptions options)
     }
 
     /// <summary>The output-channel axis of a weight, or null for one scale per tensor.</summary>
-    private int? WeightAxis(NodeProto node, TensorProto weight)
+    internal static int? WeightAxis(NodeProto node, TensorProto weight, bool perChannel)
     {
-        if (!options.PerChannel || weight.Dims.Count < 2)
+        if (!perChannel || weight.Dims.Count < 2)
             return null;
         return node.OpType switch
         {
             "Conv" => 0,
-            "ConvTranspose" => (node.Attribute.FirstOrDefault(a => a.Name == "group")?.I ?? 1) == 1 ? 1 : null,
             "Gemm" => (node.Attribute.FirstOrDefault(a => a.Name == "transB")?.I ?? 0) == 1 ? 0 : 1,
             "MatMul" => weight.Dims.Count - 1,
             _ => null,

@@ -36,6 +36,27 @@ public static class QuantMath
     public static sbyte QuantizeSymmetric(float value, float scale) =>
         (sbyte)Math.Clamp(Math.Round(value / scale, MidpointRounding.ToEven), -127, 127);
 
+    /// <summary>
+    /// Symmetric int8 weights with one scale per slice along <paramref name="axis"/> (one for the whole tensor
+    /// when null): the quantized values and the scales.
+    /// </summary>
+    public static (sbyte[] Quantized, float[] Scales) SymmetricWeights(float[] values, long[] dims, int? axis)
+    {
+        var channels = axis is { } a ? (int)dims[a] : 1;
+        var inner = axis is { } b ? dims.Skip(b + 1).Aggregate(1L, (x, y) => x * y) : values.Length;
+        var maxAbs = new float[channels];
+        for (long i = 0; i < values.Length; i++)
+        {
+            var c = (int)(i / inner % channels);
+            maxAbs[c] = Math.Max(maxAbs[c], Math.Abs(values[i]));
+        }
+        var scales = Array.ConvertAll(maxAbs, SymmetricScale);
+        var q = new sbyte[values.Length];
+        for (long i = 0; i < values.Length; i++)
+            q[i] = QuantizeSymmetric(values[i], scales[(int)(i / inner % channels)]);
+        return (q, scales);
+    }
+
     public static int Quantize(float value, QuantParams p, ActivationType type)
     {
         var (qmin, qmax) = type == ActivationType.UInt8 ? (0, 255) : (-128, 127);
