@@ -73,7 +73,8 @@ public sealed class QuantizationTests : IDisposable
         // The Reshape before the graph output does not pull the Softmax into int8 (its probabilities stay float).
         Assert.DoesNotContain("QLinearSoftmax", ops);
         Assert.Contains("Softmax", ops);
-        Assert.True(new FileInfo(int8).Length < new FileInfo(TestModels.Classifier).Length * 0.6);
+        // The size target: int8 weights, shared constants and a compact graph make it under 30 %.
+        Assert.True(new FileInfo(int8).Length <= new FileInfo(TestModels.Classifier).Length * 0.3, $"{new FileInfo(int8).Length} bytes");
 
         var report = ValidationGate.Run(new ValidationGate.Request { Reference = TestModels.Classifier, Candidate = int8, DataDirectory = validation, LatencyRuns = 10 });
         // The gate's figures, recomputed here independently.

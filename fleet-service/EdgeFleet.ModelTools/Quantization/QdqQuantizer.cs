@@ -95,9 +95,10 @@ public static class QdqQuantizer
             else if (node.OpType == "HardSwish" && parameters.ContainsKey(node.Output[0]))
                 rewriter.DecomposeHardSwish(node);
         }
+        rewriter.ShareIdenticalInitializers();
         rewriter.RemoveUnusedInitializers();
         rewriter.SortTopologically();
-        rewriter.CompactTensorNames();
+        rewriter.CompactGraph();
         model.Proto.ProducerName = "edgefleet-modeltools";
         model.Proto.MetadataProps.Add(new StringStringEntryProto { Key = "edgefleet.quantization", Value = $"static-qdq;activations={options.Activations.ToString().ToLowerInvariant()};method={options.Method.ToString().ToLowerInvariant()};per-channel={options.PerChannel.ToString().ToLowerInvariant()}" });
         return (model, plan.Nodes, plan.Excluded);

@@ -1,3 +1,4 @@
+using Google.Protobuf;
 using EdgeFleet.ModelTools.Onnx;
 using EdgeFleet.ModelTools.Onnx.Proto;
 using DataType = EdgeFleet.ModelTools.Onnx.Proto.TensorProto.Types.DataType;
@@ -9,6 +10,7 @@ internal sealed class QdqRewriter(OnnxModel model, QuantizationOptions options)
 {
     private readonly Dictionary<string, (string Dequantized, float[] Scales)> _weights = [];
     private readonly Dictionary<string, string> _constants = [];
+    private (string Three, string Scale, string Zero, string SixthScale)? _hardSwish;
     private readonly DataType _activationType = options.Activations == ActivationType.UInt8 ? DataType.Uint8 : DataType.Int8;
 
     /// <summary>Inserts tensor → Q → DQ and points every reader of the tensor at the DQ output.</summary>
@@ -21,8 +23,8 @@ internal sealed class QdqRewriter(OnnxModel model, QuantizationOptions options)
             for (var i = 0; i < node.Input.Count; i++)
                 if (node.Input[i] == tensor)
                     node.Input[i] = dequantized;
-        model.Graph.Node.Add(OpsetUpgrade.NewNode("QuantizeLinear", [tensor, scale, zero], [quantized], model.UniqueName("Q")));
-        model.Graph.Node.Add(OpsetUpgrade.NewNode("DequantizeLinear", [quantized, scale, zero], [dequantized], model.UniqueName("DQ")));
+        model.Graph.Node.Add(OpsetUpgrade.NewNode("QuantizeLinear", [tensor, scale, zero], [quantized], ""));
+        model.Graph.Node.Add(OpsetUpgrade.NewNode("DequantizeLinear", [quantized, scale, zero], [dequantized], ""));
     }
 
     /// <summary>
@@ -36,22 +38,28 @@ internal sealed class QdqRewriter(OnnxModel model, QuantizationOptions options)
     public void DecomposeHardSwish(NodeProto hardSwish)
     {
         var x = hardSwish.Input[0];
-        var three = model.UniqueName("three");
-        model.Graph.Initializer.Add(Tensors.FromFloats(three, [3f]));
+        if (_hardSwish is null)
+        {
+            // One set of constants for every HardSwish of the model.
+            var constant = model.UniqueName("three");
+            model.Graph.Initializer.Add(Tensors.FromFloats(constant, [3f]));
+            var p = QuantMath.Activation(new TensorRange(0, 6), options.Activations);
+            var (sumScale, sumZero) = ScaleAndZero(constant, p);
+            var sixth = model.UniqueName("s");
+            model.Graph.Initializer.Add(Tensors.FromFloats(sixth, [p.Scale / 6]));
+            _hardSwish = (constant, sumScale, sumZero, sixth);
+        }
+        var (three, scale, zero, sixthScale) = _hardSwish.Value;
         var shifted = model.UniqueName("hswish_shifted");
-        var add = OpsetUpgrade.NewNode("Add", [x, three], [shifted], model.UniqueName($"{hardSwish.Name}_Add"));
+        var add = OpsetUpgrade.NewNode("Add", [x, three], [shifted], "");
         QuantizeConstantInputs(add);
-        var p = QuantMath.Activation(new TensorRange(0, 6), options.Activations);
-        var (scale, zero) = ScaleAndZero(shifted, p);
-        var sixthScale = model.UniqueName("s");
-        model.Graph.Initializer.Add(Tensors.FromFloats(sixthScale, [p.Scale / 6]));
         var quantized = model.UniqueName("q");
         var gate = model.UniqueName("hswish_gate");
         var index = model.Graph.Node.IndexOf(hardSwish);
-        model.Graph.Node[index] = OpsetUpgrade.NewNode("Mul", [x, gate], [hardSwish.Output[0]], model.UniqueName($"{hardSwish.Name}_Mul"));
+        model.Graph.Node[index] = OpsetUpgrade.NewNode("Mul", [x, gate], [hardSwish.Output[0]], hardSwish.Name);
         model.Graph.Node.Add(add);
-        model.Graph.Node.Add(OpsetUpgrade.NewNode("QuantizeLinear", [shifted, scale, zero], [quantized], model.UniqueName("Q")));
-        model.Graph.Node.Add(OpsetUpgrade.NewNode("DequantizeLinear", [quantized, sixthScale, zero], [gate], model.UniqueName("DQ")));
+        model.Graph.Node.Add(OpsetUpgrade.NewNode("QuantizeLinear", [shifted, scale, zero], [quantized], ""));
+        model.Graph.Node.Add(OpsetUpgrade.NewNode("DequantizeLinear", [quantized, sixthScale, zero], [gate], ""));
     }
 
     /// <summary>Constant float inputs of an elementwise op, stored quantized with their own range.</summary>
@@ -71,7 +79,7 @@ internal sealed class QdqRewriter(OnnxModel model, QuantizationOptions options)
                     ? Tensors.Make(q, DataType.Uint8, Array.ConvertAll(values, v => (byte)QuantMath.Quantize(v, p, options.Activations)), [.. constant.Dims])
                     : Tensors.Make(q, DataType.Int8, Array.ConvertAll(values, v => (sbyte)QuantMath.Quantize(v, p, options.Activations)), [.. constant.Dims]));
                 dequantized = model.UniqueName("dq");
-                model.Graph.Node.Add(OpsetUpgrade.NewNode("DequantizeLinear", [q, scale, zero], [dequantized], model.UniqueName("DQ")));
+                model.Graph.Node.Add(OpsetUpgrade.NewNode("DequantizeLinear", [q, scale, zero], [dequantized], ""));
                 _constants[constant.Name] = dequantized;
             }
             node.Input[i] = dequantized;
@@ -100,6 +108,38 @@ internal sealed class QdqRewriter(OnnxModel model, QuantizationOptions options)
 
     }
 
+    /// <summary>
+    /// Makes nodes share one copy of identical small initializers (scales, zero points, constants): on a small
+    /// model the hundreds of scalar copies are a measurable part of the file once the weights are int8.
+    /// </summary>
+    public void ShareIdenticalInitializers()
+    {
+        var first = new Dictionary<string, string>();
+        var replaced = new Dictionary<string, string>();
+        foreach (var t in model.Graph.Initializer.Where(t => Tensors.ElementCount(t) <= 16))
+        {
+            var key = $"{t.DataType}|{string.Join(',', t.Dims)}|{Convert.ToBase64String(Unnamed(t).ToByteArray())}";
+            if (first.TryGetValue(key, out var kept))
+                replaced[t.Name] = kept;
+            else
+                first[key] = t.Name;
+        }
+        if (replaced.Count == 0)
+            return;
+        var graphInputs = model.Graph.Input.Select(i => i.Name).ToHashSet();
+        foreach (var node in model.Graph.Node)
+            for (var i = 0; i < node.Input.Count; i++)
+                if (replaced.TryGetValue(node.Input[i], out var kept) && !graphInputs.Contains(node.Input[i]))
+                    node.Input[i] = kept;
+    }
+
+    private static TensorProto Unnamed(TensorProto t)
+    {
+        var copy = t.Clone();
+        copy.Name = "";
+        return copy;
+    }
+
     /// <summary>Drops initializers no node or graph output reads any more (the float weights that were replaced).</summary>
     public void RemoveUnusedInitializers()
     {
@@ -113,19 +153,28 @@ internal sealed class QdqRewriter(OnnxModel model, QuantizationOptions options)
     }
 
     /// <summary>
-    /// Gives every tensor inside the graph (not its inputs and outputs) a short name: on a small model the
-    /// names are a tenth of the file once the weights are int8. Node names, which exclusions refer to, stay.
+    /// Writes the graph compactly, for the OTA download's sake: on a small model the graph itself is a tenth of the
+    /// file once the weights are int8. Every tensor inside the graph (not its inputs and outputs) gets a name of
+    /// one to three letters and digits; attributes equal to their ONNX default are dropped (convolution and
+    /// pooling strides, dilations, pads, groups and auto_pad, Gemm's alpha, beta and transposes, Reshape's
+    /// allowzero); empty names and domains are not written. Node names, which exclusions refer to, stay.
     /// </summary>
-    public void CompactTensorNames()
+    public void CompactGraph()
     {
         var keep = model.Graph.Input.Select(i => i.Name).Concat(model.Graph.Output.Select(o => o.Name)).Append("").ToHashSet();
         var names = new Dictionary<string, string>();
+        var next = 0;
         string Short(string name)
         {
             if (keep.Contains(name))
                 return name;
             if (!names.TryGetValue(name, out var s))
-                names[name] = s = "t" + names.Count.ToString("x", System.Globalization.CultureInfo.InvariantCulture);
+            {
+                do
+                    s = Base62(next++);
+                while (keep.Contains(s));
+                names[name] = s;
+            }
             return s;
         }
         foreach (var t in model.Graph.Initializer)
@@ -136,9 +185,43 @@ internal sealed class QdqRewriter(OnnxModel model, QuantizationOptions options)
                 node.Input[i] = Short(node.Input[i]);
             for (var i = 0; i < node.Output.Count; i++)
                 node.Output[i] = Short(node.Output[i]);
+            foreach (var a in node.Attribute.Where(a => IsDefault(node.OpType, a)).ToList())
+                node.Attribute.Remove(a);
+            if (node.Name.Length == 0)
+                node.ClearName();
+            if (node.Domain.Length == 0)
+                node.ClearDomain();
         }
         model.Graph.ValueInfo.Clear();
     }
+
+    private static string Base62(int n)
+    {
+        const string digits = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+        var s = "";
+        do
+        {
+            s = digits[n % 62] + s;
+            n = n / 62 - 1;
+        }
+        while (n >= 0);
+        return s;
+    }
+
+    /// <summary>An attribute whose value is the operator's default (for the operators the quantizer writes around).</summary>
+    private static bool IsDefault(string op, AttributeProto a) => (op, a.Name) switch
+    {
+        ("Conv" or "MaxPool" or "AveragePool", "auto_pad") => a.S.ToStringUtf8() == "NOTSET",
+        ("Conv" or "MaxPool" or "AveragePool", "strides" or "dilations") => a.Ints.All(v => v == 1),
+        ("Conv" or "MaxPool" or "AveragePool", "pads") => a.Ints.All(v => v == 0),
+        ("Conv", "group") => a.I == 1,
+        ("MaxPool" or "AveragePool", "ceil_mode") => a.I == 0,
+        ("MaxPool", "storage_order") => a.I == 0,
+        ("Gemm", "alpha" or "beta") => a.F == 1f,
+        ("Gemm", "transA" or "transB") => a.I == 0,
+        ("Reshape", "allowzero") => a.I == 0,
+        _ => false,
+    };
 
     /// <summary>Orders nodes so every input is produced before it is read (Kahn, stable in the original order).</summary>
     public void SortTopologically()
@@ -202,7 +285,7 @@ internal sealed class QdqRewriter(OnnxModel model, QuantizationOptions options)
             model.Graph.Initializer.Add(Tensors.FromFloats(scaleName, scales, channels));
         }
         var dequantized = model.UniqueName("dq");
-        var dq = OpsetUpgrade.NewNode("DequantizeLinear", [qName, scaleName], [dequantized], model.UniqueName("DQ"));
+        var dq = OpsetUpgrade.NewNode("DequantizeLinear", [qName, scaleName], [dequantized], "");
         if (explicitZeroPoint)
         {
             var zero = model.UniqueName("wz");
