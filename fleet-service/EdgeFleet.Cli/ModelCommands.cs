@@ -198,6 +198,8 @@ public static class ModelCommands
             if (report.ReferenceAccuracy is { } ra && report.CandidateAccuracy is { } ca)
                 Console.WriteLine($"  accuracy          {ra:P2} → {ca:P2}");
             Console.WriteLine($"  cosine            {report.Cosine:F5}   max |err| {report.MaxAbsError:G4}   mean |err| {report.MeanAbsError:G4}");
+            if (report.ReferenceStability is { } stable)
+                Console.WriteLine($"  reference itself, inputs ±½ 8-bit step: {(stable.Top1Agreement is { } a ? $"agreement {a:P2}, " : "")}cosine {stable.Cosine:F5}");
             Console.WriteLine($"  latency p50 / p95 {report.ReferenceLatency.P50Ms:F2} / {report.ReferenceLatency.P95Ms:F2} ms → {report.CandidateLatency.P50Ms:F2} / {report.CandidateLatency.P95Ms:F2} ms (ratio {report.LatencyRatio:F3})");
             Console.WriteLine($"  size              {report.ReferenceBytes:N0} → {report.CandidateBytes:N0} bytes (ratio {report.SizeRatio:F3})");
             foreach (var check in report.Checks)

@@ -78,8 +78,8 @@ public sealed class QuantizationTests : IDisposable
 
         var report = ValidationGate.Run(new ValidationGate.Request { Reference = TestModels.Classifier, Candidate = int8, DataDirectory = validation, LatencyRuns = 10 });
         // The gate's figures, recomputed here independently.
-        int agree = 0;
-        double cosine = 0;
+        int agree = 0, stableAgree = 0;
+        double cosine = 0, stableCosine = 0;
         var random = new Random(2);
         using var sessionOptions = new SessionOptions { IntraOpNumThreads = 1, InterOpNumThreads = 1, ExecutionMode = ExecutionMode.ORT_SEQUENTIAL };
         using var referenceSession = new InferenceSession(TestModels.Classifier, sessionOptions);
@@ -91,7 +91,15 @@ public sealed class QuantizationTests : IDisposable
             var c = OnnxModelTests.Run(candidateSession, x, shape);
             agree += (r[0] >= r[1]) == (c[0] >= c[1]) ? 1 : 0; // a tie is class 0, as the gate takes the first maximum
             cosine += (r[0] * c[0] + r[1] * c[1]) / Math.Sqrt((r[0] * r[0] + r[1] * r[1]) * (c[0] * c[0] + c[1] * c[1]));
+            // The reference against itself, its input moved by up to half an 8-bit step of the input's range.
+            var noise = new Random(i);
+            var half = (x.Max() - x.Min()) / 255f / 2;
+            var n = OnnxModelTests.Run(referenceSession, Array.ConvertAll(x, v => v + half * (float)(noise.NextDouble() * 2 - 1)), shape);
+            stableAgree += (r[0] >= r[1]) == (n[0] >= n[1]) ? 1 : 0;
+            stableCosine += (r[0] * n[0] + r[1] * n[1]) / Math.Sqrt((r[0] * r[0] + r[1] * r[1]) * (n[0] * n[0] + n[1] * n[1]));
         }
+        Assert.Equal(stableAgree / 40.0, report.ReferenceStability!.Top1Agreement!.Value, 6);
+        Assert.Equal(stableCosine / 40, report.ReferenceStability.Cosine, 4);
         Assert.Equal(agree / 40.0, report.Top1Agreement!.Value, 6);
         Assert.Equal(cosine / 40, report.Cosine, 4);
         Assert.Equal(40, report.Samples);

@@ -15,29 +15,19 @@ public static class Calibrator
 {
     private const int Bins = 2048;
 
-    /// <summary>
-    /// The range of every tensor in <paramref name="tensors"/>, and the mean of every channel (axis 1) of those in
-    /// <paramref name="channelMeans"/> (a subset: the inputs of convolutions, for bias correction).
-    /// </summary>
-    public static Calibration Collect(OnnxModel model, IReadOnlyCollection<string> tensors, SampleSet samples, QuantizationOptions options,
-        IReadOnlySet<string>? channelMeans = null)
+    public static Dictionary<string, TensorRange> Collect(OnnxModel model, IReadOnlyCollection<string> tensors, SampleSet samples, QuantizationOptions options)
     {
         var ranges = new Dictionary<string, TensorRange>();
-        var sums = new Dictionary<string, (double[] Sum, long Count)>();
         void MinMax(string name, OrtValue value)
         {
             var values = value.GetTensorDataAsSpan<float>();
             var range = new TensorRange(TensorPrimitives.Min(values), TensorPrimitives.Max(values));
             ranges[name] = ranges.TryGetValue(name, out var r) ? r.Union(range) : range;
-            if (channelMeans?.Contains(name) == true)
-                AddChannelSums(name, value, sums);
         }
-        Calibration Result(Dictionary<string, TensorRange> result) =>
-            new(result, sums.ToDictionary(kv => kv.Key, kv => Array.ConvertAll(kv.Value.Sum, x => x / kv.Value.Count)));
         if (options.Method == CalibrationMethod.MinMax)
         {
             TensorObserver.Run(model, tensors, samples, options, MinMax);
-            return Result(ranges);
+            return ranges;
         }
         var histograms = tensors.ToDictionary(n => n, _ => new long[Bins]);
         void Bin(string name, OrtValue value)
@@ -49,27 +39,9 @@ public static class Calibrator
                 histogram[width > 0 ? Math.Clamp((int)((v - min) / width), 0, Bins - 1) : 0]++;
         }
         TensorObserver.Run(model, tensors, samples, options, MinMax, Bin);
-        return Result(tensors.ToDictionary(n => n, n => options.Method == CalibrationMethod.Percentile
+        return tensors.ToDictionary(n => n, n => options.Method == CalibrationMethod.Percentile
             ? Trim(ranges[n], histograms[n], options.Percentile)
-            : LeastSquaredError(ranges[n], histograms[n], options.Activations)));
-    }
-
-    /// <summary>Adds a tensor's per-channel (axis 1) sums and its count of values per channel.</summary>
-    private static void AddChannelSums(string name, OrtValue value, Dictionary<string, (double[] Sum, long Count)> sums)
-    {
-        var shape = value.GetTensorTypeAndShape().Shape;
-        if (shape.Length < 2)
-            return;
-        var values = value.GetTensorDataAsSpan<float>();
-        var channels = (int)shape[1];
-        var inner = (int)shape.Skip(2).Aggregate(1L, (x, y) => x * y);
-        var (sum, count) = sums.TryGetValue(name, out var s) ? s : (new double[channels], 0L);
-        if (sum.Length != channels)
-            return;
-        for (var n = 0; n < shape[0]; n++)
-            for (var c = 0; c < channels; c++)
-                sum[c] += TensorPrimitives.Sum(values.Slice((int)((n * channels + c) * inner), inner));
-        sums[name] = (sum, count + shape[0] * inner);
+            : LeastSquaredError(ranges[n], histograms[n], options.Activations));
     }
 
     /// <summary>
@@ -119,6 +91,3 @@ public static class Calibrator
         return new TensorRange(full.Min + low * width, full.Min + (high + 1) * width);
     }
 }
-
-/// <summary>What calibration observed: a range per tensor, and per-channel means where they were asked for.</summary>
-public sealed record Calibration(Dictionary<string, TensorRange> Ranges, Dictionary<string, double[]> ChannelMeans);

@@ -43,19 +43,16 @@ public static class QdqQuantizer
         var prepared = ModelPreprocessor.Prepare(fp32);
         if (options.EqualizeChannels)
             ChannelEqualizer.Equalize(prepared, calibration, options);
-        var observed = Calibrate(prepared, calibration, options);
-        var (model, nodes, excluded) = Apply(prepared, observed, options);
+        var ranges = Calibrate(prepared, calibration, options);
+        var (model, nodes, excluded) = Apply(prepared, ranges, options);
         var report = new QuantizationReport("static", nodes.Count,
             nodes.GroupBy(n => n.OpType).OrderBy(g => g.Key, StringComparer.Ordinal).ToDictionary(g => g.Key, g => g.Count()),
-            excluded, Math.Min(calibration.Count, options.MaxSamples ?? int.MaxValue), observed.Ranges.Count, inputBytes, model.ToBytes().LongLength);
+            excluded, Math.Min(calibration.Count, options.MaxSamples ?? int.MaxValue), ranges.Count, inputBytes, model.ToBytes().LongLength);
         return (model, report);
     }
 
-    /// <summary>
-    /// The ranges of every tensor that could be quantized (exclusions are applied later, by <see cref="Apply"/>),
-    /// and the channel means of the convolutions' inputs when bias correction is on.
-    /// </summary>
-    public static Calibration Calibrate(OnnxModel prepared, SampleSet calibration, QuantizationOptions options)
+    /// <summary>The ranges of every tensor that could be quantized (exclusions are applied later, by <see cref="Apply"/>).</summary>
+    public static Dictionary<string, TensorRange> Calibrate(OnnxModel prepared, SampleSet calibration, QuantizationOptions options)
     {
         if (!prepared.RealInputs().Any(i => i.Type?.TensorType?.ElemType == (int)DataType.Float))
             throw new QuantizationException("the model has no float inputs, so there are no activations to calibrate; use dynamic quantization (--mode dynamic)");
@@ -63,26 +60,17 @@ public static class QdqQuantizer
         var plan = QdqPlan.Build(prepared, all, WeightOps, ActivationOps, PassThroughOps, RemovableActivations);
         if (plan.Nodes.Count == 0)
             throw new QuantizationException($"no node of the model can be quantized (quantizable op types: {string.Join(", ", QuantizableOpTypes.Order())})");
-        var means = options.CorrectBias
-            ? plan.Nodes.Where(n => n.OpType == "Conv").Select(n => n.Input[0]).Where(plan.CalibrationCandidates.Contains).ToHashSet()
-            : null;
-        return Calibrator.Collect(prepared, plan.CalibrationCandidates, calibration, options, means);
+        return Calibrator.Collect(prepared, plan.CalibrationCandidates, calibration, options);
     }
 
     /// <summary>Quantizes a prepared model (see <see cref="ModelPreprocessor"/>) with calibrated ranges.</summary>
-    public static (OnnxModel Model, IReadOnlyList<NodeProto> Nodes, int Excluded) Apply(OnnxModel prepared, Calibration observed, QuantizationOptions options)
+    public static (OnnxModel Model, IReadOnlyList<NodeProto> Nodes, int Excluded) Apply(OnnxModel prepared, Dictionary<string, TensorRange> ranges, QuantizationOptions options)
     {
         var model = prepared.Clone();
         var plan = QdqPlan.Build(model, options, WeightOps, ActivationOps, PassThroughOps, RemovableActivations);
         if (plan.Nodes.Count == 0)
             throw new QuantizationException("every quantizable node is excluded");
-        var parameters = plan.Parameters(observed.Ranges, options.Activations);
-        if (options.CorrectBias)
-        {
-            foreach (var node in plan.Nodes.Where(n => n.OpType == "Conv"))
-                if (observed.ChannelMeans.TryGetValue(node.Input[0], out var means))
-                    BiasCorrection.Apply(model, node, means, options.PerChannel);
-        }
+        var parameters = plan.Parameters(ranges, options.Activations);
         var rewriter = new QdqRewriter(model, options);
         foreach (var (tensor, p) in parameters)
             rewriter.QuantizeActivation(tensor, p);

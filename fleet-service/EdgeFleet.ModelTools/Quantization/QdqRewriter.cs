@@ -299,7 +299,7 @@ internal sealed class QdqRewriter(OnnxModel model, QuantizationOptions options)
     }
 
     /// <summary>The output-channel axis of a weight, or null for one scale per tensor.</summary>
-    internal static int? WeightAxis(NodeProto node, TensorProto weight, bool perChannel)
+    private static int? WeightAxis(NodeProto node, TensorProto weight, bool perChannel)
     {
         if (!perChannel || weight.Dims.Count < 2)
             return null;

@@ -46,9 +46,6 @@ public sealed record QuantizationOptions
     /// <summary>Even out the channels between consecutive convolutions before calibrating (see <c>ChannelEqualizer</c>).</summary>
     public bool EqualizeChannels { get; init; } = true;
 
-    /// <summary>Shift each convolution's bias by the mean error its int8 weights cause (see <c>BiasCorrection</c>).</summary>
-    public bool CorrectBias { get; init; } = true;
-
     public IReadOnlySet<string> ExcludeNodes { get; init; } = new HashSet<string>();
 
     public IReadOnlySet<string> ExcludeOpTypes { get; init; } = new HashSet<string>();

@@ -61,11 +61,14 @@ public static class ValidationGate
         var comparison = new OutputComparison(request.Labels);
         var inputs = Enumerable.Range(0, count).Select(samples.Read).ToList();
         using var runOptions = new RunOptions();
-        foreach (var sample in inputs)
+        var stability = new OutputComparison(null);
+        for (var i = 0; i < inputs.Count; i++)
         {
-            var r = Infer(reference, runOptions, sample, output);
-            var c = Infer(candidate, runOptions, sample, output);
+            var r = Infer(reference, runOptions, inputs[i], output);
+            var c = Infer(candidate, runOptions, inputs[i], output);
             comparison.Add(r.Values, c.Values, r.Shape);
+            var nudged = Infer(reference, runOptions, Nudge(inputs[i], new Random(i)), output);
+            stability.Add(r.Values, nudged.Values, r.Shape);
         }
         if (request.Labels is { } labels && labels.Count != comparison.Rows)
             throw new ValidationException($"{labels.Count} labels for {comparison.Rows} classified rows");
@@ -88,6 +91,7 @@ public static class ValidationGate
             MaxAbsError = comparison.MaxAbsError,
             MeanAbsError = comparison.MeanAbsError,
             Cosine = comparison.Cosine,
+            ReferenceStability = new ReferenceStability(stability.Top1Agreement, stability.Cosine),
             ReferenceLatency = referenceLatency,
             CandidateLatency = candidateLatency,
             LatencyRatio = candidateLatency.P50Ms / referenceLatency.P50Ms,
@@ -159,6 +163,21 @@ public static class ValidationGate
     }
 
     internal static double Percentile(List<double> sorted, double q) => sorted[Math.Min(sorted.Count - 1, (int)Math.Ceiling(q * sorted.Count) - 1)];
+
+    /// <summary>
+    /// A sample with every float input moved by uniform noise of up to half an 8-bit step of its own range: the
+    /// rounding an 8-bit source (a camera's pixels) or an 8-bit input quantizer brings.
+    /// </summary>
+    private static IReadOnlyList<SampleTensor> Nudge(IReadOnlyList<SampleTensor> sample, Random random) =>
+    [
+        .. sample.Select(t =>
+        {
+            if (t.Data is not float[] values || values.Length == 0)
+                return t;
+            var half = (values.Max() - values.Min()) / 255f / 2;
+            return t with { Data = Array.ConvertAll(values, v => v + half * (float)(random.NextDouble() * 2 - 1)) };
+        }),
+    ];
 
     private static (float[] Values, long[] Shape, double Ms) Infer(InferenceSession session, RunOptions runOptions, IReadOnlyList<SampleTensor> sample, string output)
     {

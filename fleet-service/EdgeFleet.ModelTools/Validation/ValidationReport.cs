@@ -25,6 +25,13 @@ public sealed record ValidationThresholds
 
 public sealed record LatencyFigures(double P50Ms, double P95Ms, int Runs);
 
+/// <summary>
+/// The reference against itself with every float input moved by up to half an 8-bit step of its range: the
+/// agreement and cosine that a model differing from the reference by an input rounding already falls to. A
+/// model whose output flips under that much noise cannot be held to a tighter figure by any 8-bit variant.
+/// </summary>
+public sealed record ReferenceStability(double? Top1Agreement, double Cosine);
+
 public sealed record ValidationCheck(string Name, double Value, string Comparison, double Threshold, bool Passed);
 
 /// <summary>What <c>edgefleet model validate</c> measured, and its verdict. Every figure is computed in this run.</summary>
@@ -55,6 +62,9 @@ public sealed record ValidationReport
     public required double MeanAbsError { get; init; }
 
     public required double Cosine { get; init; }
+
+    /// <summary>Absent in reports written before it was measured.</summary>
+    public ReferenceStability? ReferenceStability { get; init; }
 
     public required LatencyFigures ReferenceLatency { get; init; }
 
