@@ -8,7 +8,7 @@ namespace EdgeFleet.ModelTools.Quantization;
 /// Which nodes are quantized and which activation tensors get Q/DQ pairs. A tensor is quantized when a
 /// quantized node reads or writes it; the output of a quantized node whose only reader is a ReLU or Clip is
 /// skipped (the activation's output is quantized instead, and ONNX Runtime removes the activation); pass-through
-/// ops (pooling by max, resize, reshapes) reuse their input's parameters so they run on int8 directly, when a
+/// ops (resize, reshapes) reuse their input's parameters so they run on int8 directly, when a
 /// quantized node reads what they produce.
 /// Graph outputs stay float. Two kinds of node stay float because ONNX Runtime runs them slower in int8 than in
 /// float (measured on PaddleOCR's detector, one thread): a convolution over fewer than 4 (or a number not a
@@ -155,8 +155,6 @@ internal sealed class QdqPlan
                 return isFloat(node.Input[1]) && (isFloatActivation(node.Input[0]) || isFloatActivation(node.Input[1]));
             case "Concat":
                 return node.Input.All(isFloatActivation);
-            case "MaxPool":
-                return node.Output.Count == 1 && isFloatActivation(node.Input[0]);
             default:
                 return isFloatActivation(node.Input[0]);
         }

@@ -28,9 +28,11 @@ public static class QdqQuantizer
 
     /// <summary>
     /// Ops that move or pick values without changing them: their output keeps the input's parameters. Resize is
-    /// one only in its linear and cubic modes (see <see cref="QdqPlan"/>).
+    /// one only in its linear and cubic modes (see <see cref="QdqPlan"/>). MaxPool is not: ONNX Runtime runs it on
+    /// uint8 eleven times slower than on float (190 µs against 17 µs on the classifier's 200×2×96 tensor), far more
+    /// than the Q/DQ pair around a float MaxPool costs.
     /// </summary>
-    private static readonly HashSet<string> PassThroughOps = ["MaxPool", "Resize", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze"];
+    private static readonly HashSet<string> PassThroughOps = ["Resize", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze"];
 
     /// <summary>Activations that a quantized output range makes redundant (ONNX Runtime drops them).</summary>
     private static readonly HashSet<string> RemovableActivations = ["Relu", "Clip"];
