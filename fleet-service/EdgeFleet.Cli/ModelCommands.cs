@@ -101,7 +101,7 @@ public static class ModelCommands
 
     public static int Quantize(CommandLine args)
     {
-        args.AllowOnly("model", "out", "mode", "data", "method", "percentile", "activations", "per-tensor", "exclude-nodes", "exclude-ops", "max-samples", "threads", "json");
+        args.AllowOnly("model", "out", "mode", "data", "method", "percentile", "activations", "per-tensor", "channel-multiple", "exclude-nodes", "exclude-ops", "max-samples", "threads", "json");
         var mode = args.Get("mode") ?? "static";
         var options = new QuantizationOptions
         {
@@ -121,6 +121,7 @@ public static class ModelCommands
                 _ => throw new UsageException("--activations is uint8 or int8"),
             },
             PerChannel = !args.Has("per-tensor"),
+            DepthwiseChannelMultiple = args.GetInt("channel-multiple", 16) is var multiple and >= 1 ? multiple : throw new UsageException("--channel-multiple is 1 (no padding) or more"),
             ExcludeNodes = List(args.Get("exclude-nodes")),
             ExcludeOpTypes = List(args.Get("exclude-ops")),
             MaxSamples = args.Get("max-samples") is null ? null : args.GetInt("max-samples", 0),

@@ -21,7 +21,7 @@ const string Usage = """
                                                      feature baselines for drift (quantile bins per input feature, and confidence)
                                                      write sample inputs (.npy; labels.txt where known)
       edgefleet model quantize --model F --out F [--mode static|dynamic] [--data DIR] [--method minmax|percentile|mse]
-                           [--percentile P] [--activations uint8|int8] [--per-tensor] [--exclude-nodes a,b]
+                           [--percentile P] [--activations uint8|int8] [--per-tensor] [--channel-multiple 16] [--exclude-nodes a,b]
                            [--exclude-ops Op,Op] [--max-samples N] [--json]
                                                      INT8 quantization (static QDQ from calibration data, or dynamic)
       edgefleet model validate --reference F --candidate F --data DIR [--labels F] [--threads N] [--card C]

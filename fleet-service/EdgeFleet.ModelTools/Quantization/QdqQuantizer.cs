@@ -45,6 +45,7 @@ public static class QdqQuantizer
         var prepared = ModelPreprocessor.Prepare(fp32);
         if (options.EqualizeChannels)
             ChannelEqualizer.Equalize(prepared, calibration, options);
+        DepthwisePadding.Pad(prepared, options.DepthwiseChannelMultiple);
         var ranges = Calibrate(prepared, calibration, options);
         var (model, nodes, excluded) = Apply(prepared, ranges, options);
         var report = new QuantizationReport("static", nodes.Count,
