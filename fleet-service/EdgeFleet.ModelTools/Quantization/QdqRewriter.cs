@@ -114,9 +114,11 @@ internal sealed class QdqRewriter(OnnxModel model, QuantizationOptions options)
     /// </summary>
     public void ShareIdenticalInitializers()
     {
+        // An initializer that is also a graph input can be overridden at run time: it is neither merged nor kept.
+        var graphInputs = model.Graph.Input.Select(i => i.Name).ToHashSet();
         var first = new Dictionary<string, string>();
         var replaced = new Dictionary<string, string>();
-        foreach (var t in model.Graph.Initializer.Where(t => Tensors.ElementCount(t) <= 16))
+        foreach (var t in model.Graph.Initializer.Where(t => Tensors.ElementCount(t) <= 16 && !graphInputs.Contains(t.Name)))
         {
             var key = $"{t.DataType}|{string.Join(',', t.Dims)}|{Convert.ToBase64String(Unnamed(t).ToByteArray())}";
             if (first.TryGetValue(key, out var kept))
@@ -124,12 +126,9 @@ internal sealed class QdqRewriter(OnnxModel model, QuantizationOptions options)
             else
                 first[key] = t.Name;
         }
-        if (replaced.Count == 0)
-            return;
-        var graphInputs = model.Graph.Input.Select(i => i.Name).ToHashSet();
         foreach (var node in model.Graph.Node)
             for (var i = 0; i < node.Input.Count; i++)
-                if (replaced.TryGetValue(node.Input[i], out var kept) && !graphInputs.Contains(node.Input[i]))
+                if (replaced.TryGetValue(node.Input[i], out var kept))
                     node.Input[i] = kept;
     }
 
