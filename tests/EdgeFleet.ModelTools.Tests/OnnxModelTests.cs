@@ -112,6 +112,25 @@ public sealed class OnnxModelTests : IDisposable
     }
 
     [Fact]
+    public void Preparing_the_detector_folds_its_affine_blocks_into_the_next_convolutions_and_keeps_its_outputs()
+    {
+        var prepared = ModelPreprocessor.Prepare(OnnxModel.Load(TestModels.Detector));
+        // PP-LCNetV3's learnable affine blocks (HardSwish → Mul(a) → Add(b) → depthwise Conv): the Mul moves into
+        // the convolution's weights, the Add stays as Add(b / a). Of the 14 such Muls one is left: its block feeds a
+        // squeeze-and-excitation gate, not convolutions only.
+        Assert.Single(prepared.Graph.Node, n => n.OpType == "Mul" && n.Input.Any(i => prepared.Initializer(i) is { } t && Tensors.ElementCount(t) == 1));
+        var random = new Random(6);
+        for (var i = 0; i < 2; i++)
+        {
+            var input = TextImages.DetectorInput(random, 128);
+            var expected = Run(TestModels.Detector, null, input, [1, 3, 128, 128]);
+            var actual = Run(null!, prepared.ToBytes(), input, [1, 3, 128, 128]);
+            for (var k = 0; k < expected.Length; k++)
+                Assert.Equal(expected[k], actual[k], 3);
+        }
+    }
+
+    [Fact]
     public void Npy_files_round_trip_and_bad_ones_say_why()
     {
         var path = Path.Combine(_dir, "x.npy");

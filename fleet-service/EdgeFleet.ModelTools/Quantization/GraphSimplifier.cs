@@ -13,6 +13,8 @@ namespace EdgeFleet.ModelTools.Quantization;
 /// HardSwish) → <c>HardSwish(x)</c> (opset 14);</item>
 /// <item>Conv → Mul(constant) / Add(constant), per channel or scalar → folded into the Conv's weights and bias;</item>
 /// <item>Mul(scalar) / Add(scalar) → 1×1 Conv without padding → folded into that Conv;</item>
+/// <item>Mul(a) (then Add(b)), a scalar, read only by convolutions → (Add(b / a) →) those convolutions with weights
+/// a·W, padded or not (zero padding scales to zero): PP-LCNetV3's learnable affine blocks lose a step;</item>
 /// <item>Conv → HardSigmoid(α, β) → Conv with weights α·W and bias α·b + β, then Clip(0, 1), which a quantized
 /// output range makes redundant (the gate of a squeeze-and-excitation block then runs as one int8 convolution).</item>
 /// </list>
@@ -33,7 +35,7 @@ internal static class GraphSimplifier
                 if (!model.Graph.Node.Contains(node))
                     continue;
                 changed |= FuseHardSwish(model, node, consumers, outputs) || FoldIntoPrecedingConv(model, node, consumers, outputs) || FoldIntoFollowingConv(model, node, consumers, outputs)
-                    || FoldHardSigmoidIntoConv(model, node, consumers, outputs);
+                    || FoldHardSigmoidIntoConv(model, node, consumers, outputs) || FoldScaleIntoFollowingConvs(model, node, consumers, outputs);
                 if (changed)
                     break;
             }
@@ -121,6 +123,49 @@ internal static class GraphSimplifier
         ReplaceConvParameters(model, conv, weight, w, bias);
         conv.Output[0] = node.Output[0];
         model.Graph.Node.Remove(node);
+        return true;
+    }
+
+    /// <summary>
+    /// Mul(x, a) read only by convolutions (as their input), or Mul(x, a) → Add(·, b) whose sum is: a·x + b = a·(x + b/a),
+    /// and a convolution of a·y is the convolution with weights a·W of y, zero padding included. The Mul goes.
+    /// </summary>
+    private static bool FoldScaleIntoFollowingConvs(OnnxModel model, NodeProto mul, Dictionary<string, List<NodeProto>> consumers, HashSet<string> outputs)
+    {
+        if (mul.OpType != "Mul" || ConstantOperand(model, mul) is not ({ } x, [var a]) || a == 0 || !float.IsFinite(a) || outputs.Contains(mul.Output[0]))
+            return false;
+        var add = Only(consumers, outputs, mul.Output[0]) is { OpType: "Add" } next && ConstantOperand(model, next) is (_, [var b]) && float.IsFinite(b / a) ? next : null;
+        var result = add?.Output[0] ?? mul.Output[0];
+        if (outputs.Contains(result) || consumers.GetValueOrDefault(result) is not { Count: > 0 } readers
+            || readers.Any(r => r.OpType != "Conv" || r.Input[0] != result || r.Input.Skip(1).Contains(result) || model.Initializer(r.Input[1]) is null))
+            return false;
+        foreach (var conv in readers.Distinct())
+        {
+            var weight = model.Initializer(conv.Input[1])!;
+            var bias = conv.Input.Count > 2 && conv.Input[2].Length > 0 ? model.Initializer(conv.Input[2]) is { } t ? Tensors.Floats(t) : null : new float[weight.Dims[0]];
+            if (bias is null)
+                return false;
+        }
+        foreach (var conv in readers.Distinct())
+        {
+            var weight = model.Initializer(conv.Input[1])!;
+            var bias = conv.Input.Count > 2 && conv.Input[2].Length > 0 ? Tensors.Floats(model.Initializer(conv.Input[2])!) : new float[weight.Dims[0]];
+            ReplaceConvParameters(model, conv, weight, Array.ConvertAll(Tensors.Floats(weight), w => w * a), bias);
+        }
+        if (add is not null)
+        {
+            var shift = model.UniqueName($"{add.Name}_shift");
+            model.Graph.Initializer.Add(Tensors.FromFloats(shift, [ConstantOperand(model, add).Values![0] / a]));
+            add.Input.Clear();
+            add.Input.Add(x);
+            add.Input.Add(shift);
+        }
+        else
+        {
+            foreach (var conv in readers)
+                conv.Input[0] = x;
+        }
+        model.Graph.Node.Remove(mul);
         return true;
     }
 
