@@ -103,10 +103,13 @@ public sealed class ModelRegistryTests : IDisposable
     {
         Cli(0, "model", "demo", "--out", P("fp32.onnx"));
         Cli(0, "model", "samples", "--kind", "demo", "--count", "50", "--out", P("samples"));
-        Cli(0, "model", "quantize", "--model", P("fp32.onnx"), "--data", P("samples"), "--out", P("int8.onnx"));
+        Assert.Contains("--channel-multiple is 1 (no padding) or more",
+            Cli(2, "model", "quantize", "--model", P("fp32.onnx"), "--data", P("samples"), "--out", P("int8.onnx"), "--channel-multiple", "0"), StringComparison.Ordinal);
+        Cli(0, "model", "quantize", "--model", P("fp32.onnx"), "--data", P("samples"), "--out", P("int8.onnx"), "--channel-multiple", "8");
         var strict = Cli(3, "model", "validate", "--reference", P("fp32.onnx"), "--candidate", P("int8.onnx"), "--data", P("samples"),
             "--min-cosine", "1.01", "--report-out", P("report.json"));
         Assert.Contains("FAIL  cosine", strict, StringComparison.Ordinal);
+        Assert.Contains("reference itself, inputs ±½ 8-bit step: agreement", strict, StringComparison.Ordinal);
         WriteCard(P("card.json"));
         Cli(0, "model", "register", "--id", "vibration");
         var pushed = JsonNode.Parse(Cli(0, "model", "push", "--model-id", "vibration", "--card", P("card.json"), "--int8", P("int8.onnx"), "--report", P("report.json"), "--json"))!;

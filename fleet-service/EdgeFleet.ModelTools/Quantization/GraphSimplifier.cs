@@ -139,13 +139,8 @@ internal static class GraphSimplifier
         if (outputs.Contains(result) || consumers.GetValueOrDefault(result) is not { Count: > 0 } readers
             || readers.Any(r => r.OpType != "Conv" || r.Input[0] != result || r.Input.Skip(1).Contains(result) || model.Initializer(r.Input[1]) is null))
             return false;
-        foreach (var conv in readers.Distinct())
-        {
-            var weight = model.Initializer(conv.Input[1])!;
-            var bias = conv.Input.Count > 2 && conv.Input[2].Length > 0 ? model.Initializer(conv.Input[2]) is { } t ? Tensors.Floats(t) : null : new float[weight.Dims[0]];
-            if (bias is null)
-                return false;
-        }
+        if (readers.Any(r => r.Input.Count > 2 && r.Input[2].Length > 0 && model.Initializer(r.Input[2]) is null))
+            return false;
         foreach (var conv in readers.Distinct())
         {
             var weight = model.Initializer(conv.Input[1])!;

@@ -10,11 +10,10 @@ namespace EdgeFleet.ModelTools.Quantization;
 /// skipped (the activation's output is quantized instead, and ONNX Runtime removes the activation); pass-through
 /// ops (resize, reshapes) reuse their input's parameters so they run on int8 directly, when a
 /// quantized node reads what they produce.
-/// Graph outputs stay float. Two kinds of node stay float because ONNX Runtime runs them slower in int8 than in
-/// float (measured on PaddleOCR's detector, one thread): a convolution over fewer than 4 (or a number not a
-/// multiple of 4) input channels with a spatial kernel, typically the first layer reading the image (its
-/// symmetric int8 kernels need channels in fours: 7.2 ms against 2.9 ms in float at 640×640), and nearest-neighbour
-/// Resize, which ONNX Runtime runs on uint8 in channels-last layout (5.1 ms against 1.4 ms in float).
+/// Graph outputs stay float. A convolution with a spatial kernel over a number of input channels that is not a
+/// multiple of 4, typically the first layer reading the image, stays float: ONNX Runtime's symmetric int8
+/// kernels need channels in fours, and the others run it slower than float (7.2 ms against 2.9 ms at 640×640 on
+/// PaddleOCR's detector, one thread).
 /// </summary>
 internal sealed class QdqPlan
 {
@@ -144,8 +143,6 @@ internal sealed class QdqPlan
         {
             case "Conv":
                 return model.Initializer(node.Input[1]) is { } weight && isFloatActivation(node.Input[0]) && !SlowInInt8(node, weight);
-            case "Resize":
-                return isFloatActivation(node.Input[0]) && (node.Attribute.FirstOrDefault(a => a.Name == "mode")?.S.ToStringUtf8() ?? "nearest") != "nearest";
             case "Gemm":
                 return model.IsInitializer(node.Input[1]) && isFloatActivation(node.Input[0])
                     && node.Attribute.All(a => a.Name switch { "transA" => a.I == 0, "alpha" or "beta" => a.F == 1f, _ => true });
