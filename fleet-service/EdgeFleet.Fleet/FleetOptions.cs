@@ -35,6 +35,8 @@ public sealed record FleetOptions
             return "Fleet:Broker:Host is required in External mode";
         if (Broker.DeviceAccounts == DeviceAccounts.MosquittoDynamicSecurity && (Broker.Mode != BrokerMode.External || string.IsNullOrEmpty(Broker.Username)))
             return "Fleet:Broker:DeviceAccounts MosquittoDynamicSecurity needs External mode and Fleet:Broker:Username (the dynamic-security admin)";
+        if (Broker.Validate() is { } broker)
+            return broker;
         if (!Storage.IsPostgreSql && !Storage.Provider.Equals(StorageOptions.LiteDb, StringComparison.OrdinalIgnoreCase))
             return $"Fleet:Storage:Provider '{Storage.Provider}' is not one of LiteDb, PostgreSql";
         if (Storage.IsPostgreSql && string.IsNullOrWhiteSpace(Storage.ConnectionString))
@@ -79,8 +81,54 @@ public sealed record BrokerOptions
     /// <summary>External mode: the broker's host.</summary>
     public string Host { get; init; } = "127.0.0.1";
 
-    /// <summary>Embedded mode: the port to listen on (all interfaces). External mode: the broker's port.</summary>
+    /// <summary>Embedded mode: the port to listen on (see <see cref="BindAddress"/>). External mode: the broker's port.</summary>
     public int Port { get; init; } = 1883;
+
+    /// <summary>
+    /// Embedded mode: the address devices reach the broker on: the TLS listener when <c>Fleet:Tls</c> is set (then
+    /// the plain port stays on loopback for the fleet itself), else the plain one. Unset: loopback only
+    /// (127.0.0.1 and ::1) without TLS, every address with TLS. <c>*</c>: every IPv4 and IPv6 address; or one
+    /// address such as <c>0.0.0.0</c> or <c>192.168.1.10</c>. Devices on the network without TLS need it set.
+    /// </summary>
+    public string? BindAddress { get; init; }
+
+    /// <summary>Embedded mode: connections that may wait for their CONNECT at once; more are closed on accept.</summary>
+    public int MaxPendingConnections { get; init; } = 512;
+
+    /// <summary>Embedded mode: time from accept to a complete CONNECT (TLS handshake included).</summary>
+    public double ConnectTimeoutSeconds { get; init; } = 10;
+
+    /// <summary>Embedded mode: the largest CONNECT packet read (before the client has authenticated).</summary>
+    public int MaxConnectBytes { get; init; } = 8 * 1024;
+
+    /// <summary>Embedded mode: the largest packet read from an authenticated client (telemetry payloads are at most 256 KiB).</summary>
+    public int MaxPacketBytes { get; init; } = 1024 * 1024;
+
+    /// <summary>The addresses the embedded broker's device listener binds: IPv4 and IPv6 (<see cref="System.Net.IPAddress.None"/>: not that family).</summary>
+    public (System.Net.IPAddress V4, System.Net.IPAddress V6) DeviceListener(bool tls)
+    {
+        if (BindAddress is null)
+            return tls ? (System.Net.IPAddress.Any, System.Net.IPAddress.IPv6Any) : (System.Net.IPAddress.Loopback, System.Net.IPAddress.IPv6Loopback);
+        if (BindAddress == "*")
+            return (System.Net.IPAddress.Any, System.Net.IPAddress.IPv6Any);
+        var address = System.Net.IPAddress.Parse(BindAddress);
+        return address.AddressFamily == System.Net.Sockets.AddressFamily.InterNetworkV6 ? (System.Net.IPAddress.None, address) : (address, System.Net.IPAddress.None);
+    }
+
+    public string? Validate()
+    {
+        if (BindAddress is not null && BindAddress != "*" && !System.Net.IPAddress.TryParse(BindAddress, out _))
+            return $"Fleet:Broker:BindAddress '{BindAddress}' is not an IP address or '*'";
+        if (MaxPendingConnections is < 1 or > 1_000_000)
+            return "Fleet:Broker:MaxPendingConnections must be within [1, 1000000]";
+        if (!(ConnectTimeoutSeconds > 0) || ConnectTimeoutSeconds > 600)
+            return "Fleet:Broker:ConnectTimeoutSeconds must be within (0, 600]";
+        if (MaxConnectBytes is < 128 or > 1024 * 1024)
+            return "Fleet:Broker:MaxConnectBytes must be within [128, 1048576]";
+        if (MaxPacketBytes < EdgeFleet.Shared.Wire.Protocol.MaxPayloadBytes + 1024 || MaxPacketBytes > 256 * 1024 * 1024)
+            return $"Fleet:Broker:MaxPacketBytes must be within [{EdgeFleet.Shared.Wire.Protocol.MaxPayloadBytes + 1024}, 268435456]";
+        return null;
+    }
 
     /// <summary>
     /// The broker address told to devices at enrollment. Default: the host name the device used to reach the

@@ -45,6 +45,7 @@ public static class FleetServiceExtensions
         var keyPath = options.Security.AdminKeyPath;
         if (!Path.IsPathRooted(keyPath) && !options.Storage.IsPostgreSql)
             keyPath = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(options.Storage.Path))!, keyPath);
+        services.AddHostedService<ReservedIdentities>();
         services.AddHostedService(sp => new AdminKeyBootstrap(sp.GetRequiredService<IFleetStore>(), keyPath,
             sp.GetRequiredService<TimeProvider>(), sp.GetRequiredService<ILogger<AdminKeyBootstrap>>()));
         return services;

@@ -20,7 +20,7 @@ usage: setup-mosquitto.sh [--conf-dir D] [--state-dir D] [--port P] [--bind ADDR
   --conf-dir       where edgefleet.conf goes (default $conf_dir; Debian's mosquitto.conf includes it)
   --state-dir      where dynamic-security.json goes (default $state_dir)
   --port, --bind   the MQTT listener (default 1883 on all addresses)
-  --admin          the fleet service's broker account (default $admin)
+  --admin          the fleet service's broker account (default $admin; must start with "edgefleet")
   --password-file  its password: read if the file exists, else generated and written there (mode 0600)
 USAGE
 }
@@ -37,6 +37,13 @@ while [ $# -gt 0 ]; do
     *) echo "setup-mosquitto.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
   esac
 done
+
+# The fleet's accounts live in a namespace no device can enroll under ("edgefleet*"): a device enrolled under the
+# admin's name would otherwise have the fleet re-key the fleet's own account.
+case "$admin" in
+  edgefleet*) ;;
+  *) echo "setup-mosquitto.sh: --admin '$admin' must start with 'edgefleet' (the namespace devices cannot enroll under)" >&2; exit 2 ;;
+esac
 
 here="$(cd "$(dirname "$0")" && pwd)"
 plugin=""

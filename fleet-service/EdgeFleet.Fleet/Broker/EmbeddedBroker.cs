@@ -4,6 +4,7 @@ using System.Net;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using System.Text;
+using EdgeFleet.Fleet.Broker.Listener;
 using EdgeFleet.Fleet.Identity;
 using EdgeFleet.Shared.Wire;
 using MQTTnet;
@@ -30,6 +31,10 @@ public sealed partial class EmbeddedBroker(BrokerOptions options, TlsOptions tls
 {
     private const string ServiceItem = "edgefleet.service";
     private MqttServer? _server;
+    private GuardedTcpServerAdapter? _listener;
+
+    /// <summary>Connections closed before they authenticated (over the pending limit, too slow, or an oversized packet).</summary>
+    public long RefusedBeforeAuthentication => _listener?.Refused ?? 0;
     private X509Certificate2Collection? _clientCa;
 
     /// <summary>Connected clients by id, with their session's items (which identify the session).</summary>
@@ -46,12 +51,18 @@ public sealed partial class EmbeddedBroker(BrokerOptions options, TlsOptions tls
             .WithDefaultEndpoint()
             .WithDefaultEndpointPort(options.Port)
             .WithMaxPendingMessagesPerClient(10_000);
+        var (v4, v6) = options.DeviceListener(tls.Enabled);
         if (tls.Enabled)
         {
             // Devices come in over TLS; the plain listener stays for the fleet's own loopback client.
             builder = builder.WithDefaultEndpointBoundIPAddress(IPAddress.Loopback).WithDefaultEndpointBoundIPV6Address(IPAddress.IPv6Loopback)
-                .WithEncryptedEndpoint().WithEncryptedEndpointPort(options.TlsPort);
+                .WithEncryptedEndpoint().WithEncryptedEndpointPort(options.TlsPort)
+                .WithEncryptedEndpointBoundIPAddress(v4).WithEncryptedEndpointBoundIPV6Address(v6);
             _clientCa = tls.LoadClientCa();
+        }
+        else
+        {
+            builder = builder.WithDefaultEndpointBoundIPAddress(v4).WithDefaultEndpointBoundIPV6Address(v6);
         }
         var serverOptions = builder.Build();
         if (tls.Enabled)
@@ -63,7 +74,9 @@ public sealed partial class EmbeddedBroker(BrokerOptions options, TlsOptions tls
             serverOptions.TlsEndpointOptions.RemoteCertificateValidationCallback = (_, certificate, _, errors) =>
                 certificate is null || DeviceCertificates.ChainsTo(new X509Certificate2(certificate), _clientCa);
         }
-        _server = new MqttServerFactory().CreateMqttServer(serverOptions);
+        _listener = new GuardedTcpServerAdapter(new ListenerLimits(options.MaxPendingConnections, TimeSpan.FromSeconds(options.ConnectTimeoutSeconds),
+            new PacketLimits(options.MaxConnectBytes, options.MaxPacketBytes)), log);
+        _server = new MqttServerFactory().CreateMqttServer(serverOptions, [_listener]);
         _server.ValidatingConnectionAsync += ValidateConnectionAsync;
         _server.InterceptingPublishAsync += InterceptPublishAsync;
         _server.InterceptingSubscriptionAsync += InterceptSubscriptionAsync;
@@ -83,8 +96,11 @@ public sealed partial class EmbeddedBroker(BrokerOptions options, TlsOptions tls
         };
         revocation.Subscribe(DisconnectAsync);
         await _server.StartAsync().ConfigureAwait(false);
-        Log.Started(log, tls.Enabled ? $"TLS on port {options.TlsPort}{(_clientCa is null ? "" : " (client certificates accepted)")}, plain on loopback port {options.Port}" : $"port {options.Port}");
+        Log.Started(log, tls.Enabled ? $"TLS on {Where(v4, v6)} port {options.TlsPort}{(_clientCa is null ? "" : " (client certificates accepted)")}, plain on loopback port {options.Port}" : $"{Where(v4, v6)} port {options.Port}");
     }
+
+    private static string Where(IPAddress v4, IPAddress v6) =>
+        string.Join(" and ", new[] { v4, v6 }.Where(a => !a.Equals(IPAddress.None)).Select(a => a.ToString()));
 
     public async Task StopAsync(CancellationToken cancellationToken)
     {

@@ -37,6 +37,12 @@ public sealed partial class FleetMqttClient : BackgroundService
         [.. Enumerable.Range(0, Math.Max(1, Environment.ProcessorCount)).Select(_ =>
             Channel.CreateUnbounded<(string, byte[], MqttApplicationMessageReceivedEventArgs)>(new UnboundedChannelOptions { SingleReader = true }))];
 
+    /// <summary>
+    /// In the reserved namespace (no device can enroll under it) and random per process, so nothing an anonymous
+    /// caller can read (the health endpoint's instance name) tells a client id to collide with.
+    /// </summary>
+    private readonly string _clientId = DeviceId.ReservedPrefix + "-fleet-" + Convert.ToHexStringLower(System.Security.Cryptography.RandomNumberGenerator.GetBytes(8));
+
     private readonly MosquittoDynamicSecurity? _accounts;
     private readonly EmbeddedBroker? _embedded;
 
@@ -106,7 +112,7 @@ public sealed partial class FleetMqttClient : BackgroundService
         }
         var builder = new MqttClientOptionsBuilder()
             .WithTcpServer(_connection.Host, _connection.Port)
-            .WithClientId($"edgefleet-fleet-{Environment.MachineName.ToLowerInvariant()}-{Environment.ProcessId}")
+            .WithClientId(_clientId)
             .WithProtocolVersion(MQTTnet.Formatter.MqttProtocolVersion.V500)
             .WithCleanStart(true)
             .WithKeepAlivePeriod(TimeSpan.FromSeconds(30))

@@ -86,6 +86,7 @@ public sealed partial class MosquittoDynamicSecurity : IAsyncDisposable
     /// </summary>
     public async Task<string> ProvisionDeviceAsync(string deviceId, CancellationToken ct)
     {
+        CheckDeviceAccount(deviceId);
         var password = Convert.ToBase64String(RandomNumberGenerator.GetBytes(32));
         var role = DeviceRole(deviceId);
         var commands = new List<JsonObject> { Command("createRole", ("rolename", role)) };
@@ -98,7 +99,9 @@ public sealed partial class MosquittoDynamicSecurity : IAsyncDisposable
         var responses = await RunAsync(commands, ["already exists"], ct).ConfigureAwait(false);
         if (responses[^1]?["error"] is not null)
         {
-            // The account exists: a device enrolling again after a lost response. It gets a new password.
+            // The account exists: a device enrolling again after a lost response. It gets a new password, but only
+            // if the account is that device's: never the fleet's own or an account the operator made by hand.
+            await EnsureDeviceAccountAsync(deviceId, ct).ConfigureAwait(false);
             await RunAsync([Command("setClientPassword", ("username", deviceId), ("password", password))], [], ct).ConfigureAwait(false);
         }
         Log.Provisioned(_log, deviceId);
@@ -108,8 +111,33 @@ public sealed partial class MosquittoDynamicSecurity : IAsyncDisposable
     /// <summary>Disables a revoked device's account; Mosquitto disconnects it at once.</summary>
     public async Task DisableDeviceAsync(string deviceId, CancellationToken ct)
     {
+        CheckDeviceAccount(deviceId);
+        if (!await EnsureDeviceAccountAsync(deviceId, ct).ConfigureAwait(false))
+            return;
         await RunAsync([Command("disableClient", ("username", deviceId))], ["not found"], ct).ConfigureAwait(false);
         Log.Disabled(_log, deviceId);
+    }
+
+    /// <summary>Refuses, before asking Mosquitto, an id that can never be a device's account.</summary>
+    private void CheckDeviceAccount(string deviceId)
+    {
+        if (!DeviceId.IsAssignable(deviceId) || string.Equals(deviceId, _options.Username, StringComparison.OrdinalIgnoreCase))
+            throw new NotADeviceAccountException($"'{LogText.Sanitize(deviceId)}' is not a device account name (reserved for the fleet, or its broker account); the fleet will not change it");
+    }
+
+    /// <summary>
+    /// True when Mosquitto holds the device's account with the device's role; false when there is no account;
+    /// throws when the account exists but is not an EdgeFleet device account.
+    /// </summary>
+    private async Task<bool> EnsureDeviceAccountAsync(string deviceId, CancellationToken ct)
+    {
+        var response = (await RunAsync([Command("getClient", ("username", deviceId))], ["not found"], ct).ConfigureAwait(false))[0];
+        if (response?["error"] is not null)
+            return false;
+        var roles = response?["data"]?["client"]?["roles"]?.AsArray() ?? [];
+        if (roles.Any(r => r?["rolename"]?.GetValue<string>() == DeviceRole(deviceId)))
+            return true;
+        throw new NotADeviceAccountException($"the Mosquitto account '{LogText.Sanitize(deviceId)}' exists and is not an EdgeFleet device account (it lacks the role {DeviceRole(deviceId)}); the fleet will not change it");
     }
 
     /// <summary>
@@ -120,8 +148,16 @@ public sealed partial class MosquittoDynamicSecurity : IAsyncDisposable
     {
         foreach (var device in await store.ListDevicesAsync(ct).ConfigureAwait(false))
         {
-            if (device.RevokedAt is not null)
+            if (device.RevokedAt is null)
+                continue;
+            try
+            {
                 await DisableDeviceAsync(device.Id, ct).ConfigureAwait(false);
+            }
+            catch (NotADeviceAccountException e)
+            {
+                Log.NotADeviceAccount(_log, LogText.Sanitize(device.Id), e.Message);
+            }
         }
     }
 
@@ -250,6 +286,9 @@ public sealed partial class MosquittoDynamicSecurity : IAsyncDisposable
         [LoggerMessage(3104, LogLevel.Information, "Gave the fleet's Mosquitto account {User} the role {Role}")]
         public static partial void ServiceRoleAdded(ILogger logger, string user, string role);
 
+        [LoggerMessage(3105, LogLevel.Error, "Revoked device {DeviceId} was not disabled on Mosquitto: {Reason}")]
+        public static partial void NotADeviceAccount(ILogger logger, string deviceId, string reason);
+
         [LoggerMessage(3103, LogLevel.Warning, "Unreadable dynamic-security response from Mosquitto")]
         public static partial void UnreadableResponse(ILogger logger);
     }
@@ -257,6 +296,9 @@ public sealed partial class MosquittoDynamicSecurity : IAsyncDisposable
 
 /// <summary>The external broker would not (or could not) carry out an account change.</summary>
 public class BrokerAccountException(string message) : Exception(message);
+
+/// <summary>The account named is not a device's (the fleet's own, or one the operator made): the fleet leaves it alone.</summary>
+public sealed class NotADeviceAccountException(string message) : BrokerAccountException(message);
 
 /// <summary>The broker closed the connection before answering.</summary>
 public sealed class ConnectionLostException(string message) : BrokerAccountException(message);

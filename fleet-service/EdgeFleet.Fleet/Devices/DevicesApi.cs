@@ -17,7 +17,7 @@ public sealed record ApiError(string Error, string Reason);
 
 public sealed record HealthView(string Status, string Instance, bool Leader, string BrokerMode, bool BrokerConnected, string Storage, int Devices,
     long MessagesAccepted, long TelemetryStored, long TelemetryDuplicates, long BrokerDenied, IReadOnlyDictionary<string, long> MessagesRejected,
-    long? BrokerClients);
+    long? BrokerClients, int IdentityCollisions = 0);
 
 /// <summary>
 /// The fleet's JSON API: <c>/api/health</c>, <c>/api/devices</c> (filtered by <c>?group=</c> and <c>?selector=</c>),
@@ -31,8 +31,10 @@ public static class DevicesApi
         app.MapGet("/api/health", async (IFleetStore store, FleetMqttClient client, FleetMetrics metrics, FleetOptions options, Scale.LeaderElection leader, CancellationToken ct) =>
         {
             var devices = await store.ListDevicesAsync(ct).ConfigureAwait(false);
+            // Counted, not named: the endpoint is anonymous. The log names them (ReservedIdentities).
+            var collisions = ReservedIdentities.Collisions(devices, options.Broker).Count;
             return TypedResults.Ok(new HealthView(
-                client.Connected ? "ok" : "degraded",
+                client.Connected && collisions == 0 ? "ok" : "degraded",
                 leader.Instance,
                 leader.IsLeader,
                 options.Broker.Mode.ToString(),
@@ -44,7 +46,8 @@ public static class DevicesApi
                 metrics.TelemetryDuplicates,
                 metrics.Denied,
                 metrics.Rejected.ToDictionary(kv => kv.Key.ToString(), kv => kv.Value),
-                options.Broker.Mode == BrokerMode.Embedded ? metrics.BrokerClients : null));
+                options.Broker.Mode == BrokerMode.Embedded ? metrics.BrokerClients : null,
+                collisions));
         }).AllowAnonymous();
         var api = app.MapGroup("/api/devices").RequireAuthorization(ApiAuthentication.ViewerPolicy);
 

@@ -33,8 +33,8 @@ public sealed class DeviceAuthenticator
 
     public async Task<DeviceAuthResult> AuthenticateAsync(string? deviceId, string? token, CancellationToken cancellationToken)
     {
-        if (!DeviceId.IsValid(deviceId))
-            return DeviceAuthResult.Fail(DeviceAuthError.InvalidDeviceId, "client id is not a valid device id");
+        if (CheckId(deviceId) is { } refused)
+            return refused;
         if (string.IsNullOrEmpty(token))
             return DeviceAuthResult.Fail(DeviceAuthError.NoCredentials, "no device token (is the device enrolled?)");
         var now = _time.GetUtcNow();
@@ -53,10 +53,19 @@ public sealed class DeviceAuthenticator
     /// </summary>
     public async Task<DeviceAuthResult> CheckEnrolledAsync(string? deviceId, CancellationToken cancellationToken)
     {
-        if (!DeviceId.IsValid(deviceId))
-            return DeviceAuthResult.Fail(DeviceAuthError.InvalidDeviceId, "client id is not a valid device id");
+        if (CheckId(deviceId) is { } refused)
+            return refused;
         return (await EnrolledAsync(deviceId!, _time.GetUtcNow(), cancellationToken).ConfigureAwait(false)).Status;
     }
+
+    /// <summary>
+    /// A device id in the fleet's namespace is refused even when a record exists (enrolled before the namespace was
+    /// reserved): such a device could take over the fleet's own session or account.
+    /// </summary>
+    private static DeviceAuthResult? CheckId(string? deviceId) =>
+        !DeviceId.IsValid(deviceId) ? DeviceAuthResult.Fail(DeviceAuthError.InvalidDeviceId, "client id is not a valid device id")
+        : DeviceId.IsReserved(deviceId) ? DeviceAuthResult.Fail(DeviceAuthError.InvalidDeviceId, $"client id is in the fleet's reserved namespace '{DeviceId.ReservedPrefix}*'")
+        : null;
 
     private async Task<(DeviceCredential? Credential, DeviceAuthResult Status)> EnrolledAsync(string deviceId, DateTimeOffset now, CancellationToken ct)
     {

@@ -101,8 +101,23 @@ public static partial class IdentityApi
         {
             return Refuse(log, "?", EnrollErrors.Malformed, "body is not an enrollment request: " + e.Message, StatusCodes.Status400BadRequest);
         }
-        if (request is null || !DeviceId.IsValid(request.DeviceId))
-            return Refuse(log, request?.DeviceId, EnrollErrors.Malformed, "deviceId must be 1-64 of a-z, 0-9, '-', '_', '.'", StatusCodes.Status400BadRequest);
+        if (request is null)
+            return Refuse(log, "?", EnrollErrors.Malformed, "body is not an enrollment request", StatusCodes.Status400BadRequest);
+        if (DeviceId.Problem(request.DeviceId) is { } idProblem)
+        {
+            var error = DeviceId.IsValid(request.DeviceId) ? EnrollErrors.ReservedDeviceId : EnrollErrors.Malformed;
+            return Refuse(log, request.DeviceId, error, idProblem, StatusCodes.Status400BadRequest);
+        }
+        if (options.Broker.Username is { } account && string.Equals(account, request.DeviceId, StringComparison.OrdinalIgnoreCase))
+        {
+            // An operator's broker account outside the reserved namespace (set up before it existed): still never a device's.
+            return Refuse(log, request.DeviceId, EnrollErrors.ReservedDeviceId,
+                $"deviceId '{request.DeviceId}' is the fleet's own broker account", StatusCodes.Status400BadRequest);
+        }
+        if (request.HardwareProfile is not null && ProfileName.Problem(request.HardwareProfile) is { } profileProblem)
+            return Refuse(log, request.DeviceId, EnrollErrors.Malformed, profileProblem, StatusCodes.Status400BadRequest);
+        if (request.AgentVersion is { Length: > 64 })
+            return Refuse(log, request.DeviceId, EnrollErrors.Malformed, "agentVersion must be at most 64 characters", StatusCodes.Status400BadRequest);
         byte[] publicKey;
         try
         {
@@ -142,6 +157,10 @@ public static partial class IdentityApi
             try
             {
                 brokerPassword = await brokerAccounts.ProvisionDeviceAsync(request.DeviceId, ct).ConfigureAwait(false);
+            }
+            catch (NotADeviceAccountException e)
+            {
+                return Refuse(log, request.DeviceId, EnrollErrors.DeviceIdTaken, e.Message, StatusCodes.Status409Conflict);
             }
             catch (BrokerAccountException e)
             {
@@ -199,6 +218,10 @@ public static partial class IdentityApi
         {
             await revocation.RevokedAsync(id, ct).ConfigureAwait(false);
             return (true, null);
+        }
+        catch (NotADeviceAccountException)
+        {
+            return (true, null); // the broker account of that name is not the device's: nothing of the device's to disable
         }
         catch (BrokerAccountException e)
         {

@@ -189,7 +189,7 @@ public static class RolloutsApi
         if (draft)
             return await StoreNewAsync(planned, actor, store, time, ct).ConfigureAwait(false);
         // The manifest names every hardware profile among the fleet's devices: one artifact serves them all.
-        var profiles = (await store.ListDevicesAsync(ct).ConfigureAwait(false)).Select(d => d.HardwareProfile).OfType<string>().Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal).ToList();
+        var profiles = await SignableProfilesAsync(store, ct).ConfigureAwait(false);
         if (profiles.Count == 0)
             return (null, new ApiError("NoDevices", "no device with a known hardware profile is registered"), 409);
         SignedRelease release;
@@ -203,6 +203,15 @@ public static class RolloutsApi
         }
         return await StoreNewAsync(planned with { Manifest = release.Manifest, KeySet = release.KeySet, Roots = release.Roots }, actor, store, time, ct).ConfigureAwait(false);
     }
+
+    /// <summary>
+    /// The hardware profiles a release is signed for: those of registered devices, well-formed only. A record stored
+    /// before profiles were checked at every entrance cannot make the signing of every later rollout fail; its
+    /// device is simply not eligible until it reports a valid profile.
+    /// </summary>
+    private static async Task<List<string>> SignableProfilesAsync(IFleetStore store, CancellationToken ct) =>
+        [.. (await store.ListDevicesAsync(ct).ConfigureAwait(false)).Select(d => d.HardwareProfile).Where(EdgeFleet.Shared.Wire.ProfileName.IsValid)
+            .OfType<string>().Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal)];
 
     /// <summary>What a draft holds in place of its signed documents.</summary>
     private static readonly JsonElement Unsigned = JsonDocument.Parse("null").RootElement.Clone();
@@ -246,7 +255,7 @@ public static class RolloutsApi
         }
         if (version.State != ApprovalStates.Approved)
             return (null, new ApiError("NotApproved", $"{version.ModelId} v{version.Version} is {version.State}; only approved versions can be rolled out"), 409);
-        var profiles = (await store.ListDevicesAsync(ct).ConfigureAwait(false)).Select(d => d.HardwareProfile).OfType<string>().Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal).ToList();
+        var profiles = await SignableProfilesAsync(store, ct).ConfigureAwait(false);
         if (profiles.Count == 0)
             return (null, new ApiError("NoDevices", "no device with a known hardware profile is registered"), 409);
         SignedRelease release;

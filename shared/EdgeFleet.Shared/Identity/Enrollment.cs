@@ -55,6 +55,9 @@ public static class EnrollErrors
     public const string DeviceRevoked = "device-revoked";
     public const string Malformed = "malformed";
 
+    /// <summary>The id is in the fleet's own namespace (<see cref="Wire.DeviceId.ReservedPrefix"/>) or is its broker account.</summary>
+    public const string ReservedDeviceId = "reserved-device-id";
+
     /// <summary>The fleet could not create the device's broker account; retrying the same enrollment is safe.</summary>
     public const string BrokerUnavailable = "broker-unavailable";
 }

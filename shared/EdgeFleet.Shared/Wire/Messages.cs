@@ -57,8 +57,8 @@ public sealed record HelloMessage : IWireMessage
     {
         if (string.IsNullOrWhiteSpace(AgentVersion) || AgentVersion.Length > 64)
             return "agentVersion must be 1-64 characters";
-        if (string.IsNullOrWhiteSpace(HardwareProfile) || HardwareProfile.Length > 64)
-            return "hardwareProfile must be 1-64 characters";
+        if (ProfileName.Problem(HardwareProfile) is { } profile)
+            return profile;
         if (string.IsNullOrWhiteSpace(BootId) || BootId.Length > 64)
             return "bootId must be 1-64 characters";
         if (Models.Count > 32)
