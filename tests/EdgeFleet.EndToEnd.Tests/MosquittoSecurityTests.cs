@@ -123,6 +123,56 @@ public sealed class MosquittoSecurityTests : IDisposable
         Assert.Equal(MqttClientConnectResultCode.NotAuthorized, await ConnectResultAsync("lost-unit", "lost-unit", second));
     }
 
+    [Fact]
+    public async Task An_enrollment_under_the_fleets_account_or_any_account_not_a_devices_leaves_that_account_alone()
+    {
+        // The fleet's own dynamic-security admin: refused before the fleet asks Mosquitto anything.
+        using var key = SigningKey.Generate();
+        using (var response = await PostEnrollAsync(Mosquitto.AdminUser, key))
+        {
+            Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+            Assert.Equal(EnrollErrors.ReservedDeviceId, JsonNode.Parse(await response.Content.ReadAsStringAsync())!["error"]!.GetValue<string>());
+        }
+        // An account an operator made by hand, outside the reserved namespace: the fleet will not re-key it.
+        using (var ctrl = ChildProcess.Start("mosquitto_ctrl", "mosquitto_ctrl", ["-h", "127.0.0.1", "-p", $"{_mosquitto.Port}", "-u", Mosquitto.AdminUser,
+            "-P", _mosquitto.AdminPassword, "dynsec", "createClient", "grafana", "-p", "grafana-secret"]))
+            Assert.True(ctrl.WaitForExit(TimeSpan.FromSeconds(15)) == 0, ctrl.Output);
+        using (var response = await PostEnrollAsync("grafana", key))
+        {
+            var body = await response.Content.ReadAsStringAsync();
+            Assert.Equal(HttpStatusCode.Conflict, response.StatusCode);
+            Assert.Contains("not an EdgeFleet device account", body, StringComparison.Ordinal);
+        }
+        Assert.Equal(MqttClientConnectResultCode.Success, await ConnectResultAsync("grafana", "grafana", "grafana-secret"));
+        // The fleet's own login still works, and the fleet stays connected.
+        Assert.Equal(MqttClientConnectResultCode.Success, await ConnectResultAsync("edgefleet-check", Mosquitto.AdminUser, _mosquitto.AdminPassword));
+        await Task.Delay(1000);
+        var health = (await _fleet.Health())!;
+        Assert.Equal("ok", health["status"]!.GetValue<string>());
+        Assert.True(health["brokerConnected"]!.GetValue<bool>());
+    }
+
+    [Fact]
+    public void The_setup_script_refuses_a_fleet_account_outside_the_reserved_namespace()
+    {
+        var dir = Directory.CreateTempSubdirectory("edgefleet-mosquitto-setup-").FullName;
+        using var setup = ChildProcess.Start("setup-mosquitto", Path.Combine(Repo.Root, "packaging/mosquitto/setup-mosquitto.sh"),
+            ["--conf-dir", Path.Combine(dir, "conf.d"), "--state-dir", Path.Combine(dir, "state"), "--admin", "fleetadmin",
+             "--password-file", Path.Combine(dir, "pw")]);
+        Assert.Equal(2, setup.WaitForExit(TimeSpan.FromSeconds(30)));
+        Assert.Contains("must start with 'edgefleet'", setup.Output, StringComparison.Ordinal);
+        Assert.False(Directory.Exists(Path.Combine(dir, "state")));
+        Directory.Delete(dir, recursive: true);
+    }
+
+    private Task<HttpResponseMessage> PostEnrollAsync(string deviceId, SigningKey key) =>
+        _fleet.EnrollmentToken().ContinueWith(token => _fleet.Send(HttpMethod.Post, "/api/enroll", new JsonObject
+        {
+            ["token"] = token.Result,
+            ["deviceId"] = deviceId,
+            ["publicKey"] = Convert.ToBase64String(key.PublicKeyBytes),
+        }, apiKey: ""), TaskScheduler.Default).Unwrap();
+
     private static MqttApplicationMessage Message(string topic, byte[] payload) =>
         new MqttApplicationMessageBuilder().WithTopic(topic).WithPayload(payload).WithQualityOfServiceLevel(MqttQualityOfServiceLevel.AtLeastOnce).Build();
 

@@ -1,3 +1,4 @@
+using EdgeFleet.Fleet;
 using EdgeFleet.Fleet.Identity;
 using EdgeFleet.Fleet.Storage;
 
@@ -44,6 +45,31 @@ public abstract partial class FleetStoreContract
         Assert.Equal(EnrollOutcome.Enrolled, await EnrollAsync(token, "cam-2", KeyB));
         Assert.Equal(EnrollOutcome.TokenUsed, await EnrollAsync(token, "cam-3", KeyB));
         Assert.Null(await _store.GetCredentialAsync("cam-3", default));
+    }
+
+    [Fact]
+    public async Task A_device_stored_under_a_reserved_id_is_named_at_start_and_refused_by_the_broker_check()
+    {
+        // As an existing deployment holds it: enrolled before the fleet's namespace was reserved.
+        Assert.Equal(EnrollOutcome.Enrolled, await EnrollAsync(await TokenAsync(), "edgefleet-fleet-host-1", KeyA));
+        Assert.Equal(EnrollOutcome.Enrolled, await EnrollAsync(await TokenAsync(), "fleetadmin", KeyB));
+        Assert.Equal(EnrollOutcome.Enrolled, await EnrollAsync(await TokenAsync(), "cam-1", KeyB));
+        var devices = await _store.ListDevicesAsync(default);
+        Assert.Equal(["edgefleet-fleet-host-1", "fleetadmin"], ReservedIdentities.Collisions(devices, new BrokerOptions { Username = "FleetAdmin" }).Order());
+        Assert.Equal(["edgefleet-fleet-host-1"], ReservedIdentities.Collisions(devices, new BrokerOptions()));
+
+        using var key = EdgeFleet.Shared.Ota.SigningKey.Generate();
+        var authenticator = new DeviceAuthenticator(_store, new SecurityOptions(), TimeProvider.System, new DeviceRevocation());
+        var token = EdgeFleet.Shared.Identity.DeviceToken.Create(key, "edgefleet-fleet-host-1", DateTimeOffset.UtcNow, TimeSpan.FromMinutes(5));
+        var result = await authenticator.AuthenticateAsync("edgefleet-fleet-host-1", token, default);
+        Assert.Equal(DeviceAuthError.InvalidDeviceId, result.Error);
+        Assert.Contains("reserved", result.Reason, StringComparison.Ordinal);
+        Assert.Equal(DeviceAuthError.InvalidDeviceId, (await authenticator.CheckEnrolledAsync("edgefleet-fleet-host-1", default)).Error);
+        Assert.True((await authenticator.CheckEnrolledAsync("cam-1", default)).Valid);
+
+        // Revoked, it is no longer a collision.
+        Assert.True(await _store.RevokeDeviceAsync("edgefleet-fleet-host-1", "key:test", T0, default));
+        Assert.Empty(ReservedIdentities.Collisions(await _store.ListDevicesAsync(default), new BrokerOptions()));
     }
 
     [Fact]
