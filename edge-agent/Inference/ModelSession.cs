@@ -149,9 +149,11 @@ public sealed class ModelSession : IDisposable
             throw new InferenceException(InferenceError.InputMismatch, $"input '{spec.Name}' is {type}, the model expects {spec.TypeName}");
         if (TensorSpec.ElementSize(spec.ElementType) is not { } size)
             throw new InferenceException(InferenceError.InputMismatch, $"input '{spec.Name}' is {spec.TypeName}, which a binary body cannot carry");
-        var count = shape.Aggregate(1L, (a, b) => a * b);
+        var count = TensorSpec.ElementCount(shape);
         if (count * size != data.Length)
             throw new InferenceException(InferenceError.InputMismatch, $"input '{spec.Name}' {spec.TypeName}[{string.Join(", ", shape)}] needs {count * size} bytes; the body has {data.Length}");
+        if (spec.ElementType == TensorElementType.Float && spec.CheckFinite(System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(data)) is { } nonFinite)
+            throw new InferenceException(InferenceError.InputMismatch, nonFinite);
         var value = OrtValue.CreateAllocatedTensorValue(OrtAllocator.DefaultInstance, spec.ElementType, shape);
         data.CopyTo(value.GetTensorMutableRawData());
         return value;
@@ -198,15 +200,21 @@ public sealed class ModelSession : IDisposable
     {
         if (spec.CheckShape(tensor.Shape) is { } reason)
             throw new InferenceException(InferenceError.InputMismatch, reason);
-        var count = tensor.Shape.Aggregate(1L, (a, b) => a * b);
+        var count = TensorSpec.ElementCount(tensor.Shape);
         if (count != tensor.Data.Length)
             throw new InferenceException(InferenceError.InputMismatch, $"input '{spec.Name}' has {tensor.Data.Length} values but shape [{string.Join(", ", tensor.Shape)}] needs {count}");
         var declared = tensor.Type ?? spec.TypeName;
         if (declared != spec.TypeName)
             throw new InferenceException(InferenceError.InputMismatch, $"input '{spec.Name}' is {declared}, the model expects {spec.TypeName}");
+        if (spec.ElementType == TensorElementType.Float)
+        {
+            var floats = tensor.Data.Select(d => (float)d).ToArray();
+            if (spec.CheckFinite(floats) is { } nonFinite)
+                throw new InferenceException(InferenceError.InputMismatch, nonFinite);
+            return OrtValue.CreateTensorValueFromMemory(floats, tensor.Shape);
+        }
         return spec.ElementType switch
         {
-            TensorElementType.Float => OrtValue.CreateTensorValueFromMemory(tensor.Data.Select(d => (float)d).ToArray(), tensor.Shape),
             TensorElementType.Int64 => OrtValue.CreateTensorValueFromMemory(tensor.Data.Select(d => (long)d).ToArray(), tensor.Shape),
             TensorElementType.Int32 => OrtValue.CreateTensorValueFromMemory(tensor.Data.Select(d => (int)d).ToArray(), tensor.Shape),
             _ => throw new InferenceException(InferenceError.InputMismatch, $"input '{spec.Name}' is {spec.TypeName}, which JSON input does not support (float32, int64, int32)"),

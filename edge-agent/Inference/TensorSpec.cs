@@ -14,17 +14,45 @@ public sealed record TensorSpec(string Name, TensorElementType ElementType, long
 
     public string TypeName => ElementTypeName(ElementType);
 
-    /// <summary>Checks a shape against this spec; returns the reason it does not fit, or null.</summary>
+    /// <summary>The most elements one input may have: what one .NET array can hold, so no count overflows anywhere.</summary>
+    public const long MaxElements = int.MaxValue;
+
+    /// <summary>Checks a shape against this spec (rank, dimensions, element count); returns the reason it does not fit, or null.</summary>
     public string? CheckShape(ReadOnlySpan<long> shape)
     {
         if (shape.Length != Dims.Length)
             return $"input '{Name}' has rank {shape.Length}, the model expects {ShapeText}";
+        var count = 1L;
         for (var i = 0; i < shape.Length; i++)
         {
             if (shape[i] < 1)
                 return $"input '{Name}' dimension {i} is {shape[i]}; dimensions must be at least 1";
             if (Dims[i] >= 0 && shape[i] != Dims[i])
                 return $"input '{Name}' has shape [{string.Join(", ", shape.ToArray())}], the model expects {ShapeText}";
+            // Checked before multiplying: count ≤ MaxElements and shape[i] ≤ MaxElements keep the product in range.
+            if (shape[i] > MaxElements || count > MaxElements / shape[i])
+                return $"input '{Name}' shape [{string.Join(", ", shape.ToArray())}] has more than {MaxElements} elements";
+            count *= shape[i];
+        }
+        return null;
+    }
+
+    /// <summary>The number of elements of a shape that <see cref="CheckShape"/> accepted.</summary>
+    public static long ElementCount(ReadOnlySpan<long> shape)
+    {
+        var count = 1L;
+        foreach (var d in shape)
+            count *= d;
+        return count;
+    }
+
+    /// <summary>Why a float input holds a value the model must not see (NaN, ±∞, or a value beyond float32's range), or null.</summary>
+    public string? CheckFinite(ReadOnlySpan<float> values)
+    {
+        for (var i = 0; i < values.Length; i++)
+        {
+            if (!float.IsFinite(values[i]))
+                return $"input '{Name}' holds a non-finite value ({values[i].ToString(System.Globalization.CultureInfo.InvariantCulture)}) at element {i}";
         }
         return null;
     }

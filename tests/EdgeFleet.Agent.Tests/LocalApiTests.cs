@@ -209,6 +209,11 @@ public sealed class LocalApiTests(DemoModelFixture demo, ITestOutputHelper outpu
     [InlineData("""{"inputs": {"features": {"shape": [1, 8], "data": [1, 2, 3]}}}""", "input-mismatch", "has 3 values but shape [1, 8] needs 8")]
     [InlineData("""{"inputs": {"features": {"shape": [1, 8], "type": "int64", "data": [1, 2, 3, 4, 5, 6, 7, 8]}}}""", "input-mismatch", "is int64, the model expects float32")]
     [InlineData("""{"inputs": {"pixels": {"shape": [1, 8], "data": [1, 2, 3, 4, 5, 6, 7, 8]}}}""", "input-mismatch", "the model has no input 'pixels' (inputs: features)")]
+    [InlineData("""{"inputs": {"features": {"shape": [2305843009213693953, 8], "data": [1]}}}""", "input-mismatch", "has more than 2147483647 elements")]
+    [InlineData("""{"inputs": {"features": {"shape": [4294967296, 8], "data": [1]}}}""", "input-mismatch", "has more than 2147483647 elements")]
+    [InlineData("""{"inputs": {"features": {"shape": [1, 8], "data": [1, 2, 3, 4, 5, 6, 7, "NaN"]}}}""", "input-mismatch", "non-finite value (NaN) at element 7")]
+    [InlineData("""{"inputs": {"features": {"shape": [1, 8], "data": [1e39, 2, 3, 4, 5, 6, 7, 8]}}}""", "input-mismatch", "non-finite value")]
+    [InlineData("""{"inputs": {"features": {"shape": [1, 8], "data": [1, 2, 3, 4, 5, 6, "-Infinity", 8]}}}""", "input-mismatch", "at element 6")]
     [InlineData("""{"inputs": {}}""", "malformed-request", "names no inputs")]
     [InlineData("""{"inputs": {"features": {"shape": [1, 8], "data": [1, 2, 3""", "malformed-request", "is not an infer request")]
     [InlineData("\u0000\u0001garbage", "malformed-request", "is not an infer request")]
@@ -227,6 +232,8 @@ public sealed class LocalApiTests(DemoModelFixture demo, ITestOutputHelper outpu
     [InlineData("?shape=1,9", 36, "the model expects [batch, 8]")]
     [InlineData("?shape=1,8&type=float16", 32, "is float16, the model expects float32")]
     [InlineData("?shape=1,8&input=pixels", 32, "the model has no input 'pixels'")]
+    [InlineData("?shape=2305843009213693953,8", 32, "has more than 2147483647 elements")]
+    [InlineData("?shape=9223372036854775807,9223372036854775807", 32, "has more than 2147483647 elements")]
     [InlineData("?shape=1,x", 32, "needs ?shape=")]
     [InlineData("", 32, "needs ?shape=")]
     public async Task Bad_binary_requests_get_400_with_the_reason(string query, int bytes, string reason)
@@ -236,6 +243,22 @@ public sealed class LocalApiTests(DemoModelFixture demo, ITestOutputHelper outpu
         body.Headers.ContentType = new MediaTypeHeaderValue("application/octet-stream");
         var (_, text) = await Problem(await _http.PostAsync("/v1/models/vibration/infer" + query, body), HttpStatusCode.BadRequest);
         Assert.Contains(reason, text, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Non_finite_binary_inputs_and_overflowing_shapes_are_refused_and_counted()
+    {
+        _host.Activate(LoadedModel.Load(V1, demo.Path, 1));
+        var values = (float[])Features.Clone();
+        values[3] = float.PositiveInfinity;
+        using var body = new ByteArrayContent(MemoryMarshal.AsBytes(values.AsSpan()).ToArray());
+        body.Headers.ContentType = new MediaTypeHeaderValue("application/octet-stream");
+        var (_, text) = await Problem(await _http.PostAsync("/v1/models/vibration/infer?shape=1,8", body), HttpStatusCode.BadRequest);
+        Assert.Contains("non-finite value", text, StringComparison.Ordinal);
+        await Problem(await _http.PostAsync("/v1/models/vibration/infer", Json("""{"inputs": {"features": {"shape": [2305843009213693953, 8], "data": [1]}}}""")), HttpStatusCode.BadRequest);
+        var metrics = await _http.GetStringAsync("/metrics");
+        Assert.Contains("edgefleet_inference_errors_total{model=\"vibration\",version=\"1\",source=\"api\",error=\"input-mismatch\"} 2", metrics, StringComparison.Ordinal);
+        Assert.Equal(0, _host.ConsecutiveFailures);
     }
 
     [Fact]

@@ -46,6 +46,13 @@ public class AotAgentTests(DemoModel model) : IClassFixture<DemoModel>
         var (badCode, badOutput) = Run("infer", "--model", model.Path, "--input", bad);
         Assert.Equal(1, badCode);
         Assert.Contains("error: InputMismatch", badOutput, StringComparison.Ordinal);
+        // Overflowing dimensions: a one-line refusal, exit 1, never an unhandled exception (exit 134).
+        var huge = Path.Combine(model.Directory, "huge.json");
+        File.WriteAllText(huge, """{"inputs":{"features":{"shape":[2305843009213693953,8],"data":[1]}}}""");
+        var (hugeCode, hugeOutput) = Run("infer", "--model", model.Path, "--input", huge);
+        Assert.Equal(1, hugeCode);
+        Assert.Contains("more than 2147483647 elements", hugeOutput, StringComparison.Ordinal);
+        Assert.DoesNotContain("Exception", hugeOutput, StringComparison.Ordinal);
     }
 
     [Fact]

@@ -200,6 +200,20 @@ public sealed class HostileBrokerTests : IDisposable
         }
     }
 
+    [Fact]
+    public async Task Roles_outside_the_enum_are_refused_wherever_a_role_is_taken()
+    {
+        foreach (JsonNode role in new JsonNode[] { 99, "99", -1 })
+        {
+            using var key = await _fleet.Send(HttpMethod.Post, "/api/api-keys", new JsonObject { ["name"] = "x", ["role"] = role.DeepClone() });
+            Assert.Equal(HttpStatusCode.BadRequest, key.StatusCode);
+            using var user = await _fleet.Send(HttpMethod.Post, "/api/users", new JsonObject { ["username"] = "eve", ["role"] = role.DeepClone(), ["password"] = "a-long-enough-password-1" });
+            Assert.Equal(HttpStatusCode.BadRequest, user.StatusCode);
+        }
+        using var listed = await _fleet.Send(HttpMethod.Get, "/api/api-keys");
+        Assert.DoesNotContain("\"x\"", await listed.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+    }
+
     private int FleetPid()
     {
         // The fleet's process: the one whose command line names this test's data directory.

@@ -129,6 +129,9 @@ public class WireReaderTests
             good with { PendingFrom = 0 },
             good with { Encoding = "gzip" },
             good with { Records = [] },
+            // Near 2^63 the fleet's gap counts overflowed (skippedRecords 9.2e18, then negative).
+            good with { FirstSeq = long.MaxValue - 1, LastSeq = long.MaxValue, PendingFrom = 1 },
+            good with { FirstSeq = Protocol.MaxSequence, LastSeq = Protocol.MaxSequence + 1, PendingFrom = 1 },
         };
         Assert.True(WireReader.Read(WireReader.Write(good, WireJsonContext.Default.TelemetryBatch), WireJsonContext.Default.TelemetryBatch).Ok);
         foreach (var batch in cases)

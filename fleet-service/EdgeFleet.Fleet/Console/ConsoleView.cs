@@ -13,7 +13,7 @@ public static class ConsoleView
     public static string Actor(ClaimsPrincipal user) => IdentityApi.Actor(user);
 
     public static bool Can(ClaimsPrincipal user, OperatorRole role) =>
-        Enum.TryParse<OperatorRole>(user.FindFirst(ClaimTypes.Role)?.Value, out var has) && has >= role;
+        Enum.TryParse<OperatorRole>(user.FindFirst(ClaimTypes.Role)?.Value, out var has) && Enum.IsDefined(has) && has >= role;
 
     public static string Ago(DateTimeOffset? at, DateTimeOffset now)
     {

@@ -50,6 +50,8 @@ public static class UsersApi
     {
         if (Passwords.CheckUsername(username) is { } badName)
             return (null, new ApiError("InvalidUsername", badName));
+        if (OperatorRoles.Problem(role) is { } badRole)
+            return (null, new ApiError("InvalidRole", badRole));
         if (Passwords.CheckPassword(password) is { } badPassword)
             return (null, new ApiError("WeakPassword", badPassword));
         var record = new UserRecord { Username = username, Role = role, PasswordHash = Passwords.Hash(password), CreatedAt = time.GetUtcNow(), CreatedBy = by, Stamp = Passwords.NewStamp() };
@@ -64,6 +66,8 @@ public static class UsersApi
     {
         if (change.Password is { } password && Passwords.CheckPassword(password) is { } bad)
             return (null, new ApiError("WeakPassword", bad));
+        if (change.Role is { } role && OperatorRoles.Problem(role) is { } badRole)
+            return (null, new ApiError("InvalidRole", badRole));
         var hash = change.Password is { } p ? Passwords.Hash(p) : null;
         var now = time.GetUtcNow();
         var result = await store.UpdateUserAsync(username, u => u with

@@ -13,6 +13,16 @@ public enum OperatorRole
     Admin,
 }
 
+public static class OperatorRoles
+{
+    /// <summary>
+    /// Why <paramref name="role"/> is not one of the roles, or null. JSON enums also bind from numbers ("role": 99),
+    /// so every entrance that takes a role checks it here before anything is stored.
+    /// </summary>
+    public static string? Problem(OperatorRole role) =>
+        Enum.IsDefined(role) ? null : "role must be one of Viewer, Operator, Admin";
+}
+
 /// <summary>A one-time (or n-time) enrollment token. Only the SHA-256 of the token is stored.</summary>
 public sealed record EnrollmentTokenRecord
 {

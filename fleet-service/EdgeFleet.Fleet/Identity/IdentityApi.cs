@@ -241,6 +241,8 @@ public static partial class IdentityApi
     {
         if (string.IsNullOrWhiteSpace(name) || name.Length > 100)
             return (null, null, new ApiError("InvalidName", "name must be 1-100 characters"));
+        if (OperatorRoles.Problem(role) is { } badRole)
+            return (null, null, new ApiError("InvalidRole", badRole));
         var (id, key, hash) = Secrets.NewApiKey();
         var record = new ApiKeyRecord
         {

@@ -12,6 +12,12 @@ public static class Protocol
     /// <summary>Most records one telemetry batch may carry.</summary>
     public const int MaxRecordsPerBatch = 1000;
 
+    /// <summary>
+    /// The highest telemetry sequence number (2^53: exact in every JSON reader, and 285 years of a million records a
+    /// second). Bounding it keeps every count and gap the fleet derives from sequence numbers far from overflow.
+    /// </summary>
+    public const long MaxSequence = 1L << 53;
+
     /// <summary>Most bytes a batch's records may expand to once decompressed.</summary>
     public const int MaxBatchJsonBytes = 4 * 1024 * 1024;
 }

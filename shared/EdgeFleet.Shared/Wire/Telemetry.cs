@@ -418,6 +418,8 @@ public sealed record TelemetryBatch : IWireMessage
             return "streamId must be 1-64 characters";
         if (Count < 1 || Count > Protocol.MaxRecordsPerBatch)
             return $"count must be within 1..{Protocol.MaxRecordsPerBatch}, got {Count}";
+        if (LastSeq > Protocol.MaxSequence)
+            return $"lastSeq {LastSeq} is above the highest sequence number {Protocol.MaxSequence}";
         if (FirstSeq < 1 || LastSeq < FirstSeq || LastSeq - FirstSeq + 1 < Count)
             return $"sequence range {FirstSeq}..{LastSeq} cannot hold {Count} records";
         if (PendingFrom < 1 || PendingFrom > FirstSeq)
@@ -455,8 +457,8 @@ public sealed record TelemetryAck : IWireMessage
     {
         if (string.IsNullOrWhiteSpace(StreamId) || StreamId.Length > 64)
             return "streamId must be 1-64 characters";
-        if (AckedSeq < 0)
-            return "ackedSeq must not be negative";
+        if (AckedSeq < 0 || AckedSeq > Protocol.MaxSequence)
+            return $"ackedSeq must be within 0..{Protocol.MaxSequence}";
         if (Stored.Count > MaxRanges)
             return $"at most {MaxRanges} stored ranges, got {Stored.Count}";
         foreach (var r in Stored)
