@@ -12,7 +12,7 @@ const string Usage = """
       edgefleet-agent infer --model M --input F    run model M on the JSON tensors in F ('-' for stdin)
                             [--threads N]
       edgefleet-agent verify-manifest --manifest M --keyset K [--root R] [--profile P]
-                            [--installed N] [--artifact F] [--json]
+                            [--installed N] [--model-id ID] [--artifact F] [--json]
                                                    check a signed manifest (and its model file) as an update would
       edgefleet-agent enroll --fleet URL --token T [--token-file F] [--config PATH] [--json]
                                                    register this device with the fleet (one-time token)

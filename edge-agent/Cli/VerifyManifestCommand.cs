@@ -15,14 +15,14 @@ public static class VerifyManifestCommand
 {
     public static async Task<int> RunAsync(CommandLine args, TextWriter stdout, TextWriter stderr)
     {
-        args.AllowOnly("manifest", "keyset", "root", "profile", "installed", "artifact", "json");
+        args.AllowOnly("manifest", "keyset", "root", "profile", "installed", "artifact", "model-id", "json");
         var manifest = Read(args.Require("manifest"));
         var keySet = Read(args.Require("keyset"));
         var root = Read(args.Get("root") ?? "/etc/edgefleet/root.json");
         var profile = args.Get("profile") ?? "x86-64-generic";
         var installed = long.TryParse(args.Get("installed") ?? "0", CultureInfo.InvariantCulture, out var v) ? v : throw new UsageException("--installed must be an integer");
 
-        var verified = UpdateVerifier.Verify(root, null, manifest, keySet, [], DateTimeOffset.UtcNow, profile, _ => installed);
+        var verified = UpdateVerifier.Verify(root, null, manifest, keySet, [], DateTimeOffset.UtcNow, profile, _ => installed, args.Get("model-id"));
         if (!verified.Ok)
             return Fail(args, stdout, stderr, verified.Failure!);
         var m = verified.Document!.Manifest;

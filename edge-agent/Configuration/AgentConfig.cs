@@ -101,6 +101,12 @@ public sealed record OtaConfig
 
     /// <summary>During probation, this many consecutive failed inferences roll the model back.</summary>
     public int InferenceFailureLimit { get; set; } = 5;
+
+    /// <summary>
+    /// Accept a signed manifest for a model other than the one served. Off: a validly signed manifest of another
+    /// model (meant for other devices) is refused as <c>wrong-model</c>; turn on to move a device to a new model.
+    /// </summary>
+    public bool AllowModelChange { get; set; }
 }
 
 public sealed record BrokerConfig

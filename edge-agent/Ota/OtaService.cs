@@ -128,7 +128,7 @@ public sealed partial class OtaService : BackgroundService
             return false;
         }
         var verified = UpdateVerifier.Verify(root, record.KeySet, manifestBytes, Utf8(desired.KeySet), desired.Roots.Select(Utf8),
-            _runtime.Time.GetUtcNow(), _runtime.HardwareProfile, id => Installed(record, id));
+            _runtime.Time.GetUtcNow(), _runtime.HardwareProfile, id => Installed(record, id), ServedModelId());
         if (!verified.Ok)
         {
             var failure = verified.Failure!;
@@ -167,7 +167,7 @@ public sealed partial class OtaService : BackgroundService
         }
         // The same checks as an update's: a shadow is a candidate for the served model, so it must be newer too.
         var verified = UpdateVerifier.Verify(root, record.KeySet, manifestBytes, Utf8(desired.KeySet), desired.Roots.Select(Utf8),
-            _runtime.Time.GetUtcNow(), _runtime.HardwareProfile, id => Installed(record, id));
+            _runtime.Time.GetUtcNow(), _runtime.HardwareProfile, id => Installed(record, id), ServedModelId());
         if (!verified.Ok)
         {
             StopShadow();
@@ -399,6 +399,10 @@ public sealed partial class OtaService : BackgroundService
             }
         }
     }
+
+    /// <summary>The model id a manifest must be for: the active model's, else the configured one's; null when none or when switching is allowed.</summary>
+    private string? ServedModelId() =>
+        _config.Ota.AllowModelChange ? null : (_pointer.Read()?.Active ?? ConfiguredModel())?.ModelId;
 
     private InstalledModel? ConfiguredModel() => _config.Model is { } m
         ? new InstalledModel { ModelId = m.Name, Version = long.TryParse(m.Version, CultureInfo.InvariantCulture, out var v) ? v : 0, VersionLabel = m.Version, Path = m.Path, Drift = m.Drift }

@@ -11,8 +11,11 @@ public sealed record VerifiedUpdate(ModelManifest Manifest, byte[] Root, byte[] 
 /// </summary>
 public static class UpdateVerifier
 {
+    /// <param name="servedModelId">The model the device serves: a manifest for another model is refused
+    /// (<see cref="OtaError.WrongModel"/>), however validly signed. Null: a device that serves nothing yet, or one
+    /// configured to take any model.</param>
     public static Verified<VerifiedUpdate> Verify(byte[] trustedRoot, byte[]? acceptedKeySet, byte[] manifest, byte[] keySet,
-        IEnumerable<byte[]> roots, DateTimeOffset now, string hardwareProfile, Func<string, long> installedVersion)
+        IEnumerable<byte[]> roots, DateTimeOffset now, string hardwareProfile, Func<string, long> installedVersion, string? servedModelId = null)
     {
         var root = TrustVerifier.ReadRoot(trustedRoot);
         if (!root.Ok)
@@ -50,7 +53,14 @@ public static class UpdateVerifier
 
         var identity = PeekIdentity(manifest);
         var verified = TrustVerifier.VerifyManifest(usedKeySet, manifest, now, hardwareProfile, installedVersion(identity?.ModelId ?? ""));
-        return verified.Ok ? new VerifiedUpdate(verified.Document!, rootEnvelope, usedEnvelope) : verified.Failure!;
+        if (!verified.Ok)
+            return verified.Failure!;
+        if (servedModelId is not null && verified.Document!.ModelId != servedModelId)
+        {
+            return new OtaFailure(OtaError.WrongModel,
+                $"manifest is for model {verified.Document.ModelId}; this device serves {servedModelId} (set ota.allowModelChange to switch models)");
+        }
+        return new VerifiedUpdate(verified.Document!, rootEnvelope, usedEnvelope);
     }
 
     /// <summary>The model id and version a manifest claims, unverified: only for choosing what to compare with.</summary>

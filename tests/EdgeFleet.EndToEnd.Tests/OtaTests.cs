@@ -152,6 +152,10 @@ public class OtaTests(OtaFixture ota) : IClassFixture<OtaFixture>
         await fleet.SetDesired("ota-01", ota.Sign(wrong with { HealthCheck = wrong.HealthCheck with { Samples = [skewed] } }), ota.KeySet);
         await Wait.ForAsync(async () => OtaError(await fleet.Device("ota-01")) == "health-check-failed" ? "" : null, Patience, Explain);
 
+        // Validly signed, but for another model (meant for other devices): a mix-and-match, refused.
+        await fleet.SetDesired("ota-01", ota.Sign(ota.Manifest(ota.Retrained, 5) with { ModelId = "camera-detector" }), ota.KeySet);
+        await Wait.ForAsync(async () => OtaError(await fleet.Device("ota-01")) == "wrong-model" ? "" : null, Patience, Explain);
+
         // Replay of the installed manifest's older sibling: a rollback, refused.
         await fleet.SetDesired("ota-01", ota.Sign(ota.Manifest(ota.Factory, 1)), ota.KeySet);
         await Wait.ForAsync(async () => OtaError(await fleet.Device("ota-01")) == "version-rollback" ? "" : null, Patience, Explain);

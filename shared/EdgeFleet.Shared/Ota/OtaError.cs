@@ -75,6 +75,14 @@ public enum OtaError
 
     [JsonStringEnumMemberName("inference-failing")]
     InferenceFailing,
+
+    /// <summary>The manifest names a key set version other than the one whose keys verified it.</summary>
+    [JsonStringEnumMemberName("keyset-mismatch")]
+    KeySetMismatch,
+
+    /// <summary>The manifest is for a model other than the one the device serves (a mix-and-match of valid documents).</summary>
+    [JsonStringEnumMemberName("wrong-model")]
+    WrongModel,
 }
 
 /// <summary>A refusal: its code and a one-line reason for the operator.</summary>

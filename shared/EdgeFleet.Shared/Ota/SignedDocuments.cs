@@ -43,6 +43,8 @@ public static class SignedDocuments
             return Verified<Parsed<T>>.Fail(OtaError.Malformed, $"the {what} is empty");
         if (envelope.Length > maxBytes)
             return Verified<Parsed<T>>.Fail(OtaError.Malformed, $"the {what} is {envelope.Length} bytes, the limit is {maxBytes}");
+        if (envelope.Span.StartsWith("\uFEFF"u8))
+            return Verified<Parsed<T>>.Fail(OtaError.Malformed, $"the {what} begins with a byte-order mark; signed documents are plain UTF-8");
         try
         {
             using var document = CanonicalJson.Parse(envelope);
@@ -51,12 +53,16 @@ public static class SignedDocuments
                 return Verified<Parsed<T>>.Fail(OtaError.Malformed, $"the {what} has no signed object");
             if (!root.TryGetProperty("signatures", out var signatures) || signatures.ValueKind != JsonValueKind.Array)
                 return Verified<Parsed<T>>.Fail(OtaError.Malformed, $"the {what} has no signatures array");
+            if (CaseVariant(body) is { } variant)
+                return Verified<Parsed<T>>.Fail(OtaError.Malformed, $"the {what} has members '{variant.A}' and '{variant.B}', which differ only in case");
             var canonical = CanonicalJson.Serialize(body);
             var parsed = JsonSerializer.Deserialize(canonical, type);
             if (parsed is null)
                 return Verified<Parsed<T>>.Fail(OtaError.Malformed, $"the {what} body is null");
             if (parsed.Type != typeName)
                 return Verified<Parsed<T>>.Fail(OtaError.Malformed, $"expected a {typeName} document, got type '{parsed.Type}'");
+            if (parsed.Version < 1)
+                return Verified<Parsed<T>>.Fail(OtaError.Malformed, $"the {what}'s version is {parsed.Version}; versions start at 1");
             var sigs = new List<(string KeyId, byte[] Sig)>();
             foreach (var entry in signatures.EnumerateArray())
             {
@@ -73,6 +79,33 @@ public static class SignedDocuments
         catch (JsonException e)
         {
             return Verified<Parsed<T>>.Fail(OtaError.Malformed, $"the {what} is not valid: {OneLine(e.Message)}");
+        }
+    }
+
+    /// <summary>Two member names of one object that differ only in case, anywhere in <paramref name="element"/>; null when none.</summary>
+    private static (string A, string B)? CaseVariant(JsonElement element)
+    {
+        switch (element.ValueKind)
+        {
+            case JsonValueKind.Object:
+                var seen = new Dictionary<string, string>(StringComparer.OrdinalIgnoreCase);
+                foreach (var member in element.EnumerateObject())
+                {
+                    if (!seen.TryAdd(member.Name, member.Name))
+                        return (seen[member.Name], member.Name);
+                    if (CaseVariant(member.Value) is { } inner)
+                        return inner;
+                }
+                return null;
+            case JsonValueKind.Array:
+                foreach (var item in element.EnumerateArray())
+                {
+                    if (CaseVariant(item) is { } inner)
+                        return inner;
+                }
+                return null;
+            default:
+                return null;
         }
     }
 

@@ -167,8 +167,12 @@ public sealed record SignedEnvelope
     public required IReadOnlyList<SignatureEntry> Signatures { get; init; }
 }
 
+// A signed document parses in exactly one way: member names as written (the web defaults would also take "Version"
+// for "version"), numbers as numbers (they would also take "3").
 [JsonSourceGenerationOptions(
     JsonSerializerDefaults.Web,
+    PropertyNameCaseInsensitive = false,
+    NumberHandling = JsonNumberHandling.Strict,
     RespectNullableAnnotations = true,
     RespectRequiredConstructorParameters = true,
     DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,

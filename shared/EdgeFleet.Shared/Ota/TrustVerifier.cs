@@ -81,6 +81,8 @@ public static class TrustVerifier
             return new OtaFailure(OtaError.KeySetExpired, $"key set v{keySet.Version} expired at {Time(keySet.Expires)}");
         if (ManifestRules.Check(manifest) is { } invalid)
             return new OtaFailure(OtaError.Malformed, invalid);
+        if (manifest.KeySetVersion != keySet.Version)
+            return new OtaFailure(OtaError.KeySetMismatch, $"manifest {manifest.ModelId} v{manifest.Version} names key set v{manifest.KeySetVersion}, but key set v{keySet.Version} verified it");
         if (manifest.Expires <= now)
             return new OtaFailure(OtaError.Expired, $"manifest {manifest.ModelId} v{manifest.Version} expired at {Time(manifest.Expires)}");
         if (manifest.Version <= installedVersion)

@@ -120,7 +120,7 @@ public sealed class ManifestVerificationTests : IDisposable
         Assert.True(rotated.Ok, rotated.Failure?.ToString());
         var oldKeyManifest = _trust.Sign(TestTrust.Manifest(), _trust.Signers[0]);
         Assert.Equal(OtaError.UnknownKey, _trust.Verify(oldKeyManifest, keySet: rotated.Document).Failure!.Code);
-        Assert.True(_trust.Verify(_trust.Sign(TestTrust.Manifest(), fresh), keySet: rotated.Document).Ok);
+        Assert.True(_trust.Verify(_trust.Sign(TestTrust.Manifest() with { KeySetVersion = 2 }, fresh), keySet: rotated.Document).Ok);
     }
 
     [Fact]
