@@ -94,6 +94,12 @@ public sealed record OtaConfig
 
     public int MaxDownloadAttempts { get; set; } = 5;
 
+    /// <summary>A download attempt that receives nothing for this long is abandoned (its bytes are kept for the next).</summary>
+    public double DownloadStallSeconds { get; set; } = 30;
+
+    /// <summary>An attempt's time budget: 60 s plus the bytes left at this rate; past it the attempt is abandoned.</summary>
+    public double MinDownloadBytesPerSecond { get; set; } = 1024;
+
     /// <summary>After activation, this many restarts within the probation window roll the model back.</summary>
     public int CrashLoopRestarts { get; set; } = 3;
 

@@ -13,12 +13,20 @@ namespace EdgeFleet.Agent.Ota;
 /// manifest's declared length (endless-data attack), then SHA-256 over the whole file before the final
 /// rename. Returns null on success, else the failure.
 /// </summary>
+/// <remarks>
+/// Deadlines: an attempt that receives nothing for <see cref="DownloadDeadlines.Stall"/> (headers or body) is
+/// abandoned, and so is one that runs past its budget (<see cref="DownloadDeadlines.Budget"/>: a base plus the
+/// declared length at a minimum rate); the bytes so far stay for the next attempt. Once the declared bytes are in,
+/// the check for endless data waits only <see cref="DownloadDeadlines.TrailingGrace"/>: a host that then holds the
+/// connection open has sent all it should.
+/// </remarks>
 /// <param name="authorize">The Authorization header for a URL (the device's token on the fleet's own origin), or null.</param>
 public sealed class ArtifactDownloader(HttpClient http, int maxAttempts, double minBackoffSeconds = 0.5, double maxBackoffSeconds = 30,
-    Func<Uri, AuthenticationHeaderValue?>? authorize = null)
+    Func<Uri, AuthenticationHeaderValue?>? authorize = null, DownloadDeadlines? deadlines = null)
 {
     private const int BufferBytes = 1 << 20;
     private const long SpaceMarginBytes = 1 << 20;
+    private readonly DownloadDeadlines _deadlines = deadlines ?? new DownloadDeadlines();
 
     public static string FinalPath(string folder) => Path.Combine(folder, "model.onnx");
 
@@ -72,13 +80,23 @@ public sealed class ArtifactDownloader(HttpClient http, int maxAttempts, double 
             var free = new DriveInfo(Path.GetDirectoryName(Path.GetFullPath(part))!).AvailableFreeSpace;
             if (free < artifact.Length - have + SpaceMarginBytes)
                 return new OtaFailure(OtaError.InsufficientSpace, $"the artifact needs {artifact.Length - have} more bytes; {free} are free");
+            using var deadline = CancellationTokenSource.CreateLinkedTokenSource(ct);
+            deadline.CancelAfter(_deadlines.Stall);
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            var budget = _deadlines.Budget(artifact.Length - have);
             try
             {
-                last = await FetchOnceAsync(url, part, have, artifact, progress, ct).ConfigureAwait(false);
+                last = await FetchOnceAsync(url, part, have, artifact, progress, deadline, clock, budget).ConfigureAwait(false);
                 if (last is null || last.Code == OtaError.ArtifactTooLong)
                     return last;
             }
-            catch (Exception e) when (e is HttpRequestException or IOException or TaskCanceledException && !ct.IsCancellationRequested)
+            catch (OperationCanceledException) when (!ct.IsCancellationRequested)
+            {
+                last = clock.Elapsed >= budget
+                    ? new OtaFailure(OtaError.DownloadFailed, $"download from {url} ran past its budget of {budget.TotalSeconds:0} s for {artifact.Length - have} bytes")
+                    : new OtaFailure(OtaError.DownloadFailed, $"download from {url} made no progress for {_deadlines.Stall.TotalSeconds:0} s");
+            }
+            catch (Exception e) when (e is HttpRequestException or IOException && !ct.IsCancellationRequested)
             {
                 last = new OtaFailure(OtaError.DownloadFailed, $"download from {url} failed: {e.Message}");
             }
@@ -86,13 +104,22 @@ public sealed class ArtifactDownloader(HttpClient http, int maxAttempts, double 
         return last;
     }
 
-    private async Task<OtaFailure?> FetchOnceAsync(Uri url, string part, long have, ArtifactEntry artifact, Action<long>? progress, CancellationToken ct)
+    /// <summary>One attempt. <paramref name="deadline"/> fires after a stall (reset by every read that brings bytes) or at the budget's end.</summary>
+    private async Task<OtaFailure?> FetchOnceAsync(Uri url, string part, long have, ArtifactEntry artifact, Action<long>? progress,
+        CancellationTokenSource deadline, System.Diagnostics.Stopwatch clock, TimeSpan budget)
     {
+        var ct = deadline.Token;
+        void Progressed()
+        {
+            var left = budget - clock.Elapsed;
+            deadline.CancelAfter(left < _deadlines.Stall ? (left > TimeSpan.Zero ? left : TimeSpan.FromMilliseconds(1)) : _deadlines.Stall);
+        }
         using var request = new HttpRequestMessage(HttpMethod.Get, url);
         request.Headers.Authorization = authorize?.Invoke(url);
         if (have > 0)
             request.Headers.Range = new RangeHeaderValue(have, null);
         using var response = await http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, ct).ConfigureAwait(false);
+        Progressed();
         if (response.StatusCode == HttpStatusCode.RequestedRangeNotSatisfiable)
         {
             // The server's file is no longer than what we have, yet we lack bytes: start over.
@@ -128,14 +155,24 @@ public sealed class ArtifactDownloader(HttpClient http, int maxAttempts, double 
             remaining -= read;
             have += read;
             progress?.Invoke(have);
+            Progressed();
         }
         file.Flush(flushToDisk: true);
-        // Endless data: the declared length is all we take; one more byte means the server lies.
-        if (await body.ReadAsync(buffer.AsMemory(0, 1), ct).ConfigureAwait(false) > 0)
+        // Endless data: the declared length is all we take; one more byte means the server lies. A server that
+        // neither sends more nor closes has sent everything: the hash decides.
+        deadline.CancelAfter(_deadlines.TrailingGrace);
+        try
         {
-            file.Close();
-            File.Delete(part);
-            return new OtaFailure(OtaError.ArtifactTooLong, $"the server sent more than the declared {artifact.Length} bytes");
+            if (await body.ReadAsync(buffer.AsMemory(0, 1), ct).ConfigureAwait(false) > 0)
+            {
+                file.Close();
+                File.Delete(part);
+                return new OtaFailure(OtaError.ArtifactTooLong, $"the server sent more than the declared {artifact.Length} bytes");
+            }
+        }
+        catch (Exception e) when (e is OperationCanceledException or IOException or HttpRequestException && deadline.IsCancellationRequested)
+        {
+            // silent after the declared bytes: complete
         }
         return null;
     }
@@ -153,4 +190,18 @@ public sealed class ArtifactDownloader(HttpClient http, int maxAttempts, double 
         await using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, BufferBytes, FileOptions.SequentialScan);
         return Convert.ToHexStringLower(await SHA256.HashDataAsync(stream, ct).ConfigureAwait(false));
     }
+}
+
+/// <summary>How long a download may stall or take (<see cref="ArtifactDownloader"/>).</summary>
+/// <param name="StallSeconds">No byte (or no response headers) for this long abandons the attempt.</param>
+/// <param name="MinBytesPerSecond">The slowest rate an attempt's budget allows for (on top of <paramref name="BaseSeconds"/>).</param>
+/// <param name="BaseSeconds">The fixed part of an attempt's budget (connection set-up, slow start).</param>
+/// <param name="TrailingGraceSeconds">After the declared bytes, how long to wait for the end of the body.</param>
+public sealed record DownloadDeadlines(double StallSeconds = 30, double MinBytesPerSecond = 1024, double BaseSeconds = 60, double TrailingGraceSeconds = 2)
+{
+    public TimeSpan Stall => TimeSpan.FromSeconds(StallSeconds);
+
+    public TimeSpan TrailingGrace => TimeSpan.FromSeconds(TrailingGraceSeconds);
+
+    public TimeSpan Budget(long bytes) => TimeSpan.FromSeconds(BaseSeconds + (bytes / MinBytesPerSecond));
 }

@@ -51,7 +51,8 @@ public sealed partial class OtaService : BackgroundService
         _log = log;
         _modelsDir = Path.Combine(config.StateDirectory, "models");
         _pointer = new ModelPointer(Path.Combine(_modelsDir, "current.json"));
-        _downloader = new ArtifactDownloader(_http, config.Ota.MaxDownloadAttempts, authorize: url => FleetAuthorization(credentials, url));
+        _downloader = new ArtifactDownloader(_http, config.Ota.MaxDownloadAttempts, authorize: url => FleetAuthorization(credentials, url),
+            deadlines: new DownloadDeadlines(config.Ota.DownloadStallSeconds, config.Ota.MinDownloadBytesPerSecond));
         sync.DesiredReceived += OnDesired;
     }
 
@@ -69,9 +70,17 @@ public sealed partial class OtaService : BackgroundService
     public void OnDesired(byte[] payload)
     {
         _store.Update(r => r.Desired is { } old && old.AsSpan().SequenceEqual(payload) ? r : r with { Desired = payload });
+        // A newer desired state abandons the transfer in progress (its bytes stay for a later resume).
+        if (Volatile.Read(ref _inFlight) is { } inFlight && inFlight.Digest != Convert.ToHexStringLower(SHA256.HashData(payload)))
+            inFlight.Abandon.Cancel();
         if (_wake.CurrentCount == 0)
             _wake.Release();
     }
+
+    /// <summary>The desired state being worked on, and how to abandon its download.</summary>
+    private sealed record InFlight(string Digest, CancellationTokenSource Abandon);
+
+    private InFlight? _inFlight;
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
@@ -106,9 +115,25 @@ public sealed partial class OtaService : BackgroundService
         if (digest == _settledDigest || _runtime.Time.GetUtcNow() < _retryAt)
             return;
         var desired = WireReader.Read(payload, WireJsonContext.Default.DesiredState, _runtime.DeviceId).Message!;
-        var retry = desired.Manifest is { } manifest && await ReconcileServedAsync(record, manifest, desired, ct).ConfigureAwait(false);
-        // The shadow follows the served model: an update in progress first, then the model to compare with it.
-        retry = retry || await ReconcileShadowAsync(desired, ct).ConfigureAwait(false);
+        using var abandon = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        Volatile.Write(ref _inFlight, new InFlight(digest, abandon));
+        bool retry;
+        try
+        {
+            // Only downloads wait on the token: every step after them runs to its end once begun.
+            retry = desired.Manifest is { } manifest && await ReconcileServedAsync(record, manifest, desired, abandon.Token).ConfigureAwait(false);
+            // The shadow follows the served model: an update in progress first, then the model to compare with it.
+            retry = retry || await ReconcileShadowAsync(desired, abandon.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (abandon.IsCancellationRequested && !ct.IsCancellationRequested)
+        {
+            Log.Superseded(_log);
+            return;
+        }
+        finally
+        {
+            Volatile.Write(ref _inFlight, null);
+        }
         if (retry)
             _retryAt = _runtime.Time.GetUtcNow() + RetryFailed; // transient: the same desired state is tried again
         else
@@ -581,6 +606,9 @@ public sealed partial class OtaService : BackgroundService
 
         [LoggerMessage(3012, LogLevel.Information, "Shadow model {ModelId} {Version} stopped")]
         public static partial void ShadowStopped(ILogger logger, string modelId, string version);
+
+        [LoggerMessage(3013, LogLevel.Information, "A newer desired state arrived: the download in progress is abandoned (its bytes are kept)")]
+        public static partial void Superseded(ILogger logger);
 
         [LoggerMessage(3008, LogLevel.Error, "OTA loop failed: {Reason}")]
         public static partial void LoopFailed(ILogger logger, string reason);

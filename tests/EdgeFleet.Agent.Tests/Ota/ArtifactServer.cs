@@ -38,6 +38,17 @@ internal sealed class ArtifactServer : IDisposable
 
     public int CutTimes { get; set; }
 
+    /// <summary>Send this many body bytes, then hold the connection open (sending nothing) for <see cref="HoldSeconds"/>, this many times.</summary>
+    public int StallAfterBytes { get; set; }
+
+    public int StallTimes { get; set; }
+
+    /// <summary>How long a stalled or held connection stays open.</summary>
+    public double HoldSeconds { get; set; } = 120;
+
+    /// <summary>Send the whole body without a length (chunked), then hold the connection open instead of ending it.</summary>
+    public bool HoldAfterBody { get; set; }
+
     public List<long> RangeStarts { get; } = [];
 
     public void Add(string name, byte[] content) => _files[name] = content;
@@ -55,14 +66,18 @@ internal sealed class ArtifactServer : IDisposable
             {
                 return;
             }
-            try
+            // Each request on its own: a held connection must not stop the next one.
+            _ = Task.Run(() =>
             {
-                Handle(context);
-            }
-            catch (Exception e) when (e is HttpListenerException or IOException)
-            {
-                // The client went away or we cut it off on purpose.
-            }
+                try
+                {
+                    Handle(context);
+                }
+                catch (Exception e) when (e is HttpListenerException or IOException or ObjectDisposedException or InvalidOperationException)
+                {
+                    // The client went away or we cut it off on purpose.
+                }
+            });
         }
     }
 
@@ -90,6 +105,25 @@ internal sealed class ArtifactServer : IDisposable
             response.ContentLength64 = file.Length - start;
             response.OutputStream.Write(body, 0, Math.Min(CutAfterBytes, body.Length));
             response.OutputStream.Flush();
+            response.Abort();
+            return;
+        }
+        if (StallTimes > 0)
+        {
+            StallTimes--;
+            response.SendChunked = true;
+            response.OutputStream.Write(body, 0, Math.Min(StallAfterBytes, body.Length));
+            response.OutputStream.Flush();
+            _stop.Token.WaitHandle.WaitOne(TimeSpan.FromSeconds(HoldSeconds));
+            response.Abort();
+            return;
+        }
+        if (HoldAfterBody)
+        {
+            response.SendChunked = true;
+            response.OutputStream.Write(body);
+            response.OutputStream.Flush();
+            _stop.Token.WaitHandle.WaitOne(TimeSpan.FromSeconds(HoldSeconds));
             response.Abort();
             return;
         }

@@ -163,6 +163,46 @@ public sealed class UpdateAttackTests : IDisposable
     }
 
     [Fact]
+    public async Task A_host_that_holds_the_connection_after_the_declared_bytes_does_not_stall_the_update()
+    {
+        _server.HoldAfterBody = true;
+        await using var agent = await OtaAgent.StartAsync(_dir, _server.Url);
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var status = await agent.UpdateAsync(Sign(Manifest(version: 2)), File.ReadAllBytes(_keys.KeySetPath));
+        Assert.Equal(OtaState.Committed, status.State);
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(20), $"the update took {clock.Elapsed.TotalSeconds:0} s");
+    }
+
+    [Fact]
+    public async Task A_download_that_stops_making_progress_is_abandoned_and_resumed_from_its_bytes()
+    {
+        (_server.StallAfterBytes, _server.StallTimes) = (Retrained.Length / 2, 1);
+        await using var agent = await OtaAgent.StartAsync(_dir, _server.Url, stallSeconds: 1);
+        var status = await agent.UpdateAsync(Sign(Manifest(version: 2)), File.ReadAllBytes(_keys.KeySetPath));
+        Assert.Equal(OtaState.Committed, status.State);
+        Assert.Equal([0L, Retrained.Length / 2], _server.RangeStarts);
+    }
+
+    [Fact]
+    public async Task A_newer_desired_state_is_not_blocked_by_a_stalled_download()
+    {
+        (_server.StallAfterBytes, _server.StallTimes) = (Retrained.Length / 2, 1);
+        var keySet = File.ReadAllBytes(_keys.KeySetPath);
+        await using var agent = await OtaAgent.StartAsync(_dir, _server.Url, stallSeconds: 300);
+        agent.Deliver(Sign(Manifest(version: 2)), keySet);
+        var waited = System.Diagnostics.Stopwatch.StartNew();
+        while (_server.RangeStarts.Count == 0 && waited.Elapsed < TimeSpan.FromSeconds(30))
+            await Task.Delay(50);
+        await Task.Delay(500); // the transfer is now held by the server
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var status = await agent.UpdateAsync(Sign(Manifest(version: 3)), keySet);
+        Assert.Equal(OtaState.Committed, status.State);
+        Assert.Equal(3, status.Version);
+        Assert.Equal("3", agent.Host.Current!.Model.Version);
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(30), $"the newer update waited {clock.Elapsed.TotalSeconds:0} s");
+    }
+
+    [Fact]
     public async Task Remembers_the_installed_version_across_restarts_so_a_replay_is_still_a_rollback()
     {
         var keySet = File.ReadAllBytes(_keys.KeySetPath);
@@ -248,7 +288,7 @@ public sealed class UpdateAttackTests : IDisposable
 
         public string PointerPath { get; }
 
-        public static async Task<OtaAgent> StartAsync(TempDir dir, string fleetUrl)
+        public static async Task<OtaAgent> StartAsync(TempDir dir, string fleetUrl, double stallSeconds = 30)
         {
             var config = new AgentConfig
             {
@@ -256,13 +296,21 @@ public sealed class UpdateAttackTests : IDisposable
                 HardwareProfile = Profile,
                 Broker = new BrokerConfig { Host = "127.0.0.1", Port = 1 },
                 Model = new ModelConfig { Name = "vibration-classifier", Version = "1", Path = dir.File("factory.onnx") },
-                Ota = new OtaConfig { RootPath = Path.Combine(dir.File("keys"), "root.json"), FleetUrl = fleetUrl, MaxDownloadAttempts = 2 },
+                Ota = new OtaConfig { RootPath = Path.Combine(dir.File("keys"), "root.json"), FleetUrl = fleetUrl, MaxDownloadAttempts = 2, DownloadStallSeconds = stallSeconds },
             };
             Directory.CreateDirectory(config.StateDirectory);
             var agent = new OtaAgent(config);
             await agent._service.StartAsync(CancellationToken.None);
             Directory.CreateDirectory(agent.ModelsDirectory);
             return agent;
+        }
+
+        /// <summary>Delivers a desired state without waiting.</summary>
+        public void Deliver(byte[] manifest, byte[] keySet)
+        {
+            using var m = JsonDocument.Parse(manifest);
+            using var k = JsonDocument.Parse(keySet);
+            _service.OnDesired(WireReader.Write(new DesiredState { DeviceId = "dev-1", Manifest = m.RootElement.Clone(), KeySet = k.RootElement.Clone() }, WireJsonContext.Default.DesiredState));
         }
 
         /// <summary>Delivers a desired state and waits for the update's final status.</summary>
