@@ -81,6 +81,7 @@ internal sealed partial class HttpServer(IHttpApplication application, HttpServe
     private readonly CancellationTokenSource _stopping = new(); // no new connections or requests
     private readonly CancellationTokenSource _abort = new(); // requests in progress are cut off too
     private readonly SemaphoreSlim _slots = new(limits.MaxConnections, limits.MaxConnections);
+    private readonly IdleConnections _idle = new();
     private long _nextConnection;
 
     /// <summary>Binds and listens; call before <see cref="Start"/>.</summary>
@@ -138,14 +139,6 @@ internal sealed partial class HttpServer(IHttpApplication application, HttpServe
     {
         while (!_stopping.IsCancellationRequested)
         {
-            try
-            {
-                await _slots.WaitAsync(_stopping.Token).ConfigureAwait(false);
-            }
-            catch (OperationCanceledException)
-            {
-                return;
-            }
             Socket client;
             try
             {
@@ -153,12 +146,28 @@ internal sealed partial class HttpServer(IHttpApplication application, HttpServe
             }
             catch (Exception e) when (e is OperationCanceledException or ObjectDisposedException or SocketException)
             {
-                _slots.Release();
                 if (_stopping.IsCancellationRequested)
                     return;
                 Log.AcceptFailed(log, e.Message);
                 await Task.Delay(100).ConfigureAwait(false); // e.g. out of file descriptors: do not spin
                 continue;
+            }
+            try
+            {
+                // Every slot taken: the connection idle longest (between requests, or never sent one) makes room, so
+                // idle connections cannot keep a client that has a request waiting. Busy ones finish their request.
+                while (!_slots.Wait(0))
+                {
+                    // An evicted connection frees its slot as it closes; a busy one may be idle in a moment: look again.
+                    var wait = _idle.EvictOldest() ? TimeSpan.FromSeconds(1) : TimeSpan.FromMilliseconds(50);
+                    if (await _slots.WaitAsync(wait, _stopping.Token).ConfigureAwait(false))
+                        break;
+                }
+            }
+            catch (OperationCanceledException)
+            {
+                client.Dispose();
+                return;
             }
             var id = Interlocked.Increment(ref _nextConnection);
             var serving = ServeAsync(client);
@@ -174,9 +183,10 @@ internal sealed partial class HttpServer(IHttpApplication application, HttpServe
         try
         {
             using var connection = new Connection(new NetworkStream(client, ownsSocket: true), limits);
+            using var idleSlot = new IdleSlot(_idle);
             while (!_stopping.IsCancellationRequested)
             {
-                var (request, refusal, keepAlive) = await connection.ReadRequestAsync(application, _stopping.Token, _abort.Token).ConfigureAwait(false);
+                var (request, refusal, keepAlive) = await connection.ReadRequestAsync(application, _stopping.Token, _abort.Token, idleSlot).ConfigureAwait(false);
                 if (request is null && refusal is null)
                     return; // the client closed, the connection idled out, or the server is stopping
                 HttpResponse response;
@@ -236,18 +246,24 @@ internal sealed partial class HttpServer(IHttpApplication application, HttpServe
         /// The keep-alive flag says whether the client lets the connection persist. Waiting for a request ends
         /// with <paramref name="stopping"/>; a request that has begun to arrive is read until <paramref name="aborted"/>.
         /// </summary>
-        public async Task<(HttpRequest? Request, HttpResponse? Refusal, bool KeepAlive)> ReadRequestAsync(IHttpApplication app, CancellationToken stopping, CancellationToken aborted)
+        public async Task<(HttpRequest? Request, HttpResponse? Refusal, bool KeepAlive)> ReadRequestAsync(IHttpApplication app, CancellationToken stopping, CancellationToken aborted,
+            IdleSlot? idleSlot = null)
         {
-            using var idle = CancellationTokenSource.CreateLinkedTokenSource(stopping);
+            using var idle = CancellationTokenSource.CreateLinkedTokenSource(stopping, idleSlot?.Evicted ?? CancellationToken.None);
             idle.CancelAfter(limits.KeepAliveTimeout);
             try
             {
+                idleSlot?.Enter();
                 if (_start == _end && !await FillAsync(idle.Token).ConfigureAwait(false))
                     return (null, null, false);
             }
             catch (OperationCanceledException)
             {
-                return (null, null, false); // idle past the keep-alive timeout, or the server is stopping
+                return (null, null, false); // idle past the keep-alive timeout, evicted for a new connection, or the server is stopping
+            }
+            finally
+            {
+                idleSlot?.Leave();
             }
             using var deadline = CancellationTokenSource.CreateLinkedTokenSource(aborted);
             deadline.CancelAfter(limits.RequestTimeout);
@@ -422,14 +438,24 @@ internal sealed partial class HttpServer(IHttpApplication application, HttpServe
 
         private static string Decode(string text) => Uri.UnescapeDataString(text.Replace('+', ' '));
 
+        /// <summary>
+        /// Reads <paramref name="count"/> bytes into an array that grows (doubling) as they arrive: memory follows what
+        /// the client sends, not what it announces.
+        /// </summary>
         private async Task<byte[]> ReadExactAsync(int count, CancellationToken token)
         {
-            var body = GC.AllocateUninitializedArray<byte>(count);
+            var body = GC.AllocateUninitializedArray<byte>(Math.Min(count, Math.Max(InitialBodyBytes, _end - _start)));
             var have = Math.Min(count, _end - _start);
             _buffer.AsSpan(_start, have).CopyTo(body);
             _start += have;
             while (have < count)
             {
+                if (have == body.Length)
+                {
+                    var grown = GC.AllocateUninitializedArray<byte>((int)Math.Min(count, 2L * body.Length));
+                    body.AsSpan(0, have).CopyTo(grown);
+                    body = grown;
+                }
                 var n = await stream.ReadAsync(body.AsMemory(have), token).ConfigureAwait(false);
                 if (n == 0)
                     throw new IOException("the client closed the connection before the whole body arrived");
@@ -437,6 +463,8 @@ internal sealed partial class HttpServer(IHttpApplication application, HttpServe
             }
             return body;
         }
+
+        private const int InitialBodyBytes = 64 * 1024;
 
         /// <summary>A chunked body (RFC 9112 section 7.1); extensions and trailer fields are read and dropped.</summary>
         private async Task<byte[]> ReadChunkedAsync(CancellationToken token)
@@ -613,5 +641,78 @@ internal sealed partial class HttpServer(IHttpApplication application, HttpServe
 
         [LoggerMessage(2304, LogLevel.Error, "Local inference API request {Method} {Path} failed")]
         public static partial void HandlerFailed(ILogger logger, string method, string path, Exception exception);
+    }
+}
+
+/// <summary>The connections waiting for their next request, oldest first, so that a new connection can take a slot from one.</summary>
+internal sealed class IdleConnections
+{
+    private readonly LinkedList<IdleSlot> _waiting = new();
+
+    public void Add(LinkedListNode<IdleSlot> node)
+    {
+        lock (_waiting)
+            _waiting.AddLast(node);
+    }
+
+    public void Remove(LinkedListNode<IdleSlot> node)
+    {
+        lock (_waiting)
+        {
+            if (node.List is not null)
+                _waiting.Remove(node);
+        }
+    }
+
+    /// <summary>Closes the connection idle longest; false when none is idle.</summary>
+    public bool EvictOldest()
+    {
+        IdleSlot? oldest;
+        lock (_waiting)
+        {
+            oldest = _waiting.First?.Value;
+            if (oldest is not null)
+                _waiting.RemoveFirst();
+        }
+        oldest?.Evict();
+        return oldest is not null;
+    }
+}
+
+/// <summary>One connection's place among the idle ones while it waits for a request.</summary>
+internal sealed class IdleSlot : IDisposable
+{
+    private readonly IdleConnections _all;
+    private readonly LinkedListNode<IdleSlot> _node;
+    private readonly CancellationTokenSource _evict = new();
+
+    public IdleSlot(IdleConnections all)
+    {
+        _all = all;
+        _node = new LinkedListNode<IdleSlot>(this);
+    }
+
+    public CancellationToken Evicted => _evict.Token;
+
+    public void Enter() => _all.Add(_node);
+
+    public void Leave() => _all.Remove(_node);
+
+    public void Evict()
+    {
+        try
+        {
+            _evict.Cancel();
+        }
+        catch (ObjectDisposedException)
+        {
+            // the connection ended meanwhile: its slot is free already
+        }
+    }
+
+    public void Dispose()
+    {
+        Leave();
+        _evict.Dispose();
     }
 }
