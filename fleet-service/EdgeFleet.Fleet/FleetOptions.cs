@@ -212,6 +212,9 @@ public sealed record SecurityOptions
     /// <summary>The longest an enrollment token may be valid.</summary>
     public double EnrollmentTokenMaxHours { get; init; } = 24 * 30;
 
+    /// <summary>Failed enrollments or console logins one remote address may make in a minute before it is refused (429) for the rest of it.</summary>
+    public int MaxFailedAttemptsPerMinute { get; init; } = 10;
+
     public string? Validate()
     {
         if (string.IsNullOrWhiteSpace(AdminKeyPath))
@@ -222,6 +225,8 @@ public sealed record SecurityOptions
             return "Fleet:Security:ClockSkewSeconds must be in [0, 3600]";
         if (EnrollmentTokenMaxHours <= 0)
             return "Fleet:Security:EnrollmentTokenMaxHours must be positive";
+        if (MaxFailedAttemptsPerMinute is < 1 or > 100_000)
+            return "Fleet:Security:MaxFailedAttemptsPerMinute must be in [1, 100000]";
         return null;
     }
 }

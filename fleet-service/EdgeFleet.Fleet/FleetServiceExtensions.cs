@@ -41,6 +41,7 @@ public static class FleetServiceExtensions
         services.AddSingleton(options.Security);
         services.AddSingleton<DeviceRevocation>();
         services.AddSingleton<DeviceAuthenticator>();
+        services.AddSingleton<AttemptLimiter>();
         ApiAuthentication.AddTo(services);
         var keyPath = options.Security.AdminKeyPath;
         if (!Path.IsPathRooted(keyPath) && !options.Storage.IsPostgreSql)

@@ -214,6 +214,37 @@ public sealed class HostileBrokerTests : IDisposable
         Assert.DoesNotContain("\"x\"", await listed.Content.ReadAsStringAsync(), StringComparison.Ordinal);
     }
 
+    [Fact]
+    public async Task Guessing_enrollment_tokens_is_throttled_per_address_and_audited()
+    {
+        using var key = SigningKey.Generate();
+        var token = await _fleet.EnrollmentToken();
+        for (var i = 0; i < 10; i++)
+        {
+            using var guess = await _fleet.Send(HttpMethod.Post, "/api/enroll", new JsonObject
+            {
+                ["token"] = $"efe_guess{i}",
+                ["deviceId"] = "cam-9",
+                ["publicKey"] = Convert.ToBase64String(key.PublicKeyBytes),
+            }, apiKey: "");
+            Assert.Equal(HttpStatusCode.Forbidden, guess.StatusCode);
+        }
+        // The eleventh attempt is refused unchecked, even with a valid token, until the minute is over.
+        using (var blocked = await _fleet.Send(HttpMethod.Post, "/api/enroll", new JsonObject
+        {
+            ["token"] = token,
+            ["deviceId"] = "cam-9",
+            ["publicKey"] = Convert.ToBase64String(key.PublicKeyBytes),
+        }, apiKey: ""))
+        {
+            await AssertRefusedAsync(blocked, HttpStatusCode.TooManyRequests, EnrollErrors.Throttled);
+            Assert.NotNull(blocked.Headers.RetryAfter);
+        }
+        Assert.Null(await _fleet.Device("cam-9"));
+        using var audit = await _fleet.Send(HttpMethod.Get, "/api/audit");
+        Assert.Contains("enroll.throttled", await audit.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+    }
+
     private int FleetPid()
     {
         // The fleet's process: the one whose command line names this test's data directory.

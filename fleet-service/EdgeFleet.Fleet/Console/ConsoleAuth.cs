@@ -14,7 +14,7 @@ namespace EdgeFleet.Fleet.Console;
 /// disabled user, ends it on the next request. The HTTP API does not accept the cookie (bearer keys only), so
 /// browser sessions cannot be ridden into the API; console forms carry antiforgery tokens.
 /// </summary>
-public sealed partial class ConsoleAuth(IFleetStore store, TimeProvider time, ILogger<ConsoleAuth> log)
+public sealed partial class ConsoleAuth(IFleetStore store, TimeProvider time, AttemptLimiter limiter, ILogger<ConsoleAuth> log)
 {
     public const string Scheme = "Console";
     public const string ViewerPolicy = "console-viewer";
@@ -60,6 +60,24 @@ public sealed partial class ConsoleAuth(IFleetStore store, TimeProvider time, IL
     public async Task<LoginResult> LoginAsync(string username, string password, string remote, CancellationToken ct)
     {
         var now = time.GetUtcNow();
+        // Many users' passwords guessed from one address (a spray never locks any one account): refused, unchecked.
+        if (limiter.IsThrottled(LoginScope, remote, out _))
+        {
+            await AuditAsync("login.throttled", username.Length <= 64 ? username : username[..64], "too many failed logins from this address", remote, ct).ConfigureAwait(false);
+            return new LoginResult(null, Throttled);
+        }
+        var result = await CheckAsync(username, password, remote, now, ct).ConfigureAwait(false);
+        if (result.User is null && limiter.CountFailure(LoginScope, remote))
+            Log.Throttled(log, remote);
+        return result;
+    }
+
+    private const string LoginScope = "login";
+
+    public const string Throttled = "too many failed logins from this address; wait a minute";
+
+    private async Task<LoginResult> CheckAsync(string username, string password, string remote, DateTimeOffset now, CancellationToken ct)
+    {
         var user = Passwords.CheckUsername(username) is null && password.Length <= Passwords.MaxLength ? await store.GetUserAsync(username, ct).ConfigureAwait(false) : null;
         var matches = Passwords.Verify(password.Length <= Passwords.MaxLength ? password : "", user?.PasswordHash ?? Passwords.Decoy) && user is not null;
         if (user is null)
@@ -126,5 +144,8 @@ public sealed partial class ConsoleAuth(IFleetStore store, TimeProvider time, IL
     {
         [LoggerMessage(8001, LogLevel.Warning, "Console user {User} locked after {Failures} failed logins")]
         public static partial void Locked(ILogger logger, string user, int failures);
+
+        [LoggerMessage(8002, LogLevel.Warning, "Console logins from {Remote} throttled after repeated failures")]
+        public static partial void Throttled(ILogger logger, string remote);
     }
 }

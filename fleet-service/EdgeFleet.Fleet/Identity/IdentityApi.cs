@@ -89,9 +89,16 @@ public static partial class IdentityApi
     }
 
     private static async Task<IResult> EnrollAsync(HttpRequest http, IFleetStore store, FleetOptions options, TimeProvider time,
-        ILoggerFactory logs, [FromServices] MosquittoDynamicSecurity? brokerAccounts, CancellationToken ct)
+        ILoggerFactory logs, AttemptLimiter limiter, [FromServices] MosquittoDynamicSecurity? brokerAccounts, CancellationToken ct)
     {
         var log = logs.CreateLogger(typeof(IdentityApi));
+        var remote = http.HttpContext.Connection.RemoteIpAddress?.ToString() ?? "?";
+        if (limiter.IsThrottled(EnrollScope, remote, out var retryAfter))
+        {
+            http.HttpContext.Response.Headers.RetryAfter = Math.Ceiling(retryAfter.TotalSeconds).ToString(System.Globalization.CultureInfo.InvariantCulture);
+            return Refuse(log, "?", EnrollErrors.Throttled,
+                $"too many failed enrollments from {remote}; try again in {Math.Ceiling(retryAfter.TotalSeconds):0} s", StatusCodes.Status429TooManyRequests);
+        }
         EnrollRequest? request;
         try
         {
@@ -138,6 +145,19 @@ public static partial class IdentityApi
             EnrolledAt = now,
             EnrolledWith = tokenHash,
         }, request.HardwareProfile, now, ct).ConfigureAwait(false);
+        if (outcome is EnrollOutcome.InvalidToken or EnrollOutcome.TokenExpired or EnrollOutcome.TokenUsed
+            && limiter.CountFailure(EnrollScope, remote))
+        {
+            Log.Throttled(log, remote, options.Security.MaxFailedAttemptsPerMinute);
+            await store.AppendAuditAsync(new AuditEntry
+            {
+                At = now,
+                Actor = "remote:" + remote,
+                Action = "enroll.throttled",
+                Target = "remote:" + remote,
+                After = $$"""{"failedAttempts":{{options.Security.MaxFailedAttemptsPerMinute}},"windowSeconds":60}""",
+            }, ct).ConfigureAwait(false);
+        }
         switch (outcome)
         {
             case EnrollOutcome.InvalidToken:
@@ -293,6 +313,8 @@ public static partial class IdentityApi
         return null;
     }
 
+    private const string EnrollScope = "enroll";
+
     private static IResult Refuse(ILogger log, string? deviceId, string error, string reason, int status)
     {
         Log.EnrollRefused(log, LogText.Sanitize(deviceId), error, reason);
@@ -306,5 +328,8 @@ public static partial class IdentityApi
 
         [LoggerMessage(6202, LogLevel.Warning, "Refused enrollment of {DeviceId}: {Error}: {Reason}")]
         public static partial void EnrollRefused(ILogger logger, string deviceId, string error, string reason);
+
+        [LoggerMessage(6203, LogLevel.Warning, "Enrollment from {Remote} throttled after {Failures} failed attempts in a minute")]
+        public static partial void Throttled(ILogger logger, string remote, int failures);
     }
 }

@@ -58,6 +58,9 @@ public static class EnrollErrors
     /// <summary>The id is in the fleet's own namespace (<see cref="Wire.DeviceId.ReservedPrefix"/>) or is its broker account.</summary>
     public const string ReservedDeviceId = "reserved-device-id";
 
+    /// <summary>Too many failed enrollments from this address in the last minute; retry after the response's Retry-After.</summary>
+    public const string Throttled = "throttled";
+
     /// <summary>The fleet could not create the device's broker account; retrying the same enrollment is safe.</summary>
     public const string BrokerUnavailable = "broker-unavailable";
 }
