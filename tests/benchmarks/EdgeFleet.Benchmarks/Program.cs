@@ -40,6 +40,9 @@ return name switch
     "console-overview" => await EdgeFleet.Benchmarks.ConsoleOverview.RunAsync(
         args.Length > 1 ? int.Parse(args[1], CultureInfo.InvariantCulture) : 10_000,
         args.Length > 2 ? int.Parse(args[2], CultureInfo.InvariantCulture) : 20),
+    "hostile-memory" => await EdgeFleet.Benchmarks.HostileMemory.RunAsync(
+        args.Length > 1 ? int.Parse(args[1], CultureInfo.InvariantCulture) : 1000,
+        args.Length > 2 ? int.Parse(args[2], CultureInfo.InvariantCulture) : 100),
     _ => Usage(),
 };
 
@@ -49,7 +52,7 @@ static int Usage()
         + " | fleet-ingest [embedded|mosquitto-postgres|both] [devices] [seconds] [records/s per device]"
         + " | fleet-connections [devices] [busy devices] [seconds] [records/s per busy device] [rounds] [--client-keepalive]"
         + " | model-int8 [cls images] [det size] [det images] [calibration images] | agent-overhead [cls runs] [det runs]"
-        + " | drift [devices] [features] [rounds] | console-overview [devices] [runs]");
+        + " | drift [devices] [features] [rounds] | console-overview [devices] [runs] | hostile-memory [fleet connections] [agent connections]");
     return 2;
 }
 
