@@ -12,8 +12,8 @@ log="$root/artifacts/agent/publish-$rid.log"
 
 apt_install() {
   echo "publish-agent.sh: installing $*" >&2
-  if [ "$(id -u)" -eq 0 ]; then apt-get install -y -q --no-install-recommends "$@" >/dev/null
-  else sudo apt-get install -y -q --no-install-recommends "$@" >/dev/null; fi
+  if [ "$(id -u)" -eq 0 ]; then apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "$@" >/dev/null
+  else sudo apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "$@" >/dev/null; fi
 }
 command -v clang >/dev/null || apt_install clang zlib1g-dev
 

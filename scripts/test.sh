@@ -28,8 +28,9 @@ else
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing ${missing[*]}"
-  $sudo_cmd apt-get update -q >/dev/null
-  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+  # Another apt (unattended-upgrades, a user's install) may hold the lock: wait for it rather than fail.
+  $sudo_cmd apt-get -o DPkg::Lock::Timeout=600 update -q >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 echo "== fetch the test models (cached in .cache/models)"

@@ -50,6 +50,8 @@ public static class AgentConfigLoader
     {
         if (c.DeviceId is not null && !DeviceId.IsValid(c.DeviceId))
             throw new ConfigException($"deviceId '{c.DeviceId}' is invalid: use 1-64 of a-z, 0-9, '-', '_', '.'");
+        if (ProfileName.Problem(c.HardwareProfile) is { } profile)
+            throw new ConfigException($"{profile}; got '{c.HardwareProfile}'");
         if (c.Broker.Port is { } port && port is < 1 or > 65535)
             throw new ConfigException($"broker.port {c.Broker.Port} is out of range");
         if ((c.Broker.ClientCertificateFile is null) != (c.Broker.ClientKeyFile is null))

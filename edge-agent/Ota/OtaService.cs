@@ -72,7 +72,16 @@ public sealed partial class OtaService : BackgroundService
         _store.Update(r => r.Desired is { } old && old.AsSpan().SequenceEqual(payload) ? r : r with { Desired = payload });
         // A newer desired state abandons the transfer in progress (its bytes stay for a later resume).
         if (Volatile.Read(ref _inFlight) is { } inFlight && inFlight.Digest != Convert.ToHexStringLower(SHA256.HashData(payload)))
-            inFlight.Abandon.Cancel();
+        {
+            try
+            {
+                inFlight.Abandon.Cancel();
+            }
+            catch (ObjectDisposedException)
+            {
+                // that reconciliation ended a moment ago: the loop picks the new state up anyway
+            }
+        }
         if (_wake.CurrentCount == 0)
             _wake.Release();
     }

@@ -51,6 +51,8 @@ public class ConfigTests
     [Theory]
     [InlineData("""{ "deviceId": "Bad/Id" }""", "deviceId")]
     [InlineData("""{ "broker": { "port": 70000 } }""", "broker.port")]
+    [InlineData("""{ "hardwareProfile": "Jetson Orin" }""", "hardwareProfile")]
+    [InlineData("""{ "ota": { "downloadStallSeconds": 0 } }""", "ota.downloadStallSeconds")]
     [InlineData("""{ "input": { "condition": "on-fire" } }""", "input.condition")]
     [InlineData("""{ "input": { "kind": "jsonLines" } }""", "input.path")]
     [InlineData("""{ "input": { "driftAfterSeconds": -1 } }""", "input.driftAfterSeconds")]

@@ -153,6 +153,19 @@ public sealed class MosquittoSecurityTests : IDisposable
     }
 
     [Fact]
+    public async Task A_device_cannot_take_the_fleets_client_id_on_mosquitto()
+    {
+        using var key = SigningKey.Generate();
+        using (var response = await PostEnrollAsync("edgefleet-fleet-host-1", key))
+            Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        // With its own valid account, under a client id in the fleet's namespace: Mosquitto binds the account to its id.
+        var (_, password) = await EnrollAsync("pump-7");
+        Assert.NotEqual(MqttClientConnectResultCode.Success, await ConnectResultAsync("edgefleet-fleet-host-1", "pump-7", password));
+        await Task.Delay(500);
+        Assert.True((await _fleet.Health())!["brokerConnected"]!.GetValue<bool>());
+    }
+
+    [Fact]
     public void The_setup_script_refuses_a_fleet_account_outside_the_reserved_namespace()
     {
         var dir = Directory.CreateTempSubdirectory("edgefleet-mosquitto-setup-").FullName;

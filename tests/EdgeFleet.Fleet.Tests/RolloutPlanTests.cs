@@ -275,4 +275,19 @@ public sealed class RolloutPlanTests
         Assert.Equal(0.25, QualityReading.FallbackShare([one, two], "m", "2"), 12);
         Assert.Equal(0, QualityReading.FallbackShare([two], "m", "2"));
     }
+
+    [Fact]
+    public void A_release_is_signed_for_well_formed_profiles_only_so_one_bad_record_cannot_fail_every_rollout()
+    {
+        // As a fleet may hold them from before profiles were checked at enrollment: a 100 KB script, 65 characters.
+        DeviceRecord[] devices =
+        [
+            Device("a") with { HardwareProfile = "<script>" + new string('x', 100_000) + "</script>" },
+            Device("b") with { HardwareProfile = new string('p', 65) },
+            Device("c") with { HardwareProfile = "raspberry-pi-5" },
+            Device("d"),
+            Device("e") with { HardwareProfile = null },
+        ];
+        Assert.Equal(["raspberry-pi-5", "x86-64-generic"], RolloutsApi.SignableProfiles(devices));
+    }
 }

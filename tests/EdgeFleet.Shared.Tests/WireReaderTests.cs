@@ -66,6 +66,8 @@ public class WireReaderTests
         { """{"v":1,"deviceId":"d1","agentVersion":"1","hardwareProfile":"x","bootId":"b","startedAt":"yesterday"}""", WireError.Malformed },
         { """{"v":1,"deviceId":"../etc","agentVersion":"1","hardwareProfile":"x","bootId":"b","startedAt":"2026-11-22T10:00:00Z"}""", WireError.Invalid },
         { """{"v":1,"deviceId":"d1","agentVersion":"","hardwareProfile":"x","bootId":"b","startedAt":"2026-11-22T10:00:00Z"}""", WireError.Invalid },
+        { """{"v":1,"deviceId":"d1","agentVersion":"1","hardwareProfile":"<script>","bootId":"b","startedAt":"2026-11-22T10:00:00Z"}""", WireError.Invalid },
+        { """{"v":1,"deviceId":"d1","agentVersion":"1","hardwareProfile":"Jetson","bootId":"b","startedAt":"2026-11-22T10:00:00Z"}""", WireError.Invalid },
         { """{"v":1,"deviceId":"d1","agentVersion":"1","hardwareProfile":"x","bootId":"b","startedAt":"2026-11-22T10:00:00Z","models":[null]}""", WireError.Invalid },
         { """{"v":1,"deviceId":"d1","agentVersion":"1","hardwareProfile":"x","bootId":"b","startedAt":"2026-11-22T10:00:00Z","models":[{"name":"m","version":"1","sha256":"xyz"}]}""", WireError.Invalid },
     };

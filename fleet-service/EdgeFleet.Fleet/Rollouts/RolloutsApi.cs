@@ -210,7 +210,10 @@ public static class RolloutsApi
     /// device is simply not eligible until it reports a valid profile.
     /// </summary>
     private static async Task<List<string>> SignableProfilesAsync(IFleetStore store, CancellationToken ct) =>
-        [.. (await store.ListDevicesAsync(ct).ConfigureAwait(false)).Select(d => d.HardwareProfile).Where(EdgeFleet.Shared.Wire.ProfileName.IsValid)
+        SignableProfiles(await store.ListDevicesAsync(ct).ConfigureAwait(false));
+
+    public static List<string> SignableProfiles(IEnumerable<Devices.DeviceRecord> devices) =>
+        [.. devices.Select(d => d.HardwareProfile).Where(EdgeFleet.Shared.Wire.ProfileName.IsValid)
             .OfType<string>().Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal)];
 
     /// <summary>What a draft holds in place of its signed documents.</summary>
