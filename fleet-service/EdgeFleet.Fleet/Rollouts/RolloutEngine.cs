@@ -60,11 +60,21 @@ public sealed partial class RolloutEngine(IFleetStore store, FleetMqttClient mqt
 
     private async Task StepAsync(Rollout rollout, IReadOnlyList<DeviceRecord> devices, Dictionary<string, DeviceRecord> byId, CancellationToken ct)
     {
+        // Save, then publish: the desired states this step decides go out only once its revision-checked save holds.
+        var outbox = new Outbox();
+        if (await StepCoreAsync(rollout, devices, byId, outbox, ct).ConfigureAwait(false))
+            await outbox.SendAsync(store, mqtt, ct).ConfigureAwait(false);
+        else if (outbox.Count > 0)
+            Log.StepNotSaved(log, rollout.Id, outbox.Count);
+    }
+
+    /// <summary>One step of one rollout; false when its save was refused (the rollout changed meanwhile).</summary>
+    private async Task<bool> StepCoreAsync(Rollout rollout, IReadOnlyList<DeviceRecord> devices, Dictionary<string, DeviceRecord> byId, Outbox outbox, CancellationToken ct)
+    {
         var now = time.GetUtcNow();
         if (rollout.State == RolloutStates.RolledBack)
         {
-            await SaveAsync(rollout, rollout with { Devices = [.. rollout.Devices.Select(d => RevertOutcome(rollout, d, byId.GetValueOrDefault(d.Id)))] }, ct).ConfigureAwait(false);
-            return;
+            return await SaveAsync(rollout, rollout with { Devices = [.. rollout.Devices.Select(d => RevertOutcome(rollout, d, byId.GetValueOrDefault(d.Id)))] }, ct).ConfigureAwait(false);
         }
         var eligible = await EligibleAsync(rollout, devices, ct).ConfigureAwait(false);
         var ordered = RolloutPlan.Order(rollout.Id, eligible);
@@ -73,8 +83,7 @@ public sealed partial class RolloutEngine(IFleetStore store, FleetMqttClient mqt
         if (rollout.State != RolloutStates.Running)
         {
             // Paused, or finished with devices that were offline: their outcomes still come in and are kept.
-            await SaveAsync(rollout, next, ct).ConfigureAwait(false);
-            return;
+            return await SaveAsync(rollout, next, ct).ConfigureAwait(false);
         }
         var failure = step.GateFailure;
         QualityVerdict? quality = null;
@@ -93,21 +102,20 @@ public sealed partial class RolloutEngine(IFleetStore store, FleetMqttClient mqt
             Log.GateFailed(log, rollout.Id, rollout.Phase + 1, failure);
             next = next.With(new RolloutEvent(now, System, "gate-failed", rollout.Phase, failure));
             next = rollout.OnGateFailure == "rollback"
-                ? await RollBackAsync(next, System, failure, ct).ConfigureAwait(false)
+                ? await RollBackAsync(next, System, failure, outbox, ct).ConfigureAwait(false)
                 : next with { State = RolloutStates.Paused };
-            await SaveAsync(rollout, next, ct).ConfigureAwait(false);
-            return;
+            return await SaveAsync(rollout, next, ct).ConfigureAwait(false);
         }
         foreach (var device in step.Promote)
-            await SetDesiredAsync(device.Id, rollout.Manifest, rollout.KeySet, rollout.Roots, ct).ConfigureAwait(false);
+            SetDesired(outbox, device.Id, rollout.Manifest, rollout.KeySet, rollout.Roots);
         if (step.Assign.Count > 0)
         {
             foreach (var device in step.Assign)
             {
                 if (step.Shadow)
-                    await SetShadowAsync(device.Id, rollout, ct).ConfigureAwait(false);
+                    await SetShadowAsync(outbox, device.Id, rollout, ct).ConfigureAwait(false);
                 else
-                    await SetDesiredAsync(device.Id, rollout.Manifest, rollout.KeySet, rollout.Roots, ct).ConfigureAwait(false);
+                    SetDesired(outbox, device.Id, rollout.Manifest, rollout.KeySet, rollout.Roots);
             }
             next = next with
             {
@@ -135,7 +143,7 @@ public sealed partial class RolloutEngine(IFleetStore store, FleetMqttClient mqt
                 : next.With(new RolloutEvent(now, System, "completed", rollout.Phase, summary)) with { State = RolloutStates.Completed };
             Log.PhaseDone(log, rollout.Id, rollout.Phase + 1, summary);
         }
-        await SaveAsync(rollout, next, ct).ConfigureAwait(false);
+        return await SaveAsync(rollout, next, ct).ConfigureAwait(false);
     }
 
     /// <summary>
@@ -204,36 +212,35 @@ public sealed partial class RolloutEngine(IFleetStore store, FleetMqttClient mqt
             && (selector is null || selector.Matches(d.Tags)) && (explicitDevices is null || explicitDevices.Contains(d.Id)))];
     }
 
-    private async Task SetDesiredAsync(string deviceId, System.Text.Json.JsonElement? manifest, System.Text.Json.JsonElement keySet, List<System.Text.Json.JsonElement> roots, CancellationToken ct,
-        System.Text.Json.JsonElement? shadow = null)
-    {
-        var payload = WireReader.Write(new DesiredState { DeviceId = deviceId, Manifest = manifest, KeySet = keySet, Roots = roots, Shadow = shadow }, WireJsonContext.Default.DesiredState);
-        await Ota.OtaApi.SetDesiredAsync(store, mqtt, deviceId, payload, ct).ConfigureAwait(false);
-    }
+    private static void SetDesired(Outbox outbox, string deviceId, System.Text.Json.JsonElement? manifest, System.Text.Json.JsonElement keySet,
+        List<System.Text.Json.JsonElement> roots, System.Text.Json.JsonElement? shadow = null) =>
+        outbox.Add(deviceId, WireReader.Write(new DesiredState { DeviceId = deviceId, Manifest = manifest, KeySet = keySet, Roots = roots, Shadow = shadow },
+            WireJsonContext.Default.DesiredState));
 
     /// <summary>
     /// The device's desired served model as it stands (when it was signed under the rollout's key set: the one
     /// message carries one key set), with the rollout's version to run in shadow beside it, or with no shadow.
     /// </summary>
-    private async Task SetShadowAsync(string deviceId, Rollout rollout, CancellationToken ct, bool stop = false)
+    private async Task SetShadowAsync(Outbox outbox, string deviceId, Rollout rollout, CancellationToken ct, bool stop = false)
     {
         System.Text.Json.JsonElement? served = null;
         if (await store.GetDesiredAsync(deviceId, ct).ConfigureAwait(false) is { } payload
             && WireReader.Read(payload, WireJsonContext.Default.DesiredState, deviceId) is { Ok: true } current
             && current.Message!.Manifest is { } manifest && current.Message.KeySet.GetRawText() == rollout.KeySet.GetRawText())
             served = manifest;
-        await SetDesiredAsync(deviceId, served, rollout.KeySet, rollout.Roots, ct, stop ? null : rollout.Manifest).ConfigureAwait(false);
+        SetDesired(outbox, deviceId, served, rollout.KeySet, rollout.Roots, stop ? null : rollout.Manifest);
     }
 
     /// <summary>
     /// Writes the step when it changed anything, unless the rollout changed meanwhile (another instance's
-    /// operator action: the next tick starts from theirs).
+    /// operator action: the next tick starts from theirs). False when the save was refused.
     /// </summary>
-    private async Task SaveAsync(Rollout before, Rollout after, CancellationToken ct)
+    private async Task<bool> SaveAsync(Rollout before, Rollout after, CancellationToken ct)
     {
         if (Json(before) == Json(after))
-            return;
-        await store.UpdateRolloutAsync(before.Id, current => current.Revision == before.Revision ? after with { Revision = before.Revision + 1 } : null, ct).ConfigureAwait(false);
+            return true;
+        return await store.UpdateRolloutAsync(before.Id, current => current.Revision == before.Revision ? after with { Revision = before.Revision + 1 } : null, ct)
+            .ConfigureAwait(false) is not null;
     }
 
     private static string Json(Rollout r) => global::System.Text.Json.JsonSerializer.Serialize(r, Storage.FleetStoreJsonContext.Default.Rollout);
@@ -243,7 +250,7 @@ public sealed partial class RolloutEngine(IFleetStore store, FleetMqttClient mqt
     /// installed, so each previous version is released again under a new registry version (a copy of it,
     /// approved, its history saying why), signed, and sent to the devices that came from it.
     /// </summary>
-    public async Task<Rollout> RollBackAsync(Rollout rollout, string by, string reason, CancellationToken ct)
+    private async Task<Rollout> RollBackAsync(Rollout rollout, string by, string reason, Outbox outbox, CancellationToken ct)
     {
         var now = time.GetUtcNow();
         var reverts = new Dictionary<string, RevertRelease>(rollout.Reverts, StringComparer.Ordinal);
@@ -254,7 +261,7 @@ public sealed partial class RolloutEngine(IFleetStore store, FleetMqttClient mqt
             if (device.Shadow)
             {
                 // It never served the new version: stopping the shadow is the whole rollback.
-                await SetShadowAsync(device.Id, rollout, ct, stop: true).ConfigureAwait(false);
+                await SetShadowAsync(outbox, device.Id, rollout, ct, stop: true).ConfigureAwait(false);
                 devices.Add(device with { Status = RolloutDeviceStatus.Reverted, Reason = "shadow stopped" });
                 continue;
             }
@@ -278,7 +285,7 @@ public sealed partial class RolloutEngine(IFleetStore store, FleetMqttClient mqt
                 reverts[key] = release;
                 rollout = rollout with { KeySet = signed.KeySet, Roots = signed.Roots };
             }
-            await SetDesiredAsync(device.Id, release.Manifest, rollout.KeySet, rollout.Roots, ct).ConfigureAwait(false);
+            SetDesired(outbox, device.Id, release.Manifest, rollout.KeySet, rollout.Roots);
             devices.Add(device with { Status = RolloutDeviceStatus.Reverting, Reason = $"back to {previous.Name} v{previous.Version} as v{release.Version}" });
         }
         Log.RolledBack(log, rollout.Id, by, reason);
@@ -346,14 +353,15 @@ public sealed partial class RolloutEngine(IFleetStore store, FleetMqttClient mqt
                 return (null, null);
             var now = time.GetUtcNow();
             var e = new RolloutEvent(now, by, action, rollout.Phase, reason);
+            var outbox = new Outbox();
             Rollout? next = (action, rollout.State) switch
             {
                 ("pause", RolloutStates.Running) => rollout.With(e) with { State = RolloutStates.Paused },
                 ("resume", RolloutStates.Paused) => rollout.With(e) with { State = RolloutStates.Running },
-                ("abort", RolloutStates.Running or RolloutStates.Paused or RolloutStates.Draft) => await StopShadowsAsync(rollout.With(e) with { State = RolloutStates.Aborted }, ct).ConfigureAwait(false),
+                ("abort", RolloutStates.Running or RolloutStates.Paused or RolloutStates.Draft) => await StopShadowsAsync(rollout.With(e) with { State = RolloutStates.Aborted }, outbox, ct).ConfigureAwait(false),
                 ("promote", RolloutStates.Running or RolloutStates.Paused) when rollout.Phase + 1 < rollout.Phases.Count =>
                     rollout.With(e) with { Phase = rollout.Phase + 1, PhaseStartedAt = now },
-                ("rollback", not (RolloutStates.RolledBack or RolloutStates.Draft)) => await RollBackAsync(rollout, by, reason ?? "operator rollback", ct).ConfigureAwait(false),
+                ("rollback", not (RolloutStates.RolledBack or RolloutStates.Draft)) => await RollBackAsync(rollout, by, reason ?? "operator rollback", outbox, ct).ConfigureAwait(false),
                 _ => null,
             };
             if (next is null)
@@ -364,13 +372,16 @@ public sealed partial class RolloutEngine(IFleetStore store, FleetMqttClient mqt
             }
             var saved = await store.UpdateRolloutAsync(id, current => current.Revision == rollout.Revision ? next with { Revision = rollout.Revision + 1 } : null, ct).ConfigureAwait(false);
             if (saved is { } s)
+            {
+                await outbox.SendAsync(store, mqtt, ct).ConfigureAwait(false);
                 return (s.After, null);
+            }
         }
         return (null, "the rollout kept changing; try again");
     }
 
     /// <summary>An aborted rollout leaves what devices serve as it is, but stops the shadows it started (they cost the devices time).</summary>
-    private async Task<Rollout> StopShadowsAsync(Rollout rollout, CancellationToken ct)
+    private async Task<Rollout> StopShadowsAsync(Rollout rollout, Outbox outbox, CancellationToken ct)
     {
         var devices = new List<RolloutDevice>(rollout.Devices.Count);
         foreach (var device in rollout.Devices)
@@ -380,7 +391,7 @@ public sealed partial class RolloutEngine(IFleetStore store, FleetMqttClient mqt
                 devices.Add(device);
                 continue;
             }
-            await SetShadowAsync(device.Id, rollout, ct, stop: true).ConfigureAwait(false);
+            await SetShadowAsync(outbox, device.Id, rollout, ct, stop: true).ConfigureAwait(false);
             devices.Add(device with { Status = RolloutDeviceStatus.Reverted, Reason = "shadow stopped" });
         }
         return rollout with { Devices = devices };
@@ -405,6 +416,9 @@ public sealed partial class RolloutEngine(IFleetStore store, FleetMqttClient mqt
 
         [LoggerMessage(7003, LogLevel.Warning, "Rollout {Rollout} rolled back by {By}: {Reason}")]
         public static partial void RolledBack(ILogger logger, string rollout, string by, string reason);
+
+        [LoggerMessage(7005, LogLevel.Information, "Rollout {Rollout} changed during its step (an operator's action): its {Messages} desired states were not sent; the next tick starts from the change")]
+        public static partial void StepNotSaved(ILogger logger, string rollout, int messages);
 
         [LoggerMessage(7004, LogLevel.Warning, "Rollout step failed: {Reason}")]
         public static partial void TickFailed(ILogger logger, string reason);

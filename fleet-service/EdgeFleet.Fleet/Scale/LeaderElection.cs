@@ -65,10 +65,10 @@ public sealed partial class LeaderElection(FleetOptions options, ILogger<LeaderE
 
     private static partial class Log
     {
-        [LoggerMessage(7001, LogLevel.Information, "Instance {Instance} is now the scheduler leader")]
+        [LoggerMessage(7101, LogLevel.Information, "Instance {Instance} is now the scheduler leader")]
         public static partial void Elected(ILogger logger, string instance);
 
-        [LoggerMessage(7002, LogLevel.Warning, "Instance {Instance} lost the scheduler leadership: {Reason}")]
+        [LoggerMessage(7102, LogLevel.Warning, "Instance {Instance} lost the scheduler leadership: {Reason}")]
         public static partial void SteppedDown(ILogger logger, string instance, string reason);
     }
 }
