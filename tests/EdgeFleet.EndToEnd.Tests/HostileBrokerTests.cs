@@ -175,8 +175,13 @@ public sealed class HostileBrokerTests : IDisposable
     [Fact]
     public async Task Enrollment_refuses_a_hardware_profile_outside_the_schema()
     {
+        // Anonymous, so its body is small: a 1 MB request is refused before it is read.
+        using (var huge = new HttpClient())
+        using (var body = new StringContent("{\"token\":\"" + new string('a', 1 << 20) + "\"}", System.Text.Encoding.UTF8, "application/json"))
+            Assert.Equal(HttpStatusCode.RequestEntityTooLarge, (await huge.PostAsync(new Uri($"{_fleet.Url}/api/enroll"), body)).StatusCode);
         using var key = SigningKey.Generate();
-        await AssertRefusedAsync(await EnrollAsync("pump-4", key, "<script>" + new string('x', 100_000) + "</script>"), HttpStatusCode.BadRequest, EnrollErrors.Malformed);
+        await AssertRefusedAsync(await EnrollAsync("pump-4", key, "<script>" + new string('x', 100_000) + "</script>"), HttpStatusCode.RequestEntityTooLarge, EnrollErrors.Malformed);
+        await AssertRefusedAsync(await EnrollAsync("pump-4", key, "<script>alert(1)</script>"), HttpStatusCode.BadRequest, EnrollErrors.Malformed);
         await AssertRefusedAsync(await EnrollAsync("pump-4", key, new string('a', 65)), HttpStatusCode.BadRequest, EnrollErrors.Malformed);
         Assert.True((await EnrollAsync("pump-4", key, "raspberry-pi-5")).IsSuccessStatusCode);
     }

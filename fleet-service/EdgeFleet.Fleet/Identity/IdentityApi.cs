@@ -46,7 +46,8 @@ public static partial class IdentityApi
     public static IEndpointRouteBuilder MapIdentityApi(this IEndpointRouteBuilder app)
     {
         app.MapPost("/api/enrollment-tokens", CreateEnrollmentTokenAsync).RequireAuthorization(ApiAuthentication.OperatorPolicy);
-        app.MapPost("/api/enroll", EnrollAsync).AllowAnonymous();
+        // Anonymous: the body a stranger may make the fleet read is a few kilobytes, not Kestrel's default 30 MB.
+        app.MapPost("/api/enroll", EnrollAsync).AllowAnonymous().WithMetadata(new RequestSizeLimitAttribute(MaxEnrollBytes));
         app.MapPost("/api/devices/{id}/revoke", RevokeAsync).RequireAuthorization(ApiAuthentication.OperatorPolicy);
         app.MapGet("/api/api-keys", async (IFleetStore store, CancellationToken ct) =>
             TypedResults.Ok((await store.ListApiKeysAsync(ct).ConfigureAwait(false)).Select(k => ApiKeyView.Of(k)).ToList()))
@@ -107,6 +108,10 @@ public static partial class IdentityApi
         catch (JsonException e)
         {
             return Refuse(log, "?", EnrollErrors.Malformed, "body is not an enrollment request: " + e.Message, StatusCodes.Status400BadRequest);
+        }
+        catch (BadHttpRequestException e) when (e.StatusCode == StatusCodes.Status413PayloadTooLarge)
+        {
+            return Refuse(log, "?", EnrollErrors.Malformed, $"the request is over {MaxEnrollBytes} bytes", StatusCodes.Status413PayloadTooLarge);
         }
         if (request is null)
             return Refuse(log, "?", EnrollErrors.Malformed, "body is not an enrollment request", StatusCodes.Status400BadRequest);
@@ -314,6 +319,9 @@ public static partial class IdentityApi
     }
 
     private const string EnrollScope = "enroll";
+
+    /// <summary>An enrollment request is a token, an id, a key, a profile and a version: far under this.</summary>
+    public const int MaxEnrollBytes = 16 * 1024;
 
     private static IResult Refuse(ILogger log, string? deviceId, string error, string reason, int status)
     {
