@@ -306,6 +306,21 @@ public sealed class ConsoleTests : IDisposable
         Assert.DoesNotContain(AdminPassword, _fleet.Output, StringComparison.Ordinal);
     }
 
+    [Fact]
+    public async Task Password_guessing_from_one_address_is_throttled_across_usernames_and_audited()
+    {
+        // A spray: one guess per username, so no account reaches its own lockout.
+        for (var i = 0; i < 10; i++)
+            Assert.Equal(HttpStatusCode.Unauthorized, (await LogInAsync(Client(), $"user{i}", "wrong password " + i)).StatusCode);
+        var refused = await LogInAsync(Client(), "ada", AdminPassword); // right, but from the guessing address
+        Assert.Equal(HttpStatusCode.Unauthorized, refused.StatusCode);
+        Assert.Contains("too many failed logins from this address", await refused.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+        var audit = await (await _fleet.Get("/api/audit?target=user:ada")).Content.ReadAsStringAsync();
+        Assert.Contains("login.throttled", audit, StringComparison.Ordinal);
+        var users = JsonNode.Parse(Cli(_fleet, "users", "list", "--json"))!.AsArray();
+        Assert.Null(users.Single(u => u!["username"]!.GetValue<string>() == "ada")!["lockedUntil"]); // the account itself is not locked
+    }
+
     private HttpClient Client() => ConsoleSession.Client(_fleet);
 
     private static Task<HttpResponseMessage> LogInAsync(HttpClient client, string user, string password) => ConsoleSession.LogInAsync(client, user, password);
