@@ -324,6 +324,12 @@ public sealed class LocalApiTests(DemoModelFixture demo, ITestOutputHelper outpu
 
         // The process's own memory, to tell a leak from a cache in the field.
         Assert.InRange(Value("process_resident_memory_bytes"), 1_000_000, Environment.WorkingSet * 2.0);
+        // Flash wear: the server runs in this process, so its figure lies between two readings of /proc/self/io around the request.
+        static long Written() => long.Parse(File.ReadLines("/proc/self/io").Single(l => l.StartsWith("write_bytes:", StringComparison.Ordinal))[12..].Trim(),
+            System.Globalization.CultureInfo.InvariantCulture);
+        var before = Written();
+        var io = (await _http.GetStringAsync("/metrics")).Split('\n').Single(l => l.StartsWith("process_io_write_bytes_total ", StringComparison.Ordinal));
+        Assert.InRange(long.Parse(io.Split(' ')[1], System.Globalization.CultureInfo.InvariantCulture), before, Written());
         Assert.InRange(Value("dotnet_gc_heap_size_bytes"), 0, Value("dotnet_gc_committed_bytes") + 1);
         Assert.True(Value("dotnet_gc_allocated_bytes_total") > 0);
         Assert.Equal(Convert.ToDouble(GC.GetConfigurationVariables()["GCGen0MaxBudget"], System.Globalization.CultureInfo.InvariantCulture), Value("dotnet_gc_gen0_budget_bytes"));
