@@ -113,6 +113,7 @@ public sealed class HostileBrokerTests : IDisposable
             var (data, rss) = Memory(pid);
             Assert.True(data - idleData < 50 << 20, $"VmData grew by {(data - idleData) >> 20} MB under 1,000 half-open CONNECTs; {idleThreads} idle, {Threads(pid)} now");
             Assert.True(rss - idleRss < 50 << 20, $"VmRSS grew by {(rss - idleRss) >> 20} MB under 1,000 half-open CONNECTs");
+            Assert.True((await _fleet.Health())!["brokerRefusedUnauthenticated"]!.GetValue<long>() >= 1000, "every hostile connection is counted");
             // A real device gets in meanwhile.
             using var key = SigningKey.Generate();
             Assert.True((await EnrollAsync("pump-2", key)).IsSuccessStatusCode);

@@ -33,8 +33,6 @@ public sealed partial class EmbeddedBroker(BrokerOptions options, TlsOptions tls
     private MqttServer? _server;
     private GuardedTcpServerAdapter? _listener;
 
-    /// <summary>Connections closed before they authenticated (over the pending limit, too slow, or an oversized packet).</summary>
-    public long RefusedBeforeAuthentication => _listener?.Refused ?? 0;
     private X509Certificate2Collection? _clientCa;
 
     /// <summary>Connected clients by id, with their session's items (which identify the session).</summary>
@@ -75,7 +73,7 @@ public sealed partial class EmbeddedBroker(BrokerOptions options, TlsOptions tls
                 certificate is null || DeviceCertificates.ChainsTo(new X509Certificate2(certificate), _clientCa);
         }
         _listener = new GuardedTcpServerAdapter(new ListenerLimits(options.MaxPendingConnections, TimeSpan.FromSeconds(options.ConnectTimeoutSeconds),
-            new PacketLimits(options.MaxConnectBytes, options.MaxPacketBytes)), log);
+            new PacketLimits(options.MaxConnectBytes, options.MaxPacketBytes)), metrics, log);
         _server = new MqttServerFactory().CreateMqttServer(serverOptions, [_listener]);
         _server.ValidatingConnectionAsync += ValidateConnectionAsync;
         _server.InterceptingPublishAsync += InterceptPublishAsync;

@@ -23,6 +23,13 @@ public sealed class FleetMetrics
     /// <summary>Connections and publishes the embedded broker refused.</summary>
     public long Denied => Interlocked.Read(ref _denied);
 
+    /// <summary>Connections the embedded broker closed before they authenticated: over the pending limit, too slow, or an oversized or non-CONNECT first packet.</summary>
+    public long RefusedUnauthenticated => Interlocked.Read(ref _refusedUnauthenticated);
+
+    public void CountRefusedUnauthenticated() => Interlocked.Increment(ref _refusedUnauthenticated);
+
+    private long _refusedUnauthenticated;
+
     /// <summary>MQTT clients connected to the embedded broker now (devices and the fleet's own client).</summary>
     public long BrokerClients => Interlocked.Read(ref _brokerClients);
 

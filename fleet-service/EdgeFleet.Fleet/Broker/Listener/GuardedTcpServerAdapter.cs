@@ -17,21 +17,17 @@ namespace EdgeFleet.Fleet.Broker.Listener;
 /// complete CONNECT (TLS handshake included), and no packet is read beyond <see cref="PacketLimits"/>
 /// (<see cref="MqttPacketLimitStream"/>).
 /// </summary>
-public sealed partial class GuardedTcpServerAdapter(ListenerLimits limits, ILogger log) : IMqttServerAdapter
+public sealed partial class GuardedTcpServerAdapter(ListenerLimits limits, FleetMetrics metrics, ILogger log) : IMqttServerAdapter
 {
     private readonly List<Socket> _listeners = [];
     private CancellationTokenSource? _stop;
     private MqttServerOptions? _options;
     private int _pending;
-    private long _refused;
 
     public Func<IMqttChannelAdapter, Task>? ClientHandler { get; set; }
 
     /// <summary>Connections waiting for their CONNECT now.</summary>
     public int Pending => Volatile.Read(ref _pending);
-
-    /// <summary>Connections closed before authentication: over the pending limit, too slow, or a refused packet.</summary>
-    public long Refused => Interlocked.Read(ref _refused);
 
     /// <summary>The ports bound, in the order of the endpoints (a port of 0 in the options is filled in here).</summary>
     public IReadOnlyList<IPEndPoint> Bound => [.. _listeners.Select(s => (IPEndPoint)s.LocalEndPoint!)];
@@ -123,7 +119,7 @@ public sealed partial class GuardedTcpServerAdapter(ListenerLimits limits, ILogg
             if (Interlocked.Increment(ref _pending) > limits.PendingConnections)
             {
                 Interlocked.Decrement(ref _pending);
-                Interlocked.Increment(ref _refused);
+                metrics.CountRefusedUnauthenticated();
                 client.LingerState = new LingerOption(true, 0);
                 client.Dispose();
                 continue;
@@ -181,12 +177,12 @@ public sealed partial class GuardedTcpServerAdapter(ListenerLimits limits, ILogg
                 await handler(adapter).ConfigureAwait(false);
             }
             if (!guarded.ConnectReceived)
-                Interlocked.Increment(ref _refused);
+                metrics.CountRefusedUnauthenticated();
         }
         catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException or OperationCanceledException
             or System.Security.Authentication.AuthenticationException)
         {
-            Interlocked.Increment(ref _refused);
+            metrics.CountRefusedUnauthenticated();
             Log.ConnectionDropped(log, remote?.ToString() ?? "?", e.Message);
         }
         finally
