@@ -114,6 +114,7 @@ public sealed partial class GuardedTcpServerAdapter(ListenerLimits limits, Fleet
             catch (SocketException e)
             {
                 Log.AcceptFailed(log, e.SocketErrorCode.ToString());
+                await Task.Delay(100, CancellationToken.None).ConfigureAwait(false); // e.g. out of file descriptors: do not spin
                 continue;
             }
             if (Interlocked.Increment(ref _pending) > limits.PendingConnections)
@@ -142,11 +143,13 @@ public sealed partial class GuardedTcpServerAdapter(ListenerLimits limits, Fleet
         // From accept to a complete CONNECT: a client that takes longer loses its connection.
         using var deadline = CancellationTokenSource.CreateLinkedTokenSource(ct);
         deadline.CancelAfter(limits.ConnectTimeout);
-        var remote = socket.RemoteEndPoint;
-        Stream stream = new NetworkStream(socket, ownsSocket: true);
         using var closeOnDeadline = deadline.Token.Register(() => socket.Dispose());
+        EndPoint? remote = null;
+        Stream? stream = null;
         try
         {
+            remote = socket.RemoteEndPoint; // throws for a client that reset the connection before this line
+            stream = new NetworkStream(socket, ownsSocket: true);
             X509Certificate2? clientCertificate = null;
             if (tls is not null)
             {
@@ -188,7 +191,8 @@ public sealed partial class GuardedTcpServerAdapter(ListenerLimits limits, Fleet
         finally
         {
             Release();
-            await stream.DisposeAsync().ConfigureAwait(false);
+            if (stream is not null)
+                await stream.DisposeAsync().ConfigureAwait(false);
             socket.Dispose();
         }
     }
