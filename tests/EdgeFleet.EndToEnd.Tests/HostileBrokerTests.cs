@@ -128,6 +128,21 @@ public sealed class HostileBrokerTests : IDisposable
     }
 
     [Fact]
+    public async Task Without_tls_the_broker_listens_on_loopback_only_by_default()
+    {
+        Assert.Contains("loopback only", _fleet.Output, StringComparison.Ordinal);
+        var outside = System.Net.NetworkInformation.NetworkInterface.GetAllNetworkInterfaces()
+            .Where(n => n.OperationalStatus == System.Net.NetworkInformation.OperationalStatus.Up)
+            .SelectMany(n => n.GetIPProperties().UnicastAddresses).Select(u => u.Address)
+            .FirstOrDefault(a => a.AddressFamily == AddressFamily.InterNetwork && !IPAddress.IsLoopback(a));
+        if (outside is null)
+            return; // a host with loopback only: nothing else to try
+        using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        var refused = await Assert.ThrowsAsync<SocketException>(() => socket.ConnectAsync(outside, _fleet.BrokerPort));
+        Assert.Equal(SocketError.ConnectionRefused, refused.SocketErrorCode);
+    }
+
+    [Fact]
     public async Task A_connection_that_never_authenticates_is_closed_after_the_connect_timeout()
     {
         using var silent = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);

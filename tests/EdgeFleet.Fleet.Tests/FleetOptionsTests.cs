@@ -54,4 +54,33 @@ public class FleetOptionsTests
         Assert.NotEqual(a.Password, b.Password);
         Assert.DoesNotContain(a.Password!, a.ToString(), StringComparison.Ordinal);
     }
+
+    [Theory]
+    [InlineData(null, false, "127.0.0.1", "::1")]
+    [InlineData(null, true, "0.0.0.0", "::")]
+    [InlineData("*", false, "0.0.0.0", "::")]
+    [InlineData("192.168.1.10", false, "192.168.1.10", "255.255.255.255")]
+    [InlineData("::1", true, "255.255.255.255", "::1")]
+    public void The_embedded_broker_binds_loopback_unless_told_otherwise_or_under_tls(string? bind, bool tls, string v4, string v6)
+    {
+        var (a4, a6) = new BrokerOptions { BindAddress = bind }.DeviceListener(tls);
+        Assert.Equal(v4, a4.ToString());
+        Assert.Equal(v6, a6.ToString());
+    }
+
+    [Theory]
+    [InlineData("fleet.example", "BindAddress")]
+    public void A_bind_address_that_is_not_an_address_is_refused(string bind, string key) =>
+        Assert.Contains(key, new FleetOptions { Broker = new BrokerOptions { BindAddress = bind } }.Validate(), StringComparison.Ordinal);
+
+    [Fact]
+    public void Pre_authentication_limits_are_checked()
+    {
+        Assert.Contains("MaxPendingConnections", new FleetOptions { Broker = new BrokerOptions { MaxPendingConnections = 0 } }.Validate(), StringComparison.Ordinal);
+        Assert.Contains("ConnectTimeoutSeconds", new FleetOptions { Broker = new BrokerOptions { ConnectTimeoutSeconds = 0 } }.Validate(), StringComparison.Ordinal);
+        Assert.Contains("MaxConnectBytes", new FleetOptions { Broker = new BrokerOptions { MaxConnectBytes = 10 } }.Validate(), StringComparison.Ordinal);
+        // A packet limit below a telemetry payload would refuse the devices' own batches.
+        Assert.Contains("MaxPacketBytes", new FleetOptions { Broker = new BrokerOptions { MaxPacketBytes = 64 * 1024 } }.Validate(), StringComparison.Ordinal);
+        Assert.Contains("MaxFailedAttemptsPerMinute", new FleetOptions { Security = new SecurityOptions { MaxFailedAttemptsPerMinute = 0 } }.Validate(), StringComparison.Ordinal);
+    }
 }

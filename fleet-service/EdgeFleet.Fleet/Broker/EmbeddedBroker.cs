@@ -98,7 +98,9 @@ public sealed partial class EmbeddedBroker(BrokerOptions options, TlsOptions tls
     }
 
     private static string Where(IPAddress v4, IPAddress v6) =>
-        string.Join(" and ", new[] { v4, v6 }.Where(a => !a.Equals(IPAddress.None)).Select(a => a.ToString()));
+        string.Join(" and ", new[] { v4, v6 }.Where(a => !a.Equals(IPAddress.None)).Select(a => a.ToString()))
+        + (IPAddress.IsLoopback(v4) && (v6.Equals(IPAddress.None) || IPAddress.IsLoopback(v6))
+            ? " (loopback only: set Fleet:Broker:BindAddress for devices on other hosts)" : "");
 
     public async Task StopAsync(CancellationToken cancellationToken)
     {
