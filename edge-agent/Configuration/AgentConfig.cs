@@ -233,6 +233,15 @@ public sealed record TelemetryConfig
     /// <summary>The buffer's byte limit (record bodies and headers).</summary>
     public long MaxBufferBytes { get; set; } = 64L * 1024 * 1024;
 
+    /// <summary>
+    /// Low and normal priority records (inference results, health, drift and latency windows) wait in memory
+    /// up to this long to be committed together, because every commit writes whole pages to flash; high and
+    /// critical records (alarms, OTA outcomes, audit) commit at once and take the waiting ones with them.
+    /// A power cut or kill -9 loses at most this much of the low and normal records; 0 commits every record
+    /// as it comes.
+    /// </summary>
+    public double CommitWindowSeconds { get; set; } = 10;
+
     /// <summary>Below this much free space on the state directory's file system, appends are refused.</summary>
     public long MinFreeDiskBytes { get; set; } = 16L * 1024 * 1024;
 

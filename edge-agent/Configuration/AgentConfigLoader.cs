@@ -75,6 +75,8 @@ public static class AgentConfigLoader
             throw new ConfigException($"telemetry.maxBatchRecords must be within 1..{Protocol.MaxRecordsPerBatch}");
         if (c.Telemetry.MaxBatchAgeSeconds <= 0 || c.Telemetry.AckTimeoutSeconds <= 0 || c.Telemetry.HealthIntervalSeconds <= 0 || c.Telemetry.LatencyWindowSeconds <= 0)
             throw new ConfigException("telemetry intervals must be positive");
+        if (c.Telemetry.CommitWindowSeconds is < 0 or > 300 || double.IsNaN(c.Telemetry.CommitWindowSeconds))
+            throw new ConfigException("telemetry.commitWindowSeconds must be within [0, 300]");
         if (c.Telemetry.HardExampleBelow is < 0 or > 1 || c.Telemetry.HardExampleBytesPerHour < 0)
             throw new ConfigException("telemetry.hardExampleBelow must be within [0, 1] and hardExampleBytesPerHour not negative");
         if (c.Fallback.FailureThreshold < 1 || c.Fallback.OpenSeconds <= 0 || c.Fallback.LatencyBudgetMs < 0)

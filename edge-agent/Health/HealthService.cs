@@ -38,7 +38,8 @@ public sealed partial class HealthService(AgentConfig config, AgentRuntime runti
         buffer.Expire();
         using var process = Process.GetCurrentProcess();
         var now = runtime.Time.GetUtcNow();
-        await buffer.AppendAsync(new TelemetryRecord
+        // Posted: a health record commits with the others of its window; the loop does not wait for it.
+        await buffer.PostAsync(new TelemetryRecord
         {
             Ts = now,
             Kind = TelemetryKind.Health,
@@ -48,6 +49,7 @@ public sealed partial class HealthService(AgentConfig config, AgentRuntime runti
                 RssBytes = process.WorkingSet64,
                 BufferedRecords = buffer.Count,
                 BufferedBytes = buffer.Bytes,
+                WrittenBytes = ProcessIo.WrittenBytes(),
             },
         }, cancellationToken: ct).ConfigureAwait(false);
         var evictions = buffer.Evictions;

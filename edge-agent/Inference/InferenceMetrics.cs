@@ -106,7 +106,7 @@ public sealed class InferenceMetrics
         Header(text, "process_resident_memory_bytes", "gauge", "Resident set size of the agent process.");
         text.Append("process_resident_memory_bytes ").Append(ResidentBytes().ToString(CultureInfo.InvariantCulture)).Append('\n');
         Header(text, "process_io_write_bytes_total", "counter", "Bytes the agent caused to be written to storage (/proc/self/io write_bytes): the flash wear it causes.");
-        text.Append("process_io_write_bytes_total ").Append(WrittenBytes().ToString(CultureInfo.InvariantCulture)).Append('\n');
+        text.Append("process_io_write_bytes_total ").Append(Health.ProcessIo.WrittenBytes().ToString(CultureInfo.InvariantCulture)).Append('\n');
         Header(text, "dotnet_gc_heap_size_bytes", "gauge", "Managed heap size after the last collection (live objects and fragmentation).");
         text.Append("dotnet_gc_heap_size_bytes ").Append(gc.HeapSizeBytes.ToString(CultureInfo.InvariantCulture)).Append('\n');
         Header(text, "dotnet_gc_committed_bytes", "gauge", "Memory the garbage collector has committed.");
@@ -133,24 +133,6 @@ public sealed class InferenceMetrics
             return long.Parse(fields[1], CultureInfo.InvariantCulture) * Environment.SystemPageSize;
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or FormatException or IndexOutOfRangeException)
-        {
-            return 0;
-        }
-    }
-
-    /// <summary>write_bytes from /proc/self/io; 0 where there is no procfs or no I/O accounting.</summary>
-    private static long WrittenBytes()
-    {
-        try
-        {
-            foreach (var line in File.ReadLines("/proc/self/io"))
-            {
-                if (line.StartsWith("write_bytes:", StringComparison.Ordinal))
-                    return long.Parse(line.AsSpan("write_bytes:".Length).Trim(), CultureInfo.InvariantCulture);
-            }
-            return 0;
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException or FormatException)
         {
             return 0;
         }

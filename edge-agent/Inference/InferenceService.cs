@@ -156,11 +156,15 @@ public sealed partial class InferenceService(
         }, ct);
     }
 
+    /// <summary>
+    /// Posts the record: the loop goes on to the next window while the record waits for its commit (within
+    /// the commit window, or at once for an alarm, which takes the waiting records with it).
+    /// </summary>
     private async Task AppendAsync(TelemetryRecord record, CancellationToken ct)
     {
         try
         {
-            await buffer.AppendAsync(record, cancellationToken: ct).ConfigureAwait(false);
+            await buffer.PostAsync(record, cancellationToken: ct).ConfigureAwait(false);
         }
         catch (TelemetryBufferException)
         {

@@ -1,4 +1,6 @@
 using System.Buffers.Binary;
+using System.IO.Compression;
+using LiteDB;
 using EdgeFleet.Shared.Wire;
 
 namespace EdgeFleet.Agent.Telemetry;
@@ -14,10 +16,53 @@ internal readonly record struct StoredRecord(long Seq, long TsMillis, TelemetryK
 /// Records of one class committed together are packed into one LiteDB document (a segment), so a group
 /// commit of thousands of records is a handful of inserts. Layout per record, little-endian:
 /// seq (8) · ts unix ms (8) · kind (1) · priority (1) · body length (4) · body (UTF-8 JSON).
+/// The packed records are stored Brotli-compressed (<c>z</c>, with the packed length in <c>n</c>) when that
+/// saves space, else as they are (<c>b</c>, also the format of files written before compression): every
+/// page a commit writes is flash wear, and a window of similar JSON records shrinks several times.
 /// </summary>
 internal static class SegmentCodec
 {
     public const int HeaderBytes = 22;
+
+    /// <summary>Largest packed segment a document may claim (a group is at most 4 MiB).</summary>
+    private const int MaxPackedBytes = 64 * 1024 * 1024;
+
+    // Quality 1: the saturated append rate (tens of thousands of records a second) pays for compression too.
+    private const int Quality = 1;
+    private const int Window = 22;
+
+    /// <summary>The fields of a segment document holding these records (compressed when that is smaller).</summary>
+    public static void Store(BsonDocument doc, IReadOnlyList<StoredRecord> records)
+    {
+        var packed = Pack(records);
+        var compressed = new byte[BrotliEncoder.GetMaxCompressedLength(packed.Length)];
+        doc.Remove("b");
+        doc.Remove("z");
+        doc.Remove("n");
+        if (BrotliEncoder.TryCompress(packed, compressed, out var written, Quality, Window) && written < packed.Length * 9L / 10)
+        {
+            doc["z"] = compressed.AsSpan(0, written).ToArray();
+            doc["n"] = packed.Length;
+        }
+        else
+        {
+            doc["b"] = packed;
+        }
+    }
+
+    /// <summary>The records of a segment document; throws <see cref="InvalidDataException"/> for a damaged one.</summary>
+    public static List<StoredRecord> Load(BsonDocument doc)
+    {
+        if (!doc["z"].IsBinary)
+            return doc["b"].IsBinary ? Unpack(doc["b"].AsBinary) : throw new InvalidDataException("segment has neither packed nor compressed records");
+        var length = doc["n"].IsInt32 ? doc["n"].AsInt32 : -1;
+        if (length is < 0 or > MaxPackedBytes)
+            throw new InvalidDataException($"segment claims {length} packed bytes");
+        var packed = new byte[length];
+        if (!BrotliDecoder.TryDecompress(doc["z"].AsBinary, packed, out var written) || written != length)
+            throw new InvalidDataException($"segment does not decompress to its {length} bytes");
+        return Unpack(packed);
+    }
 
     public static byte[] Pack(IReadOnlyList<StoredRecord> records)
     {

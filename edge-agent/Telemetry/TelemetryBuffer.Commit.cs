@@ -1,12 +1,14 @@
+using System.Diagnostics;
 using EdgeFleet.Shared.Wire;
 using Microsoft.Extensions.Logging;
 
 namespace EdgeFleet.Agent.Telemetry;
 
 /// <summary>
-/// Group commit: the committer thread takes one queued group at a time, checks the disk, plans evictions,
-/// writes the group's segments and the meta document in one transaction, fsyncs the log, and only then
-/// updates the index and completes the group's appends.
+/// Group commit: the committer thread takes one queued group at a time when it is due (see
+/// <see cref="TakeDueGroup"/>), checks the disk, plans evictions, writes the group's segments, the segments
+/// that acknowledgements and evictions changed since the last commit, and the meta document in one
+/// transaction, fsyncs the log, and only then updates the index and completes the group's appends.
 /// </summary>
 public sealed partial class TelemetryBuffer
 {
@@ -17,24 +19,25 @@ public sealed partial class TelemetryBuffer
             Group group;
             lock (_queueLock)
             {
-                while (_groups.Count == 0 && !_stopping)
-                    Monitor.Wait(_queueLock);
-                if (_groups.Count == 0)
+                if (!TakeDueGroup(out group))
                     return;
-                group = _groups.Dequeue();
-                if (ReferenceEquals(group, _open))
-                    _open = null;
             }
+            long first;
             try
             {
-                group.Done.SetResult(Commit(group));
+                first = Commit(group);
             }
             catch (Exception e)
             {
                 group.Done.SetException(e is TelemetryBufferException ? e
                     : new TelemetryBufferException(TelemetryBufferError.Unavailable, $"telemetry buffer could not commit: {e.Message}", e));
+                // A posted record's producer does not wait for it: the refusal is counted and logged instead.
+                _ = group.Done.Task.Exception;
                 continue;
             }
+            group.Done.SetResult(first);
+            if (group.Items.Count == 0)
+                continue;
             try
             {
                 Committed?.Invoke();
@@ -46,6 +49,40 @@ public sealed partial class TelemetryBuffer
         }
     }
 
+    /// <summary>
+    /// Waits (under the queue lock) until the oldest group is due: sealed because a newer one started, holding
+    /// a high or critical record, flushed, open for the whole commit window, or the buffer stopping. False
+    /// once stopped with nothing left.
+    /// </summary>
+    private bool TakeDueGroup(out Group group)
+    {
+        while (true)
+        {
+            if (_groups.Count == 0)
+            {
+                if (_stopping)
+                {
+                    group = null!;
+                    return false;
+                }
+                Monitor.Wait(_queueLock);
+                continue;
+            }
+            var head = _groups.Peek();
+            if (_stopping || head.Urgent || !ReferenceEquals(head, _open))
+                break;
+            var wait = head.OpenedAt + _windowTicks - Stopwatch.GetTimestamp();
+            if (wait <= 0)
+                break;
+            Monitor.Wait(_queueLock, TimeSpan.FromSeconds(wait / (double)Stopwatch.Frequency) + TimeSpan.FromMilliseconds(1));
+        }
+        group = _groups.Dequeue();
+        _queuedRecords -= group.Items.Count;
+        if (ReferenceEquals(group, _open))
+            _open = null;
+        return true;
+    }
+
     private long Commit(Group group)
     {
         lock (_dbLock)
@@ -53,11 +90,17 @@ public sealed partial class TelemetryBuffer
             try
             {
                 EnsureOpen();
+                if (group.Items.Count == 0)
+                {
+                    WritePending();
+                    return _lastSeq + 1;
+                }
                 CheckDiskSpace(group);
             }
             catch (TelemetryBufferException e)
             {
-                NoteRefusal(group, e);
+                if (group.Items.Count > 0)
+                    NoteRefusal(group, e);
                 throw;
             }
 
@@ -71,14 +114,20 @@ public sealed partial class TelemetryBuffer
             }
             var last = first + records.Count - 1;
             var evictions = victims.Count > 0 ? _evictions.Add(victims.Select(MetaOf), expired: false) : _evictions;
-            var segments = Segment(records);
+            var (appends, inserts) = PlanSegments(Segment(records));
+            // Out of the index before the write; should the write fail, the reopen rebuilds the index from the file.
+            Drop(victims);
+            foreach (var (tail, _, _) in appends)
+                _dirtySegments.Remove(tail);
             try
             {
                 Transact(() =>
                 {
-                    RemoveDocuments(victims);
-                    foreach (var (id, cls, members) in segments)
+                    WriteDirtySegments();
+                    foreach (var (id, cls, members) in inserts)
                         InsertSegment(id, cls, members);
+                    foreach (var (tail, _, members) in appends)
+                        AppendToSegment(tail, members);
                     WriteMeta(last, _ackedSeq, evictions);
                 });
             }
@@ -88,13 +137,15 @@ public sealed partial class TelemetryBuffer
                 throw;
             }
             _logFile!.Sync();
+            _dirtySegments.Clear();
+            _metaDirty = false;
 
-            foreach (var seq in victims)
-                _index.Remove(seq);
-            foreach (var (id, cls, members) in segments)
+            foreach (var (id, cls, members) in inserts.Concat(appends))
             {
                 foreach (var r in members)
                     _index.Add(r.Seq, new RecordMeta(id, r.TsMillis, r.Kind, cls, r.Size));
+                _tails[cls] = id;
+                _tailBytes[cls] = (appends.Any(a => a.Id == id) ? _tailBytes[cls] : 0) + members.Sum(r => r.Size);
             }
             _lastSeq = last;
             _evictions = evictions;
@@ -145,6 +196,28 @@ public sealed partial class TelemetryBuffer
             TaskContinuationOptions.OnlyOnFaulted, TaskScheduler.Default);
     }
 
+    /// <summary>
+    /// Which new segments go into their class's tail segment instead: a small commit (an idle device's
+    /// window) rewrites the page of the segment before it rather than allocating an index entry and a page
+    /// while the acknowledged segment before it frees one, which would write twice the pages per commit.
+    /// </summary>
+    private (List<(long Id, int Class, List<StoredRecord> Members)> Appends, List<(long Id, int Class, List<StoredRecord> Members)> Inserts) PlanSegments(
+        List<(long Id, int Class, List<StoredRecord> Members)> segments)
+    {
+        var appends = new List<(long, int, List<StoredRecord>)>();
+        var inserts = new List<(long, int, List<StoredRecord>)>();
+        foreach (var (id, cls, members) in segments)
+        {
+            var bytes = members.Sum(r => r.Size);
+            if (_tails[cls] is { } tail && segments.Count(s => s.Class == cls) == 1
+                && _index.LiveIn(tail) + members.Count <= MaxSegmentRecords && _tailBytes[cls] + bytes <= TailSegmentBytes)
+                appends.Add((tail, cls, members));
+            else
+                inserts.Add((id, cls, members));
+        }
+        return (appends, inserts);
+    }
+
     /// <summary>Splits a group into segments: one class each, at most <see cref="MaxSegmentRecords"/> records.</summary>
     private static List<(long Id, int Class, List<StoredRecord> Members)> Segment(List<StoredRecord> records)
     {
@@ -162,8 +235,14 @@ public sealed partial class TelemetryBuffer
         public int Size => Body.Length + SegmentCodec.HeaderBytes;
     }
 
-    private sealed class Group
+    private sealed class Group(long openedAt)
     {
+        /// <summary>Stopwatch timestamp (monotonic: a clock step does not stretch or cut the window).</summary>
+        public long OpenedAt { get; } = openedAt;
+
+        /// <summary>Commit without waiting for the window.</summary>
+        public bool Urgent { get; set; }
+
         public List<Pending> Items { get; } = [];
 
         public long Bytes { get; set; }

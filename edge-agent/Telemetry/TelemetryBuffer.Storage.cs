@@ -22,6 +22,12 @@ public sealed partial class TelemetryBuffer
     private LiteDatabase? _db;
     private ILiteCollection<BsonDocument> _segments = null!;
     private ILiteCollection<BsonDocument> _meta = null!;
+    private readonly HashSet<long> _dirtySegments = [];
+
+    /// <summary>Per class, the segment the next small commit appends to (none after opening), and its packed bytes so far.</summary>
+    private readonly long?[] _tails = new long?[TelemetryPolicy.Classes];
+    private readonly long[] _tailBytes = new long[TelemetryPolicy.Classes];
+    private bool _metaDirty;
     private bool _broken;
     private long _lastSeq;
     private long _ackedSeq;
@@ -59,11 +65,15 @@ public sealed partial class TelemetryBuffer
         _budgetDay = meta["budgetDay"].IsNull ? default : DateOnly.FromDayNumber(meta["budgetDay"].AsInt32);
         _budgetSpent = meta["budgetSpent"].AsInt64;
         _index = new BufferIndex();
+        _dirtySegments.Clear();
+        _metaDirty = false;
+        Array.Clear(_tails);
+        Array.Clear(_tailBytes);
         foreach (var doc in _segments.FindAll())
         {
             var id = doc["_id"].AsInt64;
             var cls = doc["c"].AsInt32;
-            foreach (var r in SegmentCodec.Unpack(doc["b"].AsBinary))
+            foreach (var r in SegmentCodec.Load(doc))
                 _index.Add(r.Seq, new RecordMeta(id, r.TsMillis, r.Kind, cls, r.Size));
         }
         _broken = false;
@@ -139,25 +149,64 @@ public sealed partial class TelemetryBuffer
         ["budgetSpent"] = _budgetSpent,
     });
 
-    private void InsertSegment(long id, int cls, IReadOnlyList<StoredRecord> records) =>
-        _segments.Insert(new BsonDocument { ["_id"] = id, ["c"] = cls, ["b"] = SegmentCodec.Pack(records) });
-
-    /// <summary>Deletes records from their segments: a segment left empty goes, one partly left is rewritten.</summary>
-    private void RemoveDocuments(List<long> seqs)
+    private void InsertSegment(long id, int cls, IReadOnlyList<StoredRecord> records)
     {
-        foreach (var bySegment in seqs.GroupBy(s => MetaOf(s).Segment))
+        var doc = new BsonDocument { ["_id"] = id, ["c"] = cls };
+        SegmentCodec.Store(doc, records);
+        _segments.Insert(doc);
+    }
+
+    /// <summary>
+    /// Rewrites the segments that lost records since the last commit (acknowledged, expired or evicted, and
+    /// already out of the index): one left empty is deleted, one partly left keeps its live records.
+    /// </summary>
+    private void WriteDirtySegments()
+    {
+        foreach (var id in _dirtySegments)
         {
-            var removing = bySegment.ToHashSet();
-            if (_index.LiveIn(bySegment.Key) == removing.Count)
+            if (_index.LiveIn(id) == 0)
             {
-                _segments.Delete(bySegment.Key);
+                _segments.Delete(id);
+                var cls = Array.IndexOf(_tails, id);
+                if (cls >= 0)
+                    _tails[cls] = null;
                 continue;
             }
-            var doc = _segments.FindById(bySegment.Key);
-            var keep = SegmentCodec.Unpack(doc["b"].AsBinary).Where(r => !removing.Contains(r.Seq) && _index.TryGet(r.Seq, out _)).ToList();
-            doc["b"] = SegmentCodec.Pack(keep);
+            var doc = _segments.FindById(id);
+            if (doc is null)
+                continue;
+            var keep = SegmentCodec.Load(doc).Where(r => _index.TryGet(r.Seq, out var m) && m.Segment == id).ToList();
+            SegmentCodec.Store(doc, keep);
             _segments.Update(doc);
         }
+    }
+
+    /// <summary>Rewrites a tail segment with its live records followed by <paramref name="records"/>.</summary>
+    private void AppendToSegment(long id, IReadOnlyList<StoredRecord> records)
+    {
+        var doc = _segments.FindById(id) ?? throw new TelemetryBufferException(TelemetryBufferError.Unavailable, $"telemetry segment {id} is missing");
+        var live = SegmentCodec.Load(doc).Where(r => _index.TryGet(r.Seq, out var m) && m.Segment == id);
+        SegmentCodec.Store(doc, live.Concat(records).ToList());
+        _segments.Update(doc);
+    }
+
+    /// <summary>
+    /// Writes what acknowledgements, expiry and budget changed, when no record commit came to carry it. Synced
+    /// like a commit although nothing waits for it: a transaction left unsynced could be half on disk when the
+    /// power goes (see <see cref="DurableFileStream"/>); fsync adds no bytes written, only a wait.
+    /// </summary>
+    private void WritePending()
+    {
+        if (_dirtySegments.Count == 0 && !_metaDirty)
+            return;
+        Transact(() =>
+        {
+            WriteDirtySegments();
+            WriteMeta(_lastSeq, _ackedSeq, _evictions);
+        });
+        _logFile!.Sync();
+        _dirtySegments.Clear();
+        _metaDirty = false;
     }
 
     private Dictionary<long, ReadOnlyMemory<byte>> ReadBodies(List<(long Seq, RecordMeta Meta)> chosen)
@@ -166,7 +215,7 @@ public sealed partial class TelemetryBuffer
         var bodies = new Dictionary<long, ReadOnlyMemory<byte>>(chosen.Count);
         foreach (var segment in chosen.Select(c => c.Meta.Segment).Distinct())
         {
-            foreach (var r in SegmentCodec.Unpack(_segments.FindById(segment)["b"].AsBinary))
+            foreach (var r in SegmentCodec.Load(_segments.FindById(segment)))
             {
                 if (wanted.Contains(r.Seq))
                     bodies[r.Seq] = r.Body;
@@ -221,6 +270,8 @@ public sealed partial class TelemetryBuffer
     {
         lock (_dbLock)
         {
+            if (!_broken)
+                WritePending();
             var problems = new List<string>();
             var seen = new HashSet<long>();
             long bytes = 0;
@@ -229,7 +280,7 @@ public sealed partial class TelemetryBuffer
                 List<StoredRecord> records;
                 try
                 {
-                    records = SegmentCodec.Unpack(doc["b"].AsBinary);
+                    records = SegmentCodec.Load(doc);
                 }
                 catch (InvalidDataException e)
                 {

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using EdgeFleet.Agent.Configuration;
 using EdgeFleet.Shared.Wire;
 using Microsoft.Extensions.Logging;
@@ -31,6 +32,12 @@ public sealed partial class TelemetryBuffer : IDisposable
 {
     private const int MaxSegmentRecords = 512;
 
+    /// <summary>A tail segment takes small commits until it holds this many packed bytes (a few KiB compressed, one page).</summary>
+    private const int TailSegmentBytes = 24 * 1024;
+
+    /// <summary>Records queued for a commit beyond which <see cref="PostAsync"/> waits.</summary>
+    public const int MaxQueuedRecords = 65_536;
+
     private readonly TelemetryConfig _config;
     private readonly TimeProvider _time;
     private readonly ILogger _log;
@@ -41,7 +48,10 @@ public sealed partial class TelemetryBuffer : IDisposable
     private readonly Thread _committer;
     private readonly int _maxGroupRecords;
     private readonly long _maxGroupBytes;
+    private readonly long _windowTicks;
     private Group? _open;
+    private Group? _last;
+    private long _queuedRecords;
     private bool _stopping;
     private long _refused;
     private long _evictedSinceLog;
@@ -56,6 +66,7 @@ public sealed partial class TelemetryBuffer : IDisposable
         _log = log ?? NullLogger.Instance;
         _maxGroupRecords = (int)Math.Clamp(config.MaxBufferRecords / 2, 1, 4096);
         _maxGroupBytes = Math.Clamp(config.MaxBufferBytes / 2, 1, 4 * 1024 * 1024);
+        _windowTicks = (long)(config.CommitWindowSeconds * Stopwatch.Frequency);
         Directory.CreateDirectory(Path.GetDirectoryName(_path)!);
         Open();
         Log.Opened(_log, _path, StreamId, _index.Count, _index.Bytes, _lastSeq);
@@ -127,33 +138,105 @@ public sealed partial class TelemetryBuffer : IDisposable
     public event Action? Committed;
 
     /// <summary>
-    /// Appends a record and completes, with its sequence number, once the record is durable. Cancelling
-    /// stops the wait, not the append: a record already queued may still be accepted.
+    /// Appends a record and completes, with its sequence number, once the record is durable: at once for a
+    /// high or critical record, within the commit window for the others. Cancelling stops the wait, not the
+    /// append: a record already queued may still be accepted.
     /// </summary>
     public async Task<long> AppendAsync(TelemetryRecord record, TelemetryPriority? priority = null, CancellationToken cancellationToken = default)
+    {
+        var group = Enqueue(record, priority, out var index);
+        var first = await group.Done.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
+        return first + index;
+    }
+
+    /// <summary>
+    /// Queues a record without waiting for its commit (the inference loop's way: a low priority record
+    /// commits with the others of its window). Waits only while <see cref="MaxQueuedRecords"/> records are
+    /// already queued, so a stalled disk slows the producer instead of filling memory. A record that then
+    /// fails to commit is counted and reported by the buffer, as for <see cref="AppendAsync"/>.
+    /// </summary>
+    public async ValueTask PostAsync(TelemetryRecord record, TelemetryPriority? priority = null, CancellationToken cancellationToken = default)
+    {
+        while (true)
+        {
+            Task oldest;
+            lock (_queueLock)
+            {
+                if (_queuedRecords < MaxQueuedRecords || _groups.Count == 0)
+                    break;
+                oldest = _groups.Peek().Done.Task;
+            }
+            try
+            {
+                await oldest.WaitAsync(cancellationToken).ConfigureAwait(false);
+            }
+            catch (TelemetryBufferException)
+            {
+                // That group's failure is reported by the buffer; it made room all the same.
+            }
+        }
+        Enqueue(record, priority, out _);
+    }
+
+    /// <summary>Commits everything queued now, without waiting for the commit window; completes when it is durable.</summary>
+    public Task FlushAsync()
+    {
+        lock (_queueLock)
+        {
+            if (_open is not null)
+            {
+                _open.Urgent = true;
+                Monitor.Pulse(_queueLock);
+            }
+            return _last?.Done.Task ?? Task.CompletedTask;
+        }
+    }
+
+    private Group Enqueue(TelemetryRecord record, TelemetryPriority? priority, out int index)
     {
         var body = TelemetryBatchCodec.Body(record);
         var pending = new Pending(record.Ts.ToUnixTimeMilliseconds(), record.Kind, priority ?? TelemetryPolicy.DefaultPriority(record.Kind), body);
         if (pending.Size > _config.MaxBufferBytes)
             throw new TelemetryBufferException(TelemetryBufferError.TooLarge, $"a {record.Kind} record of {pending.Size} bytes exceeds the buffer's {_config.MaxBufferBytes} bytes");
-        Group group;
-        int index;
         lock (_queueLock)
         {
             ObjectDisposedException.ThrowIf(_stopping, this);
             if (_open is null || _open.Items.Count >= _maxGroupRecords || _open.Bytes + pending.Size > _maxGroupBytes)
-            {
-                _open = new Group();
-                _groups.Enqueue(_open);
-            }
-            group = _open;
+                OpenGroup();
+            var group = _open!;
             index = group.Items.Count;
             group.Items.Add(pending);
             group.Bytes += pending.Size;
+            _queuedRecords++;
+            if (pending.Priority >= TelemetryPriority.High || _windowTicks == 0)
+                group.Urgent = true;
+            Monitor.Pulse(_queueLock);
+            return group;
+        }
+    }
+
+    /// <summary>Starts a new group (the one before it, if any, is sealed and commits at once). Under the queue lock.</summary>
+    private void OpenGroup()
+    {
+        _open = new Group(Stopwatch.GetTimestamp());
+        _groups.Enqueue(_open);
+        _last = _open;
+    }
+
+    /// <summary>
+    /// Acknowledgements, expiry and budget changes live in memory until the next commit writes them (a power
+    /// cut only brings records back to be sent again): make sure a commit comes within the window. Called
+    /// under the storage lock.
+    /// </summary>
+    private void RequestWrite()
+    {
+        lock (_queueLock)
+        {
+            if (_stopping || _open is not null)
+                return;
+            OpenGroup();
             Monitor.Pulse(_queueLock);
         }
-        var first = await group.Done.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
-        return first + index;
     }
 
     /// <summary>
@@ -224,8 +307,12 @@ public sealed partial class TelemetryBuffer : IDisposable
             var seqs = _index.Acknowledged(ackedSeq, stored ?? []);
             if (seqs.Count == 0 && ackedSeq <= _ackedSeq)
                 return 0;
-            // No fsync: losing an acknowledgement to power loss only means sending those records again.
-            Remove(seqs, Math.Max(_ackedSeq, ackedSeq), _evictions);
+            // Written with the next commit, without an fsync of its own: losing an acknowledgement to a power
+            // cut only means sending those records again, and the fleet stores each sequence number once.
+            Drop(seqs);
+            _ackedSeq = Math.Max(_ackedSeq, ackedSeq);
+            _metaDirty = true;
+            RequestWrite();
             return seqs.Count;
         }
     }
@@ -268,28 +355,31 @@ public sealed partial class TelemetryBuffer : IDisposable
             EnsureOpen();
             _budgetSpent = (_budgetDay == day ? _budgetSpent : 0) + bytes;
             _budgetDay = day;
-            Transact(() => WriteMeta(_lastSeq, _ackedSeq, _evictions));
+            _metaDirty = true;
+            RequestWrite();
         }
     }
 
     private void Evict(List<long> victims, bool expired)
     {
-        Remove(victims, _ackedSeq, _evictions.Add(victims.Select(MetaOf), expired));
+        _evictions = _evictions.Add(victims.Select(MetaOf), expired);
+        Drop(victims);
+        _metaDirty = true;
+        RequestWrite();
         LogEvicted(victims.Count, expired ? "their time to live passed" : "the buffer is full");
     }
 
-    /// <summary>Removes records (acknowledged or evicted) with the new watermark and totals, in one transaction.</summary>
-    private void Remove(List<long> seqs, long ackedSeq, EvictionCounters evictions)
+    /// <summary>Takes records out of the index; their segments are rewritten (or deleted) by the next commit.</summary>
+    private void Drop(IEnumerable<long> seqs)
     {
-        Transact(() =>
-        {
-            RemoveDocuments(seqs);
-            WriteMeta(_lastSeq, ackedSeq, evictions);
-        });
         foreach (var seq in seqs)
-            _index.Remove(seq);
-        _ackedSeq = ackedSeq;
-        _evictions = evictions;
+        {
+            if (_index.TryGet(seq, out var meta))
+            {
+                _dirtySegments.Add(meta.Segment);
+                _index.Remove(seq);
+            }
+        }
     }
 
     /// <summary>A full buffer evicts on every commit: log a summary at most every 10 s, not each time.</summary>
@@ -321,7 +411,18 @@ public sealed partial class TelemetryBuffer : IDisposable
         }
         _committer.Join();
         lock (_dbLock)
+        {
+            try
+            {
+                if (!_broken)
+                    WritePending();
+            }
+            catch (TelemetryBufferException)
+            {
+                // Acknowledgements not written: those records are sent again after the restart.
+            }
             CloseStorage();
+        }
     }
 
     private static partial class Log

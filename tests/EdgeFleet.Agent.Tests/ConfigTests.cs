@@ -53,6 +53,8 @@ public class ConfigTests
     [InlineData("""{ "broker": { "port": 70000 } }""", "broker.port")]
     [InlineData("""{ "hardwareProfile": "Jetson Orin" }""", "hardwareProfile")]
     [InlineData("""{ "ota": { "downloadStallSeconds": 0 } }""", "ota.downloadStallSeconds")]
+    [InlineData("""{ "telemetry": { "commitWindowSeconds": -1 } }""", "telemetry.commitWindowSeconds")]
+    [InlineData("""{ "telemetry": { "commitWindowSeconds": 3600 } }""", "telemetry.commitWindowSeconds")]
     [InlineData("""{ "input": { "condition": "on-fire" } }""", "input.condition")]
     [InlineData("""{ "input": { "kind": "jsonLines" } }""", "input.path")]
     [InlineData("""{ "input": { "driftAfterSeconds": -1 } }""", "input.driftAfterSeconds")]

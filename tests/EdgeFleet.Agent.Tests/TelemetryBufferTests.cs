@@ -10,7 +10,7 @@ public class TelemetryBufferTests
     private static readonly DateTimeOffset T0 = new(2026, 11, 22, 10, 0, 0, TimeSpan.Zero);
 
     private static TelemetryBuffer Open(TempDir dir, TelemetryConfig? config = null, TimeProvider? time = null) =>
-        new(dir.File("t.db"), config ?? new TelemetryConfig { MinFreeDiskBytes = 0 }, time ?? new ManualClock(T0));
+        new(dir.File("t.db"), config ?? new TelemetryConfig { CommitWindowSeconds = 0, MinFreeDiskBytes = 0 }, time ?? new ManualClock(T0));
 
     private static Task<long> Event(TelemetryBuffer buffer, int i, TelemetryKind kind = TelemetryKind.Event, TelemetryPriority? priority = null) =>
         buffer.AppendAsync(new TelemetryRecord { Ts = T0.AddSeconds(i), Kind = kind, Message = $"e{i}" }, priority);
@@ -128,10 +128,10 @@ public class TelemetryBufferTests
     public async Task A_new_buffer_file_starts_a_new_stream_and_a_second_opener_is_refused()
     {
         using var dir = new TempDir();
-        using var a = new TelemetryBuffer(dir.File("a.db"), new TelemetryConfig { MinFreeDiskBytes = 0 }, TimeProvider.System);
-        using var b = new TelemetryBuffer(dir.File("b.db"), new TelemetryConfig { MinFreeDiskBytes = 0 }, TimeProvider.System);
+        using var a = new TelemetryBuffer(dir.File("a.db"), new TelemetryConfig { CommitWindowSeconds = 0, MinFreeDiskBytes = 0 }, TimeProvider.System);
+        using var b = new TelemetryBuffer(dir.File("b.db"), new TelemetryConfig { CommitWindowSeconds = 0, MinFreeDiskBytes = 0 }, TimeProvider.System);
         Assert.NotEqual(a.StreamId, b.StreamId);
-        Assert.Throws<IOException>(() => new TelemetryBuffer(dir.File("a.db"), new TelemetryConfig(), TimeProvider.System));
+        Assert.Throws<IOException>(() => new TelemetryBuffer(dir.File("a.db"), new TelemetryConfig { CommitWindowSeconds = 0 }, TimeProvider.System));
         Assert.Equal(1, await Event(a, 1));
     }
 
@@ -139,7 +139,7 @@ public class TelemetryBufferTests
     public async Task When_full_the_lowest_priority_oldest_records_go_first_and_are_counted()
     {
         using var dir = new TempDir();
-        using var buffer = Open(dir, new TelemetryConfig { MaxBufferRecords = 10, MinFreeDiskBytes = 0 });
+        using var buffer = Open(dir, new TelemetryConfig { CommitWindowSeconds = 0, MaxBufferRecords = 10, MinFreeDiskBytes = 0 });
         await Event(buffer, 0, TelemetryKind.Alarm);
         await Event(buffer, 1, TelemetryKind.Health);
         for (var i = 2; i < 10; i++)
@@ -163,7 +163,7 @@ public class TelemetryBufferTests
     public async Task Protected_kinds_go_only_when_nothing_else_is_left()
     {
         using var dir = new TempDir();
-        using var buffer = Open(dir, new TelemetryConfig { MaxBufferRecords = 10, MinFreeDiskBytes = 0 });
+        using var buffer = Open(dir, new TelemetryConfig { CommitWindowSeconds = 0, MaxBufferRecords = 10, MinFreeDiskBytes = 0 });
         // An audit record asked for low priority is still protected; events asked for critical are not.
         await Event(buffer, 0, TelemetryKind.Audit, TelemetryPriority.Low);
         for (var i = 1; i < 10; i++)
@@ -182,7 +182,7 @@ public class TelemetryBufferTests
     public async Task The_byte_limit_evicts_too_and_a_record_larger_than_the_buffer_is_refused()
     {
         using var dir = new TempDir();
-        using var buffer = Open(dir, new TelemetryConfig { MaxBufferBytes = 64 * 1024, MinFreeDiskBytes = 0 });
+        using var buffer = Open(dir, new TelemetryConfig { CommitWindowSeconds = 0, MaxBufferBytes = 64 * 1024, MinFreeDiskBytes = 0 });
         for (var i = 0; i < 2000; i++)
             await Inference(buffer, i);
         Assert.True(buffer.Bytes <= 64 * 1024, $"{buffer.Bytes} bytes buffered");
@@ -190,7 +190,7 @@ public class TelemetryBufferTests
         Assert.Equal(2000, buffer.LastSeq);
 
         using var tiny = new TempDir();
-        using var small = Open(tiny, new TelemetryConfig { MaxBufferBytes = 200, MinFreeDiskBytes = 0 });
+        using var small = Open(tiny, new TelemetryConfig { CommitWindowSeconds = 0, MaxBufferBytes = 200, MinFreeDiskBytes = 0 });
         var refused = await Assert.ThrowsAsync<TelemetryBufferException>(() =>
             small.AppendAsync(new TelemetryRecord { Ts = T0, Kind = TelemetryKind.Event, Message = new string('x', 500) }));
         Assert.Equal(TelemetryBufferError.TooLarge, refused.Code);
@@ -202,7 +202,7 @@ public class TelemetryBufferTests
     {
         using var dir = new TempDir();
         var clock = new ManualClock(T0);
-        var config = new TelemetryConfig { MinFreeDiskBytes = 0, TtlHours = new() { ["inference"] = 6 } };
+        var config = new TelemetryConfig { CommitWindowSeconds = 0, MinFreeDiskBytes = 0, TtlHours = new() { ["inference"] = 6 } };
         using var buffer = Open(dir, config, clock);
         for (var i = 0; i < 5; i++)
             await Inference(buffer, i);

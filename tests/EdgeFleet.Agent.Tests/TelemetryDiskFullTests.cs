@@ -61,7 +61,7 @@ public class TelemetryDiskFullTests
     public async Task Below_the_reserve_appends_fail_clearly_and_succeed_again_when_space_returns()
     {
         using var disk = new SmallDisk(8);
-        using var buffer = new TelemetryBuffer(disk.File("t.db"), new TelemetryConfig { MinFreeDiskBytes = 1024 * 1024 }, TimeProvider.System);
+        using var buffer = new TelemetryBuffer(disk.File("t.db"), new TelemetryConfig { CommitWindowSeconds = 0, MinFreeDiskBytes = 1024 * 1024 }, TimeProvider.System);
         for (var i = 0; i < 10; i++)
             await Event(buffer, i);
 
@@ -89,7 +89,7 @@ public class TelemetryDiskFullTests
     {
         using var disk = new SmallDisk(8);
         var accepted = new List<long>();
-        using (var buffer = new TelemetryBuffer(disk.File("t.db"), new TelemetryConfig { MinFreeDiskBytes = 0 }, TimeProvider.System))
+        using (var buffer = new TelemetryBuffer(disk.File("t.db"), new TelemetryConfig { CommitWindowSeconds = 0, MinFreeDiskBytes = 0 }, TimeProvider.System))
         {
             for (var i = 0; i < 20; i++)
                 accepted.Add(await Event(buffer, i));
@@ -113,7 +113,7 @@ public class TelemetryDiskFullTests
             accepted.Add(await Event(buffer, 1000));
             Assert.Empty(buffer.Check());
         }
-        using var reopened = new TelemetryBuffer(disk.File("t.db"), new TelemetryConfig { MinFreeDiskBytes = 0 }, TimeProvider.System);
+        using var reopened = new TelemetryBuffer(disk.File("t.db"), new TelemetryConfig { CommitWindowSeconds = 0, MinFreeDiskBytes = 0 }, TimeProvider.System);
         var held = TelemetryBatchCodec.Encode(reopened.TakeBatch(1000, long.MaxValue)!.Records, TelemetryBatchCodec.Identity);
         var seqs = System.Text.Json.JsonSerializer.Deserialize(held, WireJsonContext.Default.ListTelemetryRecord)!.Select(r => r.Seq).ToHashSet();
         Assert.All(accepted, seq => Assert.Contains(seq, seqs));

@@ -41,7 +41,8 @@ public partial class TelemetryTests(DemoModel model, Xunit.Abstractions.ITestOut
         {
             c["logLevel"] = "Debug";
             c["input"]!["rateHz"] = 200;
-            c["telemetry"] = new JsonObject { ["maxBatchAgeSeconds"] = 0.05, ["maxBatchRecords"] = 100, ["healthIntervalSeconds"] = 0.2 };
+            // Kills come every 0.15-0.9 s: a 0.2 s commit window lets records commit (and be counted as accepted) between them.
+            c["telemetry"] = new JsonObject { ["maxBatchAgeSeconds"] = 0.05, ["maxBatchRecords"] = 100, ["healthIntervalSeconds"] = 0.2, ["commitWindowSeconds"] = 0.2 };
         });
         var accepted = new HashSet<long>();
         var random = new Random(2026);

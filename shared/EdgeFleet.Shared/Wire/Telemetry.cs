@@ -223,6 +223,12 @@ public sealed record HealthSample
     public required long BufferedRecords { get; init; }
 
     public long BufferedBytes { get; init; }
+
+    /// <summary>
+    /// Bytes the agent caused to be written to storage since it started (<c>/proc/self/io</c> write_bytes):
+    /// the flash wear it causes. 0 where the kernel does not account I/O.
+    /// </summary>
+    public long WrittenBytes { get; init; }
 }
 
 /// <summary>

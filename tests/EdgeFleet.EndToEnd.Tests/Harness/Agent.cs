@@ -27,7 +27,8 @@ public sealed class Agent : IDisposable
             ["broker"] = new JsonObject { ["host"] = "127.0.0.1", ["port"] = brokerPort, ["maxReconnectSeconds"] = 2 },
             ["model"] = new JsonObject { ["name"] = "vibration-classifier", ["version"] = "1.0.0", ["path"] = modelPath },
             ["input"] = new JsonObject { ["kind"] = "demoVibration", ["condition"] = condition, ["rateHz"] = 20 },
-            ["telemetry"] = new JsonObject { ["maxBatchAgeSeconds"] = 0.2, ["healthIntervalSeconds"] = 2 },
+            // Tests want telemetry in seconds: a 1 s commit window instead of the default 10 s (flash wear is not a concern here).
+            ["telemetry"] = new JsonObject { ["maxBatchAgeSeconds"] = 0.2, ["healthIntervalSeconds"] = 2, ["commitWindowSeconds"] = 1 },
         };
         if (ota is not null)
             config["ota"] = ota;

@@ -13,6 +13,10 @@ return name switch
     "telemetry-append" => await EdgeFleet.Benchmarks.TelemetryAppend.RunAsync(
         args.Length > 1 ? int.Parse(args[1], CultureInfo.InvariantCulture) : 200_000,
         args.Length > 2 ? int.Parse(args[2], CultureInfo.InvariantCulture) : 256),
+    "telemetry-wear" => await EdgeFleet.Benchmarks.TelemetryWear.RunAsync(
+        args.Length > 1 ? double.Parse(args[1], CultureInfo.InvariantCulture) : 120,
+        args.Length > 2 ? double.Parse(args[2], CultureInfo.InvariantCulture) : 4,
+        args.Length > 3 ? double.Parse(args[3], CultureInfo.InvariantCulture) : null),
     "fleet-ingest" => await EdgeFleet.Benchmarks.FleetIngest.RunAsync(
         args.Length > 1 ? args[1] : "both",
         args.Length > 2 ? int.Parse(args[2], CultureInfo.InvariantCulture) : 1000,
@@ -48,7 +52,7 @@ return name switch
 
 static int Usage()
 {
-    Console.Error.WriteLine("usage: edgefleet-bench ota-sha256 [MiB] | telemetry-append [records] [producers] | agent-startup [runs] [settle-seconds]"
+    Console.Error.WriteLine("usage: edgefleet-bench ota-sha256 [MiB] | telemetry-append [records] [producers] | telemetry-wear [seconds] [records/s] [commit window s] | agent-startup [runs] [settle-seconds]"
         + " | fleet-ingest [embedded|mosquitto-postgres|both] [devices] [seconds] [records/s per device]"
         + " | fleet-connections [devices] [busy devices] [seconds] [records/s per busy device] [rounds] [--client-keepalive]"
         + " | model-int8 [cls images] [det size] [det images] [calibration images] | agent-overhead [cls runs] [det runs]"

@@ -23,14 +23,16 @@ public static class TelemetryAppend
             var template = Record(0);
             var body = TelemetryBatchCodec.Body(template);
             var durable = await DurableAsync(Path.Combine(dir, "durable.db"), records, producers);
+            var posted = await PostedAsync(Path.Combine(dir, "posted.db"), records);
             var single = PlainSingle(Path.Combine(dir, "single.db"), Math.Min(records, 20_000), body);
             var bulk = PlainBulk(Path.Combine(dir, "bulk.db"), records, body);
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"""
                 telemetry-append: {records} records of {body.Length} bytes, {producers} concurrent producers
-                  durable group commit (fsync per group): {durable.Rate,10:N0} records/s, {durable.Commits} commits, {records / (double)durable.Commits:F0} records per commit
+                  durable group commit (fsync per group): {durable.Rate,10:N0} records/s, {durable.Commits} commits, {records / (double)durable.Commits:F0} records per commit (commit window 0: each producer waits for its fsync)
+                  posted, then flushed (the inference loop's way, default commit window): {posted.Rate,10:N0} records/s, {posted.Commits} commits, {records / (double)posted.Commits:F0} records per commit
                   plain LiteDB, one insert per record:   {single,10:N0} records/s (no fsync)   durable/plain ratio {durable.Rate / single:F1}
                   plain LiteDB, InsertBulk of 1000:      {bulk,10:N0} records/s (no fsync)   durable/bulk ratio  {durable.Rate / bulk:F2}
-                  target >= 50,000 durable records/s: {(durable.Rate >= 50_000 ? "met" : "NOT met")}
+                  target >= 50,000 durable records/s: {(Math.Min(durable.Rate, posted.Rate) >= 50_000 ? "met" : "NOT met")} (both ways)
                 """));
             return 0;
         }
@@ -49,7 +51,7 @@ public static class TelemetryAppend
 
     private static async Task<(double Rate, int Commits)> DurableAsync(string path, int records, int producers)
     {
-        var config = new TelemetryConfig { MaxBufferRecords = records * 2L, MaxBufferBytes = 1L << 30, MinFreeDiskBytes = 0 };
+        var config = new TelemetryConfig { MaxBufferRecords = records * 2L, MaxBufferBytes = 1L << 30, MinFreeDiskBytes = 0, CommitWindowSeconds = 0 };
         using var buffer = new TelemetryBuffer(path, config, TimeProvider.System);
         var commits = 0;
         buffer.Committed += () => Interlocked.Increment(ref commits);
@@ -61,6 +63,23 @@ public static class TelemetryAppend
             while ((i = Interlocked.Increment(ref next)) < records)
                 await buffer.AppendAsync(Record(i));
         })));
+        var seconds = Stopwatch.GetElapsedTime(started).TotalSeconds;
+        if (buffer.Count != records || buffer.Check().Count > 0)
+            throw new InvalidOperationException($"the buffer holds {buffer.Count} of {records} records: {string.Join("; ", buffer.Check())}");
+        return (records / seconds, commits);
+    }
+
+    /// <summary>One producer posts every record without waiting (backpressure only), then waits for the flush.</summary>
+    private static async Task<(double Rate, int Commits)> PostedAsync(string path, int records)
+    {
+        var config = new TelemetryConfig { MaxBufferRecords = records * 2L, MaxBufferBytes = 1L << 30, MinFreeDiskBytes = 0 };
+        using var buffer = new TelemetryBuffer(path, config, TimeProvider.System);
+        var commits = 0;
+        buffer.Committed += () => Interlocked.Increment(ref commits);
+        var started = Stopwatch.GetTimestamp();
+        for (var i = 0; i < records; i++)
+            await buffer.PostAsync(Record(i));
+        await buffer.FlushAsync();
         var seconds = Stopwatch.GetElapsedTime(started).TotalSeconds;
         if (buffer.Count != records || buffer.Check().Count > 0)
             throw new InvalidOperationException($"the buffer holds {buffer.Count} of {records} records: {string.Join("; ", buffer.Check())}");
