@@ -16,6 +16,8 @@ public sealed partial class TelemetryBuffer
     /// <summary>Pages in LiteDB's log before it is checkpointed into the data file (see <see cref="Open"/>).</summary>
     internal const int CheckpointPages = 100;
 
+    private static readonly TimeSpan LogWriteTimeout = TimeSpan.FromSeconds(60);
+
     private BufferIndex _index = new();
     private DurableFileStream? _dataFile;
     private DurableFileStream? _logFile;
@@ -41,8 +43,16 @@ public sealed partial class TelemetryBuffer
 
     private void Open()
     {
-        _dataFile = new DurableFileStream(_path, syncOnFlush: true);
-        _logFile = new DurableFileStream(LogPathOf(_path), syncOnFlush: false);
+        _dataFile = new DurableFileStream(_openFile(_path), syncOnFlush: true, confirmBarrier: false);
+        try
+        {
+            _logFile = new DurableFileStream(_openFile(LogPathOf(_path)), syncOnFlush: false, confirmBarrier: true);
+        }
+        catch
+        {
+            _dataFile.Dispose();
+            throw;
+        }
         // The files may have just been created: make their directory entries durable too.
         Configuration.AtomicFile.FsyncDirectory(Path.GetDirectoryName(_path)!);
         _db = new LiteDatabase(_dataFile, mapper: null, logStream: _logFile);
@@ -50,6 +60,9 @@ public sealed partial class TelemetryBuffer
         // checkpoints at 1,000 pages (8 MB) by default: at a few commits a second that is 16-20 MB of managed
         // heap and an 8 MB log. At 100 pages (800 KB) the log is copied into the data file every few seconds.
         _db.CheckpointSize = CheckpointPages;
+        // Setting a pragma is a transaction of LiteDB's own, written by its writer thread; a checkpoint waits
+        // for that writer, so from here on every confirm page in the log is one of ours (see Transact).
+        _db.Checkpoint();
         _segments = _db.GetCollection("segments");
         _meta = _db.GetCollection("buffer");
         var meta = _meta.FindById(MetaId);
@@ -111,14 +124,21 @@ public sealed partial class TelemetryBuffer
         _db = null;
     }
 
+    /// <summary>
+    /// One LiteDB transaction, returning once LiteDB's writer has put all its pages in the log (not yet
+    /// synced: the caller syncs). Any failure leaves the buffer broken, to be reopened from the files.
+    /// </summary>
     private void Transact(Action write)
     {
         var db = _db ?? throw new TelemetryBufferException(TelemetryBufferError.Unavailable, "telemetry buffer is closed");
+        var confirmed = _logFile!.Confirmed;
         db.BeginTrans();
         try
         {
             write();
             db.Commit();
+            // Every transaction here writes the meta document, so it has a confirm page to wait for.
+            _logFile.WaitConfirmed(confirmed + 1, LogWriteTimeout);
         }
         catch (Exception e)
         {
@@ -133,7 +153,7 @@ public sealed partial class TelemetryBuffer
             _broken = true;
             Log.Reopening(_log, e.Message);
             throw e as TelemetryBufferException ?? new TelemetryBufferException(
-                e is IOException { HResult: 28 or unchecked((int)0x80070070) } ? TelemetryBufferError.DiskFull : TelemetryBufferError.Unavailable,
+                e.GetBaseException() is IOException { HResult: 28 or unchecked((int)0x80070070) } ? TelemetryBufferError.DiskFull : TelemetryBufferError.Unavailable,
                 $"telemetry buffer write failed: {e.Message}", e);
         }
     }

@@ -49,6 +49,7 @@ public sealed partial class TelemetryBuffer : IDisposable
     private readonly int _maxGroupRecords;
     private readonly long _maxGroupBytes;
     private readonly long _windowTicks;
+    private readonly StorageOpener _openFile;
     private Group? _open;
     private Group? _last;
     private long _queuedRecords;
@@ -59,7 +60,14 @@ public sealed partial class TelemetryBuffer : IDisposable
     private DateTimeOffset _refusedSince;
 
     public TelemetryBuffer(string path, TelemetryConfig config, TimeProvider time, ILogger? log = null)
+        : this(path, config, time, log, OsStorageFile.Open)
     {
+    }
+
+    /// <summary>With the files opened by <paramref name="open"/> (tests simulate power cuts with it).</summary>
+    internal TelemetryBuffer(string path, TelemetryConfig config, TimeProvider time, ILogger? log, StorageOpener open)
+    {
+        _openFile = open;
         _path = Path.GetFullPath(path);
         _config = config;
         _time = time;
