@@ -12,8 +12,14 @@ log="$root/artifacts/agent/publish-$rid.log"
 
 apt_install() {
   echo "publish-agent.sh: installing $*" >&2
-  if [ "$(id -u)" -eq 0 ]; then apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "$@" >/dev/null
-  else sudo apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "$@" >/dev/null; fi
+  local sudo_cmd=""
+  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  # A fresh machine has no package lists yet: update them once before the first install.
+  if [ -z "${apt_updated:-}" ]; then
+    $sudo_cmd apt-get -o DPkg::Lock::Timeout=600 update -q >/dev/null
+    apt_updated=1
+  fi
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "$@" >/dev/null
 }
 command -v clang >/dev/null || apt_install clang zlib1g-dev
 
