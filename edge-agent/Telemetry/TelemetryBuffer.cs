@@ -17,11 +17,15 @@ public sealed record OutgoingBatch(IReadOnlyList<(long Seq, ReadOnlyMemory<byte>
 /// operating system and power loss (on storage that honours fsync). It stays until the fleet acknowledges
 /// that it stored it, or until the buffer evicts it by policy (full, or older than its kind's time to live);
 /// evictions are counted and reported. A record that fails to append (<see cref="TelemetryBufferException"/>)
-/// was not accepted and is not in the buffer.</para>
+/// was not accepted and is not in the buffer. A posted record (<see cref="PostAsync"/>) is accepted the same
+/// way once its group commits; until then a power cut or kill -9 loses it.</para>
 ///
-/// <para><b>Group commit.</b> Appends queue into the open group; one committer thread writes a whole group
-/// in one LiteDB transaction followed by one fsync, while the next group fills. Records of one class in a
-/// group share a segment document, so the per-record cost is small.</para>
+/// <para><b>Group commit and the commit window.</b> Appends queue into the open group; one committer thread
+/// writes a whole group in one LiteDB transaction followed by one fsync, while the next group fills. A group
+/// of low and normal records waits up to <c>telemetry.commitWindowSeconds</c>; a high or critical record
+/// makes it due at once. Every commit writes whole pages to flash, so fewer, fuller commits are what keeps
+/// an idle device's wear near its records' own size. Records of one class in a group share a segment
+/// document, so the per-record cost is small; acknowledgements and evictions are written by the next commit.</para>
 ///
 /// <para><b>Bounds.</b> Record and byte limits; the lowest class (<see cref="TelemetryPolicy"/>), oldest
 /// first, makes room. When the file system falls below the free-space reserve, appends fail with
@@ -72,8 +76,11 @@ public sealed partial class TelemetryBuffer : IDisposable
         _config = config;
         _time = time;
         _log = log ?? NullLogger.Instance;
-        _maxGroupRecords = (int)Math.Clamp(config.MaxBufferRecords / 2, 1, 4096);
-        _maxGroupBytes = Math.Clamp(config.MaxBufferBytes / 2, 1, 4 * 1024 * 1024);
+        // A group makes room for itself when the buffer is full, lowest class first among the records already
+        // there: a group of a sixteenth of the buffer at most, so that a window of low records evicts older
+        // low records and never reaches a higher class while low ones are left.
+        _maxGroupRecords = (int)Math.Clamp(config.MaxBufferRecords / 16, 1, 4096);
+        _maxGroupBytes = Math.Clamp(config.MaxBufferBytes / 16, 1, 4 * 1024 * 1024);
         _windowTicks = (long)(config.CommitWindowSeconds * Stopwatch.Frequency);
         Directory.CreateDirectory(Path.GetDirectoryName(_path)!);
         Open();

@@ -107,6 +107,25 @@ public class TelemetryCommitWindowTests
     }
 
     [Fact]
+    public async Task A_window_of_low_records_in_a_full_buffer_evicts_older_low_records_not_a_higher_class()
+    {
+        // 160 health records (normal) in a 300-record buffer, then a stream of inference results (low): the
+        // results must make room among themselves, however many arrive within one window.
+        using var dir = new TempDir();
+        using var buffer = new TelemetryBuffer(dir.File("t.db"),
+            new TelemetryConfig { MinFreeDiskBytes = 0, CommitWindowSeconds = 300, MaxBufferRecords = 300 }, TimeProvider.System);
+        for (var i = 0; i < 160; i++)
+            await buffer.PostAsync(Health(i));
+        await buffer.FlushAsync();
+        for (var i = 0; i < 600; i++)
+            await buffer.PostAsync(Inference(i));
+        await buffer.FlushAsync().WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal(300, buffer.Count);
+        Assert.Equal(0, buffer.Evictions.ByKind.GetValueOrDefault("health"));
+        Assert.Equal(460, buffer.Evictions.ByKind["inference"]);
+    }
+
+    [Fact]
     public async Task FlushAsync_commits_without_waiting_for_the_window()
     {
         using var dir = new TempDir();
