@@ -106,14 +106,15 @@ internal sealed class DurableFileStream(StorageFile file, bool syncOnFlush, bool
     /// </summary>
     public void WaitConfirmed(long count, TimeSpan timeout)
     {
-        var deadline = DateTime.UtcNow + timeout;
+        // Monotonic: a device whose clock steps (boot at 1970, NTP catching up) must not time out at once or never.
+        var started = System.Diagnostics.Stopwatch.GetTimestamp();
         lock (_gate)
         {
             while (_confirmed < count)
             {
                 if (_failed is not null)
                     throw new IOException($"the log write failed: {_failed.Message}", _failed);
-                var left = deadline - DateTime.UtcNow;
+                var left = timeout - System.Diagnostics.Stopwatch.GetElapsedTime(started);
                 if (left <= TimeSpan.Zero)
                     throw new TimeoutException($"LiteDB's writer did not write the transaction's log pages within {timeout.TotalSeconds:F0} s");
                 Monitor.Wait(_gate, left);
