@@ -24,7 +24,8 @@ public static partial class AgentHost
         var credentials = DeviceCredentials.Load(config.StateDirectory);
         config = credentials.Apply(config);
         var (profile, profileNote) = ResolveProfile(config);
-        var runtime = new AgentRuntime(DeviceIdentity.Resolve(config), profile.Name, TimeProvider.System) { Profile = profile };
+        var runtime = new AgentRuntime(DeviceIdentity.Resolve(config), profile.Name,
+            new Timekeeping.DeviceClock(TimeProvider.System, config.StateDirectory)) { Profile = profile };
 
         var builder = Host.CreateEmptyApplicationBuilder(new HostApplicationBuilderSettings());
         if (Environment.GetEnvironmentVariable("JOURNAL_STREAM") is not null)

@@ -25,6 +25,11 @@ public sealed class AgentRuntime(string deviceId, string hardwareProfile, TimePr
 
     public DateTimeOffset StartedAt { get; } = time.GetUtcNow();
 
+    private readonly long _startedTimestamp = time.GetTimestamp();
+
+    /// <summary>Time since start on the monotonic clock (the wall clock may be corrected by years meanwhile).</summary>
+    public TimeSpan Uptime => Time.GetElapsedTime(_startedTimestamp);
+
     public TimeProvider Time { get; } = time;
 
     /// <summary>Raised when the active model changes, so the reported state is sent again.</summary>

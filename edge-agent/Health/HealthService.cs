@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using EdgeFleet.Agent.Configuration;
 using EdgeFleet.Agent.Telemetry;
+using EdgeFleet.Agent.Timekeeping;
 using EdgeFleet.Shared.Wire;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
@@ -33,8 +34,23 @@ public sealed partial class HealthService(AgentConfig config, AgentRuntime runti
         while (await timer.WaitForNextTickAsync(stoppingToken).ConfigureAwait(false));
     }
 
+    public override async Task StopAsync(CancellationToken cancellationToken)
+    {
+        await base.StopAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            (runtime.Time as DeviceClock)?.Checkpoint(force: true); // the next start's floor, as systemd-timesyncd saves its clock
+        }
+        catch (IOException e)
+        {
+            Log.ClockNotSaved(log, e.Message);
+        }
+    }
+
     private async Task TickAsync(CancellationToken ct)
     {
+        var clock = runtime.Time as DeviceClock;
+        clock?.Checkpoint();
         buffer.Expire();
         using var process = Process.GetCurrentProcess();
         var now = runtime.Time.GetUtcNow();
@@ -45,11 +61,13 @@ public sealed partial class HealthService(AgentConfig config, AgentRuntime runti
             Kind = TelemetryKind.Health,
             Health = new HealthSample
             {
-                UptimeSeconds = (long)(now - runtime.StartedAt).TotalSeconds,
+                UptimeSeconds = (long)runtime.Uptime.TotalSeconds,
                 RssBytes = process.WorkingSet64,
                 BufferedRecords = buffer.Count,
                 BufferedBytes = buffer.Bytes,
                 WrittenBytes = ProcessIo.WrittenBytes(),
+                Clock = clock?.State,
+                ClockCorrectionSeconds = clock?.State is ClockState.Corrected or ClockState.Estimated ? Math.Round(clock.Correction.TotalSeconds, 3) : null,
             },
         }, cancellationToken: ct).ConfigureAwait(false);
         var evictions = buffer.Evictions;
@@ -64,5 +82,8 @@ public sealed partial class HealthService(AgentConfig config, AgentRuntime runti
     {
         [LoggerMessage(6001, LogLevel.Warning, "Health record not buffered: {Reason}")]
         public static partial void NotRecorded(ILogger logger, string reason);
+
+        [LoggerMessage(6002, LogLevel.Warning, "Could not save the device clock's last trusted time: {Reason}")]
+        public static partial void ClockNotSaved(ILogger logger, string reason);
     }
 }

@@ -20,7 +20,7 @@ public enum BreakerState
 public sealed class CircuitBreaker(int failureThreshold, TimeSpan openFor, TimeProvider time)
 {
     private int _failures;
-    private DateTimeOffset _openUntil;
+    private long _openedAt;
 
     public int FailureThreshold { get; } = Math.Max(1, failureThreshold);
 
@@ -31,7 +31,7 @@ public sealed class CircuitBreaker(int failureThreshold, TimeSpan openFor, TimeP
     /// <summary>Whether the model should take this request (an open breaker half-opens when its time is up).</summary>
     public bool AllowRequest()
     {
-        if (State == BreakerState.Open && time.GetUtcNow() >= _openUntil)
+        if (State == BreakerState.Open && time.GetElapsedTime(_openedAt) >= OpenFor) // monotonic: a clock step neither holds nor skips it
             State = BreakerState.HalfOpen;
         return State != BreakerState.Open;
     }
@@ -53,7 +53,7 @@ public sealed class CircuitBreaker(int failureThreshold, TimeSpan openFor, TimeP
         if (State != BreakerState.HalfOpen && _failures < FailureThreshold)
             return false;
         State = BreakerState.Open;
-        _openUntil = time.GetUtcNow() + OpenFor;
+        _openedAt = time.GetTimestamp();
         _failures = 0;
         return true;
     }

@@ -79,7 +79,8 @@ public sealed class DriftWindows
         return open;
     }
 
-    /// <summary>The sketches of every window that has ended by <paramref name="now"/> (all open ones with <paramref name="force"/>).</summary>
+    /// <summary>The sketches of every window that has ended by <paramref name="now"/> (all open ones with <paramref name="force"/>).
+    /// A clock stepped back before a window's start also ends it: a window never waits hours for the clock to catch up.</summary>
     public IReadOnlyList<SketchWindow> Close(DateTimeOffset now, bool force = false)
     {
         lock (_lock)
@@ -91,7 +92,7 @@ public sealed class DriftWindows
         List<SketchWindow>? closed = null;
         foreach (var (key, open) in _open)
         {
-            if (!force && now < open.From + TimeSpan.FromSeconds(open.Spec.WindowSeconds))
+            if (!force && now < open.From + TimeSpan.FromSeconds(open.Spec.WindowSeconds) && now >= open.From)
                 continue;
             (closed ??= []).Add(new SketchWindow
             {

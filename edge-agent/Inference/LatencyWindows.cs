@@ -31,10 +31,11 @@ public sealed class LatencyWindows(TimeSpan length)
         _open[key] = _open.TryGetValue(key, out var entry) ? (entry.Histogram, entry.Errors + 1) : (new LatencyHistogram(), 1);
     }
 
-    /// <summary>The finished window's records when <paramref name="now"/> is past its end; else empty.</summary>
+    /// <summary>The finished window's records when <paramref name="now"/> is past its end; else empty.
+    /// A clock stepped back before a window's start also ends it: a window never waits hours for the clock to catch up.</summary>
     public IReadOnlyList<LatencyWindow> Close(DateTimeOffset now, bool force = false)
     {
-        if (_from is not { } from || (!force && now < from + Length))
+        if (_from is not { } from || (!force && now < from + Length && now >= from))
             return [];
         var windows = _open.Select(kv => new LatencyWindow
         {

@@ -53,10 +53,11 @@ public sealed class ShadowWindows(TimeSpan length)
         return pair;
     }
 
-    /// <summary>The finished window's records when <paramref name="now"/> is past its end (or <paramref name="force"/>); else empty.</summary>
+    /// <summary>The finished window's records when <paramref name="now"/> is past its end (or <paramref name="force"/>); else empty.
+    /// A clock stepped back before a window's start also ends it: a window never waits hours for the clock to catch up.</summary>
     public IReadOnlyList<ShadowWindow> Close(DateTimeOffset now, bool force = false)
     {
-        if (_from is not { } from || (!force && now < from + Length))
+        if (_from is not { } from || (!force && now < from + Length && now >= from))
             return [];
         var windows = _open.Select(kv =>
         {

@@ -38,7 +38,7 @@ public sealed partial class OtaService : BackgroundService
     private readonly HttpClient _http;
     private readonly SemaphoreSlim _wake = new(0);
     private string? _settledDigest;
-    private DateTimeOffset _retryAt;
+    private long? _failedAt;
 
     public OtaService(AgentConfig config, DeviceCredentials credentials, AgentRuntime runtime, ModelHost host, OtaStore store, SyncService sync, ILogger<OtaService> log)
     {
@@ -115,13 +115,16 @@ public sealed partial class OtaService : BackgroundService
         }
     }
 
+    /// <summary>A verified manifest proves the time is at least its issue time: the device clock never reads earlier again.</summary>
+    private void LearnFloor(VerifiedUpdate update) => (_runtime.Time as Timekeeping.DeviceClock)?.LearnFloor(update.Manifest.IssuedAt);
+
     private async Task ReconcileAsync(CancellationToken ct)
     {
         var record = _store.Load();
         if (record.Desired is not { } payload)
             return;
         var digest = Convert.ToHexStringLower(SHA256.HashData(payload));
-        if (digest == _settledDigest || _runtime.Time.GetUtcNow() < _retryAt)
+        if (digest == _settledDigest || (_failedAt is { } failed && _runtime.Time.GetElapsedTime(failed) < RetryFailed))
             return;
         var desired = WireReader.Read(payload, WireJsonContext.Default.DesiredState, _runtime.DeviceId).Message!;
         using var abandon = CancellationTokenSource.CreateLinkedTokenSource(ct);
@@ -144,7 +147,7 @@ public sealed partial class OtaService : BackgroundService
             Volatile.Write(ref _inFlight, null);
         }
         if (retry)
-            _retryAt = _runtime.Time.GetUtcNow() + RetryFailed; // transient: the same desired state is tried again
+            _failedAt = _runtime.Time.GetTimestamp(); // transient (monotonic): the same desired state is tried again
         else
             _settledDigest = digest;
     }
@@ -174,6 +177,7 @@ public sealed partial class OtaService : BackgroundService
             return false;
         }
         var update = verified.Document!;
+        LearnFloor(update);
         _store.Update(r => r with { Root = update.Root, KeySet = update.KeySet });
         var outcome = await ApplyAsync(update.Manifest, ct).ConfigureAwait(false);
         return outcome is { Code: OtaError.DownloadFailed or OtaError.InsufficientSpace };
@@ -209,6 +213,7 @@ public sealed partial class OtaService : BackgroundService
             return false;
         }
         var update = verified.Document!;
+        LearnFloor(update);
         _store.Update(r => r with { Root = update.Root, KeySet = update.KeySet });
         var manifest = update.Manifest;
         var label = manifest.Version.ToString(CultureInfo.InvariantCulture);

@@ -34,6 +34,7 @@ public sealed partial class SyncService : BackgroundService
             FullMode = System.Threading.Channels.BoundedChannelFullMode.DropOldest,
         });
     private volatile bool _stateDirty = true;
+    private long _batchSentAt;
     private int _attempt;
     private bool _overBudget;
 
@@ -139,7 +140,7 @@ public sealed partial class SyncService : BackgroundService
             tls.WithClientCertificates([X509Certificate2.CreateFromPemFile(certificate, _config.Broker.ClientKeyFile)]);
     }
 
-    private async Task ConnectAsync(CancellationToken ct)
+    private async Task ConnectAsync(CancellationToken ct, bool retried = false)
     {
         var builder = new MqttClientOptionsBuilder()
             .WithTcpServer(_config.Broker.EffectiveHost, _config.Broker.EffectivePort)
@@ -156,7 +157,17 @@ public sealed partial class SyncService : BackgroundService
             builder = builder.WithCredentials(user, _config.Broker.Password);
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
         timeout.CancelAfter(TimeSpan.FromSeconds(15));
+        var asked = _runtime.Time.GetTimestamp();
         var result = await _client.ConnectAsync(builder.Build(), timeout.Token).ConfigureAwait(false);
+        // Accepted or refused, the embedded broker's answer carries the fleet's time. A token minted on a clock far
+        // off is refused as expired or not yet valid; once the clock takes the fleet's time, the next one is valid.
+        if (LearnFleetTime(result.UserProperties, asked) && result.ResultCode != MqttClientConnectResultCode.Success && !retried
+            && _credentials.Enrolled)
+        {
+            Log.RetryWithFleetTime(_log, result.ResultCode.ToString());
+            await ConnectAsync(ct, retried: true).ConfigureAwait(false);
+            return;
+        }
         if (result.ResultCode != MqttClientConnectResultCode.Success)
             throw new InvalidOperationException($"broker refused the connection: {result.ResultCode} {result.ReasonString}"
                 + (_credentials.Enrolled ? "" : " (this device is not enrolled: run edgefleet-agent enroll)"));
@@ -211,10 +222,13 @@ public sealed partial class SyncService : BackgroundService
         if (cfg.DailyByteBudget > 0)
             _buffer.SpendBudget(day, payload.Length);
 
-        var deadline = _runtime.Time.GetUtcNow() + TimeSpan.FromSeconds(cfg.AckTimeoutSeconds);
+        // Timed on the monotonic clock: a step of the wall clock neither cuts the wait short nor stretches it.
+        var sent = _runtime.Time.GetTimestamp();
+        Volatile.Write(ref _batchSentAt, sent);
+        var timeoutAfter = TimeSpan.FromSeconds(cfg.AckTimeoutSeconds);
         while (_buffer.Contains(batch.LastSeq) && _client.IsConnected)
         {
-            var left = deadline - _runtime.Time.GetUtcNow();
+            var left = timeoutAfter - _runtime.Time.GetElapsedTime(sent);
             if (left <= TimeSpan.Zero)
             {
                 Log.AckTimeout(_log, batch.FirstSeq, batch.LastSeq);
@@ -281,6 +295,25 @@ public sealed partial class SyncService : BackgroundService
             throw new InvalidOperationException($"broker refused the publish to {topic}: {result.ReasonCode} {result.ReasonString}");
     }
 
+    /// <summary>Sets the device clock from the fleet's time a broker answer carries; true when the clock's source changed.</summary>
+    private bool LearnFleetTime(IReadOnlyCollection<MQTTnet.Packets.MqttUserProperty>? properties, long askedAt)
+    {
+        var value = properties?.FirstOrDefault(p => p.Name == Protocol.FleetTimeProperty) is { } property ? MQTTnet.Packets.MqttUserPropertyExtensions.ReadValueAsString(property) : null;
+        return value is not null && DateTimeOffset.TryParse(value, System.Globalization.CultureInfo.InvariantCulture,
+            System.Globalization.DateTimeStyles.RoundtripKind, out var fleetTime) && LearnFleetTime(fleetTime, askedAt);
+    }
+
+    private bool LearnFleetTime(DateTimeOffset fleetTime, long askedAt)
+    {
+        if (_runtime.Time is not Timekeeping.DeviceClock clock)
+            return false;
+        var before = clock.State;
+        if (!clock.LearnFleetTime(fleetTime, _runtime.Time.GetElapsedTime(askedAt)))
+            return false;
+        Log.ClockSource(_log, before.ToString(), clock.State.ToString(), clock.Correction.TotalSeconds);
+        return true;
+    }
+
     private Task OnMessageAsync(MqttApplicationMessageReceivedEventArgs e)
     {
         var topic = e.ApplicationMessage.Topic;
@@ -323,6 +356,8 @@ public sealed partial class SyncService : BackgroundService
             return Task.CompletedTask;
         }
         Log.Acked(_log, ack.Message.AckedSeq, deleted);
+        if (ack.Message.FleetTime is { } fleetTime)
+            LearnFleetTime(fleetTime, Volatile.Read(ref _batchSentAt));
         Wake();
         return Task.CompletedTask;
     }
@@ -336,6 +371,12 @@ public sealed partial class SyncService : BackgroundService
 
     private static partial class Log
     {
+        [LoggerMessage(1011, LogLevel.Warning, "Device clock now {State} (was {Before}): {CorrectionSeconds:F1} s from the system clock, as the fleet's time says")]
+        public static partial void ClockSource(ILogger logger, string before, string state, double correctionSeconds);
+
+        [LoggerMessage(1012, LogLevel.Information, "Broker refused the connection ({Code}) and sent its time, which corrects the device clock: connecting again at once")]
+        public static partial void RetryWithFleetTime(ILogger logger, string code);
+
         [LoggerMessage(1001, LogLevel.Information, "Connected to broker {Host}:{Port} as {DeviceId}")]
         public static partial void Connected(ILogger logger, string host, int port, string deviceId);
 

@@ -209,6 +209,10 @@ public sealed partial class TelemetryBuffer : IDisposable
 
     private Group Enqueue(TelemetryRecord record, TelemetryPriority? priority, out int index)
     {
+        // A time stamped while the device clock runs from its floor (below what the device knew, before the
+        // fleet's time was heard) is flagged as estimated, so nobody mistakes it for a measured one.
+        if (_time is Timekeeping.DeviceClock { State: ClockState.Estimated } && !record.TsEstimated)
+            record = record with { TsEstimated = true };
         var body = TelemetryBatchCodec.Body(record);
         var pending = new Pending(record.Ts.ToUnixTimeMilliseconds(), record.Kind, priority ?? TelemetryPolicy.DefaultPriority(record.Kind), body);
         if (pending.Size > _config.MaxBufferBytes)

@@ -81,7 +81,7 @@ public static class FleetServiceExtensions
             services.AddSingleton(sp => new EmbeddedBroker(
                 broker, sp.GetRequiredService<FleetOptions>().Tls, sp.GetRequiredService<BrokerConnection>(), sp.GetRequiredService<DeviceAuthenticator>(),
                 sp.GetRequiredService<DeviceRevocation>(), sp.GetRequiredService<DeviceMessageRouter>(), sp.GetRequiredService<FleetMetrics>(),
-                sp.GetRequiredService<ILogger<EmbeddedBroker>>()));
+                sp.GetRequiredService<TimeProvider>(), sp.GetRequiredService<ILogger<EmbeddedBroker>>()));
             services.AddHostedService(sp => sp.GetRequiredService<EmbeddedBroker>());
         }
         services.AddHostedService(sp => sp.GetRequiredService<FleetMqttClient>());

@@ -20,7 +20,12 @@ public sealed class SteppingClock(DateTimeOffset start) : TimeProvider
 
     public override long GetTimestamp() => _ticks += Step.Ticks; // a run reads it at its start and end: it takes Step
 
-    public void Advance(TimeSpan by) => _now += by;
+    /// <summary>Time passes: the wall clock and the stopwatch move together.</summary>
+    public void Advance(TimeSpan by)
+    {
+        _now += by;
+        _ticks += by.Ticks;
+    }
 }
 
 public sealed class FallbackTests(DemoModelFixture good) : IClassFixture<DemoModelFixture>, IDisposable

@@ -27,7 +27,8 @@ namespace EdgeFleet.Fleet.Broker;
 /// devices sending), and an ack goes straight into the device's session (<see cref="TryDeliverAsync"/>).
 /// </remarks>
 public sealed partial class EmbeddedBroker(BrokerOptions options, TlsOptions tls, BrokerConnection connection, DeviceAuthenticator authenticator,
-    DeviceRevocation revocation, DeviceMessageRouter router, FleetMetrics metrics, ILogger<EmbeddedBroker> log) : IHostedService, IDisposable
+    DeviceRevocation revocation, DeviceMessageRouter router, FleetMetrics metrics, TimeProvider time, ILogger<EmbeddedBroker> log)
+    : IHostedService, IDisposable
 {
     private const string ServiceItem = "edgefleet.service";
     private MqttServer? _server;
@@ -128,6 +129,11 @@ public sealed partial class EmbeddedBroker(BrokerOptions options, TlsOptions tls
 
     private async Task ValidateConnectionAsync(ValidatingConnectionEventArgs e)
     {
+        // Every answer carries the fleet's time: a device whose clock is off (1970 after a power cut, hours ahead)
+        // learns it here, refused or not, and its next token is valid.
+        e.ResponseUserProperties ??= [];
+        e.ResponseUserProperties.Add(new MQTTnet.Packets.MqttUserProperty(Protocol.FleetTimeProperty,
+            Encoding.ASCII.GetBytes(time.GetUtcNow().ToString("O", System.Globalization.CultureInfo.InvariantCulture)).AsMemory()));
         if (e.UserName == BrokerConnection.ServiceUsername)
         {
             if (FixedTimeEquals(e.Password, connection.Password))

@@ -102,6 +102,7 @@ public sealed partial class TelemetryIngest(IFleetStore store, ReplyQueue replie
                 StreamId = batch.StreamId,
                 AckedSeq = result.AckedSeq,
                 Stored = TelemetryAck.RangesOf(records.Select(r => r.Seq)),
+                FleetTime = time.GetUtcNow(),
             };
             await replies.WriteAsync(new Reply(Topics.For(batch.DeviceId, TopicKind.TelemetryAck), WireReader.Write(ack, WireJsonContext.Default.TelemetryAck)),
                 CancellationToken.None).ConfigureAwait(false);

@@ -20,4 +20,10 @@ public static class Protocol
 
     /// <summary>Most bytes a batch's records may expand to once decompressed.</summary>
     public const int MaxBatchJsonBytes = 4 * 1024 * 1024;
+
+    /// <summary>
+    /// MQTT 5 user property of the embedded broker's CONNACK (accepted or refused): the fleet's clock, ISO 8601 UTC. A device
+    /// whose clock is far off learns the time here, so its next token is valid (docs/operations.md, "Clocks").
+    /// </summary>
+    public const string FleetTimeProperty = "ef-time";
 }

@@ -229,6 +229,33 @@ public sealed record HealthSample
     /// the flash wear it causes. 0 where the kernel does not account I/O.
     /// </summary>
     public long WrittenBytes { get; init; }
+
+    /// <summary>Where the device's clock takes its time from (null: an agent that does not say).</summary>
+    public ClockState? Clock { get; init; }
+
+    /// <summary>The device's clock minus its system clock, in seconds, when <see cref="Clock"/> is corrected or estimated.</summary>
+    public double? ClockCorrectionSeconds { get; init; }
+}
+
+/// <summary>Where a device's clock takes its time from (docs/operations.md, "Clocks").</summary>
+[JsonConverter(typeof(JsonStringEnumConverter<ClockState>))]
+public enum ClockState
+{
+    /// <summary>The system clock, not yet compared with the fleet's since the agent started.</summary>
+    [JsonStringEnumMemberName("unverified")]
+    Unverified,
+
+    /// <summary>The system clock was behind what the device knows (its last trusted time, a signed document): time runs from that floor.</summary>
+    [JsonStringEnumMemberName("estimated")]
+    Estimated,
+
+    /// <summary>The system clock, which agrees with the fleet's.</summary>
+    [JsonStringEnumMemberName("synced")]
+    Synced,
+
+    /// <summary>The system clock disagrees with the fleet's: the fleet's time, carried on the monotonic clock.</summary>
+    [JsonStringEnumMemberName("corrected")]
+    Corrected,
 }
 
 /// <summary>
@@ -262,6 +289,13 @@ public sealed record TelemetryRecord
     public long Seq { get; init; }
 
     public required DateTimeOffset Ts { get; init; }
+
+    /// <summary>
+    /// <see cref="Ts"/> was estimated: the device's clock was behind what it knew, and had not heard the fleet's
+    /// time yet (docs/operations.md, "Clocks").
+    /// </summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingDefault)]
+    public bool TsEstimated { get; init; }
 
     public required TelemetryKind Kind { get; init; }
 
@@ -458,6 +492,9 @@ public sealed record TelemetryAck : IWireMessage
     public required long AckedSeq { get; init; }
 
     public IReadOnlyList<SeqRange> Stored { get; set; } = [];
+
+    /// <summary>The fleet's clock when it sent this acknowledgement: devices without NTP set their time by it.</summary>
+    public DateTimeOffset? FleetTime { get; set; }
 
     public string? Validate()
     {
