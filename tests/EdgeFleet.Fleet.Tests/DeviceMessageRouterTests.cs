@@ -49,7 +49,12 @@ public sealed class DeviceMessageRouterTests : IDisposable
         var payload = WireReader.Write(LiteDbFleetStoreTests.Batch("d1", "s", 1, 5), WireJsonContext.Default.TelemetryBatch);
         var first = await TelemetryAsync("ef/v1/d1/telemetry", payload);
         var second = await TelemetryAsync("ef/v1/d1/telemetry", payload);
-        Assert.Equal(first.Payload, second.Payload);
+        // The same acknowledgement (each carries the fleet's time as it was sent).
+        var (a, b) = (WireReader.Read(first.Payload, WireJsonContext.Default.TelemetryAck, "d1").Message!,
+            WireReader.Read(second.Payload, WireJsonContext.Default.TelemetryAck, "d1").Message!);
+        Assert.Equal((a.StreamId, a.AckedSeq), (b.StreamId, b.AckedSeq));
+        Assert.Equal(a.Stored, b.Stored);
+        Assert.NotNull(b.FleetTime);
         Assert.Equal(5, _metrics.TelemetryStored);
         Assert.Equal(5, _metrics.TelemetryDuplicates);
         Assert.Equal(5, (await _store.GetTelemetryAsync("d1", 100, default)).Count);

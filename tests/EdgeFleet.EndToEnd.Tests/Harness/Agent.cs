@@ -7,13 +7,16 @@ public sealed class Agent : IDisposable
 {
     private readonly string _configPath;
     private readonly bool _aot;
+    private readonly IReadOnlyDictionary<string, string>? _environment;
     private ChildProcess _process;
 
     /// <param name="configure">Changes to the generated configuration (telemetry limits, log level, input rate).</param>
     /// <remarks>The agent enrolls with <paramref name="fleet"/> (a fresh one-time token) before it starts, as a field engineer would.</remarks>
+    /// <param name="environment">Extra environment of the agent process (not of its commands), e.g. <see cref="FakeClock"/>'s.</param>
     public Agent(string directory, string deviceId, Fleet fleet, string modelPath, string condition, bool aot = false, JsonObject? ota = null,
-        Action<JsonObject>? configure = null)
+        Action<JsonObject>? configure = null, IReadOnlyDictionary<string, string>? environment = null)
     {
+        _environment = environment;
         var brokerPort = fleet.BrokerPort;
         DeviceId = deviceId;
         _aot = aot;
@@ -72,8 +75,8 @@ public sealed class Agent : IDisposable
     public int Pid => _process.Pid;
 
     private ChildProcess Start() => _aot
-        ? ChildProcess.Start(DeviceId, Repo.AotAgent, ["run", "--config", _configPath])
-        : ChildProcess.Start(DeviceId, "dotnet", [Repo.AgentDll, "run", "--config", _configPath]);
+        ? ChildProcess.Start(DeviceId, Repo.AotAgent, ["run", "--config", _configPath], environment: _environment)
+        : ChildProcess.Start(DeviceId, "dotnet", [Repo.AgentDll, "run", "--config", _configPath], environment: _environment);
 
     public void Dispose() => _process.Dispose();
 }
