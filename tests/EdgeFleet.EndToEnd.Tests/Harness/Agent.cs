@@ -8,15 +8,17 @@ public sealed class Agent : IDisposable
     private readonly string _configPath;
     private readonly bool _aot;
     private readonly IReadOnlyDictionary<string, string>? _environment;
+    private readonly ImpairedLink? _link;
     private ChildProcess _process;
 
     /// <param name="configure">Changes to the generated configuration (telemetry limits, log level, input rate).</param>
     /// <remarks>The agent enrolls with <paramref name="fleet"/> (a fresh one-time token) before it starts, as a field engineer would.</remarks>
     /// <param name="environment">Extra environment of the agent process (not of its commands), e.g. <see cref="FakeClock"/>'s.</param>
     public Agent(string directory, string deviceId, Fleet fleet, string modelPath, string condition, bool aot = false, JsonObject? ota = null,
-        Action<JsonObject>? configure = null, IReadOnlyDictionary<string, string>? environment = null)
+        Action<JsonObject>? configure = null, IReadOnlyDictionary<string, string>? environment = null, ImpairedLink? link = null)
     {
         _environment = environment;
+        _link = link;
         var brokerPort = fleet.BrokerPort;
         DeviceId = deviceId;
         _aot = aot;
@@ -27,7 +29,7 @@ public sealed class Agent : IDisposable
         {
             ["deviceId"] = deviceId,
             ["stateDirectory"] = StateDirectory,
-            ["broker"] = new JsonObject { ["host"] = "127.0.0.1", ["port"] = brokerPort, ["maxReconnectSeconds"] = 2 },
+            ["broker"] = new JsonObject { ["host"] = link?.HostAddress ?? "127.0.0.1", ["port"] = brokerPort, ["maxReconnectSeconds"] = 2 },
             ["model"] = new JsonObject { ["name"] = "vibration-classifier", ["version"] = "1.0.0", ["path"] = modelPath },
             ["input"] = new JsonObject { ["kind"] = "demoVibration", ["condition"] = condition, ["rateHz"] = 20 },
             // Tests want telemetry in seconds: a 1 s commit window instead of the default 10 s (flash wear is not a concern here).
@@ -74,9 +76,14 @@ public sealed class Agent : IDisposable
     /// <summary>The process's own pid (for kill -9 from outside the harness).</summary>
     public int Pid => _process.Pid;
 
-    private ChildProcess Start() => _aot
-        ? ChildProcess.Start(DeviceId, Repo.AotAgent, ["run", "--config", _configPath], environment: _environment)
-        : ChildProcess.Start(DeviceId, "dotnet", [Repo.AgentDll, "run", "--config", _configPath], environment: _environment);
+    /// <summary>The agent process, inside the link's network namespace when it has one (its commands run outside).</summary>
+    private ChildProcess Start()
+    {
+        string[] command = _aot ? [Repo.AotAgent, "run", "--config", _configPath] : ["dotnet", Repo.AgentDll, "run", "--config", _configPath];
+        return _link is null
+            ? ChildProcess.Start(DeviceId, command[0], command[1..], environment: _environment)
+            : ChildProcess.Start(DeviceId, "ip", _link.Command(command), environment: _environment);
+    }
 
     public void Dispose() => _process.Dispose();
 }
