@@ -83,6 +83,9 @@ public sealed class Fleet : IDisposable
 
     public string Output => _process.Output;
 
+    /// <summary>The service process's pid (for sampling its memory, descriptors and I/O).</summary>
+    public int Pid => _process.Pid;
+
     public async Task<JsonNode?> Health()
     {
         try
