@@ -67,7 +67,8 @@ public sealed partial class HealthService(AgentConfig config, AgentRuntime runti
                 BufferedBytes = buffer.Bytes,
                 WrittenBytes = ProcessIo.WrittenBytes(),
                 Clock = clock?.State,
-                ClockCorrectionSeconds = clock?.State is ClockState.Corrected or ClockState.Estimated ? Math.Round(clock.Correction.TotalSeconds, 3) : null,
+                ClockCorrectionSeconds = clock?.State is ClockState.Corrected or ClockState.Estimated
+                    ? Math.Round(clock.Correction.TotalSeconds, 3) : null,
             },
         }, cancellationToken: ct).ConfigureAwait(false);
         var evictions = buffer.Evictions;

@@ -298,7 +298,8 @@ public sealed partial class SyncService : BackgroundService
     /// <summary>Sets the device clock from the fleet's time a broker answer carries; true when the clock's source changed.</summary>
     private bool LearnFleetTime(IReadOnlyCollection<MQTTnet.Packets.MqttUserProperty>? properties, long askedAt)
     {
-        var value = properties?.FirstOrDefault(p => p.Name == Protocol.FleetTimeProperty) is { } property ? MQTTnet.Packets.MqttUserPropertyExtensions.ReadValueAsString(property) : null;
+        var value = properties?.FirstOrDefault(p => p.Name == Protocol.FleetTimeProperty) is { } property
+            ? MQTTnet.Packets.MqttUserPropertyExtensions.ReadValueAsString(property) : null;
         return value is not null && DateTimeOffset.TryParse(value, System.Globalization.CultureInfo.InvariantCulture,
             System.Globalization.DateTimeStyles.RoundtripKind, out var fleetTime) && LearnFleetTime(fleetTime, askedAt);
     }
@@ -371,10 +372,12 @@ public sealed partial class SyncService : BackgroundService
 
     private static partial class Log
     {
-        [LoggerMessage(1011, LogLevel.Warning, "Device clock now {State} (was {Before}): {CorrectionSeconds:F1} s from the system clock, as the fleet's time says")]
+        [LoggerMessage(1011, LogLevel.Warning,
+            "Device clock now {State} (was {Before}): {CorrectionSeconds:F1} s from the system clock, as the fleet's time says")]
         public static partial void ClockSource(ILogger logger, string before, string state, double correctionSeconds);
 
-        [LoggerMessage(1012, LogLevel.Information, "Broker refused the connection ({Code}) and sent its time, which corrects the device clock: connecting again at once")]
+        [LoggerMessage(1012, LogLevel.Information,
+            "Broker refused the connection ({Code}) and sent its time, which corrects the device clock: connecting again at once")]
         public static partial void RetryWithFleetTime(ILogger logger, string code);
 
         [LoggerMessage(1001, LogLevel.Information, "Connected to broker {Host}:{Port} as {DeviceId}")]

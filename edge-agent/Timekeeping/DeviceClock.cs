@@ -60,13 +60,16 @@ public sealed class DeviceClock : TimeProvider
     /// <summary>The day this agent was built (assembly metadata <c>EdgeFleetBuildDay</c>): no real clock reads earlier.</summary>
     public static DateTimeOffset BuildDay { get; } = typeof(DeviceClock).Assembly.GetCustomAttributes<AssemblyMetadataAttribute>()
         .Where(a => a.Key == "EdgeFleetBuildDay")
-        .Select(a => DateTimeOffset.TryParse(a.Value, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal, out var day) ? day : (DateTimeOffset?)null)
+        .Select(a => DateTimeOffset.TryParse(a.Value, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal, out var day)
+            ? day : (DateTimeOffset?)null)
         .FirstOrDefault() ?? new DateTimeOffset(2026, 1, 1, 0, 0, 0, TimeSpan.Zero);
 
     /// <summary>Where the clock takes its time from now.</summary>
     public ClockState State => Read().State;
 
-    /// <summary>The clock's time minus the system clock's (zero unless <see cref="ClockState.Corrected"/> or <see cref="ClockState.Estimated"/>).</summary>
+    /// <summary>
+    /// The clock's time minus the system clock's (zero unless <see cref="ClockState.Corrected"/> or <see cref="ClockState.Estimated"/>).
+    /// </summary>
     public TimeSpan Correction
     {
         get
@@ -94,7 +97,8 @@ public sealed class DeviceClock : TimeProvider
         if (Volatile.Read(ref _fleet) is { } fleet)
         {
             var estimate = Project(fleet, at);
-            (now, state) = (system - estimate).Duration() <= Tolerance + fleet.Slack ? (system, ClockState.Synced) : (estimate, ClockState.Corrected);
+            (now, state) = (system - estimate).Duration() <= Tolerance + fleet.Slack
+                ? (system, ClockState.Synced) : (estimate, ClockState.Corrected);
         }
         else
         {
@@ -142,7 +146,8 @@ public sealed class DeviceClock : TimeProvider
     public void Checkpoint(bool force = false)
     {
         var (now, state) = Read();
-        if (_path is null || state is not (ClockState.Synced or ClockState.Corrected) || (!force && now - _saved < SaveEvery) || now <= _saved)
+        if (_path is null || state is not (ClockState.Synced or ClockState.Corrected) || (!force && now - _saved < SaveEvery)
+            || now <= _saved)
             return;
         AtomicFile.Write(_path, global::System.Text.Encoding.ASCII.GetBytes(now.ToString("O", CultureInfo.InvariantCulture) + "\n"));
         _saved = now;
@@ -152,8 +157,8 @@ public sealed class DeviceClock : TimeProvider
     {
         try
         {
-            return DateTimeOffset.TryParse(File.ReadAllText(path).Trim(), CultureInfo.InvariantCulture, DateTimeStyles.RoundtripKind, out var saved)
-                ? saved : null;
+            var text = File.ReadAllText(path).Trim();
+            return DateTimeOffset.TryParse(text, CultureInfo.InvariantCulture, DateTimeStyles.RoundtripKind, out var saved) ? saved : null;
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {

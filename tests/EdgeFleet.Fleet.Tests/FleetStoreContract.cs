@@ -274,6 +274,30 @@ public sealed class LiteDbFleetStoreTests : FleetStoreContract
         Assert.Equal(6, (await reopened.GetTelemetryAsync("old", 10, default)).Count);
     }
 
+    [Fact]
+    public async Task What_the_store_returns_as_stored_is_already_in_its_files_as_a_kill_9_right_after_would_leave_them()
+    {
+        // The caller acknowledges right after the store returns, and the device deletes what was acknowledged.
+        // LiteDB 5's Commit returns with the pages still queued for its writer thread: the store must wait for it.
+        var snapshot = Directory.CreateDirectory(Path.Combine(_dir, "snapshot")).FullName;
+        for (var i = 0; i < 100; i++)
+        {
+            var records = Records((i * 20) + 1, 20);
+            var result = await _store.StoreTelemetryAsync(TelemetryBatchCodec.CreateBatch("d", "s", records), records, T0, default);
+            // The files as the kernel holds them at this instant: what a kill -9 of the process now would leave.
+            foreach (var name in new[] { "fleet.db", "fleet-log.db" })
+            {
+                var from = Path.Combine(_dir, name);
+                if (File.Exists(from))
+                    File.Copy(from, Path.Combine(snapshot, name), overwrite: true);
+            }
+            using (var copy = new LiteDbFleetStore(Path.Combine(snapshot, "fleet.db")))
+                Assert.Equal(result.AckedSeq, (await copy.GetDeviceAsync("d", default))?.AckedSeq);
+            foreach (var file in Directory.GetFiles(snapshot))
+                File.Delete(file);
+        }
+    }
+
     public override void Dispose()
     {
         base.Dispose();

@@ -7,7 +7,7 @@ namespace EdgeFleet.Fleet.Storage;
 /// <summary>
 /// The embedded store: one LiteDB file. Reads and writes are serialised through one gate, and a telemetry batch is
 /// stored and its device's acknowledgement advanced in one transaction, so an ack never runs ahead of
-/// the records it covers.
+/// the records it covers; the transaction is in the log and the log synced before the store returns (<see cref="LiteDbLog"/>).
 /// </summary>
 public sealed partial class LiteDbFleetStore : IFleetStore
 {
@@ -17,6 +17,7 @@ public sealed partial class LiteDbFleetStore : IFleetStore
     private readonly ILiteCollection<BsonDocument> _desired;
     private readonly ILiteCollection<BsonDocument> _gaps;
     private readonly SemaphoreSlim _write = new(1, 1);
+    private readonly LiteDbLog _log;
 
     public LiteDbFleetStore(string path)
     {
@@ -30,6 +31,7 @@ public sealed partial class LiteDbFleetStore : IFleetStore
         _gaps.EnsureIndex("device");
         OpenIdentityCollections();
         MigratePerRecordTelemetry();
+        _log = LiteDbLog.For(_db);
     }
 
     /// <summary>
@@ -107,6 +109,8 @@ public sealed partial class LiteDbFleetStore : IFleetStore
                 foreach (var device in devices.Values)
                     _devices.Upsert(LiteDbDocuments.FromDevice(device));
                 _db.Commit();
+                // What this returns is acknowledged to the devices, which then delete it: written and synced first.
+                _log.Flush();
                 return results;
             }
             catch

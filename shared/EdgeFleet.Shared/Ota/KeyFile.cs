@@ -24,12 +24,21 @@ public static class KeyFile
                 file.PrivateKey = Convert.ToBase64String(raw);
             else
                 file.Encrypted = Encrypt(raw, passphrase, key.KeyId);
+            // Written whole and synced under a temporary name, then renamed into place (never over an existing key):
+            // a crash or power cut mid-write leaves no half key at the path, which would block every later enrollment.
+            if (File.Exists(path))
+                throw new IOException($"{path} already exists: a key is never overwritten");
+            var temp = path + ".tmp";
+            File.Delete(temp); // the leftover of a write a crash interrupted
             var options = new FileStreamOptions { Mode = FileMode.CreateNew, Access = FileAccess.Write };
             if (!OperatingSystem.IsWindows())
                 options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
-            using var stream = new FileStream(path, options);
-            JsonSerializer.Serialize(stream, file, KeyFileJsonContext.Default.KeyFileContent);
-            stream.Flush(flushToDisk: true);
+            using (var stream = new FileStream(temp, options))
+            {
+                JsonSerializer.Serialize(stream, file, KeyFileJsonContext.Default.KeyFileContent);
+                stream.Flush(flushToDisk: true);
+            }
+            File.Move(temp, path, overwrite: false); // the caller makes the rename durable (fsync of the directory)
         }
         finally
         {

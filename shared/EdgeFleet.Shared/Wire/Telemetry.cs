@@ -245,7 +245,9 @@ public enum ClockState
     [JsonStringEnumMemberName("unverified")]
     Unverified,
 
-    /// <summary>The system clock was behind what the device knows (its last trusted time, a signed document): time runs from that floor.</summary>
+    /// <summary>
+    /// The system clock was behind what the device knows (its last trusted time, a signed document): time runs from that floor.
+    /// </summary>
     [JsonStringEnumMemberName("estimated")]
     Estimated,
 

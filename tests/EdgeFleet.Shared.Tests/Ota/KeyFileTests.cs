@@ -43,5 +43,19 @@ public sealed class KeyFileTests : IDisposable
         Assert.Contains("chmod 600", Assert.Throws<InvalidDataException>(() => KeyFile.Read(path, null)).Message, StringComparison.Ordinal);
     }
 
+    [Fact]
+    public void A_write_cut_short_leaves_no_key_at_the_path_and_the_next_write_succeeds()
+    {
+        using var key = SigningKey.Generate();
+        var path = Path.Combine(_dir, "device.key");
+        File.WriteAllText(path + ".tmp", "{\"keyId\": \"half"); // what a power cut mid-write leaves behind
+        Assert.False(File.Exists(path));
+        KeyFile.Write(path, key, null);
+        using var read = KeyFile.Read(path, null);
+        Assert.Equal(key.KeyId, read.KeyId);
+        Assert.False(File.Exists(path + ".tmp"));
+        Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(path));
+    }
+
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 }
