@@ -24,9 +24,6 @@ public sealed partial class NetworkChaosTests(DemoModel model, Xunit.Abstraction
 
     private const double MaxReconnectSeconds = 5;
 
-    [GeneratedRegex(@"Committed telemetry (\d+)\.\.(\d+)")]
-    private static partial Regex CommittedLine();
-
     [GeneratedRegex(@"retrying in (\d+(?:\.\d+)?) s")]
     private static partial Regex RetryLine();
 
@@ -152,11 +149,7 @@ public sealed partial class NetworkChaosTests(DemoModel model, Xunit.Abstraction
     private static HashSet<long> Accepted(string log)
     {
         var accepted = new HashSet<long>();
-        foreach (Match m in CommittedLine().Matches(log))
-        {
-            for (var seq = long.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture); seq <= long.Parse(m.Groups[2].Value, CultureInfo.InvariantCulture); seq++)
-                accepted.Add(seq);
-        }
+        TelemetryTests.CollectAccepted(log, accepted);
         return accepted;
     }
 }

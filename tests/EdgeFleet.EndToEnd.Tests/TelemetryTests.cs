@@ -23,7 +23,7 @@ public partial class TelemetryTests(DemoModel model, Xunit.Abstractions.ITestOut
     private static partial Regex CommittedLine();
 
     /// <summary>Sequence numbers the agent logged as committed (durable) before it returned them to a producer.</summary>
-    private static void CollectAccepted(string output, HashSet<long> accepted)
+    internal static void CollectAccepted(string output, HashSet<long> accepted)
     {
         foreach (Match m in CommittedLine().Matches(output))
         {
