@@ -82,7 +82,9 @@ public sealed partial class NetworkChaosTests(DemoModel model, Xunit.Abstraction
             var accepted = Accepted(agent.Output);
             var target = accepted.Max();
             var device = await Wait.ForAsync(async () => (await fleet.Device("remote-pump"))?["device"] is { } d && d["ackedSeq"]!.GetValue<long>() >= target
-                && d["ackedSeq"]!.GetValue<long>() == d["telemetryRecords"]!.GetValue<long>() + d["skippedRecords"]!.GetValue<long>() ? d : null, Patience, Explain);
+                && d["ackedSeq"]!.GetValue<long>() == d["telemetryRecords"]!.GetValue<long>() + d["skippedRecords"]!.GetValue<long>()
+                // The report of the partition's last evictions is appended at the next health tick, after the heal.
+                && d["evictedRecords"]!.GetValue<long>() >= d["skippedRecords"]!.GetValue<long>() ? d : null, Patience, Explain);
             agent.Kill9();
 
             var stored = await fleet.Telemetry("remote-pump");
