@@ -1,5 +1,6 @@
 using System.Security.Cryptography;
 using EdgeFleet.Shared.Wire;
+using EdgeFleet.Shared.IO;
 
 namespace EdgeFleet.Agent.Configuration;
 

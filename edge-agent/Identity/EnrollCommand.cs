@@ -3,6 +3,7 @@ using EdgeFleet.Agent.Configuration;
 using EdgeFleet.Shared.Cli;
 using EdgeFleet.Shared.Identity;
 using EdgeFleet.Shared.Ota;
+using EdgeFleet.Shared.IO;
 
 namespace EdgeFleet.Agent.Identity;
 
@@ -115,7 +116,6 @@ public static class EnrollCommand
                 return KeyFile.Read(path, passphrase: null);
             using (var fresh = SigningKey.Generate())
                 KeyFile.Write(path, fresh, passphrase: null);
-            AtomicFile.FsyncDirectory(stateDirectory);
             return KeyFile.Read(path, passphrase: null);
         }
         catch (InvalidDataException e)

@@ -4,6 +4,7 @@ using System.Security.Cryptography;
 using EdgeFleet.Agent.Configuration;
 using EdgeFleet.Agent.Sync;
 using EdgeFleet.Shared.Ota;
+using EdgeFleet.Shared.IO;
 
 namespace EdgeFleet.Agent.Ota;
 

@@ -1,6 +1,7 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using EdgeFleet.Agent.Configuration;
+using EdgeFleet.Shared.IO;
 
 namespace EdgeFleet.Agent.Ota;
 
@@ -35,15 +36,18 @@ public sealed record PointerContent
 /// rename, fsync of the directory, so after a crash or power loss it names either the old or the new model,
 /// both of whose files are still on disk.
 /// </summary>
-public sealed class ModelPointer(string path)
+/// <param name="files">Where the file is (tests pass a power-cut simulator); the operating system's when null.</param>
+public sealed class ModelPointer(string path, FileSystem? files = null)
 {
+    private readonly FileSystem _files = files ?? FileSystem.Os;
+
     public string FilePath { get; } = path;
 
     public PointerContent? Read()
     {
         try
         {
-            return File.Exists(FilePath) ? JsonSerializer.Deserialize(File.ReadAllBytes(FilePath), OtaAgentJsonContext.Default.PointerContent) : null;
+            return _files.Exists(FilePath) ? JsonSerializer.Deserialize(_files.ReadAll(FilePath), OtaAgentJsonContext.Default.PointerContent) : null;
         }
         catch (JsonException)
         {
@@ -55,7 +59,7 @@ public sealed class ModelPointer(string path)
     public void Write(PointerContent content)
     {
         Directory.CreateDirectory(Path.GetDirectoryName(FilePath)!);
-        AtomicFile.Write(FilePath, JsonSerializer.SerializeToUtf8Bytes(content, OtaAgentJsonContext.Default.PointerContent));
+        AtomicFile.Write(_files, FilePath, JsonSerializer.SerializeToUtf8Bytes(content, OtaAgentJsonContext.Default.PointerContent));
     }
 }
 

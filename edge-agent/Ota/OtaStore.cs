@@ -1,4 +1,5 @@
-using EdgeFleet.Agent.Configuration;
+using EdgeFleet.Agent.Storage;
+using EdgeFleet.Shared.IO;
 using EdgeFleet.Shared.Wire;
 using LiteDB;
 
@@ -46,37 +47,59 @@ public sealed record OtaRecord
 
 /// <summary>
 /// The OTA state in LiteDB (<c>{state}/ota.db</c>), one document mapped by hand (no typed mapper under
-/// NativeAOT). Every save is a commit, a checkpoint into the data file, and an fsync of that file, because
-/// LiteDB 5 does not flush its commits to stable storage itself: a saved step survives power loss.
+/// NativeAOT). Every save is a transaction synced to the log before it returns (<see cref="DurableLiteDb"/>):
+/// a saved step survives power loss, and a save cut short by it leaves the step before.
 /// </summary>
 public sealed class OtaStore : IDisposable
 {
-    private readonly LiteDatabase _db;
-    private readonly ILiteCollection<BsonDocument> _state;
+    private const int CheckpointPages = 100;
+
     private readonly string _path;
+    private readonly FileSystem _files;
     private readonly Lock _lock = new();
+    private DurableLiteDb? _store;
+    private ILiteCollection<BsonDocument> _state = null!;
 
     public OtaStore(string path)
+        : this(path, FileSystem.Os)
     {
-        _path = path;
-        Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
-        _db = new LiteDatabase(new ConnectionString { Filename = path, Connection = ConnectionType.Direct });
-        _state = _db.GetCollection("ota");
+    }
+
+    /// <summary>With its files in <paramref name="files"/> (tests simulate power cuts with it).</summary>
+    internal OtaStore(string path, FileSystem files)
+    {
+        _path = Path.GetFullPath(path);
+        _files = files;
+        Directory.CreateDirectory(Path.GetDirectoryName(_path)!);
+        EnsureOpen();
     }
 
     public OtaRecord Load()
     {
         lock (_lock)
+        {
+            EnsureOpen();
             return _state.FindById("state") is { } doc ? FromDocument(doc) : new OtaRecord();
+        }
     }
 
     public void Save(OtaRecord record)
     {
         lock (_lock)
         {
-            _state.Upsert(ToDocument(record));
-            _db.Checkpoint();
-            AtomicFile.FsyncFile(_path);
+            var store = EnsureOpen();
+            try
+            {
+                store.Transact(() => _state.Upsert(ToDocument(record)));
+                store.Sync();
+            }
+            catch (Exception)
+            {
+                // LiteDB's state after a failed write is unknown: the next call reopens from the files.
+                store.Dispose();
+                _store = null;
+                throw;
+            }
         }
     }
 
@@ -88,6 +111,15 @@ public sealed class OtaStore : IDisposable
             Save(next);
             return next;
         }
+    }
+
+    private DurableLiteDb EnsureOpen()
+    {
+        if (_store is { } open)
+            return open;
+        var store = new DurableLiteDb(_path, _files, CheckpointPages);
+        _state = store.Db.GetCollection("ota");
+        return _store = store;
     }
 
     private static BsonDocument ToDocument(OtaRecord r)
@@ -145,5 +177,12 @@ public sealed class OtaStore : IDisposable
             d["probation"]["boots"].AsArray.Select(b => DateTimeOffset.FromUnixTimeMilliseconds(b.AsInt64)).ToList()),
     };
 
-    public void Dispose() => _db.Dispose();
+    public void Dispose()
+    {
+        lock (_lock)
+        {
+            _store?.Dispose();
+            _store = null;
+        }
+    }
 }

@@ -136,7 +136,7 @@ public sealed partial class TelemetryBuffer
                 NoteRefusal(group, e);
                 throw;
             }
-            _logFile!.Sync();
+            _store!.Sync();
             _dirtySegments.Clear();
             _metaDirty = false;
 

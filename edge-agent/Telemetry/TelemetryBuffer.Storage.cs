@@ -1,4 +1,5 @@
 using System.Security.Cryptography;
+using EdgeFleet.Agent.Storage;
 using EdgeFleet.Shared.Wire;
 using LiteDB;
 
@@ -16,11 +17,8 @@ public sealed partial class TelemetryBuffer
     /// <summary>Pages in LiteDB's log before it is checkpointed into the data file (see <see cref="Open"/>).</summary>
     internal const int CheckpointPages = 100;
 
-    private static readonly TimeSpan LogWriteTimeout = TimeSpan.FromSeconds(60);
-
     private BufferIndex _index = new();
-    private DurableFileStream? _dataFile;
-    private DurableFileStream? _logFile;
+    private DurableLiteDb? _store;
     private LiteDatabase? _db;
     private ILiteCollection<BsonDocument> _segments = null!;
     private ILiteCollection<BsonDocument> _meta = null!;
@@ -38,31 +36,15 @@ public sealed partial class TelemetryBuffer
     private long _budgetSpent;
 
     /// <summary>LiteDB's own name for a database's log file, so a log left by an older build is recovered.</summary>
-    public static string LogPathOf(string path) =>
-        Path.Combine(Path.GetDirectoryName(path)!, Path.GetFileNameWithoutExtension(path) + "-log" + Path.GetExtension(path));
+    public static string LogPathOf(string path) => DurableLiteDb.LogPathOf(path);
 
     private void Open()
     {
-        _dataFile = new DurableFileStream(_openFile(_path), syncOnFlush: true, confirmBarrier: false);
-        try
-        {
-            _logFile = new DurableFileStream(_openFile(LogPathOf(_path)), syncOnFlush: false, confirmBarrier: true);
-        }
-        catch
-        {
-            _dataFile.Dispose();
-            throw;
-        }
-        // The files may have just been created: make their directory entries durable too.
-        Configuration.AtomicFile.FsyncDirectory(Path.GetDirectoryName(_path)!);
-        _db = new LiteDatabase(_dataFile, mapper: null, logStream: _logFile);
         // LiteDB keeps every page written since the last checkpoint in memory as well as in its log, and
         // checkpoints at 1,000 pages (8 MB) by default: at a few commits a second that is 16-20 MB of managed
         // heap and an 8 MB log. At 100 pages (800 KB) the log is copied into the data file every few seconds.
-        _db.CheckpointSize = CheckpointPages;
-        // Setting a pragma is a transaction of LiteDB's own, written by its writer thread; a checkpoint waits
-        // for that writer, so from here on every confirm page in the log is one of ours (see Transact).
-        _db.Checkpoint();
+        _store = new DurableLiteDb(_path, _files, CheckpointPages);
+        _db = _store.Db;
         _segments = _db.GetCollection("segments");
         _meta = _db.GetCollection("buffer");
         var meta = _meta.FindById(MetaId);
@@ -111,16 +93,8 @@ public sealed partial class TelemetryBuffer
 
     private void CloseStorage()
     {
-        try
-        {
-            _db?.Dispose();
-        }
-        catch (Exception e) when (e is IOException or LiteException)
-        {
-            // Closing checkpoints; on a full disk that fails and the log is replayed on the next open instead.
-        }
-        _dataFile?.Dispose();
-        _logFile?.Dispose();
+        _store?.Dispose();
+        _store = null;
         _db = null;
     }
 
@@ -130,26 +104,14 @@ public sealed partial class TelemetryBuffer
     /// </summary>
     private void Transact(Action write)
     {
-        var db = _db ?? throw new TelemetryBufferException(TelemetryBufferError.Unavailable, "telemetry buffer is closed");
-        var confirmed = _logFile!.Confirmed;
-        db.BeginTrans();
+        var store = _store ?? throw new TelemetryBufferException(TelemetryBufferError.Unavailable, "telemetry buffer is closed");
         try
         {
-            write();
-            db.Commit();
             // Every transaction here writes the meta document, so it has a confirm page to wait for.
-            _logFile.WaitConfirmed(confirmed + 1, LogWriteTimeout);
+            store.Transact(write);
         }
         catch (Exception e)
         {
-            try
-            {
-                db.Rollback();
-            }
-            catch (Exception)
-            {
-                // The original failure is what matters; the reopen below recovers the file.
-            }
             _broken = true;
             Log.Reopening(_log, e.Message);
             throw e as TelemetryBufferException ?? new TelemetryBufferException(
@@ -224,7 +186,7 @@ public sealed partial class TelemetryBuffer
             WriteDirtySegments();
             WriteMeta(_lastSeq, _ackedSeq, _evictions);
         });
-        _logFile!.Sync();
+        _store!.Sync();
         _dirtySegments.Clear();
         _metaDirty = false;
     }
@@ -279,7 +241,7 @@ public sealed partial class TelemetryBuffer
             _db.DropCollection("meta");
             Log.Migrated(_log, records.Count);
         }
-        _logFile!.Sync();
+        _store!.Sync();
     }
 
     /// <summary>

@@ -1,5 +1,7 @@
 using System.Diagnostics;
 using EdgeFleet.Agent.Configuration;
+using EdgeFleet.Agent.Storage;
+using EdgeFleet.Shared.IO;
 using EdgeFleet.Shared.Wire;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
@@ -53,7 +55,7 @@ public sealed partial class TelemetryBuffer : IDisposable
     private readonly int _maxGroupRecords;
     private readonly long _maxGroupBytes;
     private readonly long _windowTicks;
-    private readonly StorageOpener _openFile;
+    private readonly FileSystem _files;
     private Group? _open;
     private Group? _last;
     private long _queuedRecords;
@@ -64,14 +66,14 @@ public sealed partial class TelemetryBuffer : IDisposable
     private DateTimeOffset _refusedSince;
 
     public TelemetryBuffer(string path, TelemetryConfig config, TimeProvider time, ILogger? log = null)
-        : this(path, config, time, log, OsStorageFile.Open)
+        : this(path, config, time, log, FileSystem.Os)
     {
     }
 
-    /// <summary>With the files opened by <paramref name="open"/> (tests simulate power cuts with it).</summary>
-    internal TelemetryBuffer(string path, TelemetryConfig config, TimeProvider time, ILogger? log, StorageOpener open)
+    /// <summary>With its files in <paramref name="files"/> (tests simulate power cuts with it).</summary>
+    internal TelemetryBuffer(string path, TelemetryConfig config, TimeProvider time, ILogger? log, FileSystem files)
     {
-        _openFile = open;
+        _files = files;
         _path = Path.GetFullPath(path);
         _config = config;
         _time = time;

@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Reflection;
 using EdgeFleet.Agent.Configuration;
 using EdgeFleet.Shared.Wire;
+using EdgeFleet.Shared.IO;
 
 namespace EdgeFleet.Agent.Timekeeping;
 

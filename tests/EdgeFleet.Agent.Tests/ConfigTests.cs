@@ -1,4 +1,5 @@
 using EdgeFleet.Agent.Configuration;
+using EdgeFleet.Shared.IO;
 
 namespace EdgeFleet.Agent.Tests;
 

@@ -1,4 +1,5 @@
-using EdgeFleet.Agent.Telemetry;
+using EdgeFleet.Agent.Storage;
+using EdgeFleet.Shared.IO;
 
 namespace EdgeFleet.Agent.Tests;
 
@@ -16,18 +17,29 @@ public enum CutMode
 }
 
 /// <summary>
-/// An in-memory disk that loses power the way real storage does (after SQLite's crash tests): each file keeps
-/// what the last fsync made durable and the writes since; at a cut, the files become what a disk might hold
-/// after the power came back. A cut is armed at the n-th write or fsync, so it can fall inside a commit. The program
-/// does not notice (a real one is gone): from then on its writes change only its own view, never what
-/// survives, and its fsyncs make nothing durable; <see cref="PoweredOff"/> tells a test which completions
-/// came after the cut and so prove nothing.
+/// An in-memory file system that loses power the way real storage does (after SQLite's crash tests): each file
+/// keeps what the last fsync made durable and the writes since, and each name created, renamed or removed is
+/// durable only once a directory sync covers it. At a cut the files become what a disk might hold after the
+/// power came back: file data as <see cref="CutMode"/> says, and of the name changes since the last directory
+/// sync, those up to some point (a journal commits them in order). A rename can thus reach the disk before the
+/// data it names, as on ext4 without <c>auto_da_alloc</c>. A cut is armed at the n-th write, fsync or name
+/// change, so it can fall inside a commit. The program does not notice (a real one is gone): from then on its
+/// writes change only its own view, never what survives, and its fsyncs make nothing durable;
+/// <see cref="PoweredOff"/> tells a test which completions came after the cut and so prove nothing.
+/// Directories are not modelled: paths are names, and a directory sync covers every name change before it.
 /// </summary>
-internal sealed class PowerCutDisk
+internal sealed class PowerCutDisk : FileSystem
 {
     public const int Sector = 512;
 
+    /// <summary>Names as the running program sees them.</summary>
     private readonly Dictionary<string, SimFile> _files = [];
+
+    /// <summary>Names as they are on disk.</summary>
+    private readonly Dictionary<string, SimFile> _durableNames = [];
+
+    /// <summary>Name changes since the last directory sync, in order, each atomic: (path, file or null for a removal).</summary>
+    private readonly List<(string Path, SimFile? File)[]> _pendingNames = [];
     private readonly object _lock = new();
     private long _writes;
     private long _cutAtWrite = long.MaxValue;
@@ -39,17 +51,81 @@ internal sealed class PowerCutDisk
 
     public bool Tracing { get; set; }
 
-    public StorageFile Open(string path)
+    public override bool Exists(string path)
+    {
+        lock (_lock)
+            return _files.ContainsKey(path);
+    }
+
+    public override byte[] ReadAll(string path)
+    {
+        lock (_lock)
+            return _files.TryGetValue(path, out var file) ? (byte[])file.Current.Clone() : throw new FileNotFoundException($"{path} does not exist", path);
+    }
+
+    public override StorageStream Open(string path)
     {
         lock (_lock)
         {
             if (!_files.TryGetValue(path, out var file))
-                _files[path] = file = new SimFile();
+                Name(path, file = new SimFile());
             return new Handle(this, path, file);
         }
     }
 
-    /// <summary>The power goes at the n-th write or fsync from now (that one is lost, and all after it).</summary>
+    public override StorageStream Create(string path, bool privateFile)
+    {
+        lock (_lock)
+        {
+            if (_files.ContainsKey(path))
+                throw new IOException($"{path} already exists");
+            var file = new SimFile();
+            Name(path, file);
+            return new Handle(this, path, file);
+        }
+    }
+
+    public override void Delete(string path)
+    {
+        lock (_lock)
+        {
+            if (_files.ContainsKey(path))
+                Name(path, null);
+        }
+    }
+
+    public override void Rename(string from, string to, bool overwrite)
+    {
+        lock (_lock)
+        {
+            if (!_files.TryGetValue(from, out var file))
+                throw new FileNotFoundException($"{from} does not exist", from);
+            if (!overwrite && _files.ContainsKey(to))
+                throw new IOException($"{to} already exists");
+            // One journal transaction: both names change on disk, or neither.
+            var powered = Powered();
+            _files[to] = file;
+            _files.Remove(from);
+            if (powered)
+                _pendingNames.Add([(to, file), (from, null)]);
+        }
+    }
+
+    public override void SyncDirectory(string directory)
+    {
+        lock (_lock)
+        {
+            if (!Powered())
+                return;
+            foreach (var change in _pendingNames)
+                ApplyNames(_durableNames, change);
+            _pendingNames.Clear();
+            if (Tracing)
+                Trace.Add((directory, "syncdir", 0, 0, 0));
+        }
+    }
+
+    /// <summary>The power goes at the n-th write, fsync or name change from now (that one is lost, and all after it).</summary>
     public void CutAfterWrites(long n)
     {
         lock (_lock)
@@ -62,22 +138,53 @@ internal sealed class PowerCutDisk
             PoweredOff = true;
     }
 
-    /// <summary>The disk as it is after the power returns: durable bytes plus what of the unsynced writes survived.</summary>
+    /// <summary>The disk as it is after the power returns: durable names and bytes plus what of the unsynced changes survived.</summary>
     public PowerCutDisk Recover(Random random, CutMode mode)
     {
         lock (_lock)
         {
+            var names = new Dictionary<string, SimFile>(_durableNames);
+            var reached = mode == CutMode.DropUnsynced ? 0 : random.Next(_pendingNames.Count + 1);
+            foreach (var change in _pendingNames.Take(reached))
+                ApplyNames(names, change);
             var after = new PowerCutDisk();
-            foreach (var (path, file) in _files)
+            var images = new Dictionary<SimFile, SimFile>();
+            foreach (var (path, file) in names)
             {
-                var image = file.Survivor(random, mode);
-                after._files[path] = new SimFile { Durable = image, Current = (byte[])image.Clone() };
+                if (!images.TryGetValue(file, out var copy))
+                {
+                    var image = file.Survivor(random, mode);
+                    images[file] = copy = new SimFile { Durable = image, Current = (byte[])image.Clone() };
+                }
+                after._files[path] = copy;
+                after._durableNames[path] = copy;
             }
             return after;
         }
     }
 
-    /// <summary>Whether this write or fsync still reaches the disk (false once the power is off).</summary>
+    private static void ApplyNames(Dictionary<string, SimFile> names, (string Path, SimFile? File)[] change)
+    {
+        foreach (var (path, file) in change)
+        {
+            if (file is null)
+                names.Remove(path);
+            else
+                names[path] = file;
+        }
+    }
+
+    /// <summary>A new name (or a removal, when <paramref name="file"/> is null), pending until a directory sync.</summary>
+    private void Name(string path, SimFile? file)
+    {
+        var powered = Powered();
+        (string, SimFile?)[] change = [(path, file)];
+        ApplyNames(_files, change);
+        if (powered)
+            _pendingNames.Add(change);
+    }
+
+    /// <summary>Whether this write, fsync or name change still reaches the disk (false once the power is off).</summary>
     private bool Powered()
     {
         if (!PoweredOff && ++_writes >= _cutAtWrite)
@@ -128,7 +235,7 @@ internal sealed class PowerCutDisk
         }
     }
 
-    private sealed class Handle(PowerCutDisk disk, string path, SimFile file) : StorageFile
+    private sealed class Handle(PowerCutDisk disk, string path, SimFile file) : StorageStream
     {
         private long _position;
 

@@ -1,4 +1,5 @@
 using EdgeFleet.Agent.Configuration;
+using EdgeFleet.Agent.Storage;
 using EdgeFleet.Agent.Telemetry;
 using EdgeFleet.Shared.Wire;
 using Xunit.Abstractions;
@@ -19,7 +20,7 @@ public class TelemetryPowerCutTests(ITestOutputHelper output)
     private static readonly TelemetryConfig Config = new() { MinFreeDiskBytes = 0, CommitWindowSeconds = 0, MaxBufferRecords = 100_000 };
 
     private static TelemetryBuffer Open(TempDir dir, PowerCutDisk disk) =>
-        new(dir.File("t.db"), Config, TimeProvider.System, null, disk.Open);
+        new(dir.File("t.db"), Config, TimeProvider.System, null, disk);
 
     private static TelemetryRecord Record(string message, TelemetryKind kind) => new() { Ts = DateTimeOffset.UnixEpoch.AddDays(20_000), Kind = kind, Message = message };
 

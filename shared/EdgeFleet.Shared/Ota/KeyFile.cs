@@ -2,6 +2,7 @@ using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using EdgeFleet.Shared.IO;
 using NSec.Cryptography;
 
 namespace EdgeFleet.Shared.Ota;
@@ -14,9 +15,17 @@ public static class KeyFile
 {
     private const int SaltBytes = 16;
 
-    public static void Write(string path, SigningKey key, string? passphrase)
+    /// <summary>
+    /// Writes a new key file; an existing one is never overwritten (<see cref="IOException"/>). Through
+    /// <see cref="AtomicFile"/>: a crash or power cut leaves no half key at the path, which would block every
+    /// later enrollment, and the name is durable when this returns.
+    /// </summary>
+    public static void Write(string path, SigningKey key, string? passphrase) => Write(FileSystem.Os, path, key, passphrase);
+
+    public static void Write(FileSystem files, string path, SigningKey key, string? passphrase)
     {
         var raw = key.ExportPrivateKey();
+        byte[]? json = null;
         try
         {
             var file = new KeyFileContent { KeyId = key.KeyId, PublicKey = Convert.ToBase64String(key.PublicKeyBytes) };
@@ -24,25 +33,14 @@ public static class KeyFile
                 file.PrivateKey = Convert.ToBase64String(raw);
             else
                 file.Encrypted = Encrypt(raw, passphrase, key.KeyId);
-            // Written whole and synced under a temporary name, then renamed into place (never over an existing key):
-            // a crash or power cut mid-write leaves no half key at the path, which would block every later enrollment.
-            if (File.Exists(path))
-                throw new IOException($"{path} already exists: a key is never overwritten");
-            var temp = path + ".tmp";
-            File.Delete(temp); // the leftover of a write a crash interrupted
-            var options = new FileStreamOptions { Mode = FileMode.CreateNew, Access = FileAccess.Write };
-            if (!OperatingSystem.IsWindows())
-                options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
-            using (var stream = new FileStream(temp, options))
-            {
-                JsonSerializer.Serialize(stream, file, KeyFileJsonContext.Default.KeyFileContent);
-                stream.Flush(flushToDisk: true);
-            }
-            File.Move(temp, path, overwrite: false); // the caller makes the rename durable (fsync of the directory)
+            json = JsonSerializer.SerializeToUtf8Bytes(file, KeyFileJsonContext.Default.KeyFileContent);
+            AtomicFile.Write(files, path, json, privateFile: true, replace: false);
         }
         finally
         {
             CryptographicOperations.ZeroMemory(raw);
+            if (json is not null)
+                CryptographicOperations.ZeroMemory(json);
         }
     }
 
@@ -51,10 +49,16 @@ public static class KeyFile
     {
         if (!OperatingSystem.IsWindows() && (File.GetUnixFileMode(path) & (UnixFileMode.GroupRead | UnixFileMode.OtherRead | UnixFileMode.GroupWrite | UnixFileMode.OtherWrite)) != 0)
             throw new InvalidDataException($"{path} is readable by group or others; chmod 600 it");
+        return Parse(File.ReadAllBytes(path), path, passphrase);
+    }
+
+    /// <summary>A key file's content; <paramref name="path"/> names it in errors (<see cref="InvalidDataException"/>).</summary>
+    public static SigningKey Parse(ReadOnlySpan<byte> content, string path, string? passphrase)
+    {
         KeyFileContent file;
         try
         {
-            file = JsonSerializer.Deserialize(File.ReadAllBytes(path), KeyFileJsonContext.Default.KeyFileContent)
+            file = JsonSerializer.Deserialize(content, KeyFileJsonContext.Default.KeyFileContent)
                 ?? throw new InvalidDataException($"{path} is empty");
         }
         catch (JsonException e)

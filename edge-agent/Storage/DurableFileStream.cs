@@ -1,55 +1,6 @@
-namespace EdgeFleet.Agent.Telemetry;
+using EdgeFleet.Shared.IO;
 
-/// <summary>A file the buffer keeps LiteDB in: a stream plus the fsync that makes what was written durable.</summary>
-internal abstract class StorageFile : Stream
-{
-    /// <summary>fsync: everything written so far survives power loss once this returns.</summary>
-    public abstract void Sync();
-}
-
-/// <summary>Opens the buffer's files (tests pass a power-cut simulator).</summary>
-internal delegate StorageFile StorageOpener(string path);
-
-/// <summary>A plain file. FileShare.None takes an exclusive advisory lock: a second agent on the same state directory fails to open.</summary>
-internal sealed class OsStorageFile(string path) : StorageFile
-{
-    private readonly FileStream _file = new(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None, bufferSize: 1, FileOptions.RandomAccess);
-
-    public static StorageFile Open(string path) => new OsStorageFile(path);
-
-    public override bool CanRead => true;
-
-    public override bool CanSeek => true;
-
-    public override bool CanWrite => true;
-
-    public override long Length => _file.Length;
-
-    public override long Position
-    {
-        get => _file.Position;
-        set => _file.Position = value;
-    }
-
-    public override void Sync() => _file.Flush(flushToDisk: true);
-
-    public override void Flush() => _file.Flush();
-
-    public override int Read(byte[] buffer, int offset, int count) => _file.Read(buffer, offset, count);
-
-    public override long Seek(long offset, SeekOrigin origin) => _file.Seek(offset, origin);
-
-    public override void SetLength(long value) => _file.SetLength(value);
-
-    public override void Write(byte[] buffer, int offset, int count) => _file.Write(buffer, offset, count);
-
-    protected override void Dispose(bool disposing)
-    {
-        if (disposing)
-            _file.Dispose();
-        base.Dispose(disposing);
-    }
-}
+namespace EdgeFleet.Agent.Storage;
 
 /// <summary>
 /// A file stream for LiteDB that can be made durable on demand. LiteDB 5 only ever asks for a plain
@@ -66,7 +17,7 @@ internal sealed class OsStorageFile(string path) : StorageFile
 /// then the single confirm byte is written (one byte cannot be torn): a transaction is confirmed on disk
 /// only once all its pages are. It costs a second fsync per commit, no extra page.</para>
 /// </summary>
-internal sealed class DurableFileStream(StorageFile file, bool syncOnFlush, bool confirmBarrier) : Stream
+internal sealed class DurableFileStream(StorageStream file, bool syncOnFlush, bool confirmBarrier) : Stream
 {
     /// <summary>LiteDB 5's page size and the offset of <c>IsConfirmed</c> in its page header (BasePage.P_IS_CONFIRMED in 5.0.20).</summary>
     internal const int PageSize = 8192;
