@@ -22,10 +22,11 @@ namespace EdgeFleet.Agent.Ota;
 /// connection open has sent all it should.
 /// </remarks>
 /// <param name="authorize">The Authorization header for a URL (the device's token on the fleet's own origin), or null.</param>
+/// <param name="files">Where the files are (tests pass a power-cut simulator); the operating system's when null.</param>
 public sealed class ArtifactDownloader(HttpClient http, int maxAttempts, double minBackoffSeconds = 0.5, double maxBackoffSeconds = 30,
-    Func<Uri, AuthenticationHeaderValue?>? authorize = null, DownloadDeadlines? deadlines = null)
+    Func<Uri, AuthenticationHeaderValue?>? authorize = null, DownloadDeadlines? deadlines = null, FileSystem? files = null)
 {
-    private const int BufferBytes = 1 << 20;
+    private readonly FileSystem _files = files ?? FileSystem.Os;
     private const long SpaceMarginBytes = 1 << 20;
     private readonly DownloadDeadlines _deadlines = deadlines ?? new DownloadDeadlines();
 
@@ -35,31 +36,32 @@ public sealed class ArtifactDownloader(HttpClient http, int maxAttempts, double 
     {
         Directory.CreateDirectory(folder);
         var final = FinalPath(folder);
-        if (File.Exists(final))
+        if (_files.Exists(final))
         {
             // A previous run finished the download; its hash is checked again (it may be what a crash left).
-            if (await HashMatchesAsync(final, artifact, ct).ConfigureAwait(false))
+            if (await HashMatchesAsync(_files, final, artifact, ct).ConfigureAwait(false))
                 return null;
-            File.Delete(final);
+            _files.Delete(final);
         }
         var part = final + ".part";
-        var resumedAtStart = File.Exists(part) && new FileInfo(part).Length > 0;
+        var resumedAtStart = LengthOf(part) > 0;
         var failure = await FetchAsync(url, part, artifact, progress, ct).ConfigureAwait(false);
         if (failure is not null)
             return failure;
-        if (!await HashMatchesAsync(part, artifact, ct).ConfigureAwait(false))
+        if (!await HashMatchesAsync(_files, part, artifact, ct).ConfigureAwait(false))
         {
-            File.Delete(part);
+            _files.Delete(part);
             // Bytes resumed from before a power loss may be garbage: one clean download before giving up.
             if (!resumedAtStart || await FetchAsync(url, part, artifact, progress, ct).ConfigureAwait(false) is not null
-                || !await HashMatchesAsync(part, artifact, ct).ConfigureAwait(false))
+                || !await HashMatchesAsync(_files, part, artifact, ct).ConfigureAwait(false))
             {
-                File.Delete(part);
+                _files.Delete(part);
                 return new OtaFailure(OtaError.HashMismatch, $"the artifact's SHA-256 is not {artifact.Sha256}");
             }
         }
-        File.Move(part, final, overwrite: true);
-        AtomicFile.FsyncDirectory(folder);
+        // The .part file was synced when its last byte came: the name can only reach the disk after the data.
+        _files.Rename(part, final, overwrite: true);
+        _files.SyncDirectory(folder);
         return null;
     }
 
@@ -70,10 +72,10 @@ public sealed class ArtifactDownloader(HttpClient http, int maxAttempts, double 
         {
             if (attempt > 0)
                 await Task.Delay(Backoff.Next(attempt - 1, minBackoffSeconds, maxBackoffSeconds), ct).ConfigureAwait(false);
-            var have = File.Exists(part) ? new FileInfo(part).Length : 0;
+            var have = LengthOf(part);
             if (have > artifact.Length)
             {
-                File.Delete(part);
+                _files.Delete(part);
                 have = 0;
             }
             if (have == artifact.Length)
@@ -124,7 +126,7 @@ public sealed class ArtifactDownloader(HttpClient http, int maxAttempts, double 
         if (response.StatusCode == HttpStatusCode.RequestedRangeNotSatisfiable)
         {
             // The server's file is no longer than what we have, yet we lack bytes: start over.
-            File.Delete(part);
+            _files.Delete(part);
             return new OtaFailure(OtaError.ArtifactTruncated, $"the server has fewer than {artifact.Length} bytes");
         }
         if (!response.IsSuccessStatusCode)
@@ -136,7 +138,10 @@ public sealed class ArtifactDownloader(HttpClient http, int maxAttempts, double 
             return new OtaFailure(OtaError.ArtifactTooLong, $"the server announced {announced + have} bytes; the manifest declares {artifact.Length}");
 
         await using var body = await response.Content.ReadAsStreamAsync(ct).ConfigureAwait(false);
-        await using var file = new FileStream(part, have == 0 ? FileMode.Create : FileMode.Append, FileAccess.Write, FileShare.None, 1 << 16, useAsync: true);
+        await using var file = _files.Open(part);
+        if (have == 0)
+            file.SetLength(0);
+        file.Seek(have, SeekOrigin.Begin);
         var buffer = new byte[64 * 1024];
         while (remaining > 0)
         {
@@ -158,7 +163,7 @@ public sealed class ArtifactDownloader(HttpClient http, int maxAttempts, double 
             progress?.Invoke(have);
             Progressed();
         }
-        file.Flush(flushToDisk: true);
+        file.Sync();
         // Endless data: the declared length is all we take; one more byte means the server lies. A server that
         // neither sends more nor closes has sent everything: the hash decides.
         deadline.CancelAfter(_deadlines.TrailingGrace);
@@ -167,7 +172,7 @@ public sealed class ArtifactDownloader(HttpClient http, int maxAttempts, double 
             if (await body.ReadAsync(buffer.AsMemory(0, 1), ct).ConfigureAwait(false) > 0)
             {
                 file.Close();
-                File.Delete(part);
+                _files.Delete(part);
                 return new OtaFailure(OtaError.ArtifactTooLong, $"the server sent more than the declared {artifact.Length} bytes");
             }
         }
@@ -178,17 +183,36 @@ public sealed class ArtifactDownloader(HttpClient http, int maxAttempts, double 
         return null;
     }
 
-    /// <summary>Streams the file through SHA-256 (1 MiB reads; see the OTA benchmark for the rate).</summary>
-    public static async Task<bool> HashMatchesAsync(string path, ArtifactEntry artifact, CancellationToken ct)
+    private long LengthOf(string path)
     {
-        if (new FileInfo(path).Length != artifact.Length)
+        if (!_files.Exists(path))
+            return 0;
+        using var stream = _files.OpenRead(path);
+        return stream.Length;
+    }
+
+    /// <summary>Streams the file through SHA-256 (1 MiB reads; see the OTA benchmark for the rate).</summary>
+    public static Task<bool> HashMatchesAsync(string path, ArtifactEntry artifact, CancellationToken ct) =>
+        HashMatchesAsync(FileSystem.Os, path, artifact.Length, artifact.Sha256, ct);
+
+    public static Task<bool> HashMatchesAsync(FileSystem files, string path, ArtifactEntry artifact, CancellationToken ct) =>
+        HashMatchesAsync(files, path, artifact.Length, artifact.Sha256, ct);
+
+    /// <summary>Whether the file exists with this length (when known) and SHA-256.</summary>
+    public static async Task<bool> HashMatchesAsync(FileSystem files, string path, long? length, string sha256, CancellationToken ct)
+    {
+        if (!files.Exists(path))
             return false;
-        return string.Equals(await Sha256Async(path, ct).ConfigureAwait(false), artifact.Sha256, StringComparison.Ordinal);
+        await using var stream = files.OpenRead(path);
+        if (length is { } expected && stream.Length != expected)
+            return false;
+        var actual = Convert.ToHexStringLower(await SHA256.HashDataAsync(stream, ct).ConfigureAwait(false));
+        return string.Equals(actual, sha256, StringComparison.Ordinal);
     }
 
     public static async Task<string> Sha256Async(string path, CancellationToken ct)
     {
-        await using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, BufferBytes, FileOptions.SequentialScan);
+        await using var stream = FileSystem.Os.OpenRead(path);
         return Convert.ToHexStringLower(await SHA256.HashDataAsync(stream, ct).ConfigureAwait(false));
     }
 }

@@ -56,6 +56,35 @@ public sealed class ModelPointer(string path, FileSystem? files = null)
         }
     }
 
+    /// <summary>
+    /// The models to serve, best first: the pointer's active model, its previous one, then <paramref name="configured"/>
+    /// (the factory model). An installed model whose file is missing or is not the file installed (SHA-256: a power
+    /// cut, a failing card, a hand edit) is left out and passed to <paramref name="damaged"/>.
+    /// </summary>
+    public IEnumerable<InstalledModel> BootCandidates(InstalledModel? configured, Action<InstalledModel>? damaged = null)
+    {
+        var pointer = Read();
+        foreach (var candidate in new[] { pointer?.Active, pointer?.Previous, configured })
+        {
+            if (candidate is null)
+                continue;
+            if (candidate.Sha256 is { } sha256 && !Intact(candidate.Path, sha256))
+            {
+                damaged?.Invoke(candidate);
+                continue;
+            }
+            yield return candidate;
+        }
+    }
+
+    private bool Intact(string path, string sha256)
+    {
+        if (!_files.Exists(path))
+            return false;
+        using var stream = _files.OpenRead(path);
+        return string.Equals(Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(stream)), sha256, StringComparison.Ordinal);
+    }
+
     public void Write(PointerContent content)
     {
         Directory.CreateDirectory(Path.GetDirectoryName(FilePath)!);

@@ -416,10 +416,8 @@ public sealed partial class OtaService : BackgroundService
     private void LoadBootModel()
     {
         var pointer = _pointer.Read();
-        foreach (var candidate in new[] { pointer?.Active, pointer?.Previous, ConfiguredModel() })
+        foreach (var candidate in _pointer.BootCandidates(ConfiguredModel(), m => Log.ModelDamaged(_log, m.ModelId, m.VersionLabel, m.Path)))
         {
-            if (candidate is null)
-                continue;
             try
             {
                 var loaded = LoadedModel.Load(Ref(candidate)!, candidate.Path, _config.Model?.IntraOpThreads, _runtime.Profile, requireClassifier: _config.Input.Kind != InputKind.None, drift: candidate.Drift);
@@ -623,6 +621,9 @@ public sealed partial class OtaService : BackgroundService
 
         [LoggerMessage(3013, LogLevel.Information, "A newer desired state arrived: the download in progress is abandoned (its bytes are kept)")]
         public static partial void Superseded(ILogger logger);
+
+        [LoggerMessage(3014, LogLevel.Error, "Model {ModelId} {Version} at {Path} is missing or not the file installed (SHA-256); the next model is served")]
+        public static partial void ModelDamaged(ILogger logger, string modelId, string version, string path);
 
         [LoggerMessage(3008, LogLevel.Error, "OTA loop failed: {Reason}")]
         public static partial void LoopFailed(ILogger logger, string reason);

@@ -63,6 +63,8 @@ internal sealed class PowerCutDisk : FileSystem
             return _files.TryGetValue(path, out var file) ? (byte[])file.Current.Clone() : throw new FileNotFoundException($"{path} does not exist", path);
     }
 
+    public override Stream OpenRead(string path) => new MemoryStream(ReadAll(path), writable: false);
+
     public override StorageStream Open(string path)
     {
         lock (_lock)

@@ -23,6 +23,9 @@ public abstract class FileSystem
 
     public abstract byte[] ReadAll(string path);
 
+    /// <summary>Opens an existing file for reading, others reading it too; <see cref="FileNotFoundException"/> when missing.</summary>
+    public abstract Stream OpenRead(string path);
+
     /// <summary>Opens a file for reading and writing, creating it when missing, locked against a second opener.</summary>
     public abstract StorageStream Open(string path);
 
@@ -45,6 +48,9 @@ internal sealed partial class OsFileSystem : FileSystem
     public override bool Exists(string path) => File.Exists(path);
 
     public override byte[] ReadAll(string path) => File.ReadAllBytes(path);
+
+    public override Stream OpenRead(string path) =>
+        new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 20, FileOptions.SequentialScan);
 
     /// <summary>FileShare.None takes an exclusive advisory lock: a second agent on the same state directory fails to open.</summary>
     public override StorageStream Open(string path) =>
