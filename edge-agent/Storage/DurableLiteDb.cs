@@ -18,7 +18,7 @@ internal sealed class DurableLiteDb : IDisposable
     private readonly DurableFileStream _dataFile;
     private readonly DurableFileStream _logFile;
 
-    /// <param name="path">The data file; the log is <see cref="LogPathOf"/> beside it.</param>
+    /// <param name="path">The data file; the log is <see cref="DurableFileStream.LogPathOf"/> beside it.</param>
     /// <param name="files">Where the files are (tests pass a power-cut simulator).</param>
     /// <param name="checkpointPages">Pages in the log before LiteDB copies them into the data file.</param>
     public DurableLiteDb(string path, FileSystem files, int checkpointPages)
@@ -26,7 +26,7 @@ internal sealed class DurableLiteDb : IDisposable
         _dataFile = new DurableFileStream(files.Open(path), syncOnFlush: true, confirmBarrier: false);
         try
         {
-            _logFile = new DurableFileStream(files.Open(LogPathOf(path)), syncOnFlush: false, confirmBarrier: true);
+            _logFile = new DurableFileStream(files.Open(DurableFileStream.LogPathOf(path)), syncOnFlush: false, confirmBarrier: true);
         }
         catch
         {
@@ -52,10 +52,6 @@ internal sealed class DurableLiteDb : IDisposable
     }
 
     public LiteDatabase Db { get; }
-
-    /// <summary>LiteDB's own name for a database's log file, so a log left by an older build is recovered.</summary>
-    public static string LogPathOf(string path) =>
-        Path.Combine(Path.GetDirectoryName(path)!, Path.GetFileNameWithoutExtension(path) + "-log" + Path.GetExtension(path));
 
     /// <summary>
     /// One transaction, returning once LiteDB's writer has put all its pages in the log (not yet synced: call

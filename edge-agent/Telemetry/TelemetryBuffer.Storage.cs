@@ -1,5 +1,6 @@
 using System.Security.Cryptography;
 using EdgeFleet.Agent.Storage;
+using EdgeFleet.Shared.IO;
 using EdgeFleet.Shared.Wire;
 using LiteDB;
 
@@ -36,7 +37,7 @@ public sealed partial class TelemetryBuffer
     private long _budgetSpent;
 
     /// <summary>LiteDB's own name for a database's log file, so a log left by an older build is recovered.</summary>
-    public static string LogPathOf(string path) => DurableLiteDb.LogPathOf(path);
+    public static string LogPathOf(string path) => DurableFileStream.LogPathOf(path);
 
     private void Open()
     {

@@ -1,10 +1,11 @@
-using System.Text.Json;
 using System.Security.Cryptography;
+using System.Text.Json;
 using EdgeFleet.Agent.Ota;
 using EdgeFleet.Agent.Tests.Ota;
 using EdgeFleet.Shared.IO;
 using EdgeFleet.Shared.Ota;
 using EdgeFleet.Shared.Wire;
+using EdgeFleet.Tests.Common;
 using Xunit.Abstractions;
 
 namespace EdgeFleet.Agent.Tests;

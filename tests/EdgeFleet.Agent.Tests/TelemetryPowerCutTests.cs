@@ -1,7 +1,8 @@
 using EdgeFleet.Agent.Configuration;
-using EdgeFleet.Agent.Storage;
 using EdgeFleet.Agent.Telemetry;
+using EdgeFleet.Shared.IO;
 using EdgeFleet.Shared.Wire;
+using EdgeFleet.Tests.Common;
 using Xunit.Abstractions;
 
 namespace EdgeFleet.Agent.Tests;

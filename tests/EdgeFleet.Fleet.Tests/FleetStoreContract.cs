@@ -285,11 +285,15 @@ public sealed class LiteDbFleetStoreTests : FleetStoreContract
             var records = Records((i * 20) + 1, 20);
             var result = await _store.StoreTelemetryAsync(TelemetryBatchCodec.CreateBatch("d", "s", records), records, T0, default);
             // The files as the kernel holds them at this instant: what a kill -9 of the process now would leave.
+            // Copied by cp, which takes no lock (the store holds its files exclusively against a second fleet).
             foreach (var name in new[] { "fleet.db", "fleet-log.db" })
             {
                 var from = Path.Combine(_dir, name);
-                if (File.Exists(from))
-                    File.Copy(from, Path.Combine(snapshot, name), overwrite: true);
+                if (!File.Exists(from))
+                    continue;
+                using var cp = System.Diagnostics.Process.Start("cp", [from, Path.Combine(snapshot, name)]);
+                cp.WaitForExit();
+                Assert.Equal(0, cp.ExitCode);
             }
             using (var copy = new LiteDbFleetStore(Path.Combine(snapshot, "fleet.db")))
                 Assert.Equal(result.AckedSeq, (await copy.GetDeviceAsync("d", default))?.AckedSeq);

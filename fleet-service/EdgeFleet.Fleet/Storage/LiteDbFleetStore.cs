@@ -1,4 +1,5 @@
 using EdgeFleet.Fleet.Devices;
+using EdgeFleet.Shared.IO;
 using EdgeFleet.Shared.Wire;
 using LiteDB;
 
@@ -8,10 +9,15 @@ namespace EdgeFleet.Fleet.Storage;
 /// The embedded store: one LiteDB file. Reads and writes are serialised through one gate, and a telemetry batch is
 /// stored and its device's acknowledgement advanced in one transaction, so an ack never runs ahead of
 /// the records it covers; the transaction is in the log and the log synced before the store returns (<see cref="LiteDbLog"/>).
+/// Its files go through <see cref="DurableFileStream"/>: a transaction counts in the log only once all its pages are
+/// on disk, and a checkpoint syncs the data file before LiteDB truncates the log, so a power cut can lose only
+/// what was not acknowledged and never leaves a file LiteDB cannot open.
 /// </summary>
 public sealed partial class LiteDbFleetStore : IFleetStore
 {
     private readonly LiteDatabase _db;
+    private readonly DurableFileStream _dataFile;
+    private readonly DurableFileStream _logFile;
     private readonly ILiteCollection<BsonDocument> _devices;
     private readonly ILiteCollection<BsonDocument> _telemetry;
     private readonly ILiteCollection<BsonDocument> _desired;
@@ -20,9 +26,19 @@ public sealed partial class LiteDbFleetStore : IFleetStore
     private readonly LiteDbLog _log;
 
     public LiteDbFleetStore(string path)
+        : this(path, FileSystem.Os)
     {
-        Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
-        _db = new LiteDatabase(new ConnectionString { Filename = path, Connection = ConnectionType.Direct });
+    }
+
+    /// <summary>With its files in <paramref name="files"/> (tests simulate power cuts with it).</summary>
+    internal LiteDbFleetStore(string path, FileSystem files)
+    {
+        var directory = Path.GetDirectoryName(Path.GetFullPath(path))!;
+        Directory.CreateDirectory(directory);
+        _dataFile = new DurableFileStream(files.Open(path), syncOnFlush: true, confirmBarrier: false);
+        _logFile = new DurableFileStream(files.Open(DurableFileStream.LogPathOf(path)), syncOnFlush: false, confirmBarrier: true);
+        files.SyncDirectory(directory);
+        _db = new LiteDatabase(_dataFile, mapper: null, logStream: _logFile);
         _devices = _db.GetCollection("devices");
         _telemetry = _db.GetCollection("telemetry_segments");
         _telemetry.EnsureIndex("device");
@@ -110,7 +126,7 @@ public sealed partial class LiteDbFleetStore : IFleetStore
                     _devices.Upsert(LiteDbDocuments.FromDevice(device));
                 _db.Commit();
                 // What this returns is acknowledged to the devices, which then delete it: written and synced first.
-                _log.Flush();
+                _log.Flush(_logFile.Sync);
                 return results;
             }
             catch
@@ -232,6 +248,8 @@ public sealed partial class LiteDbFleetStore : IFleetStore
     public void Dispose()
     {
         _db.Dispose();
+        _dataFile.Dispose();
+        _logFile.Dispose();
         _write.Dispose();
     }
 }

@@ -1,6 +1,4 @@
-using EdgeFleet.Shared.IO;
-
-namespace EdgeFleet.Agent.Storage;
+namespace EdgeFleet.Shared.IO;
 
 /// <summary>
 /// A file stream for LiteDB that can be made durable on demand. LiteDB 5 only ever asks for a plain
@@ -17,13 +15,17 @@ namespace EdgeFleet.Agent.Storage;
 /// then the single confirm byte is written (one byte cannot be torn): a transaction is confirmed on disk
 /// only once all its pages are. It costs a second fsync per commit, no extra page.</para>
 /// </summary>
-internal sealed class DurableFileStream(StorageStream file, bool syncOnFlush, bool confirmBarrier) : Stream
+public sealed class DurableFileStream(StorageStream file, bool syncOnFlush, bool confirmBarrier) : Stream
 {
     /// <summary>LiteDB 5's page size and the offset of <c>IsConfirmed</c> in its page header (BasePage.P_IS_CONFIRMED in 5.0.20).</summary>
-    internal const int PageSize = 8192;
-    internal const int ConfirmedOffset = 18;
+    public const int PageSize = 8192;
+    public const int ConfirmedOffset = 18;
 
     private readonly object _gate = new();
+
+    /// <summary>LiteDB's own name for a database's log file, so the log LiteDB left when it opened the file by path is recovered.</summary>
+    public static string LogPathOf(string dataPath) =>
+        Path.Combine(Path.GetDirectoryName(dataPath)!, Path.GetFileNameWithoutExtension(dataPath) + "-log" + Path.GetExtension(dataPath));
     private long _confirmed;
     private Exception? _failed;
 

@@ -1,7 +1,6 @@
-using EdgeFleet.Agent.Storage;
 using EdgeFleet.Shared.IO;
 
-namespace EdgeFleet.Agent.Tests;
+namespace EdgeFleet.Tests.Common;
 
 /// <summary>How a simulated power cut treats the writes no fsync covered yet.</summary>
 public enum CutMode
@@ -60,7 +59,7 @@ internal sealed class PowerCutDisk : FileSystem
     public override byte[] ReadAll(string path)
     {
         lock (_lock)
-            return _files.TryGetValue(path, out var file) ? (byte[])file.Current.Clone() : throw new FileNotFoundException($"{path} does not exist", path);
+            return _files.TryGetValue(path, out var file) ? file.Current.ToArray() : throw new FileNotFoundException($"{path} does not exist", path);
     }
 
     public override Stream OpenRead(string path) => new MemoryStream(ReadAll(path), writable: false);
@@ -156,7 +155,7 @@ internal sealed class PowerCutDisk : FileSystem
                 if (!images.TryGetValue(file, out var copy))
                 {
                     var image = file.Survivor(random, mode);
-                    images[file] = copy = new SimFile { Durable = image, Current = (byte[])image.Clone() };
+                    images[file] = copy = new SimFile(image);
                 }
                 after._files[path] = copy;
                 after._durableNames[path] = copy;
@@ -194,20 +193,79 @@ internal sealed class PowerCutDisk : FileSystem
         return !PoweredOff;
     }
 
+    /// <summary>A file's bytes, grown by doubling so that appending to a large file costs the bytes appended.</summary>
+    private sealed class Bytes
+    {
+        private byte[] _data;
+
+        public Bytes(byte[] content) => (_data, Length) = (content, content.Length);
+
+        public long Length { get; private set; }
+
+        public byte[] ToArray() => _data.AsSpan(0, (int)Length).ToArray();
+
+        public int Read(long position, Span<byte> buffer)
+        {
+            var n = (int)Math.Clamp(Length - position, 0, buffer.Length);
+            _data.AsSpan((int)position, n).CopyTo(buffer);
+            return n;
+        }
+
+        public void Write(long position, ReadOnlySpan<byte> data)
+        {
+            Reserve(position + data.Length);
+            data.CopyTo(_data.AsSpan((int)position));
+            Length = Math.Max(Length, position + data.Length);
+        }
+
+        public void SetLength(long length)
+        {
+            if (length < Length)
+                Array.Clear(_data, (int)length, (int)(Length - length)); // bytes beyond the end read as zeros when it grows again
+            Reserve(length);
+            Length = length;
+        }
+
+        private void Reserve(long length)
+        {
+            if (length > _data.Length)
+                Array.Resize(ref _data, (int)Math.Max(length, Math.Min(int.MaxValue / 2, _data.Length * 2L)));
+        }
+    }
+
     private sealed class SimFile
     {
+        public SimFile(byte[]? content = null)
+        {
+            Durable = new Bytes(content ?? []);
+            Current = new Bytes((byte[])(content ?? []).Clone());
+        }
+
         /// <summary>What survives any cut.</summary>
-        public byte[] Durable { get; set; } = [];
+        public Bytes Durable { get; }
 
         /// <summary>Writes and length changes since the last fsync, in order; null data means SetLength.</summary>
         public List<(long Position, byte[]? Data, long Length)> Pending { get; } = [];
 
         /// <summary>The file as the running program sees it: durable bytes with the pending changes applied.</summary>
-        public byte[] Current { get; set; } = [];
+        public Bytes Current { get; }
+
+        /// <summary>fsync: the pending changes become durable (applied to the durable bytes, not a copy of the file).</summary>
+        public void Sync()
+        {
+            foreach (var (position, data, length) in Pending)
+            {
+                if (data is null)
+                    Durable.SetLength(length);
+                else
+                    Durable.Write(position, data);
+            }
+            Pending.Clear();
+        }
 
         public byte[] Survivor(Random random, CutMode mode)
         {
-            var image = (byte[])Durable.Clone();
+            var image = Durable.ToArray();
             if (mode == CutMode.DropUnsynced || Pending.Count == 0)
                 return image;
             // Length changes are metadata the file system orders with the writes after them: they reach the
@@ -269,8 +327,7 @@ internal sealed class PowerCutDisk : FileSystem
                 // An fsync is a moment the power can go too: just before it, everything since the last one is at risk.
                 if (!disk.Powered())
                     return;
-                file.Durable = (byte[])file.Current.Clone();
-                file.Pending.Clear();
+                file.Sync();
                 if (disk.Tracing)
                     disk.Trace.Add((Path.GetFileName(path), "sync", 0, 0, 0));
             }
@@ -284,8 +341,7 @@ internal sealed class PowerCutDisk : FileSystem
         {
             lock (disk._lock)
             {
-                var n = (int)Math.Clamp(file.Current.Length - _position, 0, count);
-                Array.Copy(file.Current, _position, buffer, offset, n);
+                var n = file.Current.Read(_position, buffer.AsSpan(offset, count));
                 _position += n;
                 return n;
             }
@@ -303,9 +359,7 @@ internal sealed class PowerCutDisk : FileSystem
             lock (disk._lock)
             {
                 var powered = disk.Powered();
-                var current = file.Current;
-                Array.Resize(ref current, (int)value);
-                file.Current = current;
+                file.Current.SetLength(value);
                 if (powered)
                     file.Pending.Add((0, null, value));
             }
@@ -317,11 +371,7 @@ internal sealed class PowerCutDisk : FileSystem
             {
                 var powered = disk.Powered();
                 var data = buffer.AsSpan(offset, count).ToArray();
-                var current = file.Current;
-                if (current.Length < _position + count)
-                    Array.Resize(ref current, (int)(_position + count));
-                data.CopyTo(current, _position);
-                file.Current = current;
+                file.Current.Write(_position, data);
                 if (powered)
                     file.Pending.Add((_position, data, 0));
                 if (disk.Tracing && powered)
