@@ -136,6 +136,81 @@ public sealed partial class NetworkChaosTests(DemoModel model, Xunit.Abstraction
         Directory.Delete(dir, recursive: true);
     }
 
+    [Fact]
+    public async Task A_rollout_through_a_lossy_link_completes_after_the_fleet_is_killed_mid_rollout()
+    {
+        Assert.True(ImpairedLink.Supported, "the chaos test needs root, /dev/net/tun and iproute2");
+        var dir = Directory.CreateTempSubdirectory("edgefleet-chaos-rollout-").FullName;
+        string P(string name) => Path.Combine(dir, name);
+        Cli(null, "keys", "init", "--dir", P("keys"));
+        using var link = new ImpairedLink();
+        // The API listens on the link too: the device downloads its model from the fleet through it.
+        string[] fleetArgs = ["--Fleet:Broker:BindAddress", "*", "--Fleet:Signing:KeyDirectory", P("keys"), "--Fleet:RolloutTickSeconds", "0.25"];
+        var fleet = new Fleet(P("fleet"), httpAddress: "0.0.0.0", extraArgs: fleetArgs);
+        try
+        {
+            Cli(null, "model", "demo", "--out", P("v1.onnx"), "--seed", "42");
+            Cli(null, "model", "demo", "--out", P("v2.onnx"), "--seed", "43");
+            Cli(null, "model", "samples", "--kind", "demo", "--count", "20", "--out", P("samples"));
+            File.WriteAllText(P("card.json"), """{"owner": "vibration-ml", "intendedUse": "pump vibration", "labels": ["normal", "imbalance", "bearing-wear"]}""");
+            Cli(fleet, "model", "register", "--id", "vibration-classifier");
+            foreach (var v in (string[])["v1", "v2"])
+            {
+                Cli(null, "model", "validate", "--reference", P($"{v}.onnx"), "--candidate", P($"{v}.onnx"), "--data", P("samples"),
+                    "--max-latency-ratio", "100", "--report-out", P($"{v}-report.json"));
+                Cli(fleet, "model", "push", "--model-id", "vibration-classifier", "--card", P("card.json"), "--fp32", P($"{v}.onnx"), "--report", P($"{v}-report.json"));
+                Cli(fleet, "model", "approve", "--model-id", "vibration-classifier", "--model-version", v[1..], "--reason", "validated");
+            }
+            var ota = new JsonObject { ["rootPath"] = P("keys/root.json"), ["fleetUrl"] = $"http://{link.HostAddress}:{fleet.HttpPort}", ["probationMinutes"] = 5 };
+            using var agent = new Agent(P("agents"), "remote-pump", fleet, P("v1.onnx"), "normal", ota: ota, link: link,
+                configure: c => c["broker"]!["maxReconnectSeconds"] = MaxReconnectSeconds);
+            string Explain() => $"fleet:\n{fleet.Output[^Math.Min(fleet.Output.Length, 20_000)..]}\n--- agent:\n{agent.Output[^Math.Min(agent.Output.Length, 40_000)..]}";
+            await Wait.ForAsync(async () => await fleet.Device("remote-pump") is { } d && Stored(d) > 0 ? d : null, Patience, Explain);
+
+            // 30 % loss each way and a 2 s round trip; the rollout starts, and the fleet dies once the device is at it.
+            link.Loss = 0.3;
+            link.Delay = TimeSpan.FromSeconds(1);
+            var started = Stopwatch.StartNew();
+            Cli(fleet, "rollout", "create", "--id", "through-loss", "--model-id", "vibration-classifier", "--model-version", "2",
+                "--devices", "remote-pump", "--phases", "100%", "--quality", "off");
+            await Wait.ForAsync(async () => (await fleet.Device("remote-pump"))?["device"]?["lastOta"] is { } o && o["version"]?.GetValue<long>() == 2 ? "" : null,
+                Patience, Explain);
+            var seenAt = started.Elapsed;
+            fleet.Kill9();
+            await Task.Delay(TimeSpan.FromSeconds(3));
+            fleet = new Fleet(P("fleet"), reuse: fleet, extraArgs: fleetArgs);
+
+            var rollout = await Wait.ForAsync(async () =>
+            {
+                using var response = await fleet.Get("/api/rollouts/through-loss");
+                var view = JsonNode.Parse(await response.Content.ReadAsStringAsync())!;
+                return view["state"]?.GetValue<string>() == "completed" ? view : null;
+            }, Patience, Explain);
+            Assert.Equal(1, rollout["tally"]!["installed"]!.GetValue<int>());
+            var device = (await fleet.Device("remote-pump"))!["device"]!;
+            Assert.Equal("committed", device["lastOta"]!["state"]!.GetValue<string>(), ignoreCase: true);
+            Assert.Contains("model vibration-classifier v2 is active", agent.Output, StringComparison.OrdinalIgnoreCase);
+            var (forwarded, dropped) = link.Counts;
+            output.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"rollout through 30 % loss and a 2 s round trip: the device reported v2 after {seenAt.TotalSeconds:F1} s, the fleet was killed then, " +
+                $"and the rollout completed {started.Elapsed.TotalSeconds:F1} s after it was created; packets forwarded {forwarded}, dropped {dropped}"));
+        }
+        finally
+        {
+            fleet.Dispose();
+        }
+        Directory.Delete(dir, recursive: true);
+    }
+
+    private static string Cli(Fleet? fleet, params string[] args)
+    {
+        string[] target = fleet is null ? [] : ["--fleet", fleet.Url];
+        using var cli = ChildProcess.Start("cli", "dotnet", [Repo.CliDll, .. args, .. target],
+            environment: fleet is null ? null : new Dictionary<string, string> { ["EDGEFLEET_API_KEY"] = fleet.AdminKey });
+        Assert.True(cli.WaitForExit(TimeSpan.FromSeconds(120)) == 0, cli.Output);
+        return cli.Output;
+    }
+
     private static string Ranges(IEnumerable<long> seqs) =>
         string.Join(", ", seqs.Order().Aggregate(new List<(long From, long To)>(), (list, s) =>
         {

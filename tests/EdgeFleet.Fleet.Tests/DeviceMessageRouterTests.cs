@@ -44,6 +44,22 @@ public sealed class DeviceMessageRouterTests : IDisposable
     }
 
     [Fact]
+    public async Task An_update_s_outcome_in_telemetry_updates_the_device_when_the_live_report_was_lost_and_only_its_own()
+    {
+        // The live ota/status "committed" went out as the connection dropped; the buffered outcome record arrives later.
+        var live = new OtaStatusMessage { DeviceId = "d1", ModelId = "m", Version = 2, State = OtaState.Downloading, At = DateTimeOffset.UtcNow };
+        await _router.HandleAsync("ef/v1/d1/ota/status", WireReader.Write(live, WireJsonContext.Default.OtaStatusMessage), default);
+        // It names another device: the device speaks only for itself.
+        var outcome = live with { DeviceId = "d2", State = OtaState.Committed, At = live.At.AddSeconds(5) };
+        List<TelemetryRecord> records = [new() { Seq = 1, Ts = outcome.At, Kind = TelemetryKind.OtaStatus, Ota = outcome }];
+        await TelemetryAsync("ef/v1/d1/telemetry", WireReader.Write(TelemetryBatchCodec.CreateBatch("d1", "s", records), WireJsonContext.Default.TelemetryBatch));
+        var device = await _store.GetDeviceAsync("d1", default);
+        Assert.Equal((OtaState.Committed, "d1"), (device!.LastOta!.State, device.LastOta.DeviceId));
+        Assert.Equal(OtaState.Committed, device.Ota);
+        Assert.Null(await _store.GetDeviceAsync("d2", default));
+    }
+
+    [Fact]
     public async Task A_redelivered_batch_is_acknowledged_again_but_stored_once()
     {
         var payload = WireReader.Write(LiteDbFleetStoreTests.Batch("d1", "s", 1, 5), WireJsonContext.Default.TelemetryBatch);

@@ -48,6 +48,29 @@ public abstract partial class FleetStoreContract : IDisposable
     };
 
     [Fact]
+    public async Task A_late_progress_report_does_not_undo_an_update_s_outcome_but_a_retry_after_a_failure_counts()
+    {
+        await _store.RecordHelloAsync(Hello("d1", "b"), T0, default);
+        OtaStatusMessage Status(long version, OtaState state, int second) =>
+            new() { DeviceId = "d1", ModelId = "m", Version = version, State = state, At = T0.AddSeconds(second) };
+        async Task<OtaState?> Last() => (await _store.GetDeviceAsync("d1", default))?.LastOta?.State;
+
+        // Over a lossy link "downloading" arrives after "committed" (live status vs the outcome record).
+        await _store.RecordOtaStatusAsync(Status(2, OtaState.Committed, 10), T0, default);
+        await _store.RecordOtaStatusAsync(Status(2, OtaState.Downloading, 5), T0, default);
+        Assert.Equal(OtaState.Committed, await Last());
+        Assert.Equal(OtaState.Committed, (await _store.GetDeviceAsync("d1", default))!.Ota);
+
+        // A failed update is tried again: its progress is news. So is another version's.
+        await _store.RecordOtaStatusAsync(Status(3, OtaState.Failed, 20), T0, default);
+        await _store.RecordOtaStatusAsync(Status(3, OtaState.Downloading, 30), T0, default);
+        Assert.Equal(OtaState.Downloading, await Last());
+        await _store.RecordOtaStatusAsync(Status(3, OtaState.Committed, 40), T0, default);
+        await _store.RecordOtaStatusAsync(Status(4, OtaState.Downloading, 50), T0, default);
+        Assert.Equal(OtaState.Downloading, await Last());
+    }
+
+    [Fact]
     public async Task Stores_each_record_once_and_acknowledges_the_highest_stored()
     {
         var first = await Store("d1", "s", 1, 10);

@@ -73,5 +73,17 @@ public sealed record DeviceRecord
     public DeviceRecord WithReported(ReportedState state) => this with { ActiveModel = state.Active, ShadowModel = state.Shadow, Ota = state.Ota };
 
     /// <summary>A shadow model's steps are kept as the last status but leave the served model's OTA state alone.</summary>
-    public DeviceRecord WithOtaStatus(OtaStatusMessage status) => this with { LastOta = status, Ota = status.Shadow ? Ota : status.State };
+    /// <summary>
+    /// The device's latest OTA step. Statuses travel two ways (live on <c>ota/status</c>, and outcomes also through
+    /// the telemetry buffer), and a lossy link or a reconnect delivers them out of order: a progress report of an
+    /// update that already ended (committed, rolled back, rejected) is late, and does not undo the outcome. A failed
+    /// update is retried, so its progress reports count again. Decided by state, not time: device clocks step.
+    /// </summary>
+    public DeviceRecord WithOtaStatus(OtaStatusMessage status) =>
+        IsLate(status) ? this : this with { LastOta = status, Ota = status.Shadow ? Ota : status.State };
+
+    private bool IsLate(OtaStatusMessage status) =>
+        LastOta is { } last && last.ModelId == status.ModelId && last.Version == status.Version && last.Shadow == status.Shadow
+        && last.State is OtaState.Committed or OtaState.RolledBack or OtaState.Rejected
+        && status.State is OtaState.Downloading or OtaState.Verifying or OtaState.Staged or OtaState.HealthCheck or OtaState.Activating;
 }

@@ -72,7 +72,11 @@ public sealed partial class TelemetryIngest(IFleetStore store, ReplyQueue replie
             Ts = r.Ts,
             Example = r.HardExample!,
         })).ToList();
-        if (sketches.Count > 0 || hard.Count > 0)
+        // How an update ended also travels through the buffer, because the live ota/status report is lost when
+        // the connection drops as it goes out: it updates the device like a live one (and a late one does not
+        // undo a newer state: DeviceRecord.WithOtaStatus). A device speaks only for itself.
+        var outcomes = group.SelectMany(g => g.Records.Where(r => r.Ota is not null).Select(r => r.Ota! with { DeviceId = g.Batch.DeviceId })).ToList();
+        if (sketches.Count > 0 || hard.Count > 0 || outcomes.Count > 0)
         {
             try
             {
@@ -80,6 +84,8 @@ public sealed partial class TelemetryIngest(IFleetStore store, ReplyQueue replie
                     await store.UpsertSketchesAsync(sketches, CancellationToken.None).ConfigureAwait(false);
                 if (hard.Count > 0)
                     await store.AddHardExamplesAsync(hard, CancellationToken.None).ConfigureAwait(false);
+                foreach (var outcome in outcomes)
+                    await store.RecordOtaStatusAsync(outcome, time.GetUtcNow(), CancellationToken.None).ConfigureAwait(false);
             }
             catch (Exception e) when (e is IOException or LiteDB.LiteException or Npgsql.NpgsqlException or InvalidOperationException or TimeoutException)
             {

@@ -14,15 +14,17 @@ public sealed class Fleet : IDisposable
     /// <param name="adminKey">Another instance's admin key (instances sharing one PostgreSQL share their keys; only the first writes one).</param>
     /// <param name="mosquitto">An external Mosquitto: the fleet consumes through it and keeps its device accounts.</param>
     /// <param name="httpsPort">Also serve the API over HTTPS on this port (with Fleet:Tls set in <paramref name="extraArgs"/>).</param>
+    /// <param name="httpAddress">The address the API listens on (a restart with <paramref name="reuse"/> keeps it); loopback by default.</param>
     public Fleet(string dataDirectory, Mosquitto? mosquitto = null, Fleet? reuse = null, string? postgres = null, string? adminKey = null,
-        int? httpsPort = null, params string[] extraArgs)
+        int? httpsPort = null, string? httpAddress = null, params string[] extraArgs)
     {
         HttpPort = reuse?.HttpPort ?? Repo.FreePort();
+        HttpAddress = httpAddress ?? reuse?.HttpAddress ?? "127.0.0.1";
         BrokerPort = mosquitto?.Port ?? reuse?.BrokerPort ?? Repo.FreePort();
         List<string> args =
         [
             Repo.FleetDll,
-            "--urls", $"http://127.0.0.1:{HttpPort}" + (httpsPort is null ? "" : $";https://127.0.0.1:{httpsPort}"),
+            "--urls", $"http://{HttpAddress}:{HttpPort}" + (httpsPort is null ? "" : $";https://127.0.0.1:{httpsPort}"),
             "--Fleet:Broker:Port", BrokerPort.ToString(System.Globalization.CultureInfo.InvariantCulture),
             "--Fleet:Broker:Mode", mosquitto is null ? "Embedded" : "External",
             "--Fleet:Storage:Path", Path.Combine(dataDirectory, "fleet.db"),
@@ -49,6 +51,8 @@ public sealed class Fleet : IDisposable
         AdminKey = adminKey ?? File.ReadAllText(AdminKeyPath).Trim();
         _http.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", AdminKey);
     }
+
+    public string HttpAddress { get; }
 
     /// <summary>The admin API key the fleet wrote at its first start.</summary>
     public string AdminKey { get; }
