@@ -53,14 +53,7 @@ public sealed class ConsoleTests : IDisposable
 
     private static string Cli(Fleet? fleet, params string[] args) => CliWithInput(fleet, null, args);
 
-    private static string CliWithInput(Fleet? fleet, string? stdin, params string[] args)
-    {
-        string[] target = fleet is null ? [] : ["--fleet", fleet.Url];
-        using var cli = ChildProcess.Start("cli", "dotnet", [Repo.CliDll, .. args, .. target],
-            environment: fleet is null ? null : new Dictionary<string, string> { ["EDGEFLEET_API_KEY"] = fleet.AdminKey }, stdin: stdin);
-        Assert.True(cli.WaitForExit(TimeSpan.FromSeconds(120)) == 0, cli.Output);
-        return cli.Output;
-    }
+    private static string CliWithInput(Fleet? fleet, string? stdin, params string[] args) => FleetCli.Run(0, fleet, stdin, args);
 
     private ChromeDriver Browser()
     {

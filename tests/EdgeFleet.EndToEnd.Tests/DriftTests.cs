@@ -75,14 +75,7 @@ public sealed class DriftTests : IDisposable
         }
     }
 
-    private static string Cli(Fleet? fleet, params string[] args)
-    {
-        string[] target = fleet is null ? [] : ["--fleet", fleet.Url];
-        using var cli = ChildProcess.Start("cli", "dotnet", [Repo.CliDll, .. args, .. target],
-            environment: fleet is null ? null : new Dictionary<string, string> { ["EDGEFLEET_API_KEY"] = fleet.AdminKey });
-        Assert.True(cli.WaitForExit(TimeSpan.FromSeconds(120)) == 0, cli.Output);
-        return cli.Output;
-    }
+    private static string Cli(Fleet? fleet, params string[] args) => FleetCli.Run(0, fleet, null, args);
 
     [Fact]
     public async Task The_site_whose_machines_drift_alerts_after_consecutive_windows_and_the_healthy_site_does_not()

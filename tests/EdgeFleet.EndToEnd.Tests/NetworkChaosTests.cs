@@ -203,14 +203,7 @@ public sealed partial class NetworkChaosTests(DemoModel model, Xunit.Abstraction
         Directory.Delete(dir, recursive: true);
     }
 
-    private static string Cli(Fleet? fleet, params string[] args)
-    {
-        string[] target = fleet is null ? [] : ["--fleet", fleet.Url];
-        using var cli = ChildProcess.Start("cli", "dotnet", [Repo.CliDll, .. args, .. target],
-            environment: fleet is null ? null : new Dictionary<string, string> { ["EDGEFLEET_API_KEY"] = fleet.AdminKey });
-        Assert.True(cli.WaitForExit(TimeSpan.FromSeconds(120)) == 0, cli.Output);
-        return cli.Output;
-    }
+    private static string Cli(Fleet? fleet, params string[] args) => FleetCli.Run(0, fleet, null, args);
 
     private static string Ranges(IEnumerable<long> seqs) =>
         string.Join(", ", seqs.Order().Aggregate(new List<(long From, long To)>(), (list, s) =>

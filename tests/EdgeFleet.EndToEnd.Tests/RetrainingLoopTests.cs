@@ -59,14 +59,7 @@ public sealed class RetrainingLoopTests : IDisposable
 
     private string P(string name) => Path.Combine(_dir, name);
 
-    private static string Cli(Fleet? fleet, params string[] args)
-    {
-        string[] target = fleet is null ? [] : ["--fleet", fleet.Url];
-        using var cli = ChildProcess.Start("cli", "dotnet", [Repo.CliDll, .. args, .. target],
-            environment: fleet is null ? null : new Dictionary<string, string> { ["EDGEFLEET_API_KEY"] = fleet.AdminKey });
-        Assert.True(cli.WaitForExit(TimeSpan.FromSeconds(120)) == 0, cli.Output);
-        return cli.Output;
-    }
+    private static string Cli(Fleet? fleet, params string[] args) => FleetCli.Run(0, fleet, null, args);
 
     private async Task<JsonNode> JsonAsync(string path)
     {

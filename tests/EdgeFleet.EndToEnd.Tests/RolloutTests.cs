@@ -49,14 +49,7 @@ public sealed class RolloutTests : IDisposable
 
     private Fleet StartFleet(Fleet? reuse = null) => new(P("fleet"), reuse: reuse, extraArgs: ["--Fleet:Signing:KeyDirectory", P("keys"), "--Fleet:RolloutTickSeconds", "0.25"]);
 
-    private static string Cli(int expectedExit, Fleet? fleet, params string[] args)
-    {
-        string[] target = fleet is null ? [] : ["--fleet", fleet.Url];
-        using var cli = ChildProcess.Start("cli", "dotnet", [Repo.CliDll, .. args, .. target],
-            environment: fleet is null ? null : new Dictionary<string, string> { ["EDGEFLEET_API_KEY"] = fleet.AdminKey });
-        Assert.True(cli.WaitForExit(TimeSpan.FromSeconds(120)) == expectedExit, cli.Output);
-        return cli.Output;
-    }
+    private static string Cli(int expectedExit, Fleet? fleet, params string[] args) => FleetCli.Run(expectedExit, fleet, null, args);
 
     private async Task<SimulatedFleet> DevicesAsync(int count, double failureRate = 0, double rate = 0, IReadOnlyDictionary<long, SimModelBehaviour>? behaviours = null)
     {
