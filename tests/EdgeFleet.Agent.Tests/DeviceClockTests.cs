@@ -134,8 +134,9 @@ public class DeviceClockTests
         var batch = buffer.TakeBatch(10, 1 << 20, TelemetryPriority.Low)!;
         var records = batch.Records.Select(r => System.Text.Json.JsonSerializer.Deserialize(r.Body.Span, WireJsonContext.Default.TelemetryRecord)!).ToList();
         Assert.Equal([true, false], records.Select(r => r.TsEstimated));
-        Near(Build, records[0].Ts);
-        Near(Real, records[1].Ts);
+        // The estimate runs on from the floor on the monotonic clock: opening the buffer on a busy machine takes a moment.
+        Near(Build, records[0].Ts, 5);
+        Near(Real, records[1].Ts, 5);
     }
 
     [Fact]
