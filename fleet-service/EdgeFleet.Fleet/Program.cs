@@ -27,41 +27,53 @@ var afterFiles = sources.Select((source, index) => (source, index)).LastOrDefaul
 var etc = new Microsoft.Extensions.Configuration.Json.JsonConfigurationSource { Path = "/etc/edgefleet-fleet/appsettings.Production.json", Optional = true };
 etc.ResolveFileProvider();
 sources.Insert(afterFiles, etc);
-var options = builder.Services.AddFleetOptions(builder.Configuration);
-if (options.Tls.Enabled)
+WebApplication app;
+try
 {
-    // The slim builder leaves HTTPS out; with a configured certificate every https:// URL uses it.
-    var certificate = options.Tls.LoadCertificate();
-    builder.WebHost.UseKestrelHttpsConfiguration();
-    builder.WebHost.ConfigureKestrel(k => k.ConfigureHttpsDefaults(https => https.ServerCertificate = certificate));
-}
-builder.Services
-    .AddFleetStorage()
-    .AddFleetIdentity(options)
-    .AddFleetScaleOut()
-    .AddFleetBroker(options.Broker);
-// The web console: server-rendered Razor Pages under /console, cookie sessions for console users.
-EdgeFleet.Fleet.Console.ConsoleAuth.AddTo(builder.Services, options.Tls.Enabled);
-builder.Services.AddRazorPages(o =>
-{
-    o.RootDirectory = "/Console/Pages";
-    o.Conventions.AuthorizeFolder("/", EdgeFleet.Fleet.Console.ConsoleAuth.ViewerPolicy);
-});
+    var options = builder.Services.AddFleetOptions(builder.Configuration);
+    if (options.Tls.Enabled)
+    {
+        // The slim builder leaves HTTPS out; with a configured certificate every https:// URL uses it.
+        var certificate = options.Tls.LoadCertificate();
+        builder.WebHost.UseKestrelHttpsConfiguration();
+        builder.WebHost.ConfigureKestrel(k => k.ConfigureHttpsDefaults(https => https.ServerCertificate = certificate));
+    }
+    builder.Services
+        .AddFleetStorage()
+        .AddFleetIdentity(options)
+        .AddFleetScaleOut()
+        .AddFleetBroker(options.Broker);
+    // The web console: server-rendered Razor Pages under /console, cookie sessions for console users.
+    EdgeFleet.Fleet.Console.ConsoleAuth.AddTo(builder.Services, options.Tls.Enabled);
+    builder.Services.AddRazorPages(o =>
+    {
+        o.RootDirectory = "/Console/Pages";
+        o.Conventions.AuthorizeFolder("/", EdgeFleet.Fleet.Console.ConsoleAuth.ViewerPolicy);
+    });
 
-var app = builder.Build();
-app.UseAuthentication();
-app.UseAuthorization();
-app.MapFleetApi();
-app.MapIdentityApi();
-app.MapGroupsApi();
-app.MapOtaApi();
-app.MapModelsApi();
-app.MapRolloutsApi();
-app.MapUsersApi();
-app.MapDriftApi();
-app.MapRetrainingApi();
-app.UseServerTiming();
-app.MapRazorPages();
-app.MapConsoleEvents();
-app.MapGet("/", () => Results.Redirect("/console"));
+    app = builder.Build();
+    // The store opens here, not at the first request: a store it cannot open is a refusal to start, before anything listens.
+    app.Services.GetRequiredService<EdgeFleet.Fleet.Storage.IFleetStore>();
+    app.UseAuthentication();
+    app.UseAuthorization();
+    app.MapFleetApi();
+    app.MapIdentityApi();
+    app.MapGroupsApi();
+    app.MapOtaApi();
+    app.MapModelsApi();
+    app.MapRolloutsApi();
+    app.MapUsersApi();
+    app.MapDriftApi();
+    app.MapRetrainingApi();
+    app.UseServerTiming();
+    app.MapRazorPages();
+    app.MapConsoleEvents();
+    app.MapGet("/", () => Results.Redirect("/console"));
+}
+catch (Exception e) when (StartupRefusal.Explain(e) is { } reason)
+{
+    await Console.Error.WriteLineAsync($"edgefleet-fleet cannot start: {reason}");
+    return 1;
+}
 app.Run();
+return 0;

@@ -35,8 +35,8 @@ public sealed partial class LiteDbFleetStore : IFleetStore
     {
         var directory = Path.GetDirectoryName(Path.GetFullPath(path))!;
         Directory.CreateDirectory(directory);
-        _dataFile = new DurableFileStream(files.Open(path), syncOnFlush: true, confirmBarrier: false);
-        _logFile = new DurableFileStream(files.Open(DurableFileStream.LogPathOf(path)), syncOnFlush: false, confirmBarrier: true);
+        _dataFile = new DurableFileStream(OpenStoreFile(files, path), syncOnFlush: true, confirmBarrier: false);
+        _logFile = new DurableFileStream(OpenStoreFile(files, DurableFileStream.LogPathOf(path)), syncOnFlush: false, confirmBarrier: true);
         files.SyncDirectory(directory);
         _db = new LiteDatabase(_dataFile, mapper: null, logStream: _logFile);
         _devices = _db.GetCollection("devices");
@@ -244,6 +244,19 @@ public sealed partial class LiteDbFleetStore : IFleetStore
         _devices.FindById(deviceId) is { } doc
             ? LiteDbDocuments.ToDevice(doc)
             : new DeviceRecord { Id = deviceId, FirstSeen = now, LastSeen = now };
+
+    /// <summary>Opens one of the store's files, held exclusively: a second fleet service on the same store is refused.</summary>
+    private static StorageStream OpenStoreFile(FileSystem files, string path)
+    {
+        try
+        {
+            return files.Open(path);
+        }
+        catch (IOException e) when (e is not FileNotFoundException and not DirectoryNotFoundException)
+        {
+            throw new IOException($"the store {path} cannot be opened ({e.Message.TrimEnd('.')}): is another fleet service running on it?", e);
+        }
+    }
 
     public void Dispose()
     {

@@ -87,6 +87,8 @@ public sealed class Fleet : IDisposable
 
     public string Output => _process.Output;
 
+    public bool Exited => _process.Exited;
+
     /// <summary>The service process's pid (for sampling its memory, descriptors and I/O).</summary>
     public int Pid => _process.Pid;
 
