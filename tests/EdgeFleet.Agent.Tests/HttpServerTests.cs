@@ -10,6 +10,7 @@ namespace EdgeFleet.Agent.Tests;
 /// The local API's HTTP/1.1 server at the byte level, on a real Unix socket: framing (persistent connections,
 /// pipelining, chunked bodies, 100-continue) and every way a request can be malformed, oversized or slow.
 /// </summary>
+[Collection(ProcessWideAllocations.Name)]
 public sealed class HttpServerTests : IAsyncLifetime
 {
     private readonly TempDir _dir = new();
@@ -378,4 +379,14 @@ public sealed class HttpServerTests : IAsyncLifetime
         await SendAsync(socket, "POST /fine HTTP/1.1\r\nContent-Length: 2\r\n\r\nok");
         Assert.Equal("ok", (await ReadResponseAsync(socket, new StringBuilder())).Body);
     }
+}
+
+/// <summary>
+/// Tests that count the whole process's allocations (<see cref="GC.GetTotalAllocatedBytes"/>) run alone: another
+/// test running beside them (the power-cut tortures copy megabytes) would count as theirs.
+/// </summary>
+[CollectionDefinition(Name, DisableParallelization = true)]
+public sealed class ProcessWideAllocations
+{
+    public const string Name = "process-wide allocations";
 }
