@@ -193,21 +193,18 @@ public sealed class ArtifactDownloader(HttpClient http, int maxAttempts, double 
 
     /// <summary>Streams the file through SHA-256 (1 MiB reads; see the OTA benchmark for the rate).</summary>
     public static Task<bool> HashMatchesAsync(string path, ArtifactEntry artifact, CancellationToken ct) =>
-        HashMatchesAsync(FileSystem.Os, path, artifact.Length, artifact.Sha256, ct);
+        HashMatchesAsync(FileSystem.Os, path, artifact, ct);
 
-    public static Task<bool> HashMatchesAsync(FileSystem files, string path, ArtifactEntry artifact, CancellationToken ct) =>
-        HashMatchesAsync(files, path, artifact.Length, artifact.Sha256, ct);
-
-    /// <summary>Whether the file exists with this length (when known) and SHA-256.</summary>
-    public static async Task<bool> HashMatchesAsync(FileSystem files, string path, long? length, string sha256, CancellationToken ct)
+    /// <summary>Whether the file exists with the artifact's length and SHA-256.</summary>
+    public static async Task<bool> HashMatchesAsync(FileSystem files, string path, ArtifactEntry artifact, CancellationToken ct)
     {
         if (!files.Exists(path))
             return false;
         await using var stream = files.OpenRead(path);
-        if (length is { } expected && stream.Length != expected)
+        if (stream.Length != artifact.Length)
             return false;
         var actual = Convert.ToHexStringLower(await SHA256.HashDataAsync(stream, ct).ConfigureAwait(false));
-        return string.Equals(actual, sha256, StringComparison.Ordinal);
+        return string.Equals(actual, artifact.Sha256, StringComparison.Ordinal);
     }
 
     public static async Task<string> Sha256Async(string path, CancellationToken ct)

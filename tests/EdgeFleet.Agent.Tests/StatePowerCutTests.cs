@@ -262,4 +262,41 @@ public class StatePowerCutTests(ITestOutputHelper output)
             return bytes;
         }
     }
+
+    [Fact]
+    public void A_model_file_that_is_not_the_one_installed_is_not_served_and_the_previous_one_is()
+    {
+        using var dir = new TempDir();
+        var disk = new PowerCutDisk();
+        InstalledModel Install(long version, byte[] bytes)
+        {
+            var path = dir.File($"v{version}.onnx");
+            using (var file = disk.Create(path, privateFile: false))
+            {
+                file.Write(bytes);
+                file.Sync();
+            }
+            return new InstalledModel { ModelId = "m", Version = version, VersionLabel = $"v{version}", Path = path, Sha256 = Convert.ToHexStringLower(SHA256.HashData(bytes)) };
+        }
+        var factory = new InstalledModel { ModelId = "m", Version = 0, VersionLabel = "factory", Path = "/usr/share/edgefleet/factory.onnx" };
+        var previous = Install(1, [1, 2, 3, 4]);
+        var active = Install(2, [5, 6, 7, 8]);
+        var pointer = new ModelPointer(dir.File("current.json"), disk);
+        pointer.Write(new PointerContent { Active = active, Previous = previous });
+        Assert.Equal([2L, 1, 0], pointer.BootCandidates(factory).Select(m => m.Version));
+
+        // A flipped byte (a failing card): the active model is passed over and reported.
+        using (var file = disk.Open(active.Path))
+        {
+            file.Position = 2;
+            file.Write([0xff]);
+        }
+        var damaged = new List<InstalledModel>();
+        Assert.Equal([1L, 0], pointer.BootCandidates(factory, damaged.Add).Select(m => m.Version));
+        Assert.Equal([2L], damaged.Select(m => m.Version));
+
+        // Both gone: the factory model, which has no recorded hash, is what is left.
+        disk.Delete(previous.Path);
+        Assert.Equal([0L], pointer.BootCandidates(factory).Select(m => m.Version));
+    }
 }
