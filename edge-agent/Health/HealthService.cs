@@ -53,22 +53,28 @@ public sealed partial class HealthService(AgentConfig config, AgentRuntime runti
         clock?.Checkpoint();
         buffer.Expire();
         using var process = Process.GetCurrentProcess();
+        var sample = new HealthSample
+        {
+            UptimeSeconds = (long)runtime.Uptime.TotalSeconds,
+            RssBytes = process.WorkingSet64,
+            BufferedRecords = buffer.Count,
+            BufferedBytes = buffer.Bytes,
+            WrittenBytes = ProcessIo.WrittenBytes(),
+        };
+        // Stamped last, with the clock's state read at the same moment, so the record's time, its clock state and
+        // its place in the stream agree (the reads above can wait on the buffer's lock).
         var now = runtime.Time.GetUtcNow();
+        var state = clock?.State;
         // Posted: a health record commits with the others of its window; the loop does not wait for it.
         await buffer.PostAsync(new TelemetryRecord
         {
             Ts = now,
             Kind = TelemetryKind.Health,
-            Health = new HealthSample
+            Health = sample with
             {
-                UptimeSeconds = (long)runtime.Uptime.TotalSeconds,
-                RssBytes = process.WorkingSet64,
-                BufferedRecords = buffer.Count,
-                BufferedBytes = buffer.Bytes,
-                WrittenBytes = ProcessIo.WrittenBytes(),
-                Clock = clock?.State,
-                ClockCorrectionSeconds = clock?.State is ClockState.Corrected or ClockState.Estimated
-                    ? Math.Round(clock.Correction.TotalSeconds, 3) : null,
+                Clock = state,
+                ClockCorrectionSeconds = state is ClockState.Corrected or ClockState.Estimated
+                    ? Math.Round(clock!.Correction.TotalSeconds, 3) : null,
             },
         }, cancellationToken: ct).ConfigureAwait(false);
         var evictions = buffer.Evictions;

@@ -61,7 +61,13 @@ public sealed class ClockTests(DemoModel model, Xunit.Abstractions.ITestOutputHe
                 output.WriteLine($"{agent.DeviceId}: {records.Count} records, {wrong.Count} stamped before the fleet's time was heard " +
                     $"({wrong.Count(r => r.TsEstimated)} flagged as estimated)");
                 // Only records stamped before the agent heard the fleet's time can be off: once heard, every one is right.
-                Assert.All(wrong, r => Assert.True(r.Seq < firstRight, $"{agent.DeviceId}: record {r.Seq} stamped {r.Ts:O} after the clock was corrected"));
+                // A record takes its sequence number when it is queued, a moment after it is stamped, so a loop's record
+                // stamped just before the correction may queue just after another loop's first right one: at most one
+                // such record per producing loop (inference, health, OTA status), never two of one kind.
+                var late = wrong.Where(r => r.Seq > firstRight).ToList();
+                Assert.True(late.Count <= 3 && late.DistinctBy(r => r.Kind).Count() == late.Count,
+                    $"{agent.DeviceId}: records {string.Join(", ", late.Select(r => $"{r.Seq} ({r.Kind}, {r.Ts:O})"))} " +
+                    $"stamped after the clock was corrected (the first right one is {firstRight})");
                 Assert.True(records.Count(Right) >= 30, $"{agent.DeviceId}: {records.Count(Right)} records with the fleet's time");
                 var health = records.Where(r => r.Health is not null && r.Ts <= until).Select(r => r.Health!).ToList();
                 switch (agent.DeviceId)
