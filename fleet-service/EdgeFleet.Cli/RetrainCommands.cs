@@ -143,9 +143,14 @@ public static class RetrainCommands
             Console.WriteLine("no drift alerts");
             return 0;
         }
-        Console.WriteLine($"{"ALERT",-18} {"MODEL",-28} {"FEATURE",-20} {"SEGMENT",-10} {"PSI",7} {"WINDOWS",8} STATE");
+        Console.WriteLine($"{"ALERT",-18} {"MODEL",-28} {"FEATURE",-20} {"SEGMENT",-10} {"KIND",-20} {"PSI",7} {"WINDOWS",8} {"STATE",-12} DEVICES");
         foreach (var a in alerts)
-            Console.WriteLine($"{a!["id"],-18} {$"{a["model"]} v{a["version"]}",-28} {a["feature"],-20} {a["segment"],-10} {a["psi"]!.GetValue<double>(),7:F3} {a["windows"],8} {a["state"]}");
+        {
+            var kind = $"{a!["kind"]?.GetValue<string>() ?? "drift"}: {a["severity"]?.GetValue<string>() ?? "alert"}";
+            var devices = string.Join(",", a["devices"]?.AsArray().Select(d => d!["deviceId"]!.GetValue<string>()) ?? []);
+            Console.WriteLine($"{a["id"],-18} {$"{a["model"]} v{a["version"]}",-28} {a["feature"],-20} {a["segment"],-10} {kind,-20} " +
+                $"{a["psi"]!.GetValue<double>(),7:F3} {a["windows"],8} {a["state"],-12} {devices}");
+        }
         return 0;
     }
 

@@ -242,7 +242,7 @@ public sealed record DriftOptions
     /// <summary>How often the leader recomputes drift and opens or resolves alerts.</summary>
     public double CheckSeconds { get; init; } = 60;
 
-    /// <summary>null (the fleet as one), <c>profile</c>, or <c>tag:KEY</c>.</summary>
+    /// <summary>null (the fleet as one), <c>profile</c>, <c>device</c>, or <c>tag:KEY</c>.</summary>
     public string? SegmentBy { get; init; }
 
     /// <summary>Consecutive alerting windows that open an alert.</summary>
@@ -250,6 +250,12 @@ public sealed record DriftOptions
 
     /// <summary>How far back the check reads sketches, in windows.</summary>
     public int LookbackWindows { get; init; } = 24;
+
+    /// <summary>Consecutive judged windows below the warning level that resolve an alert (hysteresis: one calm window does not).</summary>
+    public int ResolveWindows { get; init; } = 3;
+
+    /// <summary>A version no device has sketched for this many windows is no longer served: its alerts are resolved.</summary>
+    public int UnservedWindows { get; init; } = 3;
 
     /// <summary>Alerts opened and resolved are POSTed here as JSON, signed with HMAC-SHA256 (header <c>X-EdgeFleet-Signature: sha256=HEX</c>).</summary>
     public string? WebhookUrl { get; init; }
@@ -263,8 +269,11 @@ public sealed record DriftOptions
     public string? Validate() =>
         !(WindowSeconds >= 1) || WindowSeconds > 7 * 86400 ? "Fleet:Drift:WindowSeconds must be within 1 s and 7 days"
         : !(CheckSeconds > 0) || CheckSeconds > 86400 ? "Fleet:Drift:CheckSeconds must be within (0, 86400]"
-        : SegmentBy is not (null or "profile") && !(SegmentBy.StartsWith("tag:", StringComparison.Ordinal) && SegmentBy.Length > 4) ? "Fleet:Drift:SegmentBy is profile or tag:KEY"
+        : SegmentBy is not (null or "profile" or "device") && !(SegmentBy.StartsWith("tag:", StringComparison.Ordinal) && SegmentBy.Length > 4)
+            ? "Fleet:Drift:SegmentBy is profile, device or tag:KEY"
         : AlertWindows is < 1 or > 1000 || LookbackWindows < AlertWindows || LookbackWindows > 10_000 ? "Fleet:Drift:AlertWindows must be 1-1000 and LookbackWindows at least that (at most 10000)"
+        : ResolveWindows < 1 || ResolveWindows > LookbackWindows ? "Fleet:Drift:ResolveWindows must be at least 1 and at most LookbackWindows"
+        : UnservedWindows < 1 || UnservedWindows >= LookbackWindows ? "Fleet:Drift:UnservedWindows must be at least 1 and under LookbackWindows"
         : WebhookUrl is { } url && !(Uri.TryCreate(url, UriKind.Absolute, out var u) && u.Scheme is "http" or "https") ? "Fleet:Drift:WebhookUrl must be an http(s) URL"
         : WebhookUrl is not null && WebhookSecretFile is null ? "Fleet:Drift:WebhookUrl needs Fleet:Drift:WebhookSecretFile (the HMAC secret)"
         : null;

@@ -8,9 +8,10 @@ public static class DriftAlertStates
 }
 
 /// <summary>
-/// A sustained drift: a feature of a model version whose PSI stayed at the alert level for the configured number of
-/// windows in a row, in one segment. Open until an operator acknowledges it (still active) and until the drift ends
-/// (the next judged window below the alert level resolves it). One alert is active per model version, feature and segment.
+/// A sustained drift (or data-quality problem, <see cref="Kind"/>) of a feature of a model version in one segment:
+/// opened after the configured number of drifting windows in a row, active until the drift ends (the configured
+/// number of judged windows in a row below the warning level) or no device has served the version for a while.
+/// One alert per model version, feature, segment and kind: when that drift comes back the same alert is reopened.
 /// </summary>
 public sealed record DriftAlert
 {
@@ -24,16 +25,34 @@ public sealed record DriftAlert
 
     public required string Segment { get; init; }
 
+    /// <summary><c>drift</c> or <c>quality</c> (<see cref="DriftKinds"/>).</summary>
+    public string Kind { get; init; } = DriftKinds.Drift;
+
     public required string State { get; init; }
 
     public required DateTimeOffset OpenedAt { get; init; }
 
-    /// <summary>The window where the run of alerting windows began.</summary>
+    /// <summary>The window where the run of drifting windows that opened (or last reopened) it began.</summary>
     public required DateTimeOffset Since { get; init; }
 
+    /// <summary>The latest judged PSI (0 for a data-quality alert without judged values).</summary>
     public required double Psi { get; init; }
 
+    /// <summary>Drifting windows counted while the alert was active (it only grows).</summary>
     public required int Windows { get; init; }
+
+    /// <summary>The newest window counted in <see cref="Windows"/>.</summary>
+    public DateTimeOffset? LastWindow { get; init; }
+
+    /// <summary><c>warn</c> or <c>alert</c> (PSI reached the alert level); for a data-quality alert, <c>invalid</c> or <c>out-of-range</c>.</summary>
+    public string Severity { get; init; } = "alert";
+
+    /// <summary>The devices that contribute most, as of the latest drifting window.</summary>
+    public List<DriftContributor> Devices { get; init; } = [];
+
+    public int Reopened { get; init; }
+
+    public DateTimeOffset? ReopenedAt { get; init; }
 
     public DateTimeOffset? AcknowledgedAt { get; init; }
 
@@ -41,8 +60,11 @@ public sealed record DriftAlert
 
     public DateTimeOffset? ResolvedAt { get; init; }
 
-    /// <summary>Model, version, feature and segment: at most one active alert per key.</summary>
-    public string Key => $"{Model}\n{Version}\n{Feature}\n{Segment}";
+    /// <summary>Why it was resolved: the drift ended, or the version is no longer served.</summary>
+    public string? Resolution { get; init; }
+
+    /// <summary>Model, version, feature, segment (and kind, for data quality): at most one alert per key.</summary>
+    public string Key => $"{Model}\n{Version}\n{Feature}\n{Segment}" + (Kind == DriftKinds.Drift ? "" : "\n" + Kind);
 
     public bool Active => State != DriftAlertStates.Resolved;
 }

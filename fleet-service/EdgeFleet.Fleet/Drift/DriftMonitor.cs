@@ -106,10 +106,12 @@ public sealed partial class DriftNotifier(FleetOptions options, ILogger<DriftNot
 
 /// <summary>
 /// The leader's drift check, every <c>Fleet:Drift:CheckSeconds</c>: for each model version with baselines, the drift
-/// report over the last windows; a feature and segment alerting for <c>AlertWindows</c> windows in a row opens an alert
-/// (one active per model version, feature and segment), and an active alert whose latest judged window is below the
-/// alert level is resolved, as are the alerts of a version no device sketched within the lookback (it was replaced).
-/// Openings and resolutions are notified and audited.
+/// report over the last windows (<see cref="DriftReport"/>, <see cref="DriftRule"/>). A feature and segment drifting
+/// (or with a data-quality problem) for <c>AlertWindows</c> judged windows in a row opens an alert, or reopens the one
+/// it had (one per model version, feature, segment and kind); an active alert counts each further drifting window
+/// once, and is resolved after <c>ResolveWindows</c> judged windows in a row below the warning level (hysteresis), or
+/// when no device has sketched its version for <c>UnservedWindows</c> windows (it was replaced). Openings,
+/// reopenings and resolutions are notified and audited.
 /// </summary>
 public sealed partial class DriftMonitor(IFleetStore store, FleetOptions options, Scale.LeaderElection leader, IDriftNotifier notifier, TimeProvider time,
     ILogger<DriftMonitor> log) : Scale.LeaderLoop
@@ -132,7 +134,7 @@ public sealed partial class DriftMonitor(IFleetStore store, FleetOptions options
         var drift = options.Drift;
         var now = time.GetUtcNow();
         var from = now - TimeSpan.FromSeconds(drift.WindowSeconds * drift.LookbackWindows);
-        var active = await store.ListDriftAlertsAsync(activeOnly: true, int.MaxValue, ct).ConfigureAwait(false);
+        var all = await store.ListDriftAlertsAsync(activeOnly: false, int.MaxValue, ct).ConfigureAwait(false);
         foreach (var model in await store.ListModelsAsync(ct).ConfigureAwait(false))
         {
             foreach (var version in await store.ListModelVersionsAsync(model.Id, ct).ConfigureAwait(false))
@@ -140,57 +142,110 @@ public sealed partial class DriftMonitor(IFleetStore store, FleetOptions options
                 if (version.Card.FeatureBaselines.Count == 0 || version.State is ApprovalStates.Rejected or ApprovalStates.Draft)
                     continue;
                 var label = version.Version.ToString(CultureInfo.InvariantCulture);
+                var mine = all.Where(a => a.Model == model.Id && a.Version == label).ToList();
                 var (report, _) = await DriftReport.BuildAsync(store, model.Id, label, from, now, drift.SegmentBy, drift.AlertWindows, ct).ConfigureAwait(false);
-                var mine = active.Where(a => a.Model == model.Id && a.Version == label).ToDictionary(a => (a.Feature, a.Segment));
-                if (report is null || report.Windows.Count == 0)
+                var lastServed = report?.Windows.Where(w => w.Devices > 0).Select(w => w.From + TimeSpan.FromSeconds(w.Seconds)).DefaultIfEmpty().Max();
+                if (report is null || lastServed is null || lastServed == default(DateTimeOffset)
+                    || now - lastServed.Value > TimeSpan.FromSeconds(drift.WindowSeconds * drift.UnservedWindows))
                 {
-                    // No device sketched this version within the lookback (it was replaced): its alerts end with it.
-                    foreach (var alert in mine.Values)
-                    {
-                        var updated = await store.UpdateDriftAlertAsync(alert.Id, a => a.Active ? a with { State = DriftAlertStates.Resolved, ResolvedAt = now } : null, ct).ConfigureAwait(false);
-                        if (updated is { After.State: DriftAlertStates.Resolved } u)
-                            await ChangedAsync("resolved", u.After, ct).ConfigureAwait(false);
-                    }
+                    // No device sketched this version for UnservedWindows windows (it was replaced): its alerts end with it.
+                    var reason = $"no device has served v{label} for {drift.UnservedWindows} windows";
+                    foreach (var alert in mine.Where(a => a.Active))
+                        await ResolveAsync(alert, reason, null, now, ct).ConfigureAwait(false);
                     continue;
                 }
-                foreach (var a in report.Alerts)
-                {
-                    if (mine.ContainsKey((a.Feature, a.Segment)))
-                        continue;
-                    var alert = new DriftAlert
-                    {
-                        Id = $"drift-{Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(6))}",
-                        Model = model.Id,
-                        Version = label,
-                        Feature = a.Feature,
-                        Segment = a.Segment,
-                        State = DriftAlertStates.Open,
-                        OpenedAt = now,
-                        Since = a.Since,
-                        Psi = a.LastPsi,
-                        Windows = a.Windows,
-                    };
-                    if (await store.CreateDriftAlertAsync(alert, ct).ConfigureAwait(false))
-                        await ChangedAsync("opened", alert, ct).ConfigureAwait(false);
-                }
-                foreach (var ((feature, segment), alert) in mine)
-                {
-                    // The latest window with enough values for this feature and segment decides.
-                    var latest = report.Windows.SelectMany(w => w.Cells.Where(c => c.Feature == feature && c.Segment == segment && c.Level is "ok" or "warn" or "alert").Select(c => (w.From, c)))
-                        .OrderBy(x => x.From).LastOrDefault();
-                    if (latest.c is null)
-                        continue;
-                    var resolved = latest.c.Level != "alert";
-                    var updated = await store.UpdateDriftAlertAsync(alert.Id, a => a.Active
-                        ? resolved
-                            ? a with { State = DriftAlertStates.Resolved, ResolvedAt = now, Psi = latest.c.Psi }
-                            : a with { Psi = latest.c.Psi, Windows = report.Alerts.FirstOrDefault(x => x.Feature == feature && x.Segment == segment)?.Windows ?? a.Windows }
-                        : null, ct).ConfigureAwait(false);
-                    if (resolved && updated is { After.State: DriftAlertStates.Resolved } u)
-                        await ChangedAsync("resolved", u.After, ct).ConfigureAwait(false);
-                }
+                await CheckVersionAsync(report, mine, now, ct).ConfigureAwait(false);
             }
         }
+    }
+
+    private async Task CheckVersionAsync(DriftReport report, List<DriftAlert> mine, DateTimeOffset now, CancellationToken ct)
+    {
+        var drift = options.Drift;
+        var byKey = mine.GroupBy(a => (a.Feature, a.Segment, a.Kind)).ToDictionary(g => g.Key, g => g.OrderByDescending(a => a.OpenedAt).First());
+        foreach (var a in report.Alerts)
+        {
+            var run = DriftReport.Streak(report.Windows, a.Feature, a.Segment, a.Kind, drifting: true);
+            if (byKey.TryGetValue((a.Feature, a.Segment, a.Kind), out var existing) && existing.Active)
+                continue; // counted below, with the other active ones
+            var opened = existing is null
+                ? new DriftAlert
+                {
+                    Id = $"drift-{Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(6))}",
+                    Model = report.Model,
+                    Version = report.Version,
+                    Feature = a.Feature,
+                    Segment = a.Segment,
+                    Kind = a.Kind,
+                    State = DriftAlertStates.Open,
+                    OpenedAt = now,
+                    Since = a.Since,
+                    Psi = a.LastPsi,
+                    Windows = a.Windows,
+                    LastWindow = run[0].From,
+                    Severity = a.Severity,
+                    Devices = a.Devices,
+                }
+                : null;
+            if (opened is not null)
+            {
+                if (await store.CreateDriftAlertAsync(opened, ct).ConfigureAwait(false))
+                    await ChangedAsync("opened", opened, ct).ConfigureAwait(false);
+                continue;
+            }
+            // The same drift came back: the alert it had is reopened, not recreated, and keeps counting.
+            var counted = run.Count(r => existing!.LastWindow is not { } last || r.From > last);
+            var reopened = await store.UpdateDriftAlertAsync(existing!.Id, x => x.Active ? null : x with
+            {
+                State = DriftAlertStates.Open,
+                ReopenedAt = now,
+                Reopened = x.Reopened + 1,
+                Since = a.Since,
+                Psi = a.LastPsi,
+                Windows = x.Windows + counted,
+                LastWindow = run[0].From,
+                Severity = a.Severity,
+                Devices = a.Devices,
+                AcknowledgedAt = null,
+                AcknowledgedBy = null,
+                ResolvedAt = null,
+                Resolution = null,
+            }, ct).ConfigureAwait(false);
+            if (reopened is { } r2)
+                await ChangedAsync("reopened", r2.After, ct).ConfigureAwait(false);
+        }
+        foreach (var alert in mine.Where(a => a.Active))
+        {
+            var run = DriftReport.Streak(report.Windows, alert.Feature, alert.Segment, alert.Kind, drifting: true);
+            if (run.Count > 0)
+            {
+                var fresh = run.Where(r => alert.LastWindow is not { } last || r.From > last).ToList();
+                if (fresh.Count == 0)
+                    continue;
+                var view = report.Alerts.FirstOrDefault(x => x.Feature == alert.Feature && x.Segment == alert.Segment && x.Kind == alert.Kind);
+                await store.UpdateDriftAlertAsync(alert.Id, x => x.Active ? x with
+                {
+                    Windows = x.Windows + fresh.Count(r => x.LastWindow is not { } last || r.From > last),
+                    LastWindow = run[0].From,
+                    Psi = run[0].Cell.Psi ?? x.Psi,
+                    Severity = alert.Kind == DriftKinds.Quality ? run[0].Cell.Quality : run[0].Cell.Level,
+                    Devices = view?.Devices ?? x.Devices,
+                } : null, ct).ConfigureAwait(false);
+                continue;
+            }
+            var calm = DriftReport.Streak(report.Windows, alert.Feature, alert.Segment, alert.Kind, drifting: false);
+            if (calm.Count >= drift.ResolveWindows)
+                await ResolveAsync(alert, $"below the warning level for {calm.Count} windows", calm[0].Cell.Psi, now, ct).ConfigureAwait(false);
+        }
+    }
+
+    private async Task ResolveAsync(DriftAlert alert, string reason, double? psi, DateTimeOffset now, CancellationToken ct)
+    {
+        var updated = await store.UpdateDriftAlertAsync(alert.Id, a => a.Active
+            ? a with { State = DriftAlertStates.Resolved, ResolvedAt = now, Resolution = reason, Psi = psi ?? a.Psi }
+            : null, ct).ConfigureAwait(false);
+        if (updated is { After.State: DriftAlertStates.Resolved } u)
+            await ChangedAsync("resolved", u.After, ct).ConfigureAwait(false);
     }
 
     /// <summary>An operator acknowledges an alert: it stays active until the drift ends; audited and notified.</summary>

@@ -7,41 +7,65 @@ using EdgeFleet.Shared.Stats;
 
 namespace EdgeFleet.Fleet.Drift;
 
-/// <summary>A feature's figures in one segment and window: its merged counts and its divergence from the baseline and from the rest of the fleet.</summary>
-public sealed record DriftCell(string Feature, string Segment, long Count, double Mean, long[] Counts, double Psi, double Ks, double JensenShannon, double? PsiVsRest, string Level);
+/// <summary>
+/// A feature's figures in one segment and window: its merged counts, and (when judged) its divergence from the
+/// baseline, the homogeneity test's p-value and its divergence from the rest of the fleet; its NaN/∞ and
+/// out-of-range values, and the data-quality verdict.
+/// </summary>
+public sealed record DriftCell(string Feature, string Segment, long Count, double Mean, long[] Counts, double? Psi, double? Ks, double? JensenShannon,
+    double? PsiVsRest, string Level, double? PValue, long Invalid, long OutOfRange, string Quality);
 
 /// <summary>One window: how many devices sent sketches, the cells, and devices left out (with why).</summary>
 public sealed record DriftWindowView(DateTimeOffset From, double Seconds, int Devices, List<DriftCell> Cells, List<string> Skipped);
 
-/// <summary>A feature's baseline as the report shows it (bins and the training data's counts).</summary>
-public sealed record DriftFeatureView(string Name, string? Source, double[] Edges, long[] Counts);
+/// <summary>A feature's baseline as the report shows it (bins, the training data's counts, its thresholds and the values a window needs).</summary>
+public sealed record DriftFeatureView(string Name, string? Source, double[] Edges, long[] Counts, double WarnPsi, double AlertPsi, long MinCount);
+
+/// <summary>A device's share in a segment's drift: its PSI against the rest of the segment in the alert's latest window.</summary>
+public sealed record DriftContributor(string DeviceId, double PsiVsRest, long Count);
+
+public static class DriftKinds
+{
+    /// <summary>The distribution moved away from the baseline.</summary>
+    public const string Drift = "drift";
+
+    /// <summary>The values went bad: NaN/∞ or out of the baseline's range.</summary>
+    public const string Quality = "quality";
+}
 
 /// <summary>
-/// A feature and segment whose PSI stayed at or above the alert level for the last <c>Windows</c> windows in a
-/// row (the "an alert needs N consecutive windows").
+/// A feature and segment that drifted (or had a data-quality problem: <see cref="Kind"/>) in the last
+/// <c>Windows</c> judged windows in a row; <see cref="Severity"/> is <c>alert</c> when the latest PSI reached the
+/// alert level, else <c>warn</c> (for quality, the problem); <see cref="Devices"/> are the devices that contribute
+/// most (at most three).
 /// </summary>
-public sealed record DriftAlertView(string Feature, string Segment, int Windows, double LastPsi, DateTimeOffset Since);
+public sealed record DriftAlertView(string Feature, string Segment, int Windows, double LastPsi, DateTimeOffset Since, string Kind, string Severity,
+    List<DriftContributor> Devices);
 
 /// <summary><c>GET /api/drift</c>: per window, per feature and segment, PSI, KS and Jensen–Shannon against the model card's baseline.</summary>
 public sealed record DriftReport(string Model, string Version, string? SegmentBy, double WarnPsi, double AlertPsi, int AlertWindows, long MinCount,
     List<DriftFeatureView> Features, List<DriftWindowView> Windows, List<DriftAlertView> Alerts)
 {
-    public const double DefaultWarn = 0.1;
-    public const double DefaultAlert = 0.25;
+    public const double DefaultWarn = DriftRule.DefaultWarnPsi;
+    public const double DefaultAlert = DriftRule.DefaultAlertPsi;
 
-    /// <summary>Fewer values than this in a cell: its divergence is shown but judged "few" (sampling noise alone gives PSI ≈ bins / values).</summary>
-    public const long DefaultMinCount = 100;
+    /// <summary>The floor of the values a cell needs to be judged (the bins raise it: <see cref="DriftRule.MinCount"/>).</summary>
+    public const long DefaultMinCount = DriftRule.DefaultMinCountFloor;
+
+    /// <summary>The per-window significance level of the decision (<see cref="DriftRule.Alpha"/>).</summary>
+    public double Alpha => DriftRule.Alpha;
 
     /// <summary>
     /// Reads the version's sketches in [<paramref name="from"/>, <paramref name="to"/>), merges them per window and
-    /// segment (<paramref name="by"/>: <c>profile</c>, <c>tag:KEY</c>, or null for the fleet as one), and scores
-    /// each against the card's baselines. Sketches whose bins do not match the baseline are left out and named.
+    /// segment (<paramref name="by"/>: <c>profile</c>, <c>device</c>, <c>tag:KEY</c>, or null for the fleet as one), and
+    /// judges each against the card's baselines (<see cref="DriftRule"/>). Sketches whose bins do not match the
+    /// baseline are left out and named.
     /// </summary>
     public static async Task<(DriftReport? Report, ApiError? Error)> BuildAsync(IFleetStore store, string model, string version, DateTimeOffset from, DateTimeOffset to,
         string? by, int alertWindows, CancellationToken ct, long minCount = DefaultMinCount)
     {
-        if (by is not (null or "profile") && !(by.StartsWith("tag:", StringComparison.Ordinal) && by.Length > 4))
-            return (null, new ApiError("InvalidSegment", "by is profile or tag:KEY"));
+        if (by is not (null or "profile" or "device") && !(by.StartsWith("tag:", StringComparison.Ordinal) && by.Length > 4))
+            return (null, new ApiError("InvalidSegment", "by is profile, device or tag:KEY"));
         if (!long.TryParse(version, NumberStyles.None, CultureInfo.InvariantCulture, out var number) || await store.GetModelVersionAsync(model, number, ct).ConfigureAwait(false) is not { } registered)
             return (null, new ApiError("UnknownVersion", $"no version {LogText.Sanitize(version)} of model {LogText.Sanitize(model)}"));
         var baselines = registered.Card.FeatureBaselines;
@@ -52,10 +76,13 @@ public sealed record DriftReport(string Model, string Version, string? SegmentBy
         {
             null => "fleet",
             "profile" => devices.GetValueOrDefault(deviceId)?.HardwareProfile ?? "(unknown)",
+            "device" => deviceId,
             _ => devices.GetValueOrDefault(deviceId)?.Tags.GetValueOrDefault(by[4..]) ?? "(none)",
         };
         var aggregatorBaselines = baselines.Select(b => new FeatureBaseline(b.Name, b.Edges, b.Counts)).ToList();
+        var thresholds = baselines.ToDictionary(b => b.Name, DriftThresholds.Of, StringComparer.Ordinal);
         var windows = new List<DriftWindowView>();
+        var sketched = new Dictionary<DateTimeOffset, List<DeviceWindow>>();
         foreach (var group in (await store.GetSketchesAsync(model, version, from, to, ct).ConfigureAwait(false)).GroupBy(s => s.Window.From).OrderBy(g => g.Key))
         {
             var deviceWindows = new List<DeviceWindow>();
@@ -81,29 +108,94 @@ public sealed record DriftReport(string Model, string Version, string? SegmentBy
                 else
                     deviceWindows.Add(new DeviceWindow(sketch.DeviceId, SegmentOf(sketch.DeviceId), features));
             }
+            sketched[group.Key] = deviceWindows;
             var cells = DriftAggregator.Compute(aggregatorBaselines, deviceWindows)
                 .Where(d => by is not null || d.Segment == DriftAggregator.AllSegments)
-                .Select(d => new DriftCell(d.Feature, d.Segment, d.Merged.Count, d.Merged.Mean, [.. d.Merged.Counts], Round(d.Psi), Round(d.Ks), Round(d.JensenShannon),
-                    double.IsNaN(d.PsiVsRest) ? null : Round(d.PsiVsRest), Level(d.Psi, d.Merged.Count, minCount)))
+                .Select(d => Cell(d, aggregatorBaselines.First(b => b.Name == d.Feature).Counts, thresholds[d.Feature], minCount))
                 .ToList();
             windows.Add(new DriftWindowView(group.Key, group.First().Window.Seconds, deviceWindows.Count, cells, skipped));
         }
         var alerts = new List<DriftAlertView>();
         // Segmented, alerts are per segment (the fleet as a whole is shown, not alerted on twice); else for the fleet.
-        foreach (var series in windows.SelectMany(w => w.Cells.Where(c => by is null || c.Segment != DriftAggregator.AllSegments).Select(c => (w.From, c))).GroupBy(x => (x.c.Feature, x.c.Segment)))
+        foreach (var key in windows.SelectMany(w => w.Cells).Where(c => by is null || c.Segment != DriftAggregator.AllSegments)
+            .Select(c => (c.Feature, c.Segment)).Distinct())
         {
-            // Judged windows only: the newest window is often still filling ("few"), which neither ends nor extends a run.
-            var run = series.OrderBy(x => x.From).Reverse().Where(x => x.c.Level is not ("few" or "empty")).TakeWhile(x => x.c.Level == "alert").ToList();
-            if (run.Count >= alertWindows)
-                alerts.Add(new DriftAlertView(series.Key.Feature, series.Key.Segment, run.Count, run[0].c.Psi, run[^1].From));
+            foreach (var kind in (string[])[DriftKinds.Drift, DriftKinds.Quality])
+            {
+                var run = Streak(windows, key.Feature, key.Segment, kind, drifting: true);
+                if (run.Count < alertWindows)
+                    continue;
+                var last = run[0].Cell;
+                var severity = kind == DriftKinds.Quality ? last.Quality : last.Level;
+                var contributors = Contributors(aggregatorBaselines, sketched[run[0].From], key.Feature, key.Segment, by, minCount);
+                alerts.Add(new DriftAlertView(key.Feature, key.Segment, run.Count, last.Psi ?? 0, run[^1].From, kind, severity, contributors));
+            }
         }
         return (new DriftReport(model, version, by, DefaultWarn, DefaultAlert, alertWindows, minCount,
-            [.. baselines.Select(b => new DriftFeatureView(b.Name, b.EffectiveSource, b.Edges, b.Counts))], windows, alerts), null);
+            [.. baselines.Select(b => new DriftFeatureView(b.Name, b.EffectiveSource, b.Edges, b.Counts, thresholds[b.Name].WarnPsi, thresholds[b.Name].AlertPsi,
+                DriftRule.MinCount(b.Counts.Length, minCount)))], windows, alerts), null);
     }
 
-    /// <summary>ok, warn (PSI ≥ 0.1) or alert (≥ 0.25); "empty" without values, "few" under <paramref name="minCount"/> values.</summary>
-    private static string Level(double psi, long count, long minCount) =>
-        count == 0 ? "empty" : count < minCount ? "few" : psi >= DefaultAlert ? "alert" : psi >= DefaultWarn ? "warn" : "ok";
+    private static DriftCell Cell(FeatureDrift d, IReadOnlyList<long> baseline, DriftThresholds thresholds, long minCount)
+    {
+        var verdict = DriftRule.Judge(baseline, d.Merged, d.Psi, thresholds, minCount);
+        // Unjudged cells show no divergence: with so few values it would be sampling noise.
+        double? Shown(double v) => verdict.Judged ? Round(v) : null;
+        return new DriftCell(d.Feature, d.Segment, d.Merged.Count, d.Merged.Mean, [.. d.Merged.Counts], Shown(d.Psi), Shown(d.Ks), Shown(d.JensenShannon),
+            verdict.Judged && !double.IsNaN(d.PsiVsRest) ? Round(d.PsiVsRest) : null, verdict.Level,
+            verdict.PValue is { } p ? double.Parse(p.ToString("G4", CultureInfo.InvariantCulture), CultureInfo.InvariantCulture) : null,
+            d.Merged.Invalid, d.Merged.Below + d.Merged.Above, verdict.Quality);
+    }
+
+    /// <summary>
+    /// The run at the newest end of a feature's series in one segment: the windows, newest first, that are
+    /// drifting (<paramref name="drifting"/>) or calm (not), of <paramref name="kind"/>. Windows too small to judge
+    /// neither extend nor end it (the newest is often still filling); a window in which nothing of this segment
+    /// arrived, or a gap in time, ends it once it has begun, and so does a judged window of the other state.
+    /// </summary>
+    public static List<(DateTimeOffset From, DriftCell Cell)> Streak(IReadOnlyList<DriftWindowView> windows, string feature, string segment, string kind,
+        bool drifting)
+    {
+        var run = new List<(DateTimeOffset, DriftCell)>();
+        var begun = false;
+        DriftWindowView? newer = null;
+        for (var i = windows.Count - 1; i >= 0; i--)
+        {
+            var w = windows[i];
+            if (begun && newer is not null && (newer.From - w.From).TotalSeconds > w.Seconds * 1.5)
+                break; // whole windows in which nothing arrived
+            newer = w;
+            var cell = w.Cells.FirstOrDefault(c => c.Feature == feature && c.Segment == segment);
+            bool? state = cell is null ? null
+                : kind == DriftKinds.Quality ? (cell.Count + cell.Invalid == 0 ? null : cell.Quality != "ok" ? true : cell.Level == "few" ? null : false)
+                : cell.Level is "few" or "empty" ? null : cell.Level is "warn" or "alert";
+            if (state is null)
+            {
+                if (begun && (cell is null || cell.Count + cell.Invalid == 0))
+                    break;
+                continue;
+            }
+            begun = true;
+            if (state != drifting)
+                break;
+            run.Add((w.From, cell!));
+        }
+        return run;
+    }
+
+    /// <summary>The devices of a segment whose values differ most from the rest of it (PSI against the rest), at most three.</summary>
+    private static List<DriftContributor> Contributors(List<FeatureBaseline> baselines, List<DeviceWindow> windows, string feature, string segment, string? by,
+        long minCount)
+    {
+        var inSegment = windows.Where(w => segment == DriftAggregator.AllSegments || by is null || w.Segment == segment).ToList();
+        if (inSegment.Count < 2)
+            return [.. inSegment.Select(w => new DriftContributor(w.DeviceId, 0, w.Features[baselines.FindIndex(b => b.Name == feature)].Count))];
+        var index = baselines.FindIndex(b => b.Name == feature);
+        var floor = DriftRule.MinCount(baselines[index].Counts.Count, minCount);
+        var perDevice = DriftAggregator.Compute([baselines[index]], [.. inSegment.Select(w => new DeviceWindow(w.DeviceId, w.DeviceId, [w.Features[index]]))]);
+        return [.. perDevice.Where(d => d.Segment != DriftAggregator.AllSegments && d.Merged.Count >= floor && !double.IsNaN(d.PsiVsRest))
+            .OrderByDescending(d => d.PsiVsRest).Take(3).Select(d => new DriftContributor(d.Segment, Round(d.PsiVsRest), d.Merged.Count))];
+    }
 
     private static double Round(double v) => double.IsFinite(v) ? Math.Round(v, 6) : v;
 }

@@ -15,6 +15,12 @@ public sealed record FeatureBaseline(string Name, double[] Edges, long[] Counts)
 {
     public string? Source { get; init; }
 
+    /// <summary>This feature's PSI warning level (the drift decision's effect size); null for the default, 0.1.</summary>
+    public double? WarnPsi { get; init; }
+
+    /// <summary>This feature's PSI alert level (an alert's severity); null for the default, 0.25.</summary>
+    public double? AlertPsi { get; init; }
+
     /// <summary>The source the devices sketch, or null when the baseline names none.</summary>
     public string? EffectiveSource => Source ?? (EdgeFleet.Shared.Stats.DriftSource.Parse(Name) is not null ? Name : null);
 }
@@ -72,6 +78,15 @@ public sealed record ModelCard
                 return $"feature baseline '{b.Name}': edges must be finite and strictly increasing";
             if (b.Counts.Any(c => c < 0))
                 return $"feature baseline '{b.Name}': counts must not be negative";
+            if (b.Counts.Sum() == 0)
+                return $"feature baseline '{b.Name}' holds no values: drift against it cannot be scored (build it with edgefleet model baseline)";
+            if (b.Counts.Length < 2)
+                return $"feature baseline '{b.Name}' has one bin, so no value can ever drift from it: rebuild it with edgefleet model baseline, " +
+                    "which gives a constant feature a bin of its own with bins below and above it";
+            if (b.WarnPsi is { } warn && !(warn > 0 && warn <= (b.AlertPsi ?? Drift.DriftRule.DefaultAlertPsi)))
+                return $"feature baseline '{b.Name}': warnPsi must be positive and at most alertPsi";
+            if (b.AlertPsi is { } alert && !(alert > 0 && double.IsFinite(alert)))
+                return $"feature baseline '{b.Name}': alertPsi must be a positive number";
             if (b.Source is { } source && EdgeFleet.Shared.Stats.DriftSource.Parse(source) is null)
                 return $"feature baseline '{b.Name}': source '{source}' is not input:N or confidence";
         }

@@ -97,24 +97,53 @@ public static class BaselineBuilder
         return features;
     }
 
-    /// <summary>Quantile edges (duplicates dropped) and the values' counts on them.</summary>
+    /// <summary>
+    /// Bin edges for <paramref name="values"/> and their counts on them. A value that holds at least one bin's share
+    /// of the sample (a point mass: zeros of a ReLU, a sensor's stuck reading, a constant feature) gets a bin of its
+    /// own, <c>[v, v⁺)</c> with v⁺ the next double, so a change in its share shows; an outermost point mass also
+    /// gets an empty bin beyond it, so values that leave it for outside the range are not folded into it. The other
+    /// values get quantile edges with the remaining bins, so each holds about the same share. The last edge lies
+    /// just above the largest value, so the sample itself is all in range.
+    /// </summary>
     public static Baseline Of(string name, string source, IReadOnlyList<double> values, int bins)
     {
         var sorted = values.Where(double.IsFinite).Order().ToArray();
         if (sorted.Length == 0)
             throw new SampleDataException($"feature {name}: no finite values");
-        var edges = new List<double>();
-        for (var b = 0; b <= bins; b++)
+        var masses = new List<double>();
+        for (int i = 0, j; i < sorted.Length; i = j)
         {
-            var q = sorted[(int)Math.Round((double)b / bins * (sorted.Length - 1))];
-            if (edges.Count == 0 || q > edges[^1])
-                edges.Add(q);
+            for (j = i; j < sorted.Length && sorted[j] == sorted[i]; j++)
+            {
+            }
+            if ((j - i) * (long)bins >= sorted.Length)
+                masses.Add(sorted[i]);
         }
-        if (edges.Count < 2)
-            edges.Add(edges[0] + Math.Max(Math.Abs(edges[0]) * 1e-6, 1e-9)); // one value throughout: one bin
-        var sketch = new FeatureSketch(edges);
+        var rest = sorted.Where(v => masses.BinarySearch(v) < 0).ToArray();
+        var edges = new SortedSet<double>();
+        foreach (var v in masses)
+        {
+            edges.Add(v);
+            edges.Add(Math.BitIncrement(v));
+        }
+        var restBins = Math.Max(1, bins - masses.Count);
+        for (var b = 0; b <= restBins && rest.Length > 0; b++)
+        {
+            var q = b == restBins ? Math.BitIncrement(rest[^1]) : rest[(int)Math.Round((double)b / restBins * (rest.Length - 1))];
+            // A quantile edge between a mass and its v⁺ cannot happen (no double lies there); one on a mass is that mass's edge.
+            edges.Add(q);
+        }
+        if (masses.Count > 0 && masses[0] == sorted[0])
+            edges.Add(sorted[0] - Margin(sorted[0]));
+        if (masses.Count > 0 && masses[^1] == sorted[^1])
+            edges.Add(Math.BitIncrement(sorted[^1]) + Margin(sorted[^1]));
+        if (edges.Count > DriftSpec.MaxEdges)
+            throw new SampleDataException($"feature {name}: {edges.Count - 1} bins with its point masses; at most {DriftSpec.MaxEdges - 1} (use fewer --bins)");
+        var sketch = new FeatureSketch([.. edges]);
         foreach (var v in sorted)
             sketch.Add(v);
         return new Baseline(name, source, [.. edges], [.. sketch.Counts]);
     }
+
+    private static double Margin(double v) => Math.Max(Math.Abs(v) * 1e-3, 1e-6);
 }
