@@ -50,21 +50,35 @@ public sealed class DriftMonitorTests : IDisposable
         }, default).GetAwaiter().GetResult();
     }
 
-    private DriftMonitor Monitor() => new(_store, new FleetOptions { Drift = new DriftOptions { WindowSeconds = 60, AlertWindows = 2, LookbackWindows = 10 } },
-        new Scale.LeaderElection(new FleetOptions(), NullLogger<Scale.LeaderElection>.Instance), _notified, _time, NullLogger<DriftMonitor>.Instance);
+    private DriftMonitor Monitor(int resolveWindows = 2) => new(_store, new FleetOptions
+    {
+        Drift = new DriftOptions { WindowSeconds = 60, AlertWindows = 2, LookbackWindows = 10, ResolveWindows = resolveWindows, UnservedWindows = 3 },
+    }, new Scale.LeaderElection(new FleetOptions(), NullLogger<Scale.LeaderElection>.Instance), _notified, _time, NullLogger<DriftMonitor>.Instance);
 
-    /// <summary>A window of 300 values from one device: on the baseline (100 per bin), or all in the last bin.</summary>
-    private Task WindowAsync(int minute, bool drifting, string device = "d1")
+    /// <summary>
+    /// A window of 300 values from one device: on the baseline (100 per bin), all in the last bin, or all NaN; the
+    /// monitor's clock moves to the end of that window, when its sketches have arrived.
+    /// </summary>
+    private Task WindowAsync(int minute, bool drifting, string device = "d1", bool nan = false)
     {
         var sketch = new FeatureSketch([0, 1, 2, 3]);
         for (var i = 0; i < 300; i++)
-            sketch.Add(drifting ? 2.5 : i % 3 + 0.5);
-        return _store.UpsertSketchesAsync([new StoredSketch(device, new SketchWindow { Model = "m", Version = "1", From = T0.AddMinutes(minute), Seconds = 60, Features = [sketch.ToData("rms")] })], default);
+            sketch.Add(nan ? double.NaN : drifting ? 2.5 : i % 3 + 0.5);
+        _time.Now = Max(_time.Now, T0.AddMinutes(minute + 1));
+        return _store.UpsertSketchesAsync([new StoredSketch(device, new SketchWindow
+        {
+            Model = "m", Version = "1", From = T0.AddMinutes(minute), Seconds = 60, Features = [sketch.ToData("rms")],
+        })], default);
     }
 
+    private static DateTimeOffset Max(DateTimeOffset a, DateTimeOffset b) => a > b ? a : b;
+
+    private async Task<DriftAlert> OnlyAlertAsync() => Assert.Single(await _store.ListDriftAlertsAsync(false, 10, default));
+
     [Fact]
-    public async Task An_alert_opens_after_consecutive_drifting_windows_once_and_resolves_when_the_drift_ends()
+    public async Task An_alert_opens_after_consecutive_drifting_windows_once_and_resolves_after_calm_windows_in_a_row()
     {
+        _time.Now = T0;
         var monitor = Monitor();
         await WindowAsync(0, drifting: false);
         await WindowAsync(1, drifting: true);
@@ -73,35 +87,68 @@ public sealed class DriftMonitorTests : IDisposable
 
         await WindowAsync(2, drifting: true);
         await monitor.CheckAsync(default);
-        await monitor.CheckAsync(default); // again: no second alert for the same feature and segment
+        await monitor.CheckAsync(default); // again: no second alert, and the same windows are not counted twice
         var opened = Assert.Single(_notified.Changes);
         Assert.Equal(("opened", "rms", "*", 2, T0.AddMinutes(1)), (opened.Change, opened.Alert.Feature, opened.Alert.Segment, opened.Alert.Windows, opened.Alert.Since));
+        Assert.Equal(("drift", "alert", 2), (opened.Alert.Kind, opened.Alert.Severity, (await OnlyAlertAsync()).Windows));
         Assert.True(opened.Alert.Psi > 1);
+        Assert.Equal("d1", Assert.Single(opened.Alert.Devices).DeviceId);
 
         var acked = await monitor.AcknowledgeAsync(opened.Alert.Id, "user:ada", default);
         Assert.Equal((DriftAlertStates.Acknowledged, "user:ada"), (acked!.State, acked.AcknowledgedBy));
         Assert.Null(await monitor.AcknowledgeAsync(opened.Alert.Id, "user:ada", default)); // only open alerts
 
-        await WindowAsync(3, drifting: false);
+        await WindowAsync(3, drifting: true);
+        await monitor.CheckAsync(default);
+        Assert.Equal(3, (await OnlyAlertAsync()).Windows); // each drifting window counted once
+
+        await WindowAsync(4, drifting: false);
+        await monitor.CheckAsync(default);
+        Assert.Single(await _store.ListDriftAlertsAsync(true, 10, default)); // one calm window does not resolve (hysteresis)
+        Assert.Equal(3, (await OnlyAlertAsync()).Windows);
+
+        await WindowAsync(5, drifting: false);
         await monitor.CheckAsync(default);
         Assert.Equal(["opened", "acknowledged", "resolved"], _notified.Changes.Select(c => c.Change));
         Assert.Empty(await _store.ListDriftAlertsAsync(true, 10, default));
+        Assert.Contains("below the warning level for 2 windows", (await OnlyAlertAsync()).Resolution, StringComparison.Ordinal);
         var audit = await _store.GetAuditAsync(opened.Alert.Id, 10, default);
         Assert.Equal(["drift.alert.resolved", "drift.alert.acknowledge", "drift.alert.opened"], audit.Select(a => a.Action));
     }
 
     [Fact]
+    public async Task A_drift_that_comes_back_reopens_its_alert_and_keeps_its_count()
+    {
+        _time.Now = T0;
+        var monitor = Monitor(resolveWindows: 1);
+        foreach (var (minute, drifting) in new[] { (0, true), (1, true), (2, false), (3, true), (4, true) })
+        {
+            await WindowAsync(minute, drifting);
+            await monitor.CheckAsync(default);
+        }
+        Assert.Equal(["opened", "resolved", "reopened"], _notified.Changes.Select(c => c.Change));
+        var alert = await OnlyAlertAsync(); // the same alert, not a second one
+        Assert.Equal((DriftAlertStates.Open, 1, 4, T0.AddMinutes(3)), (alert.State, alert.Reopened, alert.Windows, alert.Since));
+        Assert.Null(alert.ResolvedAt);
+    }
+
+    [Fact]
     public async Task The_alerts_of_a_version_no_device_runs_any_more_are_resolved()
     {
+        _time.Now = T0;
         var monitor = Monitor();
         await WindowAsync(0, drifting: true);
         await WindowAsync(1, drifting: true);
         await monitor.CheckAsync(default);
         Assert.Single(await _store.ListDriftAlertsAsync(true, 10, default));
-        _time.Now = T0.AddMinutes(30); // the lookback (10 windows) holds no sketch of v1 any more: the devices moved on
+        _time.Now = T0.AddMinutes(4); // two windows without a sketch: still served
+        await monitor.CheckAsync(default);
+        Assert.Single(await _store.ListDriftAlertsAsync(true, 10, default));
+        _time.Now = T0.AddMinutes(6); // three windows (UnservedWindows) without a sketch of v1: the devices moved on
         await monitor.CheckAsync(default);
         Assert.Empty(await _store.ListDriftAlertsAsync(true, 10, default));
         Assert.Equal(["opened", "resolved"], _notified.Changes.Select(c => c.Change));
+        Assert.Contains("no device has served v1", (await OnlyAlertAsync()).Resolution, StringComparison.Ordinal);
     }
 
     /// <summary>The newest window is usually still filling: too few values neither end nor extend a run of alerting windows.</summary>
@@ -115,9 +162,68 @@ public sealed class DriftMonitorTests : IDisposable
             sketch.Add(0.5); // the next window has begun: 10 values, on the baseline
         await _store.UpsertSketchesAsync([new StoredSketch("d1", new SketchWindow { Model = "m", Version = "1", From = T0.AddMinutes(2), Seconds = 60, Features = [sketch.ToData("rms")] })], default);
         var (report, _) = await DriftReport.BuildAsync(_store, "m", "1", T0, T0.AddMinutes(10), null, 2, default);
-        Assert.Equal("few", report!.Windows[^1].Cells.Single().Level);
+        var few = report!.Windows[^1].Cells.Single();
+        Assert.Equal("few", few.Level);
+        Assert.Null(few.Psi); // not judged, so no divergence is shown
         var alert = Assert.Single(report.Alerts);
         Assert.Equal((2, T0), (alert.Windows, alert.Since));
+    }
+
+    /// <summary>A window in which nothing arrived is a gap: the windows on either side are not "in a row".</summary>
+    [Fact]
+    public async Task A_window_in_which_nothing_arrived_breaks_a_run()
+    {
+        await WindowAsync(0, drifting: true);
+        await WindowAsync(2, drifting: true);
+        var (report, _) = await DriftReport.BuildAsync(_store, "m", "1", T0, T0.AddMinutes(10), null, 2, default);
+        Assert.Empty(report!.Alerts);
+        await WindowAsync(3, drifting: true);
+        (report, _) = await DriftReport.BuildAsync(_store, "m", "1", T0, T0.AddMinutes(10), null, 2, default);
+        Assert.Equal((2, T0.AddMinutes(2)), (Assert.Single(report!.Alerts).Windows, report.Alerts[0].Since));
+    }
+
+    /// <summary>A feature that turns to NaN has no value to judge drift on: it raises a data-quality alert instead of going quiet.</summary>
+    [Fact]
+    public async Task A_feature_that_turns_to_nan_opens_a_data_quality_alert()
+    {
+        _time.Now = T0;
+        var monitor = Monitor();
+        await WindowAsync(0, drifting: false);
+        await WindowAsync(1, drifting: false, nan: true);
+        await WindowAsync(2, drifting: false, nan: true);
+        await monitor.CheckAsync(default);
+        var alert = await OnlyAlertAsync();
+        Assert.Equal(("quality", "invalid", DriftAlertStates.Open, 2), (alert.Kind, alert.Severity, alert.State, alert.Windows));
+        var (report, _) = await DriftReport.BuildAsync(_store, "m", "1", T0, T0.AddMinutes(10), null, 2, default);
+        Assert.Equal(("empty", "invalid", 300L), (report!.Windows[^1].Cells[0].Level, report.Windows[^1].Cells[0].Quality, report.Windows[^1].Cells[0].Invalid));
+
+        await WindowAsync(3, drifting: false);
+        await WindowAsync(4, drifting: false);
+        await monitor.CheckAsync(default);
+        Assert.Equal(DriftAlertStates.Resolved, (await OnlyAlertAsync()).State);
+    }
+
+    /// <summary>Three devices in one segment, one of them drifting: the fleet's alert names it, and segments by device are allowed.</summary>
+    [Fact]
+    public async Task A_fleet_alert_names_the_devices_that_drift()
+    {
+        _time.Now = T0;
+        var monitor = Monitor();
+        foreach (var minute in new[] { 0, 1 })
+        {
+            await WindowAsync(minute, drifting: false, device: "pump-02");
+            await WindowAsync(minute, drifting: false, device: "fan-03");
+            await WindowAsync(minute, drifting: true, device: "pump-01");
+        }
+        await monitor.CheckAsync(default);
+        var alert = await OnlyAlertAsync();
+        Assert.Equal("pump-01", alert.Devices[0].DeviceId);
+        Assert.True(alert.Devices[0].PsiVsRest > 1);
+        Assert.All(alert.Devices.Skip(1), d => Assert.True(d.PsiVsRest < alert.Devices[0].PsiVsRest));
+
+        var (byDevice, error) = await DriftReport.BuildAsync(_store, "m", "1", T0, T0.AddMinutes(10), "device", 2, default);
+        Assert.Null(error);
+        Assert.Equal(["pump-01"], byDevice!.Alerts.Select(a => a.Segment));
     }
 
     [Fact]
