@@ -15,14 +15,25 @@ public readonly record struct SimulatedRun(int Windows, int Drifting, int Alerts
 /// </summary>
 public static class DriftSimulation
 {
+    /// <summary>A drift rule: whether a window drifts from the baseline; null when it is not judged.</summary>
+    public delegate bool? Rule(IReadOnlyList<long> baseline, FeatureSketch window);
+
+    /// <summary>The fleet's rule (<see cref="DriftRule"/>) with the default thresholds.</summary>
+    public static bool? Current(IReadOnlyList<long> baseline, FeatureSketch window)
+    {
+        var verdict = DriftRule.Judge(baseline, window, Divergence.Psi(baseline, window.Counts), new DriftThresholds());
+        return verdict.Judged ? verdict.Drifting : null;
+    }
+
     /// <summary>
     /// No drift: a continuous feature with <paramref name="bins"/> equal-share bins, a baseline of
     /// <paramref name="baselineValues"/> values (a fresh one every 100 windows) and <paramref name="windows"/> windows of
     /// <paramref name="values"/> values each, judged as the fleet judges them; an alert opens on
     /// <paramref name="alertWindows"/> drifting windows in a row (and the run starts again after it).
     /// </summary>
-    public static SimulatedRun NoDrift(int bins, int values, int windows, int alertWindows, int seed, int baselineValues = 10_000)
+    public static SimulatedRun NoDrift(int bins, int values, int windows, int alertWindows, int seed, int baselineValues = 10_000, Rule? rule = null)
     {
+        rule ??= Current;
         var random = new Random(seed);
         var edges = Enumerable.Range(0, bins + 1).Select(i => (double)i / bins).ToArray();
         long[] baseline = [];
@@ -32,9 +43,10 @@ public static class DriftSimulation
             if (w % 100 == 0)
                 baseline = UniformCounts(random, bins, baselineValues);
             var counts = UniformCounts(random, bins, values);
-            var verdict = Judge(baseline, edges, counts);
-            run = verdict.Drifting ? run + 1 : verdict.Judged ? 0 : run;
-            drifting += verdict.Drifting ? 1 : 0;
+            var sketch = FeatureSketch.FromData(new SketchData { Name = "f", Counts = counts, Count = counts.Sum() }, edges, out _)!;
+            var verdict = rule(baseline, sketch);
+            run = verdict == true ? run + 1 : verdict == false ? 0 : run;
+            drifting += verdict == true ? 1 : 0;
             if (run >= alertWindows)
             {
                 alerts++;
@@ -51,8 +63,9 @@ public static class DriftSimulation
     /// <paramref name="within"/> windows in a row opens by then.
     /// </summary>
     public static double Power(int bins, int values, int runs, int within, Func<Random, double> before, Func<Random, double> after, int seed,
-        int baselineValues = 10_000)
+        int baselineValues = 10_000, Rule? rule = null)
     {
+        rule ??= Current;
         var random = new Random(seed);
         var baseline = BaselineBuilder.Of("f", "input:0", [.. Enumerable.Range(0, baselineValues).Select(_ => before(random))], bins);
         var detected = 0;
@@ -64,7 +77,7 @@ public static class DriftSimulation
                 var sketch = new FeatureSketch(baseline.Edges);
                 for (var i = 0; i < values; i++)
                     sketch.Add(after(random));
-                all = DriftRule.Judge(baseline.Counts, sketch, Divergence.Psi(baseline.Counts, sketch.Counts), new DriftThresholds()).Drifting;
+                all = rule(baseline.Counts, sketch) == true;
             }
             detected += all ? 1 : 0;
         }
@@ -74,12 +87,6 @@ public static class DriftSimulation
     /// <summary>A standard normal draw (Box–Muller).</summary>
     public static double Normal(Random random) =>
         Math.Sqrt(-2 * Math.Log(1 - random.NextDouble())) * Math.Cos(2 * Math.PI * random.NextDouble());
-
-    private static DriftVerdict Judge(long[] baseline, double[] edges, long[] counts)
-    {
-        var sketch = FeatureSketch.FromData(new SketchData { Name = "f", Counts = counts, Count = counts.Sum() }, edges, out _)!;
-        return DriftRule.Judge(baseline, sketch, Divergence.Psi(baseline, counts), new DriftThresholds());
-    }
 
     /// <summary><paramref name="values"/> values of a continuous feature binned on equal-share bins: a multinomial draw.</summary>
     private static long[] UniformCounts(Random random, int bins, int values)

@@ -41,6 +41,9 @@ return name switch
         args.Length > 1 ? int.Parse(args[1], CultureInfo.InvariantCulture) : 10_000,
         args.Length > 2 ? int.Parse(args[2], CultureInfo.InvariantCulture) : 20,
         args.Length > 3 ? int.Parse(args[3], CultureInfo.InvariantCulture) : 5),
+    "drift-rule" => EdgeFleet.Benchmarks.DriftRuleBenchmark.Run(
+        args.Length > 1 ? int.Parse(args[1], CultureInfo.InvariantCulture) : 2000,
+        args.Length > 2 ? int.Parse(args[2], CultureInfo.InvariantCulture) : 200),
     "console-overview" => await EdgeFleet.Benchmarks.ConsoleOverview.RunAsync(
         args.Length > 1 ? int.Parse(args[1], CultureInfo.InvariantCulture) : 10_000,
         args.Length > 2 ? int.Parse(args[2], CultureInfo.InvariantCulture) : 20),
@@ -56,7 +59,7 @@ static int Usage()
         + " | fleet-ingest [embedded|mosquitto-postgres|both] [devices] [seconds] [records/s per device]"
         + " | fleet-connections [devices] [busy devices] [seconds] [records/s per busy device] [rounds] [--client-keepalive]"
         + " | model-int8 [cls images] [det size] [det images] [calibration images] | agent-overhead [cls runs] [det runs]"
-        + " | drift [devices] [features] [rounds] | console-overview [devices] [runs] | hostile-memory [fleet connections] [agent connections]");
+        + " | drift [devices] [features] [rounds] | drift-rule [windows per cell] [power runs] | console-overview [devices] [runs] | hostile-memory [fleet connections] [agent connections]");
     return 2;
 }
 
