@@ -21,7 +21,7 @@ public static class DriftSimulation
     /// <summary>The fleet's rule (<see cref="DriftRule"/>) with the default thresholds.</summary>
     public static bool? Current(IReadOnlyList<long> baseline, FeatureSketch window)
     {
-        var verdict = DriftRule.Judge(baseline, window, Divergence.Psi(baseline, window.Counts), new DriftThresholds());
+        var verdict = DriftRule.Judge(baseline, window, new DriftThresholds());
         return verdict.Judged ? verdict.Drifting : null;
     }
 

@@ -9,11 +9,12 @@ namespace EdgeFleet.Fleet.Drift;
 
 /// <summary>
 /// A feature's figures in one segment and window: its merged counts, and (when judged) its divergence from the
-/// baseline, the homogeneity test's p-value and its divergence from the rest of the fleet; its NaN/∞ and
-/// out-of-range values, and the data-quality verdict.
+/// baseline (PSI over the <c>Bins</c> judged, see <see cref="DriftRule"/>; KS and Jensen–Shannon over the card's bins),
+/// the homogeneity test's p-value and its divergence from the rest of the fleet; its NaN/∞ and out-of-range values,
+/// and the data-quality verdict.
 /// </summary>
 public sealed record DriftCell(string Feature, string Segment, long Count, double Mean, long[] Counts, double? Psi, double? Ks, double? JensenShannon,
-    double? PsiVsRest, string Level, double? PValue, long Invalid, long OutOfRange, string Quality);
+    double? PsiVsRest, string Level, double? PValue, long Invalid, long OutOfRange, string Quality, int Bins);
 
 /// <summary>One window: how many devices sent sketches, the cells, and devices left out (with why).</summary>
 public sealed record DriftWindowView(DateTimeOffset From, double Seconds, int Devices, List<DriftCell> Cells, List<string> Skipped);
@@ -133,18 +134,18 @@ public sealed record DriftReport(string Model, string Version, string? SegmentBy
         }
         return (new DriftReport(model, version, by, DefaultWarn, DefaultAlert, alertWindows, minCount,
             [.. baselines.Select(b => new DriftFeatureView(b.Name, b.EffectiveSource, b.Edges, b.Counts, thresholds[b.Name].WarnPsi, thresholds[b.Name].AlertPsi,
-                DriftRule.MinCount(b.Counts.Length, minCount)))], windows, alerts), null);
+                DriftRule.MinCount(minCount)))], windows, alerts), null);
     }
 
     private static DriftCell Cell(FeatureDrift d, IReadOnlyList<long> baseline, DriftThresholds thresholds, long minCount)
     {
-        var verdict = DriftRule.Judge(baseline, d.Merged, d.Psi, thresholds, minCount);
+        var verdict = DriftRule.Judge(baseline, d.Merged, thresholds, minCount);
         // Unjudged cells show no divergence: with so few values it would be sampling noise.
         double? Shown(double v) => verdict.Judged ? Round(v) : null;
-        return new DriftCell(d.Feature, d.Segment, d.Merged.Count, d.Merged.Mean, [.. d.Merged.Counts], Shown(d.Psi), Shown(d.Ks), Shown(d.JensenShannon),
-            verdict.Judged && !double.IsNaN(d.PsiVsRest) ? Round(d.PsiVsRest) : null, verdict.Level,
+        return new DriftCell(d.Feature, d.Segment, d.Merged.Count, d.Merged.Mean, [.. d.Merged.Counts], verdict.Psi is { } psi ? Round(psi) : null,
+            Shown(d.Ks), Shown(d.JensenShannon), verdict.Judged && !double.IsNaN(d.PsiVsRest) ? Round(d.PsiVsRest) : null, verdict.Level,
             verdict.PValue is { } p ? double.Parse(p.ToString("G4", CultureInfo.InvariantCulture), CultureInfo.InvariantCulture) : null,
-            d.Merged.Invalid, d.Merged.Below + d.Merged.Above, verdict.Quality);
+            d.Merged.Invalid, d.Merged.Below + d.Merged.Above, verdict.Quality, verdict.Bins);
     }
 
     /// <summary>
@@ -191,7 +192,7 @@ public sealed record DriftReport(string Model, string Version, string? SegmentBy
         if (inSegment.Count < 2)
             return [.. inSegment.Select(w => new DriftContributor(w.DeviceId, 0, w.Features[baselines.FindIndex(b => b.Name == feature)].Count))];
         var index = baselines.FindIndex(b => b.Name == feature);
-        var floor = DriftRule.MinCount(baselines[index].Counts.Count, minCount);
+        var floor = DriftRule.MinCount(minCount);
         var perDevice = DriftAggregator.Compute([baselines[index]], [.. inSegment.Select(w => new DeviceWindow(w.DeviceId, w.DeviceId, [w.Features[index]]))]);
         return [.. perDevice.Where(d => d.Segment != DriftAggregator.AllSegments && d.Merged.Count >= floor && !double.IsNaN(d.PsiVsRest))
             .OrderByDescending(d => d.PsiVsRest).Take(3).Select(d => new DriftContributor(d.Segment, Round(d.PsiVsRest), d.Merged.Count))];
