@@ -60,13 +60,14 @@ public static class Commands
             return 0;
         }
         var devices = JsonNode.Parse(body)?.AsArray() ?? throw new CommandException("the fleet service sent no device list");
-        Console.WriteLine($"{"DEVICE",-24} {"ONLINE",-7} {"PROFILE",-20} {"MODEL",-32} {"RECORDS",9} {"LAST RESULT",-24} TAGS");
+        Console.WriteLine($"{"DEVICE",-24} {"ONLINE",-7} {"DRIFT",5} {"PROFILE",-20} {"MODEL",-32} {"RECORDS",9} {"LAST RESULT",-24} TAGS");
         foreach (var view in devices)
         {
             var d = view!["device"]!;
             var model = d["activeModel"] is { } m ? $"{m["name"]} {m["version"]}" : "-";
             var last = d["lastInference"] is { } i ? string.Create(CultureInfo.InvariantCulture, $"{i["label"]} ({i["confidence"]!.GetValue<double>():P0})") : "-";
-            Console.WriteLine($"{d["id"],-24} {((bool)view["online"]! ? "yes" : "no"),-7} {d["hardwareProfile"] ?? "-",-20} {model,-32} {d["telemetryRecords"],9} {last,-24} {GroupCommands.Tags(d["tags"])}");
+            var drift = view["drift"]?.AsArray().Count ?? 0;
+            Console.WriteLine($"{d["id"],-24} {((bool)view["online"]! ? "yes" : "no"),-7} {(drift > 0 ? drift.ToString(CultureInfo.InvariantCulture) : "-"),5} {d["hardwareProfile"] ?? "-",-20} {model,-32} {d["telemetryRecords"],9} {last,-24} {GroupCommands.Tags(d["tags"])}");
         }
         return 0;
     }

@@ -8,9 +8,18 @@ using EdgeFleet.Shared.Wire;
 namespace EdgeFleet.Fleet.Devices;
 
 /// <summary>A device as the API shows it: the registry record plus whether it is online now.</summary>
-public sealed record DeviceView(DeviceRecord Device, bool Online)
+/// <summary>A device as the API and the console show it: its record, whether it is online, and the active drift alerts that name it.</summary>
+public sealed record DeviceView(DeviceRecord Device, bool Online, IReadOnlyList<string>? Drift = null)
 {
-    public static DeviceView Of(DeviceRecord d, DateTimeOffset now, TimeSpan offlineAfter) => new(d, now - d.LastSeen < offlineAfter);
+    public static DeviceView Of(DeviceRecord d, DateTimeOffset now, TimeSpan offlineAfter, ILookup<string, Drift.DriftAlert>? drift = null) =>
+        new(d, now - d.LastSeen < offlineAfter, drift?[d.Id].Select(Describe).ToList() ?? []);
+
+    /// <summary>The active drift alerts by the devices they name (the devices behind each drift).</summary>
+    public static async Task<ILookup<string, Drift.DriftAlert>> DriftByDeviceAsync(IFleetStore store, CancellationToken ct) =>
+        (await store.ListDriftAlertsAsync(activeOnly: true, 10_000, ct).ConfigureAwait(false))
+            .SelectMany(a => a.Devices.Select(d => (d.DeviceId, Alert: a))).ToLookup(x => x.DeviceId, x => x.Alert, StringComparer.Ordinal);
+
+    private static string Describe(Drift.DriftAlert a) => $"{a.Feature} ({a.Kind}: {a.Severity}, {a.Model} v{a.Version})";
 }
 
 public sealed record ApiError(string Error, string Reason);
@@ -60,7 +69,8 @@ public static class DevicesApi
             var now = time.GetUtcNow();
             var offline = TimeSpan.FromSeconds(options.OfflineAfterSeconds);
             var devices = await store.ListDevicesAsync(ct).ConfigureAwait(false);
-            return TypedResults.Ok(devices.Where(filter).Select(d => DeviceView.Of(d, now, offline)).ToList());
+            var drift = await DeviceView.DriftByDeviceAsync(store, ct).ConfigureAwait(false);
+            return TypedResults.Ok(devices.Where(filter).Select(d => DeviceView.Of(d, now, offline, drift)).ToList());
         });
 
         api.MapGet("/{id}", async Task<IResult> (string id, IFleetStore store, FleetOptions options, TimeProvider time, CancellationToken ct) =>
@@ -70,7 +80,8 @@ public static class DevicesApi
             var device = await store.GetDeviceAsync(id, ct).ConfigureAwait(false);
             return device is null
                 ? TypedResults.NotFound(new ApiError("UnknownDevice", $"no device '{id}' has been seen"))
-                : TypedResults.Ok(DeviceView.Of(device, time.GetUtcNow(), TimeSpan.FromSeconds(options.OfflineAfterSeconds)));
+                : TypedResults.Ok(DeviceView.Of(device, time.GetUtcNow(), TimeSpan.FromSeconds(options.OfflineAfterSeconds),
+                    await DeviceView.DriftByDeviceAsync(store, ct).ConfigureAwait(false)));
         });
         api.MapGet("/{id}/telemetry", async Task<IResult> (string id, int? limit, IFleetStore store, CancellationToken ct) =>
         {

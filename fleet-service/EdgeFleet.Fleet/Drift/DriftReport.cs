@@ -22,8 +22,11 @@ public sealed record DriftWindowView(DateTimeOffset From, double Seconds, int De
 /// <summary>A feature's baseline as the report shows it (bins, the training data's counts, its thresholds and the values a window needs).</summary>
 public sealed record DriftFeatureView(string Name, string? Source, double[] Edges, long[] Counts, double WarnPsi, double AlertPsi, long MinCount);
 
-/// <summary>A device's share in a segment's drift: its PSI against the rest of the segment in the alert's latest window.</summary>
-public sealed record DriftContributor(string DeviceId, double PsiVsRest, long Count);
+/// <summary>
+/// A device behind a segment's drift: <see cref="Psi"/> of its newest window against its own windows before the drift
+/// began (or, when it has none in the lookback, against the rest of the segment); <see cref="Count"/> its values.
+/// </summary>
+public sealed record DriftContributor(string DeviceId, double Psi, long Count);
 
 public static class DriftKinds
 {
@@ -128,7 +131,10 @@ public sealed record DriftReport(string Model, string Version, string? SegmentBy
                     continue;
                 var last = run[0].Cell;
                 var severity = kind == DriftKinds.Quality ? last.Quality : last.Level;
-                var contributors = Contributors(aggregatorBaselines, sketched[run[0].From], key.Feature, key.Segment, by, minCount);
+                var inSegment = (DeviceWindow w) => key.Segment == DriftAggregator.AllSegments || by is null || w.Segment == key.Segment;
+                var before = sketched.Where(s => s.Key < run[^1].From).SelectMany(s => s.Value).Where(inSegment).ToList();
+                var contributors = Contributors(aggregatorBaselines.FindIndex(b => b.Name == key.Feature), thresholds[key.Feature],
+                    [.. sketched[run[0].From].Where(inSegment)], before, minCount);
                 alerts.Add(new DriftAlertView(key.Feature, key.Segment, run.Count, last.Psi ?? 0, run[^1].From, kind, severity, contributors));
             }
         }
@@ -184,18 +190,41 @@ public sealed record DriftReport(string Model, string Version, string? SegmentBy
         return run;
     }
 
-    /// <summary>The devices of a segment whose values differ most from the rest of it (PSI against the rest), at most three.</summary>
-    private static List<DriftContributor> Contributors(List<FeatureBaseline> baselines, List<DeviceWindow> windows, string feature, string segment, string? by,
+    /// <summary>
+    /// The devices behind a segment's drift, at most three: each device's newest window against its own windows
+    /// before the run began, judged by the drift rule (a device that changed drifts from its own past; in a fleet
+    /// of unlike machines, a device that was always unlike the others does not). Ranked by that PSI. When no device
+    /// has windows from before the run (it began before the lookback), by PSI against the rest of the segment, for
+    /// the devices over the warning level.
+    /// </summary>
+    private static List<DriftContributor> Contributors(int feature, DriftThresholds thresholds, List<DeviceWindow> latest, List<DeviceWindow> before,
         long minCount)
     {
-        var inSegment = windows.Where(w => segment == DriftAggregator.AllSegments || by is null || w.Segment == segment).ToList();
-        if (inSegment.Count < 2)
-            return [.. inSegment.Select(w => new DriftContributor(w.DeviceId, 0, w.Features[baselines.FindIndex(b => b.Name == feature)].Count))];
-        var index = baselines.FindIndex(b => b.Name == feature);
+        var history = new Dictionary<string, FeatureSketch>(StringComparer.Ordinal);
+        foreach (var w in before)
+        {
+            var sketch = w.Features[feature];
+            if (!history.TryGetValue(w.DeviceId, out var merged))
+                history[w.DeviceId] = merged = new FeatureSketch(sketch.Edges);
+            merged.Merge(sketch);
+        }
         var floor = DriftRule.MinCount(minCount);
-        var perDevice = DriftAggregator.Compute([baselines[index]], [.. inSegment.Select(w => new DeviceWindow(w.DeviceId, w.DeviceId, [w.Features[index]]))]);
-        return [.. perDevice.Where(d => d.Segment != DriftAggregator.AllSegments && d.Merged.Count >= floor && !double.IsNaN(d.PsiVsRest))
-            .OrderByDescending(d => d.PsiVsRest).Take(3).Select(d => new DriftContributor(d.Segment, Round(d.PsiVsRest), d.Merged.Count))];
+        var judged = latest.Where(w => w.Features[feature].Count >= floor && history.TryGetValue(w.DeviceId, out var h) && h.Count >= floor).ToList();
+        if (judged.Count > 0)
+        {
+            return [.. judged.Select(w => (w, Verdict: DriftRule.Judge(history[w.DeviceId].Counts, w.Features[feature], thresholds, minCount)))
+                .Where(x => x.Verdict.Drifting).OrderByDescending(x => x.Verdict.Psi).Take(3)
+                .Select(x => new DriftContributor(x.w.DeviceId, Round(x.Verdict.Psi!.Value), x.w.Features[feature].Count))];
+        }
+        if (latest.Count == 1)
+            return [new DriftContributor(latest[0].DeviceId, 0, latest[0].Features[feature].Count)];
+        var all = new FeatureSketch(latest[0].Features[feature].Edges);
+        foreach (var w in latest)
+            all.Merge(w.Features[feature]);
+        return [.. latest.Where(w => w.Features[feature].Count >= floor)
+            .Select(w => (w, Psi: Divergence.Psi([.. all.Counts.Select((c, i) => c - w.Features[feature].Counts[i])], w.Features[feature].Counts)))
+            .Where(x => x.Psi >= thresholds.WarnPsi).OrderByDescending(x => x.Psi).Take(3)
+            .Select(x => new DriftContributor(x.w.DeviceId, Round(x.Psi), x.w.Features[feature].Count))];
     }
 
     private static double Round(double v) => double.IsFinite(v) ? Math.Round(v, 6) : v;

@@ -23,7 +23,7 @@ public sealed class DeviceModel(IFleetStore store, FleetOptions options, Identit
         if (!DeviceId.IsValid(id) || await store.GetDeviceAsync(id, ct).ConfigureAwait(false) is not { } device)
             return NotFound();
         Now = time.GetUtcNow();
-        View = DeviceView.Of(device, Now, TimeSpan.FromSeconds(options.OfflineAfterSeconds));
+        View = DeviceView.Of(device, Now, TimeSpan.FromSeconds(options.OfflineAfterSeconds), await DeviceView.DriftByDeviceAsync(store, ct).ConfigureAwait(false));
         var recent = await store.GetRecentTelemetryAsync(id, 2000, ct).ConfigureAwait(false);
         Windows = [.. recent.Select(r => r.Latency).OfType<LatencyWindow>().OrderBy(w => w.From)];
         Labels = [.. recent.Select(r => r.Inference).OfType<InferenceSample>().GroupBy(i => i.Label).OrderBy(g => g.Key, StringComparer.Ordinal).Select(g => (g.Key, (double)g.Count()))];

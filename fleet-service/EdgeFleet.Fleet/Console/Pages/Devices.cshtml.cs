@@ -41,7 +41,8 @@ public sealed class DevicesModel(IFleetStore store, FleetOptions options, TimePr
             Error = Group is not null && Groups.All(g => g != Group) ? $"no group {Group}" : $"the tag selector '{Tags}' is not valid (for example site=plant-7,tier!=test)";
             filter = _ => false;
         }
-        var rows = devices.Where(filter).Select(d => DeviceView.Of(d, Now, offline)).Where(v =>
+        var drift = await DeviceView.DriftByDeviceAsync(store, ct).ConfigureAwait(false);
+        var rows = devices.Where(filter).Select(d => DeviceView.Of(d, Now, offline, drift)).Where(v =>
             (string.IsNullOrWhiteSpace(Q) || v.Device.Id.Contains(Q.Trim(), StringComparison.OrdinalIgnoreCase))
             && (string.IsNullOrEmpty(Profile) || v.Device.HardwareProfile == Profile)
             && (string.IsNullOrEmpty(Version) || v.Device.ActiveModel?.Version == Version || $"{v.Device.ActiveModel?.Name} v{v.Device.ActiveModel?.Version}" == Version)
