@@ -245,6 +245,81 @@ public sealed class DriftMonitorTests : IDisposable
         Assert.Equal(["fan-03", "pump-01", "pump-02"], byDevice!.Alerts.Select(a => a.Segment).Order());
     }
 
+    /// <summary>Segmented by device: the drifting device moves to a retrained version while the others stay on v1; its v1 alert ends.</summary>
+    [Fact]
+    public async Task An_alert_of_a_segment_whose_devices_moved_to_another_version_is_resolved()
+    {
+        _time.Now = T0;
+        var monitor = new DriftMonitor(_store, new FleetOptions
+        {
+            Drift = new DriftOptions { WindowSeconds = 60, AlertWindows = 2, LookbackWindows = 10, SegmentBy = "device", UnservedWindows = 3 },
+        }, new Scale.LeaderElection(new FleetOptions(), NullLogger<Scale.LeaderElection>.Instance), _notified, _time, NullLogger<DriftMonitor>.Instance);
+        for (var minute = 0; minute < 6; minute++)
+        {
+            await WindowAsync(minute, drifting: false, device: "pump-02");
+            if (minute < 2)
+                await WindowAsync(minute, drifting: true, device: "pump-01"); // then it runs v2
+            await monitor.CheckAsync(default);
+            Assert.Equal(minute is >= 1 and < 5 ? 1 : 0, (await _store.ListDriftAlertsAsync(true, 10, default)).Count);
+        }
+        var alert = await OnlyAlertAsync();
+        Assert.Equal("pump-01", alert.Segment);
+        Assert.Contains("no device in segment pump-01 has served v1", alert.Resolution, StringComparison.Ordinal);
+    }
+
+    /// <summary>
+    /// A retrained version whose executor kept the base's baselines: its input baselines come from the base version's
+    /// field sketches of the devices its rollout reaches, since the drift began; its output baselines stay.
+    /// </summary>
+    [Fact]
+    public async Task A_retrained_version_is_judged_on_its_inputs_against_the_field_it_was_retrained_for()
+    {
+        foreach (var (id, site) in new[] { ("pump-01", "b"), ("pump-02", "a") })
+        {
+            await _store.RecordHelloAsync(new HelloMessage
+            {
+                DeviceId = id, AgentVersion = "0.1.0", HardwareProfile = "x86-64-generic", BootId = "b", StartedAt = T0, Models = [],
+            }, T0, default);
+            await _store.ChangeTagsAsync(id, new Devices.TagPatch(new Dictionary<string, string> { ["site"] = site }, []), default);
+        }
+        await WindowAsync(0, drifting: false, device: "pump-01"); // before the drift: not part of the field it answers
+        foreach (var minute in new[] { 1, 2 })
+        {
+            await WindowAsync(minute, drifting: true, device: "pump-01");
+            await WindowAsync(minute, drifting: false, device: "pump-02"); // another site: not in the retrained version's target
+        }
+        var baseVersion = (await _store.GetModelVersionAsync("m", 1, default))!;
+        var card = baseVersion.Card with
+        {
+            FeatureBaselines =
+            [
+                baseVersion.Card.FeatureBaselines[0] with { Source = "input:0" },
+                new Models.FeatureBaseline("confidence", [0, 0.5, 1], [10, 90]) { Source = "confidence" },
+            ],
+        };
+        baseVersion = baseVersion with { Card = card };
+        var alert = new DriftAlert
+        {
+            Id = "a", Model = "m", Version = "1", Feature = "rms", Segment = "b", State = "open", OpenedAt = T0, Since = T0.AddMinutes(1), Psi = 2, Windows = 2,
+        };
+        var job = new Retraining.RetrainingJob
+        {
+            Id = "j", ModelId = "m", BaseVersion = 1, State = "processing", Trigger = "drift", Reason = "r", Executor = "demo", CreatedAt = T0.AddMinutes(3),
+            CreatedBy = "t", Deadline = T0.AddHours(1), TokenHash = "", Snapshot = new Retraining.JobSnapshot { From = T0, To = T0.AddMinutes(3), Alerts = [alert] },
+        };
+        var target = new Rollouts.RolloutTarget { Selector = "site=b" };
+
+        var (rebuilt, note) = await Retraining.FieldBaselines.RebuildAsync(_store, job, baseVersion, card, target, default);
+        Assert.Equal([0L, 0, 600], rebuilt.FeatureBaselines[0].Counts); // pump-01's two drifting windows, on v1's bins
+        Assert.Equal([10L, 90], rebuilt.FeatureBaselines[1].Counts); // outputs: the answers the retraining set out to restore
+        Assert.Contains("rms", note, StringComparison.Ordinal);
+        Assert.Null(rebuilt.Problem());
+
+        // An executor that wrote its own baselines is left alone.
+        var own = card with { FeatureBaselines = [new Models.FeatureBaseline("rms", [0, 1, 2, 3], [1, 2, 3])] };
+        Assert.Same(own, (await Retraining.FieldBaselines.RebuildAsync(_store, job, baseVersion, own, target, default)).Card);
+    }
+
     [Fact]
     public void The_webhook_signature_is_an_hmac_of_the_exact_body()
     {

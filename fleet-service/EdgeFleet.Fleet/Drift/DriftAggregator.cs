@@ -3,7 +3,8 @@ using EdgeFleet.Shared.Stats;
 namespace EdgeFleet.Fleet.Drift;
 
 /// <summary>One feature's baseline from the model card: bin edges and the training data's counts in them.</summary>
-public sealed record FeatureBaseline(string Name, IReadOnlyList<double> Edges, IReadOnlyList<long> Counts);
+/// <remarks><paramref name="OutOfRange"/>: how many of its values lay outside the edges (see <see cref="Models.FeatureBaseline.OutOfRange"/>).</remarks>
+public sealed record FeatureBaseline(string Name, IReadOnlyList<double> Edges, IReadOnlyList<long> Counts, long OutOfRange = 0);
 
 /// <summary>One device's sketches for one window, one per baseline feature (same order), and its segment (a site, a group, a profile).</summary>
 public sealed record DeviceWindow(string DeviceId, string Segment, IReadOnlyList<FeatureSketch> Features);

@@ -214,8 +214,18 @@ public sealed partial class DriftMonitor(IFleetStore store, FleetOptions options
             if (reopened is { } r2)
                 await ChangedAsync("reopened", r2.After, ct).ConfigureAwait(false);
         }
+        var unserved = TimeSpan.FromSeconds(drift.WindowSeconds * drift.UnservedWindows);
         foreach (var alert in mine.Where(a => a.Active))
         {
+            // The segment's devices moved to another version (a retrained one rolled out to that site only).
+            var lastSeen = report.Windows.Where(w => w.Cells.Any(c => c.Feature == alert.Feature && c.Segment == alert.Segment && c.Count + c.Invalid > 0))
+                .Select(w => w.From + TimeSpan.FromSeconds(w.Seconds)).DefaultIfEmpty(DateTimeOffset.MinValue).Max();
+            if (now - lastSeen > unserved)
+            {
+                await ResolveAsync(alert, $"no device in segment {alert.Segment} has served v{alert.Version} for {drift.UnservedWindows} windows", null, now, ct)
+                    .ConfigureAwait(false);
+                continue;
+            }
             var run = DriftReport.Streak(report.Windows, alert.Feature, alert.Segment, alert.Kind, drifting: true);
             if (run.Count > 0)
             {

@@ -83,7 +83,7 @@ public sealed record DriftReport(string Model, string Version, string? SegmentBy
             "device" => deviceId,
             _ => devices.GetValueOrDefault(deviceId)?.Tags.GetValueOrDefault(by[4..]) ?? "(none)",
         };
-        var aggregatorBaselines = baselines.Select(b => new FeatureBaseline(b.Name, b.Edges, b.Counts)).ToList();
+        var aggregatorBaselines = baselines.Select(b => new FeatureBaseline(b.Name, b.Edges, b.Counts, b.OutOfRange)).ToList();
         var thresholds = baselines.ToDictionary(b => b.Name, DriftThresholds.Of, StringComparer.Ordinal);
         var windows = new List<DriftWindowView>();
         var sketched = new Dictionary<DateTimeOffset, List<DeviceWindow>>();
@@ -115,7 +115,7 @@ public sealed record DriftReport(string Model, string Version, string? SegmentBy
             sketched[group.Key] = deviceWindows;
             var cells = DriftAggregator.Compute(aggregatorBaselines, deviceWindows)
                 .Where(d => by is not null || d.Segment == DriftAggregator.AllSegments)
-                .Select(d => Cell(d, aggregatorBaselines.First(b => b.Name == d.Feature).Counts, thresholds[d.Feature], minCount))
+                .Select(d => Cell(d, aggregatorBaselines.First(b => b.Name == d.Feature), thresholds[d.Feature], minCount))
                 .ToList();
             windows.Add(new DriftWindowView(group.Key, group.First().Window.Seconds, deviceWindows.Count, cells, skipped));
         }
@@ -143,9 +143,9 @@ public sealed record DriftReport(string Model, string Version, string? SegmentBy
                 DriftRule.MinCount(minCount)))], windows, alerts), null);
     }
 
-    private static DriftCell Cell(FeatureDrift d, IReadOnlyList<long> baseline, DriftThresholds thresholds, long minCount)
+    private static DriftCell Cell(FeatureDrift d, FeatureBaseline baseline, DriftThresholds thresholds, long minCount)
     {
-        var verdict = DriftRule.Judge(baseline, d.Merged, thresholds, minCount);
+        var verdict = DriftRule.Judge(baseline.Counts, d.Merged, thresholds, minCount, baseline.OutOfRange);
         // Unjudged cells show no divergence: with so few values it would be sampling noise.
         double? Shown(double v) => verdict.Judged ? Round(v) : null;
         return new DriftCell(d.Feature, d.Segment, d.Merged.Count, d.Merged.Mean, [.. d.Merged.Counts], verdict.Psi is { } psi ? Round(psi) : null,

@@ -40,8 +40,9 @@ public readonly record struct DriftVerdict(string Level, double? Psi, int Bins, 
 /// bins and 100 values it is 0.19). Alerts open on <c>AlertWindows</c> drifting windows in a row, so the false-alert
 /// rate with no drift is about 0.001^AlertWindows per feature and segment (measured: <c>drift-rule</c> benchmark).
 /// Data quality is judged apart: a window whose share of NaN/∞ values reaches <see cref="MaxInvalidShare"/>, or whose
-/// share outside the baseline's range reaches <see cref="MaxOutOfRangeShare"/> (and five times what a sample of the
-/// baseline's size leaves outside its own range, 2/(N + 1)), has a quality problem.
+/// share outside the baseline's range exceeds what is expected by <see cref="MaxOutOfRangeShare"/> (expected: the
+/// baseline's own share outside, or what a fresh sample leaves outside a range its own size set, 2/(N + 1); and at
+/// least five times the latter), has a quality problem.
 /// </summary>
 public static class DriftRule
 {
@@ -64,10 +65,12 @@ public static class DriftRule
     public static long MinCount(long floor = DefaultMinCountFloor) => Math.Max(1, floor);
 
     /// <summary>Judges a window's <paramref name="window"/> sketch against the baseline's counts.</summary>
-    public static DriftVerdict Judge(IReadOnlyList<long> baseline, FeatureSketch window, DriftThresholds thresholds, long floor = DefaultMinCountFloor)
+    /// <param name="baselineOutOfRange">How many of the baseline's own values lay outside its edges.</param>
+    public static DriftVerdict Judge(IReadOnlyList<long> baseline, FeatureSketch window, DriftThresholds thresholds, long floor = DefaultMinCountFloor,
+        long baselineOutOfRange = 0)
     {
         var minCount = MinCount(floor);
-        var quality = Quality(baseline, window, minCount);
+        var quality = Quality(baseline, window, minCount, baselineOutOfRange);
         if (window.Count == 0)
             return new DriftVerdict("empty", null, 0, null, quality);
         if (window.Count < minCount)
@@ -130,16 +133,17 @@ public static class DriftRule
         return ([.. expected], [.. actual]);
     }
 
-    private static string Quality(IReadOnlyList<long> baseline, FeatureSketch window, long minCount)
+    private static string Quality(IReadOnlyList<long> baseline, FeatureSketch window, long minCount, long baselineOutOfRange)
     {
         var total = window.Count + window.Invalid;
         if (total < minCount)
             return "ok";
         if (window.Invalid >= MaxInvalidShare * total)
             return "invalid";
-        var baselineValues = baseline.Sum();
-        var outside = window.Below + window.Above;
-        var expected = 2.0 / (baselineValues + 1);
-        return window.Count > 0 && outside >= MaxOutOfRangeShare * window.Count && outside >= 5 * expected * window.Count ? "out-of-range" : "ok";
+        var baselineValues = Math.Max(1, baseline.Sum());
+        var share = (double)(window.Below + window.Above) / Math.Max(1, window.Count);
+        // What a fresh sample leaves outside a range its own size set, 2/(N + 1); or what the baseline itself had outside.
+        var expected = Math.Max(2.0 / (baselineValues + 1), (double)baselineOutOfRange / baselineValues);
+        return window.Count > 0 && share >= MaxOutOfRangeShare + expected && share >= 5 * 2.0 / (baselineValues + 1) ? "out-of-range" : "ok";
     }
 }

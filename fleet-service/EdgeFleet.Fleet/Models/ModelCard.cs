@@ -15,6 +15,12 @@ public sealed record FeatureBaseline(string Name, double[] Edges, long[] Counts)
 {
     public string? Source { get; init; }
 
+    /// <summary>
+    /// How many of the baseline's values lay outside its edges (counted in the outer bins): 0 for a baseline built
+    /// from a sample (its edges span it), more for one rebuilt from field sketches on older edges.
+    /// </summary>
+    public long OutOfRange { get; init; }
+
     /// <summary>This feature's PSI warning level (the drift decision's effect size); null for the default, 0.1.</summary>
     public double? WarnPsi { get; init; }
 
@@ -80,6 +86,8 @@ public sealed record ModelCard
                 return $"feature baseline '{b.Name}': counts must not be negative";
             if (b.Counts.Sum() == 0)
                 return $"feature baseline '{b.Name}' holds no values: drift against it cannot be scored (build it with edgefleet model baseline)";
+            if (b.OutOfRange < 0 || b.OutOfRange > b.Counts.Sum())
+                return $"feature baseline '{b.Name}': outOfRange must be between 0 and its number of values";
             if (b.Counts.Length < 2)
                 return $"feature baseline '{b.Name}' has one bin, so no value can ever drift from it: rebuild it with edgefleet model baseline, " +
                     "which gives a constant feature a bin of its own with bins below and above it";

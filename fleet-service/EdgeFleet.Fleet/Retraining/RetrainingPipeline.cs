@@ -15,7 +15,8 @@ namespace EdgeFleet.Fleet.Retraining;
 /// <summary>
 /// What becomes of a job's output: the executor leaves a directory with <c>model.onnx</c> (FP32), <c>data/</c>
 /// (held-out samples as <c>.npy</c>, with <c>labels.txt</c> when they are labelled), and optionally <c>card.json</c>
-/// (else the base version's card is kept) and <c>result.json</c> (what the executor says of its run). The fleet
+/// (else the base version's card is kept; baselines kept from the base are rebuilt from the field, see
+/// <see cref="FieldBaselines"/>) and <c>result.json</c> (what the executor says of its run). The fleet
 /// quantizes the model to INT8 (static, calibrated on the samples), runs the validation gate with the card's
 /// thresholds, registers both files as the model's next version with the report (validated or rejected by its
 /// verdict), and drafts the policy's rollout of a validated version for an operator to approve.
@@ -75,6 +76,9 @@ public sealed partial class RetrainingPipeline(IFleetStore store, ArtifactStore 
             : baseVersion.Card;
         if (card.Problem() is { } problem)
             throw new InvalidDataException($"{CardFile}: {problem}");
+        var policy = (await store.ListRetrainingPoliciesAsync(ct).ConfigureAwait(false)).FirstOrDefault(p => p.ModelId == job.ModelId);
+        var (rebased, baselineNote) = await FieldBaselines.RebuildAsync(store, job, baseVersion, card, policy?.Target, ct).ConfigureAwait(false);
+        card = rebased;
 
         // INT8, calibrated on the held-out samples, then the gate: INT8 against its own FP32.
         var int8Path = Path.Combine(output, "model.int8.onnx");
@@ -113,7 +117,8 @@ public sealed partial class RetrainingPipeline(IFleetStore store, ArtifactStore 
             Artifacts = files,
             CreatedAt = now,
             CreatedBy = actor,
-            History = [new StateChange("", ApprovalStates.Draft, actor, now, $"retrained from v{job.BaseVersion} by job {job.Id} ({job.Trigger}); {quantization.QuantizedNodes} nodes quantized")],
+            History = [new StateChange("", ApprovalStates.Draft, actor, now, $"retrained from v{job.BaseVersion} by job {job.Id} ({job.Trigger}); {quantization.QuantizedNodes} nodes quantized"
+                + (baselineNote is null ? "" : "; " + baselineNote))],
         };
         var (withReport, reportError) = ModelsApi.WithValidation(record, reportJson, actor, now);
         if (withReport is null)
@@ -127,7 +132,6 @@ public sealed partial class RetrainingPipeline(IFleetStore store, ArtifactStore 
             return (stored.Version, gate.Verdict, null, $"v{stored.Version} registered but the validation gate rejected it: {failed}");
         }
 
-        var policy = (await store.ListRetrainingPoliciesAsync(ct).ConfigureAwait(false)).FirstOrDefault(p => p.ModelId == job.ModelId);
         var request = new RolloutRequest
         {
             Id = $"{job.ModelId}-v{stored.Version}-{job.Id}"[..Math.Min(64, $"{job.ModelId}-v{stored.Version}-{job.Id}".Length)],
