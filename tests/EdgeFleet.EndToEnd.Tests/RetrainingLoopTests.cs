@@ -153,6 +153,18 @@ public sealed class RetrainingLoopTests : IDisposable
             && d["device"]!["activeModel"]?["version"]?.GetValue<string>() == "2") ? "" : null, Patience, () => drifting.Output[^Math.Min(3000, drifting.Output.Length)..]);
         using var again = await _fleet.Send(HttpMethod.Post, $"/api/rollouts/{rolloutId}/approve", new JsonObject());
         Assert.Equal(HttpStatusCode.Conflict, again.StatusCode);
+
+        // The loop closes: v2's inputs are judged against the field it was retrained for, so site b's v1 alerts
+        // resolve once its pump left v1 (3 windows of 3 s) and none opens on v2 while it runs.
+        Assert.Contains("baselines rebuilt for the field", (await JsonAsync($"/api/models/{ModelId}/versions/2"))["history"]!.ToJsonString(), StringComparison.Ordinal);
+        JsonArray? left = null;
+        await Wait.ForAsync(async () => (left = (await JsonAsync("/api/drift/alerts")).AsArray()).Count == 0 ? "" : null, TimeSpan.FromSeconds(60),
+            () => $"{left}\n{_fleet.Output[^Math.Min(3000, _fleet.Output.Length)..]}");
+        await Task.Delay(TimeSpan.FromSeconds(15)); // five more windows of v2
+        Assert.DoesNotContain((await JsonAsync("/api/drift/alerts?state=all")).AsArray(), a => a!["version"]!.GetValue<string>() == "2");
+        var resolved = (await JsonAsync("/api/drift/alerts?state=all")).AsArray();
+        Assert.All(resolved, a => Assert.Equal("resolved", a!["state"]!.GetValue<string>()));
+        Assert.All(resolved, a => Assert.Contains("site-b-1", a!["devices"]!.AsArray().Select(d => d!["deviceId"]!.GetValue<string>())));
     }
 
     [Fact]

@@ -254,7 +254,7 @@ public sealed class DriftMonitorTests : IDisposable
         {
             Drift = new DriftOptions { WindowSeconds = 60, AlertWindows = 2, LookbackWindows = 10, SegmentBy = "device", UnservedWindows = 3 },
         }, new Scale.LeaderElection(new FleetOptions(), NullLogger<Scale.LeaderElection>.Instance), _notified, _time, NullLogger<DriftMonitor>.Instance);
-        for (var minute = 0; minute < 6; minute++)
+        for (var minute = 0; minute < 8; minute++)
         {
             await WindowAsync(minute, drifting: false, device: "pump-02");
             if (minute < 2)
@@ -263,6 +263,7 @@ public sealed class DriftMonitorTests : IDisposable
             Assert.Equal(minute is >= 1 and < 5 ? 1 : 0, (await _store.ListDriftAlertsAsync(true, 10, default)).Count);
         }
         var alert = await OnlyAlertAsync();
+        Assert.Equal(["opened", "resolved"], _notified.Changes.Select(c => c.Change)); // its old drifting windows do not reopen it
         Assert.Equal("pump-01", alert.Segment);
         Assert.Contains("no device in segment pump-01 has served v1", alert.Resolution, StringComparison.Ordinal);
     }
@@ -311,9 +312,34 @@ public sealed class DriftMonitorTests : IDisposable
 
         var (rebuilt, note) = await Retraining.FieldBaselines.RebuildAsync(_store, job, baseVersion, card, target, default);
         Assert.Equal([0L, 0, 600], rebuilt.FeatureBaselines[0].Counts); // pump-01's two drifting windows, on v1's bins
-        Assert.Equal([10L, 90], rebuilt.FeatureBaselines[1].Counts); // outputs: the answers the retraining set out to restore
+        // Outputs: from the retrained version's own first windows in the field, not judged until then.
+        Assert.Equal([0L, 0], rebuilt.FeatureBaselines[1].Counts);
+        Assert.Equal((3, true), (rebuilt.FeatureBaselines[1].ReferenceWindows, rebuilt.FeatureBaselines[1].Pending));
         Assert.Contains("rms", note, StringComparison.Ordinal);
         Assert.Null(rebuilt.Problem());
+
+        // v2 runs on pump-01: its first three complete windows become the confidence baseline.
+        await _store.AddModelVersionAsync(new ModelVersion
+        {
+            ModelId = "m", Version = 2, State = ApprovalStates.Approved, Card = rebuilt, Artifacts = [], CreatedAt = T0.AddMinutes(5), CreatedBy = "test",
+        }, default);
+        var monitor = Monitor();
+        for (var minute = 5; minute < 10; minute++)
+        {
+            var sketch = new FeatureSketch([0, 0.5, 1]);
+            for (var i = 0; i < 100; i++)
+                sketch.Add(i < 30 ? 0.3 : 0.8);
+            await _store.UpsertSketchesAsync([new StoredSketch("pump-01", new SketchWindow
+            {
+                Model = "m", Version = "2", From = T0.AddMinutes(minute), Seconds = 60, Features = [sketch.ToData("confidence")],
+            })], default);
+            _time.Now = T0.AddMinutes(minute + 1);
+            await monitor.CheckAsync(default);
+            var confidence = (await _store.GetModelVersionAsync("m", 2, default))!.Card.FeatureBaselines[1];
+            // Windows 5, 6 and 7 are complete once window 8 has arrived.
+            Assert.Equal(minute < 8 ? [0L, 0] : [90L, 210], confidence.Counts);
+        }
+        Assert.Contains(await _store.GetAuditAsync("m@2", 10, default), a => a.Action == "model.baseline.reference");
 
         // An executor that wrote its own baselines is left alone.
         var own = card with { FeatureBaselines = [new Models.FeatureBaseline("rms", [0, 1, 2, 3], [1, 2, 3])] };

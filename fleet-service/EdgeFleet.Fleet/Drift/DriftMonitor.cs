@@ -5,6 +5,7 @@ using System.Text;
 using System.Text.Json;
 using EdgeFleet.Fleet.Models;
 using EdgeFleet.Fleet.Storage;
+using EdgeFleet.Shared.Stats;
 
 namespace EdgeFleet.Fleet.Drift;
 
@@ -142,6 +143,8 @@ public sealed partial class DriftMonitor(IFleetStore store, FleetOptions options
                 if (version.Card.FeatureBaselines.Count == 0 || version.State is ApprovalStates.Rejected or ApprovalStates.Draft)
                     continue;
                 var label = version.Version.ToString(CultureInfo.InvariantCulture);
+                if (version.Card.FeatureBaselines.Any(b => b.Pending))
+                    await ReferenceAsync(version, now, ct).ConfigureAwait(false);
                 var mine = all.Where(a => a.Model == model.Id && a.Version == label).ToList();
                 var (report, _) = await DriftReport.BuildAsync(store, model.Id, label, from, now, drift.SegmentBy, drift.AlertWindows, ct).ConfigureAwait(false);
                 var lastServed = report?.Windows.Where(w => w.Devices > 0).Select(w => w.From + TimeSpan.FromSeconds(w.Seconds)).DefaultIfEmpty().Max();
@@ -163,8 +166,12 @@ public sealed partial class DriftMonitor(IFleetStore store, FleetOptions options
     {
         var drift = options.Drift;
         var byKey = mine.GroupBy(a => (a.Feature, a.Segment, a.Kind)).ToDictionary(g => g.Key, g => g.OrderByDescending(a => a.OpenedAt).First());
+        var unserved = TimeSpan.FromSeconds(drift.WindowSeconds * drift.UnservedWindows);
         foreach (var a in report.Alerts)
         {
+            if (now - LastSeen(report, a.Feature, a.Segment) > unserved)
+                continue; // a drift of devices that have since left this version: nothing to open
+
             var run = DriftReport.Streak(report.Windows, a.Feature, a.Segment, a.Kind, drifting: true);
             if (byKey.TryGetValue((a.Feature, a.Segment, a.Kind), out var existing) && existing.Active)
                 continue; // counted below, with the other active ones
@@ -214,13 +221,10 @@ public sealed partial class DriftMonitor(IFleetStore store, FleetOptions options
             if (reopened is { } r2)
                 await ChangedAsync("reopened", r2.After, ct).ConfigureAwait(false);
         }
-        var unserved = TimeSpan.FromSeconds(drift.WindowSeconds * drift.UnservedWindows);
         foreach (var alert in mine.Where(a => a.Active))
         {
             // The segment's devices moved to another version (a retrained one rolled out to that site only).
-            var lastSeen = report.Windows.Where(w => w.Cells.Any(c => c.Feature == alert.Feature && c.Segment == alert.Segment && c.Count + c.Invalid > 0))
-                .Select(w => w.From + TimeSpan.FromSeconds(w.Seconds)).DefaultIfEmpty(DateTimeOffset.MinValue).Max();
-            if (now - lastSeen > unserved)
+            if (now - LastSeen(report, alert.Feature, alert.Segment) > unserved)
             {
                 await ResolveAsync(alert, $"no device in segment {alert.Segment} has served v{alert.Version} for {drift.UnservedWindows} windows", null, now, ct)
                     .ConfigureAwait(false);
@@ -248,6 +252,67 @@ public sealed partial class DriftMonitor(IFleetStore store, FleetOptions options
                 await ResolveAsync(alert, $"below the warning level for {calm.Count} windows", calm[0].Cell.Psi, now, ct).ConfigureAwait(false);
         }
     }
+
+    /// <summary>
+    /// Fills the baselines a version takes from its own first windows in the field (<see cref="Models.FeatureBaseline.ReferenceWindows"/>)
+    /// once that many windows are complete (a later one has begun) and hold at least the values a window needs to be
+    /// judged; audited.
+    /// </summary>
+    private async Task ReferenceAsync(ModelVersion version, DateTimeOffset now, CancellationToken ct)
+    {
+        var label = version.Version.ToString(CultureInfo.InvariantCulture);
+        var windows = (await store.GetSketchesAsync(version.ModelId, label, version.CreatedAt, now, ct).ConfigureAwait(false))
+            .GroupBy(s => s.Window.From).OrderBy(g => g.Key).ToList();
+        // A window is complete once a later one has arrived (devices send a window's sketch when it ends), or a whole
+        // window after its end.
+        var complete = windows.Where((g, i) => i < windows.Count - 1 || now >= g.Key + TimeSpan.FromSeconds(2 * g.First().Window.Seconds)).ToList();
+        var filled = new Dictionary<string, FeatureSketch>(StringComparer.Ordinal);
+        foreach (var b in version.Card.FeatureBaselines.Where(b => b.Pending))
+        {
+            var merged = new FeatureSketch(b.Edges);
+            var used = 0;
+            foreach (var window in complete)
+            {
+                if (used >= b.ReferenceWindows && merged.Count >= DriftRule.MinCount())
+                    break;
+                foreach (var s in window)
+                {
+                    if (s.Window.Features.FirstOrDefault(f => f.Name == b.Name) is { } data && FeatureSketch.FromData(data, b.Edges, out _) is { } sketch)
+                        merged.Merge(sketch);
+                }
+                used++;
+            }
+            if (used >= b.ReferenceWindows && merged.Count >= DriftRule.MinCount())
+                filled[b.Name] = merged;
+        }
+        if (filled.Count == 0)
+            return;
+        var changed = await store.UpdateModelVersionAsync(version.ModelId, version.Version, v => v with
+        {
+            Card = v.Card with
+            {
+                FeatureBaselines = [.. v.Card.FeatureBaselines.Select(b => b.Pending && filled.TryGetValue(b.Name, out var m)
+                    ? b with { Counts = [.. m.Counts], OutOfRange = m.Below + m.Above } : b)],
+            },
+        }, ct).ConfigureAwait(false);
+        if (changed is null)
+            return;
+        var names = string.Join(", ", filled.Keys);
+        Log.Referenced(log, version.ModelId, label, names);
+        await store.AppendAuditAsync(new Identity.AuditEntry
+        {
+            At = now,
+            Actor = System,
+            Action = "model.baseline.reference",
+            Target = $"{version.ModelId}@{label}",
+            After = JsonSerializer.Serialize(filled.ToDictionary(kv => kv.Key, kv => kv.Value.Count), FleetStoreJsonContext.Default.DictionaryStringInt64),
+        }, ct).ConfigureAwait(false);
+    }
+
+    /// <summary>The end of the newest window in which a feature of a segment had values.</summary>
+    private static DateTimeOffset LastSeen(DriftReport report, string feature, string segment) =>
+        report.Windows.Where(w => w.Cells.Any(c => c.Feature == feature && c.Segment == segment && c.Count + c.Invalid > 0))
+            .Select(w => w.From + TimeSpan.FromSeconds(w.Seconds)).DefaultIfEmpty(DateTimeOffset.MinValue).Max();
 
     private async Task ResolveAsync(DriftAlert alert, string reason, double? psi, DateTimeOffset now, CancellationToken ct)
     {
@@ -288,6 +353,9 @@ public sealed partial class DriftMonitor(IFleetStore store, FleetOptions options
     {
         [LoggerMessage(9001, LogLevel.Warning, "Drift alert {Change}: {Model} v{Version} feature {Feature} in segment {Segment}, PSI {Psi}")]
         public static partial void AlertChanged(ILogger logger, string change, string model, string version, string feature, string segment, double psi);
+
+        [LoggerMessage(9003, LogLevel.Information, "Drift baselines of {Model} v{Version} taken from its first windows in the field: {Features}")]
+        public static partial void Referenced(ILogger logger, string model, string version, string features);
 
         [LoggerMessage(9002, LogLevel.Warning, "Drift check failed: {Reason}")]
         public static partial void CheckFailed(ILogger logger, string reason);

@@ -175,7 +175,7 @@ public sealed record DriftReport(string Model, string Version, string? SegmentBy
             var cell = w.Cells.FirstOrDefault(c => c.Feature == feature && c.Segment == segment);
             bool? state = cell is null ? null
                 : kind == DriftKinds.Quality ? (cell.Count + cell.Invalid == 0 ? null : cell.Quality != "ok" ? true : cell.Level == "few" ? null : false)
-                : cell.Level is "few" or "empty" ? null : cell.Level is "warn" or "alert";
+                : cell.Level is not ("ok" or "warn" or "alert") ? null : cell.Level is "warn" or "alert";
             if (state is null)
             {
                 if (begun && (cell is null || cell.Count + cell.Invalid == 0))

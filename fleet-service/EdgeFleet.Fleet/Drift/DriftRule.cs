@@ -11,6 +11,7 @@ public sealed record DriftThresholds(double WarnPsi = DriftRule.DefaultWarnPsi, 
 
 /// <summary>How one cell (a feature in one segment and window) was judged.</summary>
 /// <param name="Level"><c>empty</c> (no valid value), <c>few</c> (under <see cref="DriftRule.MinCount"/>: not judged),
+/// <c>pending</c> (the baseline is a field reference still waiting for its windows: not judged),
 /// <c>ok</c>, <c>warn</c> or <c>alert</c>.</param>
 /// <param name="Psi">PSI over the bins judged (the card's bins, adjacent ones pooled where the window is too small for
 /// them); null when not judged.</param>
@@ -73,6 +74,8 @@ public static class DriftRule
         var quality = Quality(baseline, window, minCount, baselineOutOfRange);
         if (window.Count == 0)
             return new DriftVerdict("empty", null, 0, null, quality);
+        if (baseline.All(c => c == 0))
+            return new DriftVerdict("pending", null, 0, null, quality); // a field reference still filling
         if (window.Count < minCount)
             return new DriftVerdict("few", null, 0, null, quality);
         var (expected, actual) = Pool(baseline, window.Counts, window.Count);

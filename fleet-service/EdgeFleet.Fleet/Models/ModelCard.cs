@@ -21,6 +21,17 @@ public sealed record FeatureBaseline(string Name, double[] Edges, long[] Counts)
     /// </summary>
     public long OutOfRange { get; init; }
 
+    /// <summary>
+    /// Set when this baseline is to be taken from the version's own first windows in the field (the fleet sets it for
+    /// the output features of a retrained version, whose answers on the field cannot be known before it runs there):
+    /// until that many windows have arrived its counts are all zero and it is not judged.
+    /// </summary>
+    public int? ReferenceWindows { get; init; }
+
+    /// <summary>A field reference still waiting for its windows.</summary>
+    [System.Text.Json.Serialization.JsonIgnore]
+    public bool Pending => ReferenceWindows is not null && Counts.All(c => c == 0);
+
     /// <summary>This feature's PSI warning level (the drift decision's effect size); null for the default, 0.1.</summary>
     public double? WarnPsi { get; init; }
 
@@ -84,7 +95,9 @@ public sealed record ModelCard
                 return $"feature baseline '{b.Name}': edges must be finite and strictly increasing";
             if (b.Counts.Any(c => c < 0))
                 return $"feature baseline '{b.Name}': counts must not be negative";
-            if (b.Counts.Sum() == 0)
+            if (b.ReferenceWindows is < 1 or > 1000)
+                return $"feature baseline '{b.Name}': referenceWindows must be 1-1000";
+            if (b.Counts.Sum() == 0 && b.ReferenceWindows is null)
                 return $"feature baseline '{b.Name}' holds no values: drift against it cannot be scored (build it with edgefleet model baseline)";
             if (b.OutOfRange < 0 || b.OutOfRange > b.Counts.Sum())
                 return $"feature baseline '{b.Name}': outOfRange must be between 0 and its number of values";

@@ -14,8 +14,10 @@ namespace EdgeFleet.Fleet.Retraining;
 /// <item>on its <b>inputs</b> against the field it was retrained for: the base version's sketches from the devices
 /// its rollout will reach, merged from the start of the drift that queued the job (the earliest alert's first
 /// drifting window; for a job not queued by drift, the job's window) to the job's queuing, on the base's bins;</item>
-/// <item>on its <b>outputs</b> (confidence, class probabilities) against the base version's baselines: the answers
-/// the retraining set out to restore.</item>
+/// <item>on its <b>outputs</b> (confidence, class probabilities) against its own first
+/// <see cref="ReferenceWindows"/> windows in the field: its answers on the field cannot be known before it runs
+/// there (the fleet holds sketches of the field's inputs, not the inputs), and the base version's answers on its
+/// old data are not what it was made to give. Until then they are not judged; its inputs are.</item>
 /// </list>
 /// Without it, the new version would be judged against data it was not made for, and the fleet would stay red
 /// after a successful retraining. An executor that writes its own baselines into <c>card.json</c> is left alone, and
@@ -25,6 +27,9 @@ public static class FieldBaselines
 {
     /// <summary>Field values an input feature needs before its baseline is replaced.</summary>
     public const long MinValues = 200;
+
+    /// <summary>The version's own first windows that make the reference of its output features.</summary>
+    public const int ReferenceWindows = 3;
 
     public static async Task<(ModelCard Card, string? Note)> RebuildAsync(IFleetStore store, RetrainingJob job, ModelVersion baseVersion, ModelCard card,
         RolloutTarget? target, CancellationToken ct)
@@ -40,8 +45,13 @@ public static class FieldBaselines
         var rebuilt = new List<string>();
         var baselines = card.FeatureBaselines.Select(b =>
         {
-            if (DriftSource.Parse(b.EffectiveSource) is not { } source || source.InputIndex is null && source.ChannelMean is null && source.ChannelStd is null)
+            if (DriftSource.Parse(b.EffectiveSource) is not { } source)
                 return b;
+            if (source.InputIndex is null && source.ChannelMean is null && source.ChannelStd is null)
+            {
+                rebuilt.Add(b.Name + " (from its first windows)");
+                return b with { Counts = new long[b.Counts.Length], OutOfRange = 0, ReferenceWindows = ReferenceWindows };
+            }
             var merged = new FeatureSketch(b.Edges);
             foreach (var s in sketches)
             {
@@ -56,8 +66,8 @@ public static class FieldBaselines
         if (rebuilt.Count == 0)
             return (card, null);
         var note = string.Create(CultureInfo.InvariantCulture,
-            $"input baselines ({string.Join(", ", rebuilt)}) rebuilt from v{baseVersion.Version}'s field sketches of {reach.Count} target device(s), " +
-            $"{from:u} to {snapshot.To:u}");
+            $"baselines rebuilt for the field ({string.Join(", ", rebuilt)}): inputs from v{baseVersion.Version}'s sketches of {reach.Count} " +
+            $"target device(s), {from:u} to {snapshot.To:u}; outputs from this version's first {ReferenceWindows} windows");
         return (card with { FeatureBaselines = baselines }, note);
     }
 

@@ -156,6 +156,7 @@ internal static class LiteDbDocuments
 [System.Text.Json.Serialization.JsonSerializable(typeof(EdgeFleet.Fleet.Retraining.RetrainingJob))]
 [System.Text.Json.Serialization.JsonSerializable(typeof(EdgeFleet.Fleet.Retraining.StoredHardExample))]
 [System.Text.Json.Serialization.JsonSerializable(typeof(Dictionary<string, string>))]
+[System.Text.Json.Serialization.JsonSerializable(typeof(Dictionary<string, long>))]
 [System.Text.Json.Serialization.JsonSerializable(typeof(ModelRef))]
 [System.Text.Json.Serialization.JsonSerializable(typeof(InferenceSample))]
 [System.Text.Json.Serialization.JsonSerializable(typeof(OtaStatusMessage))]
