@@ -341,6 +341,24 @@ public sealed class DriftMonitorTests : IDisposable
         }
         Assert.Contains(await _store.GetAuditAsync("m@2", 10, default), a => a.Action == "model.baseline.reference");
 
+        // Rolled out to both sites, the baseline is both pumps' field; a canary window of pump-01 alone is judged
+        // against pump-01's own field, not the mix (against which it would drift).
+        var (both, _) = await Retraining.FieldBaselines.RebuildAsync(_store, job, baseVersion, card, new Rollouts.RolloutTarget(), default);
+        Assert.Equal([200L, 200, 800], both.FeatureBaselines[0].Counts);
+        await _store.AddModelVersionAsync(new ModelVersion
+        {
+            ModelId = "m", Version = 3, State = ApprovalStates.Approved, Card = both, Artifacts = [], CreatedAt = T0.AddMinutes(5), CreatedBy = "test",
+        }, default);
+        var canary = new FeatureSketch([0, 1, 2, 3]);
+        for (var i = 0; i < 300; i++)
+            canary.Add(2.5);
+        await _store.UpsertSketchesAsync([new StoredSketch("pump-01", new SketchWindow
+        {
+            Model = "m", Version = "3", From = T0.AddMinutes(6), Seconds = 60, Features = [canary.ToData("rms"), new FeatureSketch([0, 0.5, 1]).ToData("confidence")],
+        })], default);
+        var (v3, _) = await DriftReport.BuildAsync(_store, "m", "3", T0, T0.AddMinutes(10), null, 2, default);
+        Assert.Equal("ok", v3!.Windows.Single().Cells.Single(c => c.Feature == "rms").Level);
+
         // An executor that wrote its own baselines is left alone.
         var own = card with { FeatureBaselines = [new Models.FeatureBaseline("rms", [0, 1, 2, 3], [1, 2, 3])] };
         Assert.Same(own, (await Retraining.FieldBaselines.RebuildAsync(_store, job, baseVersion, own, target, default)).Card);

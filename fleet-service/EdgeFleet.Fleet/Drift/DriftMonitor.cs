@@ -256,12 +256,17 @@ public sealed partial class DriftMonitor(IFleetStore store, FleetOptions options
     /// <summary>
     /// Fills the baselines a version takes from its own first windows in the field (<see cref="Models.FeatureBaseline.ReferenceWindows"/>)
     /// once that many windows are complete (a later one has begun) and hold at least the values a window needs to be
-    /// judged; audited.
+    /// judged; audited. The windows count from when the version's rollouts settled: while one is still widening, the
+    /// devices running the version are not yet the ones it will run on.
     /// </summary>
     private async Task ReferenceAsync(ModelVersion version, DateTimeOffset now, CancellationToken ct)
     {
         var label = version.Version.ToString(CultureInfo.InvariantCulture);
-        var windows = (await store.GetSketchesAsync(version.ModelId, label, version.CreatedAt, now, ct).ConfigureAwait(false))
+        var rollouts = (await store.ListRolloutsAsync(ct).ConfigureAwait(false)).Where(r => r.ModelId == version.ModelId && r.Version == version.Version).ToList();
+        if (rollouts.Any(r => !Rollouts.RolloutStates.IsFinal(r.State)))
+            return;
+        var settled = rollouts.SelectMany(r => r.Events).Select(e => e.At).Append(version.CreatedAt).Max();
+        var windows = (await store.GetSketchesAsync(version.ModelId, label, settled, now, ct).ConfigureAwait(false))
             .GroupBy(s => s.Window.From).OrderBy(g => g.Key).ToList();
         // A window is complete once a later one has arrived (devices send a window's sketch when it ends), or a whole
         // window after its end.

@@ -28,6 +28,9 @@ public sealed record FeatureBaseline(string Name, double[] Edges, long[] Counts)
     /// </summary>
     public int? ReferenceWindows { get; init; }
 
+    /// <summary>The counts are the field's, from <see cref="ModelCard.FieldReference"/> (per device there).</summary>
+    public bool Field { get; init; }
+
     /// <summary>A field reference still waiting for its windows.</summary>
     [System.Text.Json.Serialization.JsonIgnore]
     public bool Pending => ReferenceWindows is not null && Counts.All(c => c == 0);
@@ -66,6 +69,13 @@ public sealed record ModelCard
     public List<TensorSchema> Outputs { get; set; } = [];
 
     public List<FeatureBaseline> FeatureBaselines { get; set; } = [];
+
+    /// <summary>
+    /// Where the baselines marked <see cref="FeatureBaseline.Field"/> came from: a base version's sketches from these
+    /// devices over this time. The fleet reads them per device, so a window is judged against the mix of its own
+    /// devices' field (a canary's one device against that device's field, not the whole target's).
+    /// </summary>
+    public FieldReference? FieldReference { get; init; }
 
     /// <summary>The validation gate's thresholds (the CLI's <c>--card</c> reads them), as written.</summary>
     public JsonElement? Thresholds { get; init; }
@@ -116,3 +126,6 @@ public sealed record ModelCard
         return null;
     }
 }
+
+/// <summary>A base version's field sketches: which version, which devices, from when to when.</summary>
+public sealed record FieldReference(long BaseVersion, DateTimeOffset From, DateTimeOffset To, List<string> Devices);

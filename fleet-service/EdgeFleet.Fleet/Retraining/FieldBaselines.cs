@@ -61,14 +61,18 @@ public static class FieldBaselines
             if (merged.Count < MinValues)
                 return b;
             rebuilt.Add(b.Name);
-            return b with { Counts = [.. merged.Counts], OutOfRange = merged.Below + merged.Above };
+            return b with { Counts = [.. merged.Counts], OutOfRange = merged.Below + merged.Above, Field = true };
         }).ToList();
         if (rebuilt.Count == 0)
             return (card, null);
         var note = string.Create(CultureInfo.InvariantCulture,
             $"baselines rebuilt for the field ({string.Join(", ", rebuilt)}): inputs from v{baseVersion.Version}'s sketches of {reach.Count} " +
             $"target device(s), {from:u} to {snapshot.To:u}; outputs from this version's first {ReferenceWindows} windows");
-        return (card with { FeatureBaselines = baselines }, note);
+        return (card with
+        {
+            FeatureBaselines = baselines,
+            FieldReference = new FieldReference(baseVersion.Version, from, snapshot.To, [.. reach.Order(StringComparer.Ordinal)]),
+        }, note);
     }
 
     private static bool SameBaselines(List<FeatureBaseline> a, List<FeatureBaseline> b) =>
