@@ -106,6 +106,41 @@ public sealed class DriftRuleTests(Xunit.Abstractions.ITestOutputHelper output)
     }
 
     [Fact]
+    public void A_field_reference_that_had_values_outside_its_edges_judges_that_share_with_its_sampling_noise()
+    {
+        // A retrained version's output reference: three windows of its own field (540 values) on the edges it inherited,
+        // 30 % of them above those edges. Later windows of the same field (180 values) scatter around 30 %; before,
+        // any window 5 points over the reference's estimate was an out-of-range alert (about one window in ten).
+        var edges = BaselineBuilder.Of("confidence", "output:0", [.. Enumerable.Range(0, 1000).Select(i => i / 1000.0)], 10).Edges;
+        FeatureSketch Sample(Random random, int n, double outside)
+        {
+            var sketch = new FeatureSketch(edges);
+            for (var i = 0; i < n; i++)
+                sketch.Add(random.NextDouble() < outside ? 1.5 : random.NextDouble() * 0.99);
+            return sketch;
+        }
+        var random = new Random(27);
+        var falseAlerts = 0;
+        const int Windows = 2000;
+        for (var run = 0; run < Windows; run++)
+        {
+            var reference = Sample(random, 540, 0.3);
+            var window = Sample(random, 180, 0.3);
+            if (DriftRule.Judge(reference.Counts, window, new DriftThresholds(), baselineOutOfRange: reference.Below + reference.Above).Quality != "ok")
+                falseAlerts++;
+        }
+        Assert.True(falseAlerts <= 2, $"{falseAlerts} out-of-range verdicts in {Windows} windows of the reference's own field");
+
+        // Twice the reference's share outside its edges is news, and so is any real share outside a training range.
+        var fixedReference = Sample(new Random(1), 540, 0.3);
+        var jump = Sample(new Random(2), 180, 0.6);
+        Assert.Equal("out-of-range", DriftRule.Judge(fixedReference.Counts, jump, new DriftThresholds(),
+            baselineOutOfRange: fixedReference.Below + fixedReference.Above).Quality);
+        var training = Sample(new Random(3), 1000, 0);
+        Assert.Equal("out-of-range", DriftRule.Judge(training.Counts, Sample(new Random(4), 180, 0.1), new DriftThresholds()).Quality);
+    }
+
+    [Fact]
     public void A_card_whose_baseline_cannot_be_scored_is_refused_with_its_reason()
     {
         static string? Problem(CardBaseline b) => new ModelCard { Owner = "o", IntendedUse = "u", FeatureBaselines = [b] }.Problem();

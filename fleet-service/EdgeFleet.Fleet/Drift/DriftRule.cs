@@ -43,7 +43,8 @@ public readonly record struct DriftVerdict(string Level, double? Psi, int Bins, 
 /// Data quality is judged apart: a window whose share of NaN/∞ values reaches <see cref="MaxInvalidShare"/>, or whose
 /// share outside the baseline's range exceeds what is expected by <see cref="MaxOutOfRangeShare"/> (expected: the
 /// baseline's own share outside, or what a fresh sample leaves outside a range its own size set, 2/(N + 1); and at
-/// least five times the latter), has a quality problem.
+/// least five times the latter) and significantly so (the G-test on inside/outside against the baseline's own
+/// counts, at <see cref="Alpha"/>), has a quality problem.
 /// </summary>
 public static class DriftRule
 {
@@ -144,9 +145,17 @@ public static class DriftRule
         if (window.Invalid >= MaxInvalidShare * total)
             return "invalid";
         var baselineValues = Math.Max(1, baseline.Sum());
-        var share = (double)(window.Below + window.Above) / Math.Max(1, window.Count);
+        var outside = window.Below + window.Above;
+        var share = (double)outside / Math.Max(1, window.Count);
         // What a fresh sample leaves outside a range its own size set, 2/(N + 1); or what the baseline itself had outside.
         var expected = Math.Max(2.0 / (baselineValues + 1), (double)baselineOutOfRange / baselineValues);
-        return window.Count > 0 && share >= MaxOutOfRangeShare + expected && share >= 5 * 2.0 / (baselineValues + 1) ? "out-of-range" : "ok";
+        if (window.Count == 0 || share < MaxOutOfRangeShare + expected || share < 5 * 2.0 / (baselineValues + 1))
+            return "ok";
+        // Evidence as well as effect, as for drift: a baseline that had values outside its edges itself (a field
+        // reference on inherited edges) estimated that share from a sample, so a window only a few points above it
+        // may be that sample's noise.
+        var inside = Math.Max(0, baselineValues - baselineOutOfRange);
+        var test = Homogeneity.GTest([baselineOutOfRange, inside], [outside, window.Count - outside]);
+        return test.PValue < Alpha ? "out-of-range" : "ok";
     }
 }
