@@ -3,14 +3,22 @@ using EdgeFleet.Shared.Stats;
 namespace EdgeFleet.Fleet.Drift;
 
 /// <summary>One feature's baseline from the model card: bin edges and the training data's counts in them.</summary>
-/// <remarks><paramref name="OutOfRange"/>: how many of its values lay outside the edges (see <see cref="Models.FeatureBaseline.OutOfRange"/>).</remarks>
+/// <remarks>
+/// <paramref name="OutOfRange"/>: how many of its values lay outside the edges (see <see cref="Models.FeatureBaseline.OutOfRange"/>).
+/// </remarks>
 public sealed record FeatureBaseline(string Name, IReadOnlyList<double> Edges, IReadOnlyList<long> Counts, long OutOfRange = 0);
 
-/// <summary>One device's sketches for one window, one per baseline feature (same order), and its segment (a site, a group, a profile).</summary>
+/// <summary>
+/// One device's sketches for one window, one per baseline feature (same order), and its segment (a site, a group, a profile).
+/// </summary>
 public sealed record DeviceWindow(string DeviceId, string Segment, IReadOnlyList<FeatureSketch> Features);
 
-/// <summary>A feature's drift in one segment: its merged sketch, and PSI, KS and Jensen–Shannon against the baseline and against the other segments.</summary>
-public sealed record FeatureDrift(string Feature, string Segment, FeatureSketch Merged, double Psi, double Ks, double JensenShannon, double PsiVsRest);
+/// <summary>
+/// A feature's drift in one segment: its merged sketch, and PSI, KS and Jensen–Shannon against the baseline and against the
+/// other segments.
+/// </summary>
+public sealed record FeatureDrift(string Feature, string Segment, FeatureSketch Merged, double Psi, double Ks, double JensenShannon,
+    double PsiVsRest);
 
 /// <summary>
 /// Fleet aggregation of drift for one model version and window: merges the devices' sketches per segment and
@@ -27,7 +35,8 @@ public static class DriftAggregator
         foreach (var w in windows)
         {
             if (w.Features.Count != baselines.Count)
-                throw new ArgumentException($"device {w.DeviceId} sent {w.Features.Count} feature sketches; the model has {baselines.Count} baselines");
+                throw new ArgumentException(
+                    $"device {w.DeviceId} sent {w.Features.Count} feature sketches; the model has {baselines.Count} baselines");
         }
         var segments = windows.Select(w => w.Segment).Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal).ToArray();
         var segmentIndex = segments.Select((s, i) => (s, i)).ToDictionary(x => x.s, x => x.i, StringComparer.Ordinal);
@@ -47,7 +56,8 @@ public static class DriftAggregator
             for (var s = 0; s < segments.Length; s++)
             {
                 var rest = all.Counts.Select((c, i) => c - perSegment[s].Counts[i]).ToArray();
-                list[s + 1] = Score(baseline, segments[s], perSegment[s], rest.Sum() == 0 ? double.NaN : Divergence.Psi(rest, perSegment[s].Counts));
+                var psiVsRest = rest.Sum() == 0 ? double.NaN : Divergence.Psi(rest, perSegment[s].Counts);
+                list[s + 1] = Score(baseline, segments[s], perSegment[s], psiVsRest);
             }
             results[f] = list;
         });

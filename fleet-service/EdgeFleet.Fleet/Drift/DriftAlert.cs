@@ -44,7 +44,9 @@ public sealed record DriftAlert
     /// <summary>The newest window counted in <see cref="Windows"/>.</summary>
     public DateTimeOffset? LastWindow { get; init; }
 
-    /// <summary><c>warn</c> or <c>alert</c> (PSI reached the alert level); for a data-quality alert, <c>invalid</c> or <c>out-of-range</c>.</summary>
+    /// <summary>
+    /// <c>warn</c> or <c>alert</c> (PSI reached the alert level); for a data-quality alert, <c>invalid</c> or <c>out-of-range</c>.
+    /// </summary>
     public string Severity { get; init; } = "alert";
 
     /// <summary>The devices that contribute most, as of the latest drifting window.</summary>

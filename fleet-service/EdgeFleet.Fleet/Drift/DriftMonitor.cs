@@ -49,7 +49,8 @@ public sealed partial class DriftNotifier(FleetOptions options, ILogger<DriftNot
         {
             try
             {
-                var secret = Encoding.UTF8.GetBytes((await File.ReadAllLinesAsync(drift.WebhookSecretFile!, ct).ConfigureAwait(false)).FirstOrDefault() ?? "");
+                var lines = await File.ReadAllLinesAsync(drift.WebhookSecretFile!, ct).ConfigureAwait(false);
+                var secret = Encoding.UTF8.GetBytes(lines.FirstOrDefault() ?? "");
                 using var request = new HttpRequestMessage(HttpMethod.Post, url) { Content = new ByteArrayContent(body) };
                 request.Content.Headers.ContentType = new System.Net.Http.Headers.MediaTypeHeaderValue("application/json");
                 request.Headers.Add("X-EdgeFleet-Signature", Signature(secret, body));
@@ -67,7 +68,13 @@ public sealed partial class DriftNotifier(FleetOptions options, ILogger<DriftNot
         {
             try
             {
-                using var process = Process.Start(new ProcessStartInfo(command) { RedirectStandardInput = true, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false })!;
+                using var process = Process.Start(new ProcessStartInfo(command)
+                {
+                    RedirectStandardInput = true,
+                    RedirectStandardOutput = true,
+                    RedirectStandardError = true,
+                    UseShellExecute = false,
+                })!;
                 _ = process.StandardOutput.ReadToEndAsync(ct);
                 _ = process.StandardError.ReadToEndAsync(ct);
                 await process.StandardInput.BaseStream.WriteAsync(body, ct).ConfigureAwait(false);
@@ -114,8 +121,8 @@ public sealed partial class DriftNotifier(FleetOptions options, ILogger<DriftNot
 /// when no device has sketched its version for <c>UnservedWindows</c> windows (it was replaced). Openings,
 /// reopenings and resolutions are notified and audited.
 /// </summary>
-public sealed partial class DriftMonitor(IFleetStore store, FleetOptions options, Scale.LeaderElection leader, IDriftNotifier notifier, TimeProvider time,
-    ILogger<DriftMonitor> log) : Scale.LeaderLoop
+public sealed partial class DriftMonitor(IFleetStore store, FleetOptions options, Scale.LeaderElection leader, IDriftNotifier notifier,
+    TimeProvider time, ILogger<DriftMonitor> log) : Scale.LeaderLoop
 {
     public const string System = "drift-monitor";
 
@@ -146,8 +153,10 @@ public sealed partial class DriftMonitor(IFleetStore store, FleetOptions options
                 if (version.Card.FeatureBaselines.Any(b => b.Pending))
                     await ReferenceAsync(version, now, ct).ConfigureAwait(false);
                 var mine = all.Where(a => a.Model == model.Id && a.Version == label).ToList();
-                var (report, _) = await DriftReport.BuildAsync(store, model.Id, label, from, now, drift.SegmentBy, drift.AlertWindows, ct).ConfigureAwait(false);
-                var lastServed = report?.Windows.Where(w => w.Devices > 0).Select(w => w.From + TimeSpan.FromSeconds(w.Seconds)).DefaultIfEmpty().Max();
+                var (report, _) = await DriftReport.BuildAsync(store, model.Id, label, from, now, drift.SegmentBy, drift.AlertWindows, ct)
+                    .ConfigureAwait(false);
+                var lastServed = report?.Windows.Where(w => w.Devices > 0).Select(w => w.From + TimeSpan.FromSeconds(w.Seconds))
+                    .DefaultIfEmpty().Max();
                 if (report is null || lastServed is null || lastServed == default(DateTimeOffset)
                     || now - lastServed.Value > TimeSpan.FromSeconds(drift.WindowSeconds * drift.UnservedWindows))
                 {
@@ -165,7 +174,8 @@ public sealed partial class DriftMonitor(IFleetStore store, FleetOptions options
     private async Task CheckVersionAsync(DriftReport report, List<DriftAlert> mine, DateTimeOffset now, CancellationToken ct)
     {
         var drift = options.Drift;
-        var byKey = mine.GroupBy(a => (a.Feature, a.Segment, a.Kind)).ToDictionary(g => g.Key, g => g.OrderByDescending(a => a.OpenedAt).First());
+        var byKey = mine.GroupBy(a => (a.Feature, a.Segment, a.Kind))
+            .ToDictionary(g => g.Key, g => g.OrderByDescending(a => a.OpenedAt).First());
         var unserved = TimeSpan.FromSeconds(drift.WindowSeconds * drift.UnservedWindows);
         foreach (var a in report.Alerts)
         {
@@ -226,7 +236,8 @@ public sealed partial class DriftMonitor(IFleetStore store, FleetOptions options
             // The segment's devices moved to another version (a retrained one rolled out to that site only).
             if (now - LastSeen(report, alert.Feature, alert.Segment) > unserved)
             {
-                await ResolveAsync(alert, $"no device in segment {alert.Segment} has served v{alert.Version} for {drift.UnservedWindows} windows", null, now, ct)
+                var reason = $"no device in segment {alert.Segment} has served v{alert.Version} for {drift.UnservedWindows} windows";
+                await ResolveAsync(alert, reason, null, now, ct)
                     .ConfigureAwait(false);
                 continue;
             }
@@ -236,7 +247,7 @@ public sealed partial class DriftMonitor(IFleetStore store, FleetOptions options
                 var fresh = run.Where(r => alert.LastWindow is not { } last || r.From > last).ToList();
                 if (fresh.Count == 0)
                     continue;
-                var view = report.Alerts.FirstOrDefault(x => x.Feature == alert.Feature && x.Segment == alert.Segment && x.Kind == alert.Kind);
+                var view = report.Alerts.FirstOrDefault(x => (x.Feature, x.Segment, x.Kind) == (alert.Feature, alert.Segment, alert.Kind));
                 await store.UpdateDriftAlertAsync(alert.Id, x => x.Active ? x with
                 {
                     Windows = x.Windows + fresh.Count(r => x.LastWindow is not { } last || r.From > last),
@@ -249,7 +260,8 @@ public sealed partial class DriftMonitor(IFleetStore store, FleetOptions options
             }
             var calm = DriftReport.Streak(report.Windows, alert.Feature, alert.Segment, alert.Kind, drifting: false);
             if (calm.Count >= drift.ResolveWindows)
-                await ResolveAsync(alert, $"below the warning level for {calm.Count} windows", calm[0].Cell.Psi, now, ct).ConfigureAwait(false);
+                await ResolveAsync(alert, $"below the warning level for {calm.Count} windows", calm[0].Cell.Psi, now, ct)
+                    .ConfigureAwait(false);
         }
     }
 
@@ -262,7 +274,8 @@ public sealed partial class DriftMonitor(IFleetStore store, FleetOptions options
     private async Task ReferenceAsync(ModelVersion version, DateTimeOffset now, CancellationToken ct)
     {
         var label = version.Version.ToString(CultureInfo.InvariantCulture);
-        var rollouts = (await store.ListRolloutsAsync(ct).ConfigureAwait(false)).Where(r => r.ModelId == version.ModelId && r.Version == version.Version).ToList();
+        var rollouts = (await store.ListRolloutsAsync(ct).ConfigureAwait(false))
+            .Where(r => r.ModelId == version.ModelId && r.Version == version.Version).ToList();
         if (rollouts.Any(r => !Rollouts.RolloutStates.IsFinal(r.State)))
             return;
         var settled = rollouts.SelectMany(r => r.Events).Select(e => e.At).Append(version.CreatedAt).Max();
@@ -270,7 +283,8 @@ public sealed partial class DriftMonitor(IFleetStore store, FleetOptions options
             .GroupBy(s => s.Window.From).OrderBy(g => g.Key).ToList();
         // A window is complete once a later one has arrived (devices send a window's sketch when it ends), or a whole
         // window after its end.
-        var complete = windows.Where((g, i) => i < windows.Count - 1 || now >= g.Key + TimeSpan.FromSeconds(2 * g.First().Window.Seconds)).ToList();
+        var complete = windows
+            .Where((g, i) => i < windows.Count - 1 || now >= g.Key + TimeSpan.FromSeconds(2 * g.First().Window.Seconds)).ToList();
         var filled = new Dictionary<string, FeatureSketch>(StringComparer.Ordinal);
         foreach (var b in version.Card.FeatureBaselines.Where(b => b.Pending))
         {
@@ -282,7 +296,7 @@ public sealed partial class DriftMonitor(IFleetStore store, FleetOptions options
                     break;
                 foreach (var s in window)
                 {
-                    if (s.Window.Features.FirstOrDefault(f => f.Name == b.Name) is { } data && FeatureSketch.FromData(data, b.Edges, out _) is { } sketch)
+                    if (s.Feature(b.Name, b.Edges) is { } sketch)
                         merged.Merge(sketch);
                 }
                 used++;
@@ -310,7 +324,8 @@ public sealed partial class DriftMonitor(IFleetStore store, FleetOptions options
             Actor = System,
             Action = "model.baseline.reference",
             Target = $"{version.ModelId}@{label}",
-            After = JsonSerializer.Serialize(filled.ToDictionary(kv => kv.Key, kv => kv.Value.Count), FleetStoreJsonContext.Default.DictionaryStringInt64),
+            After = JsonSerializer.Serialize(filled.ToDictionary(kv => kv.Key, kv => kv.Value.Count),
+                FleetStoreJsonContext.Default.DictionaryStringInt64),
         }, ct).ConfigureAwait(false);
     }
 
@@ -332,10 +347,20 @@ public sealed partial class DriftMonitor(IFleetStore store, FleetOptions options
     public async Task<DriftAlert?> AcknowledgeAsync(string id, string by, CancellationToken ct)
     {
         var now = time.GetUtcNow();
-        var changed = await store.UpdateDriftAlertAsync(id, a => a.State == DriftAlertStates.Open ? a with { State = DriftAlertStates.Acknowledged, AcknowledgedAt = now, AcknowledgedBy = by } : null, ct).ConfigureAwait(false);
+        var changed = await store.UpdateDriftAlertAsync(id, a => a.State == DriftAlertStates.Open
+            ? a with { State = DriftAlertStates.Acknowledged, AcknowledgedAt = now, AcknowledgedBy = by }
+            : null, ct).ConfigureAwait(false);
         if (changed is not { } c)
             return null;
-        await store.AppendAuditAsync(new Identity.AuditEntry { At = now, Actor = by, Action = "drift.alert.acknowledge", Target = id, Before = $$"""{"state":"{{c.Before.State}}"}""", After = $$"""{"state":"{{c.After.State}}"}""" }, ct).ConfigureAwait(false);
+        await store.AppendAuditAsync(new Identity.AuditEntry
+        {
+            At = now,
+            Actor = by,
+            Action = "drift.alert.acknowledge",
+            Target = id,
+            Before = $$"""{"state":"{{c.Before.State}}"}""",
+            After = $$"""{"state":"{{c.After.State}}"}""",
+        }, ct).ConfigureAwait(false);
         await notifier.NotifyAsync("acknowledged", c.After, ct).ConfigureAwait(false);
         return c.After;
     }
@@ -356,10 +381,13 @@ public sealed partial class DriftMonitor(IFleetStore store, FleetOptions options
 
     private static partial class Log
     {
-        [LoggerMessage(9001, LogLevel.Warning, "Drift alert {Change}: {Model} v{Version} feature {Feature} in segment {Segment}, PSI {Psi}")]
-        public static partial void AlertChanged(ILogger logger, string change, string model, string version, string feature, string segment, double psi);
+        [LoggerMessage(9001, LogLevel.Warning,
+            "Drift alert {Change}: {Model} v{Version} feature {Feature} in segment {Segment}, PSI {Psi}")]
+        public static partial void AlertChanged(ILogger logger, string change, string model, string version, string feature, string segment,
+            double psi);
 
-        [LoggerMessage(9003, LogLevel.Information, "Drift baselines of {Model} v{Version} taken from its first windows in the field: {Features}")]
+        [LoggerMessage(9003, LogLevel.Information,
+            "Drift baselines of {Model} v{Version} taken from its first windows in the field: {Features}")]
         public static partial void Referenced(ILogger logger, string model, string version, string features);
 
         [LoggerMessage(9002, LogLevel.Warning, "Drift check failed: {Reason}")]

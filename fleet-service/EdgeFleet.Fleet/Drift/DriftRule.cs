@@ -68,8 +68,8 @@ public static class DriftRule
 
     /// <summary>Judges a window's <paramref name="window"/> sketch against the baseline's counts.</summary>
     /// <param name="baselineOutOfRange">How many of the baseline's own values lay outside its edges.</param>
-    public static DriftVerdict Judge(IReadOnlyList<long> baseline, FeatureSketch window, DriftThresholds thresholds, long floor = DefaultMinCountFloor,
-        long baselineOutOfRange = 0)
+    public static DriftVerdict Judge(IReadOnlyList<long> baseline, FeatureSketch window, DriftThresholds thresholds,
+        long floor = DefaultMinCountFloor, long baselineOutOfRange = 0)
     {
         var minCount = MinCount(floor);
         var quality = Quality(baseline, window, minCount, baselineOutOfRange);

@@ -31,8 +31,8 @@ public static class FieldBaselines
     /// <summary>The version's own first windows that make the reference of its output features.</summary>
     public const int ReferenceWindows = 3;
 
-    public static async Task<(ModelCard Card, string? Note)> RebuildAsync(IFleetStore store, RetrainingJob job, ModelVersion baseVersion, ModelCard card,
-        RolloutTarget? target, CancellationToken ct)
+    public static async Task<(ModelCard Card, string? Note)> RebuildAsync(IFleetStore store, RetrainingJob job, ModelVersion baseVersion,
+        ModelCard card, RolloutTarget? target, CancellationToken ct)
     {
         if (!SameBaselines(card.FeatureBaselines, baseVersion.Card.FeatureBaselines) || job.Snapshot is not { } snapshot)
             return (card, null);
@@ -40,8 +40,9 @@ public static class FieldBaselines
         var devices = await store.ListDevicesAsync(ct).ConfigureAwait(false);
         var reach = (await RolloutEngine.EligibleAsync(store, target ?? new RolloutTarget(), null, devices, ct).ConfigureAwait(false))
             .Select(d => d.Id).ToHashSet(StringComparer.Ordinal);
-        var sketches = (await store.GetSketchesAsync(job.ModelId, baseVersion.Version.ToString(CultureInfo.InvariantCulture), from, snapshot.To, ct)
-            .ConfigureAwait(false)).Where(s => reach.Contains(s.DeviceId)).ToList();
+        var baseLabel = baseVersion.Version.ToString(CultureInfo.InvariantCulture);
+        var sketches = (await store.GetSketchesAsync(job.ModelId, baseLabel, from, snapshot.To, ct).ConfigureAwait(false))
+            .Where(s => reach.Contains(s.DeviceId)).ToList();
         var rebuilt = new List<string>();
         var baselines = card.FeatureBaselines.Select(b =>
         {
@@ -55,7 +56,7 @@ public static class FieldBaselines
             var merged = new FeatureSketch(b.Edges);
             foreach (var s in sketches)
             {
-                if (s.Window.Features.FirstOrDefault(f => f.Name == b.Name) is { } data && FeatureSketch.FromData(data, b.Edges, out _) is { } sketch)
+                if (s.Feature(b.Name, b.Edges) is { } sketch)
                     merged.Merge(sketch);
             }
             if (merged.Count < MinValues)
@@ -66,7 +67,8 @@ public static class FieldBaselines
         if (rebuilt.Count == 0)
             return (card, null);
         var note = string.Create(CultureInfo.InvariantCulture,
-            $"baselines rebuilt for the field ({string.Join(", ", rebuilt)}): inputs from v{baseVersion.Version}'s sketches of {reach.Count} " +
+            $"baselines rebuilt for the field ({string.Join(", ", rebuilt)}): " +
+            $"inputs from v{baseVersion.Version}'s sketches of {reach.Count} " +
             $"target device(s), {from:u} to {snapshot.To:u}; outputs from this version's first {ReferenceWindows} windows");
         return (card with
         {
