@@ -1,9 +1,6 @@
-using System.Globalization;
 using EdgeFleet.Fleet.Devices;
 using EdgeFleet.Fleet.Identity;
-using EdgeFleet.Fleet.Models;
 using EdgeFleet.Fleet.Storage;
-using EdgeFleet.Shared.Stats;
 
 namespace EdgeFleet.Fleet.Drift;
 
