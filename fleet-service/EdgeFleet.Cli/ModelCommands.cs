@@ -32,7 +32,12 @@ public static class ModelCommands
         var count = args.GetInt("count", 100);
         var output = args.Require("out");
         var random = new Random(args.GetInt("seed", 1));
+        // Only the detector's input has a free size; the others are fixed by their models.
+        if (args.Get("size") is not null && kind != "ocr-det")
+            throw new UsageException($"--size applies to --kind ocr-det only ({kind} samples have the fixed shape their model takes)");
         var size = args.GetInt("size", 640);
+        if (size < 32 || size % 32 != 0)
+            throw new UsageException("--size is a positive multiple of 32 (the detector scales its input down by 32)");
         Directory.CreateDirectory(output);
         var labels = new List<int>();
         for (var i = 0; i < count; i++)
@@ -132,11 +137,13 @@ public static class ModelCommands
         var (model, report) = Run(() =>
         {
             var fp32 = OnnxModel.Load(input);
+            using var session = OpenInput(input);
+            var data = args.Get("data");
+            var samples = data is null ? null : SampleSet.Open(data, session.InputMetadata);
             if (options.Mode == QuantizationMode.Dynamic)
-                return DynamicQuantizer.Quantize(fp32, options);
-            var data = args.Get("data") ?? throw new UsageException("static quantization needs --data DIR (calibration samples); without data use --mode dynamic");
-            using var session = new InferenceSession(input);
-            return QdqQuantizer.Quantize(fp32, SampleSet.Open(data, session.InputMetadata), options);
+                return DynamicQuantizer.Quantize(fp32, options, samples?.Read(0));
+            return QdqQuantizer.Quantize(fp32, samples
+                ?? throw new UsageException("static quantization needs --data DIR (calibration samples); without data use --mode dynamic"), options);
         });
         model.Save(output);
         var size = new FileInfo(output).Length;
@@ -161,7 +168,7 @@ public static class ModelCommands
     public static int Validate(CommandLine args)
     {
         args.AllowOnly("reference", "candidate", "data", "labels", "threads", "output", "card", "max-samples", "runs",
-            "min-agreement", "min-cosine", "max-accuracy-drop", "max-latency-ratio", "max-size-ratio", "max-mean-abs-error", "report-out", "json");
+            "min-agreement", "min-cosine", "max-accuracy-drop", "max-latency-ratio", "max-size-ratio", "max-mean-abs-error", "max-relative-error", "report-out", "json");
         var thresholds = args.Get("card") is { } card ? CardThresholds(card) : new ValidationThresholds();
         thresholds = thresholds with
         {
@@ -171,6 +178,7 @@ public static class ModelCommands
             MaxLatencyRatio = Override(args, "max-latency-ratio", thresholds.MaxLatencyRatio),
             MaxSizeRatio = Override(args, "max-size-ratio", thresholds.MaxSizeRatio),
             MaxMeanAbsError = Override(args, "max-mean-abs-error", thresholds.MaxMeanAbsError),
+            MaxRelativeMeanError = Override(args, "max-relative-error", thresholds.MaxRelativeMeanError),
         };
         var report = Run(() => ValidationGate.Run(new ValidationGate.Request
         {
@@ -198,13 +206,21 @@ public static class ModelCommands
                 Console.WriteLine($"  top-1 agreement   {agreement:P2}");
             if (report.ReferenceAccuracy is { } ra && report.CandidateAccuracy is { } ca)
                 Console.WriteLine($"  accuracy          {ra:P2} → {ca:P2}");
-            Console.WriteLine($"  cosine            {report.Cosine:F5}   max |err| {report.MaxAbsError:G4}   mean |err| {report.MeanAbsError:G4}");
+            var cosine = report.Cosine is { } cos ? $"cosine {cos:F5}   " : "";
+            Console.WriteLine($"  {cosine}max |err| {report.MaxAbsError:G4}   mean |err| {report.MeanAbsError:G4}"
+                + (report.RelativeMeanAbsError is { } rel ? $" ({rel:P2} of the reference's spread {report.ReferenceSpread:G4})" : ""));
             if (report.ReferenceStability is { } stable)
-                Console.WriteLine($"  reference itself, inputs ±½ 8-bit step: {(stable.Top1Agreement is { } a ? $"agreement {a:P2}, " : "")}cosine {stable.Cosine:F5}");
-            Console.WriteLine($"  latency p50 / p95 {report.ReferenceLatency.P50Ms:F2} / {report.ReferenceLatency.P95Ms:F2} ms → {report.CandidateLatency.P50Ms:F2} / {report.CandidateLatency.P95Ms:F2} ms (ratio {report.LatencyRatio:F3})");
+            {
+                Console.WriteLine("  reference itself, inputs ±½ 8-bit step: " + string.Join(", ",
+                    new[] { stable.Top1Agreement is { } a ? $"agreement {a:P2}" : null, stable.Cosine is { } c ? $"cosine {c:F5}" : null }.OfType<string>()));
+            }
+            Console.WriteLine($"  latency p50 / p95 {report.ReferenceLatency.P50Ms:F2} / {report.ReferenceLatency.P95Ms:F2} ms → "
+                + $"{report.CandidateLatency.P50Ms:F2} / {report.CandidateLatency.P95Ms:F2} ms (ratio {report.LatencyRatio:F3}"
+                + (report.LatencyRatioInterval is { } ri ? $"; paired {ri.Estimate:F3}, 99.9 % {ri.Low:F3}–{ri.High:F3} over {ri.Pairs} runs)" : ")"));
             Console.WriteLine($"  size              {report.ReferenceBytes:N0} → {report.CandidateBytes:N0} bytes (ratio {report.SizeRatio:F3})");
             foreach (var check in report.Checks)
-                Console.WriteLine($"  {(check.Passed ? "pass" : "FAIL")}  {check.Name} {check.Value:G5} {check.Comparison} {check.Threshold:G5}");
+                Console.WriteLine($"  {(check.Passed ? "pass" : "FAIL")}  {check.Name} {check.Value:G5} {check.Comparison} {check.Threshold:G5}"
+                    + (check.Note is { } note ? $" ({note})" : ""));
             Console.WriteLine($"verdict: {report.Verdict}");
         }
         return report.Accepted ? 0 : Rejected;
@@ -373,6 +389,19 @@ public static class ModelCommands
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
             throw new CommandException($"cannot read {path}: {e.Message}");
+        }
+    }
+
+    /// <summary>The model to quantize, in ONNX Runtime: one that cannot load there is refused before any work.</summary>
+    private static InferenceSession OpenInput(string path)
+    {
+        try
+        {
+            return new InferenceSession(path);
+        }
+        catch (OnnxRuntimeException e)
+        {
+            throw new QuantizationException($"ONNX Runtime cannot load the model {path}: {ModelPreprocessor.FirstLine(e.Message)}");
         }
     }
 

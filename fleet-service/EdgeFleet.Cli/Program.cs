@@ -16,7 +16,7 @@ const string Usage = """
                            [--tolerance X] [--latency-budget-ms X] [--rollout-id R] [--expires-days N] [--url U]
                                                      write the signed manifest M for model F
       edgefleet model push --model F [--fleet URL]     upload a model file to the fleet's artifact store
-      edgefleet model samples --kind demo|ocr-cls|ocr-det --count N --out DIR [--seed S] [--size PX] [--condition normal|imbalance|bearing-wear]
+      edgefleet model samples --kind demo|ocr-cls|ocr-det --count N --out DIR [--seed S] [--size PX (ocr-det; a multiple of 32)] [--condition normal|imbalance|bearing-wear]
       edgefleet model baseline --model M --data DIR [--bins 10] [--card card.json] [--out F] [--json]
                                                      feature baselines for drift (quantile bins per input feature, and confidence)
                                                      write sample inputs (.npy; labels.txt where known)
@@ -26,7 +26,7 @@ const string Usage = """
                                                      INT8 quantization (static QDQ from calibration data, or dynamic)
       edgefleet model validate --reference F --candidate F --data DIR [--labels F] [--threads N] [--card C]
                            [--min-agreement X] [--min-cosine X] [--max-accuracy-drop X] [--max-latency-ratio X]
-                           [--max-size-ratio X] [--report-out F] [--json]
+                           [--max-size-ratio X] [--max-mean-abs-error X] [--max-relative-error X] [--report-out F] [--json]
                                                      the validation gate; exits 3 when it rejects the candidate
       edgefleet model register --id ID [--description T] [--owner O]
       edgefleet model push --model-id ID --card C [--fp32 F] [--int8 F] [--variant PROFILE=F,...] [--report R] [--model-version N]

@@ -103,6 +103,11 @@ public sealed class ModelRegistryTests : IDisposable
     {
         Cli(0, "model", "demo", "--out", P("fp32.onnx"));
         Cli(0, "model", "samples", "--kind", "demo", "--count", "50", "--out", P("samples"));
+        // --size shapes the detector's samples only; elsewhere it is refused rather than ignored.
+        Assert.Contains("--size applies to --kind ocr-det only",
+            Cli(2, "model", "samples", "--kind", "demo", "--count", "1", "--size", "320", "--out", P("sized")), StringComparison.Ordinal);
+        Assert.Contains("multiple of 32", Cli(2, "model", "samples", "--kind", "ocr-det", "--count", "1", "--size", "100", "--out", P("sized")),
+            StringComparison.Ordinal);
         Assert.Contains("--channel-multiple is 1 (no padding) or more",
             Cli(2, "model", "quantize", "--model", P("fp32.onnx"), "--data", P("samples"), "--out", P("int8.onnx"), "--channel-multiple", "0"), StringComparison.Ordinal);
         Cli(0, "model", "quantize", "--model", P("fp32.onnx"), "--data", P("samples"), "--out", P("int8.onnx"), "--channel-multiple", "8");
@@ -117,6 +122,14 @@ public sealed class ModelRegistryTests : IDisposable
 
         // A report about some other file, a card without an owner, an unknown model, a non-multipart body.
         Cli(0, "model", "quantize", "--model", P("fp32.onnx"), "--mode", "dynamic", "--out", P("other.onnx"));
+        // A model ONNX Runtime cannot load (a tensor read that nothing makes) is refused in one sentence, and nothing is written.
+        var dangling = EdgeFleet.ModelTools.Onnx.OnnxModel.Load(P("fp32.onnx"));
+        dangling.Graph.Node[0].Output[0] += "_renamed";
+        dangling.Save(P("dangling.onnx"));
+        var refused = Cli(1, "model", "quantize", "--model", P("dangling.onnx"), "--mode", "dynamic", "--out", P("broken.onnx"));
+        Assert.Contains("ONNX Runtime cannot load the model", refused, StringComparison.Ordinal);
+        Assert.DoesNotContain("   at ", refused, StringComparison.Ordinal);
+        Assert.False(File.Exists(P("broken.onnx")));
         Assert.Contains("not a file of this version", Cli(1, "model", "push", "--model-id", "vibration", "--card", P("card.json"), "--int8", P("other.onnx"), "--report", P("report.json")), StringComparison.Ordinal);
         WriteCard(P("bad-card.json"), owner: "");
         Assert.Contains("needs an owner", Cli(1, "model", "push", "--model-id", "vibration", "--card", P("bad-card.json"), "--int8", P("int8.onnx")), StringComparison.Ordinal);

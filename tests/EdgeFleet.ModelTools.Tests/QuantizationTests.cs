@@ -103,7 +103,8 @@ public sealed class QuantizationTests : IDisposable
         var report = ValidationGate.Run(new ValidationGate.Request { Reference = TestModels.Classifier, Candidate = int8, DataDirectory = validation, LatencyRuns = 10 });
         // The gate's figures, recomputed here independently.
         int agree = 0, stableAgree = 0;
-        double cosine = 0, stableCosine = 0;
+        var referenceValues = new List<double>();
+        double absError = 0;
         var random = new Random(2);
         using var sessionOptions = new SessionOptions { IntraOpNumThreads = 1, InterOpNumThreads = 1, ExecutionMode = ExecutionMode.ORT_SEQUENTIAL };
         using var referenceSession = new InferenceSession(TestModels.Classifier, sessionOptions);
@@ -114,20 +115,26 @@ public sealed class QuantizationTests : IDisposable
             var r = OnnxModelTests.Run(referenceSession, x, shape);
             var c = OnnxModelTests.Run(candidateSession, x, shape);
             agree += (r[0] >= r[1]) == (c[0] >= c[1]) ? 1 : 0; // a tie is class 0, as the gate takes the first maximum
-            cosine += (r[0] * c[0] + r[1] * c[1]) / Math.Sqrt((r[0] * r[0] + r[1] * r[1]) * (c[0] * c[0] + c[1] * c[1]));
+            referenceValues.AddRange([r[0], r[1]]);
+            absError += Math.Abs(r[0] - c[0]) + Math.Abs(r[1] - c[1]);
             // The reference against itself, its input moved by up to half an 8-bit step of the input's range.
             var noise = new Random(i);
             var half = (x.Max() - x.Min()) / 255f / 2;
             var n = OnnxModelTests.Run(referenceSession, Array.ConvertAll(x, v => v + half * (float)(noise.NextDouble() * 2 - 1)), shape);
             stableAgree += (r[0] >= r[1]) == (n[0] >= n[1]) ? 1 : 0;
-            stableCosine += (r[0] * n[0] + r[1] * n[1]) / Math.Sqrt((r[0] * r[0] + r[1] * r[1]) * (n[0] * n[0] + n[1] * n[1]));
         }
         Assert.Equal(stableAgree / 40.0, report.ReferenceStability!.Top1Agreement!.Value, 6);
-        Assert.Equal(stableCosine / 40, report.ReferenceStability.Cosine, 4);
         Assert.Equal(agree / 40.0, report.Top1Agreement!.Value, 6);
-        Assert.Equal(cosine / 40, report.Cosine, 4);
+        // Two values per sample: no cosine (it says nothing at that length); the error relative to the outputs' spread instead.
+        Assert.Null(report.Cosine);
+        Assert.Null(report.ReferenceStability.Cosine);
+        Assert.DoesNotContain(report.Checks, c => c.Name == "cosine");
+        var mean = referenceValues.Average();
+        var spread = Math.Sqrt(referenceValues.Sum(v => (v - mean) * (v - mean)) / referenceValues.Count);
+        Assert.Equal(spread, report.ReferenceSpread!.Value, 4);
+        Assert.Equal(absError / referenceValues.Count / spread, report.RelativeMeanAbsError!.Value, 4);
+        Assert.Contains(report.Checks, c => c.Name == "relativeMeanError");
         Assert.Equal(40, report.Samples);
-        Assert.True(report.Cosine > 0.95, $"cosine {report.Cosine}");
         Assert.Equal((double)new FileInfo(int8).Length / new FileInfo(TestModels.Classifier).Length, report.SizeRatio, 6);
         Assert.Equal(report.Checks.All(c => c.Passed) ? "accepted" : "rejected", report.Verdict);
     }
@@ -277,8 +284,85 @@ public sealed class QuantizationTests : IDisposable
         var goodReport = ValidationGate.Run(new ValidationGate.Request { Reference = TestModels.Classifier, Candidate = good, DataDirectory = validation, LatencyRuns = 5, Thresholds = thresholds });
         var brokenReport = ValidationGate.Run(new ValidationGate.Request { Reference = TestModels.Classifier, Candidate = broken, DataDirectory = validation, LatencyRuns = 5, Thresholds = thresholds });
         Assert.Equal("rejected", brokenReport.Verdict);
-        Assert.True(brokenReport.Cosine < goodReport.Cosine - 0.02, $"broken {brokenReport.Cosine} vs good {goodReport.Cosine}");
-        Assert.Contains(brokenReport.Checks, c => !c.Passed && c.Name is "cosine" or "top1Agreement");
+        Assert.True(brokenReport.RelativeMeanAbsError > 3 * goodReport.RelativeMeanAbsError,
+            $"relative error: broken {brokenReport.RelativeMeanAbsError} vs good {goodReport.RelativeMeanAbsError}");
+        Assert.Contains(brokenReport.Checks, c => !c.Passed && c.Name is "relativeMeanError" or "top1Agreement");
+        // Each check that measures the outputs rejects it on its own.
+        Assert.Contains(brokenReport.Checks, c => !c.Passed && c.Name == "relativeMeanError");
+        Assert.Equal("accepted", goodReport.Verdict);
+    }
+
+    [Fact]
+    public void A_score_output_of_one_value_is_judged_by_its_error_not_by_a_cosine_that_is_always_one()
+    {
+        string Scorer(string name, float[] weights)
+        {
+            var path = Path.Combine(_dir, name);
+            File.WriteAllBytes(path, new OnnxModelBuilder("scorer", opset: 14)
+                .Input("x", 1, 4)
+                .Output("score", 1, 1)
+                .Initializer("w", weights, 4, 1)
+                .Node("MatMul", ["x", "w"], ["score"])
+                .ToBytes());
+            return path;
+        }
+        var reference = Scorer("score-a.onnx", [0.5f, -1, 2, 0.25f]);
+        var close = Scorer("score-b.onnx", [0.502f, -1, 2, 0.25f]);
+        var unrelated = Scorer("score-c.onnx", [-2, 0.3f, 0.1f, 1]);
+        var data = Samples("score-data", 50, r => [.. Enumerable.Range(0, 4).Select(_ => (float)(r.NextDouble() * 2 - 1))], [1, 4], seed: 5);
+        var thresholds = new ValidationThresholds { MaxLatencyRatio = null };
+        ValidationReport Gate(string candidate) =>
+            ValidationGate.Run(new() { Reference = reference, Candidate = candidate, DataDirectory = data, LatencyRuns = 4, Thresholds = thresholds });
+
+        // Before, every sample's cosine was 1 and an entirely different model was accepted.
+        var different = Gate(unrelated);
+        Assert.Null(different.Cosine);
+        Assert.Equal("rejected", different.Verdict);
+        Assert.Contains(different.Checks, c => c.Name == "relativeMeanError" && !c.Passed && c.Value > 0.5);
+        var near = Gate(close);
+        Assert.Equal("accepted", near.Verdict);
+        Assert.True(near.RelativeMeanAbsError < 0.01, $"relative error {near.RelativeMeanAbsError}");
+    }
+
+    [Fact]
+    public void Latency_is_judged_on_the_interval_of_paired_runs_so_noise_alone_cannot_reject()
+    {
+        // The interval against an independent computation: t on the logarithms of the paired ratios.
+        double[] logs = [0.1, -0.05, 0.2, 0.0, 0.15, 0.05, -0.1, 0.12, 0.08, 0.02, 0.3];
+        var ratio = RatioInterval.Of(logs);
+        var mean = logs.Average();
+        var sd = Math.Sqrt(logs.Sum(l => (l - mean) * (l - mean)) / (logs.Length - 1));
+        Assert.Equal(Math.Exp(mean), ratio.Estimate, 12);
+        // Student's t for 10 degrees of freedom at 0.9995 is 4.587; the approximation is within 0.05 of it.
+        Assert.InRange(Math.Log(ratio.High / ratio.Estimate) * Math.Sqrt(logs.Length) / sd, 4.587 - 0.05, 4.587 + 0.05);
+        Assert.Equal(Math.Log(ratio.Estimate / ratio.Low), Math.Log(ratio.High / ratio.Estimate), 12);
+
+        ValidationCheck Check(double p50Ratio, RatioInterval interval) => ValidationGate.Judge(new ValidationReport
+        {
+            Reference = "a", Candidate = "b", ReferenceSha256 = "", CandidateSha256 = "", Output = "y", Samples = 1, Threads = 1,
+            MaxAbsError = 0, MeanAbsError = 0, ReferenceLatency = new(1, 1, 1), CandidateLatency = new(1, 1, 1),
+            LatencyRatio = p50Ratio, LatencyRatioInterval = interval, ReferenceBytes = 1, CandidateBytes = 1, SizeRatio = 1, Checks = [],
+            Verdict = "", At = DateTimeOffset.UnixEpoch,
+        }, new ValidationThresholds { MaxLatencyRatio = 1.0, MinCosine = null, MaxRelativeMeanError = null }).Single();
+        // A p50 ratio over the limit whose interval still holds it is noise: it passes, and says so.
+        var noisy = Check(1.04, new RatioInterval(1.02, 0.97, 1.07, 120));
+        Assert.True(noisy.Passed);
+        Assert.Contains("within noise of the limit", noisy.Note);
+        // Measurably slower fails; clearly faster passes without a note.
+        Assert.False(Check(1.3, new RatioInterval(1.25, 1.1, 1.4, 30)).Passed);
+        var faster = Check(0.6, new RatioInterval(0.6, 0.55, 0.66, 30));
+        Assert.True(faster.Passed);
+        Assert.Null(faster.Note);
+
+        // A model against itself: p50 alone rejected it about half the time at a limit of 1.0.
+        var model = Path.Combine(_dir, "same.onnx");
+        File.WriteAllBytes(model, new OnnxModelBuilder("same", opset: 14).Input("x", 1, 4).Output("y", 1, 4).Node("Relu", ["x"], ["y"]).ToBytes());
+        var data = Samples("same-data", 10, r => [.. Enumerable.Range(0, 4).Select(_ => (float)r.NextDouble())], [1, 4], seed: 2);
+        for (var run = 0; run < 3; run++)
+        {
+            var report = ValidationGate.Run(new() { Reference = model, Candidate = model, DataDirectory = data, LatencyRuns = 30 });
+            Assert.True(report.Accepted, string.Join("; ", report.Checks.Select(c => $"{c.Name} {c.Value} {c.Note}")));
+        }
     }
 
     [Fact]
@@ -295,7 +379,7 @@ public sealed class QuantizationTests : IDisposable
         Assert.All(transposed, t => Assert.Equal((int)TensorProto.Types.DataType.Float, graph.Initializer(t.Input[1])!.DataType));
         var report = ValidationGate.Run(new ValidationGate.Request { Reference = TestModels.Detector, Candidate = int8, DataDirectory = Samples("det-val", 4, r => TextImages.DetectorInput(r, 128), shape, seed: 9), LatencyRuns = 4 });
         Assert.Null(report.Top1Agreement);
-        Assert.InRange(report.Cosine, 0.5, 1.0);
+        Assert.InRange(report.Cosine!.Value, 0.5, 1.0);
         Assert.True(report.SizeRatio < 0.35, $"size ratio {report.SizeRatio}");
     }
 
@@ -327,6 +411,43 @@ public sealed class QuantizationTests : IDisposable
             Assert.True(report.CandidateAccuracy >= report.ReferenceAccuracy - 0.02, $"{candidate}: accuracy {report.ReferenceAccuracy} → {report.CandidateAccuracy}");
             Assert.Contains(report.Checks, c => c.Name == "accuracyDrop");
         }
+    }
+
+    [Fact]
+    public void A_quantized_model_that_onnx_runtime_cannot_load_or_run_is_refused_with_its_reason()
+    {
+        OnnxModel Chain(params long?[] dims) => new(new OnnxModelBuilder("chain", opset: 14)
+            .Input("x", dims)
+            .Output("y", dims)
+            .Node("Relu", ["x"], ["a"])
+            .Node("Sigmoid", ["a"], ["y"])
+            .Build());
+        var sample = new List<SampleTensor> { new("x", [1, 4], new float[] { -1, 0, 1, 2 }) };
+
+        // A well-formed result passes, with a sample and with zeros shaped from its inputs.
+        ServingCheck.Verify(Chain(1, 4), sample, "the quantized model");
+        ServingCheck.Verify(Chain(1, null), null, "the quantized model");
+
+        // A tensor renamed where it is made but not where it is read (what a rename that misses a subgraph leaves
+        // behind): ONNX Runtime refuses to load it.
+        var dangling = Chain(1, 4);
+        dangling.Graph.Node[0].Output[0] = "a_renamed";
+        var refused = Assert.Throws<QuantizationException>(() => ServingCheck.Verify(dangling, sample, "the quantized model"));
+        Assert.StartsWith("ONNX Runtime cannot load the quantized model: ", refused.Message);
+        Assert.DoesNotContain("\n", refused.Message);
+
+        // Loads, but fails on a real input: a reshape to three values of a four-value input.
+        var reshape = new OnnxModel(new OnnxModelBuilder("reshape", opset: 14)
+            .Input("x", 1, null)
+            .Output("y", 3)
+            .Node("Reshape", ["x", "shape"], ["y"])
+            .Build());
+        reshape.Graph.Initializer.Add(new TensorProto { Name = "shape", DataType = (int)TensorProto.Types.DataType.Int64, Dims = { 1 }, Int64Data = { 3 } });
+        var failed = Assert.Throws<QuantizationException>(() => ServingCheck.Verify(reshape, sample, "the quantized model"));
+        Assert.StartsWith("ONNX Runtime loads the quantized model but cannot run it on a sample: ", failed.Message);
+
+        // Without a sample, zeros the original model cannot run either say nothing: only the load is checked.
+        ServingCheck.Verify(reshape, null, "the quantized model", reference: reshape);
     }
 
     [Fact]

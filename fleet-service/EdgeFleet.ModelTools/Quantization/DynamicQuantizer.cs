@@ -13,7 +13,9 @@ namespace EdgeFleet.ModelTools.Quantization;
 /// </summary>
 public static class DynamicQuantizer
 {
-    public static (OnnxModel Model, QuantizationReport Report) Quantize(OnnxModel fp32, QuantizationOptions options)
+    /// <param name="sample">An input sample the result is run on before it is returned (see <see cref="ServingCheck"/>).</param>
+    public static (OnnxModel Model, QuantizationReport Report) Quantize(OnnxModel fp32, QuantizationOptions options,
+        IReadOnlyList<SampleTensor>? sample = null)
     {
         var inputBytes = fp32.ToBytes().LongLength;
         var model = ModelPreprocessor.Prepare(fp32);
@@ -44,6 +46,7 @@ public static class DynamicQuantizer
         model.Proto.MetadataProps.Add(new StringStringEntryProto { Key = "edgefleet.quantization", Value = "dynamic;weights=int8;activations=uint8-runtime" });
         var report = new QuantizationReport("dynamic", done.Count, done.GroupBy(n => n.OpType).OrderBy(g => g.Key, StringComparer.Ordinal).ToDictionary(g => g.Key, g => g.Count()),
             excluded, 0, 0, inputBytes, model.ToBytes().LongLength);
+        ServingCheck.Verify(model, sample, "the quantized model", fp32);
         return (model, report);
     }
 

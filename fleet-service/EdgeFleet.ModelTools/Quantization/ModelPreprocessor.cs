@@ -56,5 +56,5 @@ public static class ModelPreprocessor
         }
     }
 
-    internal static string FirstLine(string message) => message.Split('\n')[0].Trim();
+    public static string FirstLine(string message) => message.Split('\n')[0].Trim();
 }

@@ -53,6 +53,7 @@ public static class QdqQuantizer
         var report = new QuantizationReport("static", nodes.Count,
             nodes.GroupBy(n => n.OpType).OrderBy(g => g.Key, StringComparer.Ordinal).ToDictionary(g => g.Key, g => g.Count()),
             excluded, Math.Min(calibration.Count, options.MaxSamples ?? int.MaxValue), ranges.Count, inputBytes, model.ToBytes().LongLength);
+        ServingCheck.Verify(model, calibration.Read(0), "the quantized model");
         return (model, report);
     }
 

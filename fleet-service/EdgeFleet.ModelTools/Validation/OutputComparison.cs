@@ -3,10 +3,19 @@ namespace EdgeFleet.ModelTools.Validation;
 /// <summary>
 /// Accumulates the comparison of two models' outputs sample by sample. Outputs of rank 2 ([rows, classes]) count
 /// as classification: top-1 agreement and, with labels, accuracy per row. Every output contributes absolute
-/// error and the cosine similarity of each sample's output vectors.
+/// error, also relative to the spread (standard deviation) of the reference's values over all samples, and,
+/// where each sample's output has at least <see cref="MinCosineValues"/> values, the cosine similarity of each
+/// sample's output vectors (the cosine of one value is 1 whatever the value, so a short output has none).
 /// </summary>
 internal sealed class OutputComparison(IReadOnlyList<int>? labels)
 {
+    public const int MinCosineValues = 8;
+
+    private long _referenceCount;
+    private double _referenceMean;
+    private double _referenceM2;
+    private bool _shortOutput;
+
     private int _agreeing;
     private int _referenceCorrect;
     private int _candidateCorrect;
@@ -23,7 +32,13 @@ internal sealed class OutputComparison(IReadOnlyList<int>? labels)
 
     public double MeanAbsError => _values == 0 ? 0 : _absSum / _values;
 
-    public double Cosine => _samples == 0 ? 0 : _cosineSum / _samples;
+    public double? Cosine => _shortOutput ? null : _samples == 0 ? 0 : _cosineSum / _samples;
+
+    /// <summary>The standard deviation of the reference's output values over every sample.</summary>
+    public double ReferenceSpread => _referenceCount == 0 ? 0 : Math.Sqrt(_referenceM2 / _referenceCount);
+
+    /// <summary>Mean absolute error over the reference's spread: 0 for a copy, about 1.1 for an unrelated output of the same spread.</summary>
+    public double RelativeMeanAbsError => ReferenceSpread > 0 ? MeanAbsError / ReferenceSpread : MeanAbsError == 0 ? 0 : double.PositiveInfinity;
 
     public double? Top1Agreement => Classification && Rows > 0 ? (double)_agreeing / Rows : null;
 
@@ -36,8 +51,14 @@ internal sealed class OutputComparison(IReadOnlyList<int>? labels)
         if (reference.Length != candidate.Length)
             throw new ValidationException($"the outputs differ in size ({reference.Length} vs {candidate.Length} values)");
         double dot = 0, nr = 0, nc = 0;
+        _shortOutput |= reference.Length < MinCosineValues;
         for (var i = 0; i < reference.Length; i++)
         {
+            // Welford's running variance of the reference's values.
+            _referenceCount++;
+            var delta = reference[i] - _referenceMean;
+            _referenceMean += delta / _referenceCount;
+            _referenceM2 += delta * (reference[i] - _referenceMean);
             var e = Math.Abs((double)reference[i] - candidate[i]);
             _absSum += e;
             MaxAbsError = Math.Max(MaxAbsError, e);

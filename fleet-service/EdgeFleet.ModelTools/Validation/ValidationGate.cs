@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Globalization;
 using System.Security.Cryptography;
 using EdgeFleet.ModelTools.Onnx;
 using EdgeFleet.ModelTools.Quantization;
@@ -32,8 +33,13 @@ public static class ValidationGate
 
         public int MaxSamples { get; init; } = int.MaxValue;
 
-        /// <summary>Timed runs per model at least (samples are cycled to reach it).</summary>
+        /// <summary>
+        /// Timed runs per model at least (samples are cycled to reach it); while the ratio's interval still holds the
+        /// limit, up to <see cref="MaxLatencyBatches"/> times as many.
+        /// </summary>
         public int LatencyRuns { get; init; } = 30;
+
+        public int MaxLatencyBatches { get; init; } = 4;
 
         public ValidationThresholds Thresholds { get; init; } = new();
     }
@@ -73,7 +79,8 @@ public static class ValidationGate
         if (request.Labels is { } labels && labels.Count != comparison.Rows)
             throw new ValidationException($"{labels.Count} labels for {comparison.Rows} classified rows");
 
-        var (referenceLatency, candidateLatency) = MeasureLatency(reference, candidate, runOptions, inputs, output, request.LatencyRuns);
+        var (referenceLatency, candidateLatency, latencyRatio) = MeasureLatency(reference, candidate, runOptions, inputs, output,
+            request.LatencyRuns, request.MaxLatencyBatches, request.Thresholds.MaxLatencyRatio);
         var referenceBytes = new FileInfo(request.Reference).Length;
         var candidateBytes = new FileInfo(request.Candidate).Length;
         var report = new ValidationReport
@@ -91,10 +98,13 @@ public static class ValidationGate
             MaxAbsError = comparison.MaxAbsError,
             MeanAbsError = comparison.MeanAbsError,
             Cosine = comparison.Cosine,
+            ReferenceSpread = comparison.ReferenceSpread,
+            RelativeMeanAbsError = comparison.RelativeMeanAbsError,
             ReferenceStability = new ReferenceStability(stability.Top1Agreement, stability.Cosine),
             ReferenceLatency = referenceLatency,
             CandidateLatency = candidateLatency,
             LatencyRatio = candidateLatency.P50Ms / referenceLatency.P50Ms,
+            LatencyRatioInterval = latencyRatio,
             ReferenceBytes = referenceBytes,
             CandidateBytes = candidateBytes,
             SizeRatio = (double)candidateBytes / referenceBytes,
@@ -121,15 +131,34 @@ public static class ValidationGate
         }
         AtLeast("top1Agreement", report.Top1Agreement, t.MinTop1Agreement);
         AtLeast("cosine", report.Cosine, t.MinCosine);
+        AtMost("relativeMeanError", report.RelativeMeanAbsError, t.MaxRelativeMeanError);
         AtMost("accuracyDrop", report.ReferenceAccuracy - report.CandidateAccuracy, t.MaxAccuracyDrop);
-        AtMost("latencyRatio", report.LatencyRatio, t.MaxLatencyRatio);
+        if (report.LatencyRatioInterval is { } ratio && t.MaxLatencyRatio is { } limit)
+        {
+            // Measurably slower fails; a ratio whose interval still holds the limit after the extra runs is noise.
+            var note = ratio.Contains(limit)
+                ? string.Create(CultureInfo.InvariantCulture,
+                    $"within noise of the limit: 99.9 % interval {ratio.Low:F3}–{ratio.High:F3} over {ratio.Pairs} paired runs")
+                : null;
+            checks.Add(new ValidationCheck("latencyRatio", ratio.Estimate, "<=", limit, ratio.Low <= limit, note));
+        }
+        else
+        {
+            AtMost("latencyRatio", report.LatencyRatio, t.MaxLatencyRatio);
+        }
         AtMost("sizeRatio", report.SizeRatio, t.MaxSizeRatio);
         AtMost("meanAbsError", report.MeanAbsError, t.MaxMeanAbsError);
         return checks;
     }
 
-    private static (LatencyFigures Reference, LatencyFigures Candidate) MeasureLatency(InferenceSession reference, InferenceSession candidate, RunOptions runOptions,
-        List<IReadOnlyList<SampleTensor>> inputs, string output, int runs)
+    /// <summary>
+    /// Interleaved pairs of runs on the same sample, alternating which model goes first so neither always runs on a
+    /// warmer cache; a batch at a time until the ratio's interval excludes <paramref name="limit"/> or
+    /// <paramref name="maxBatches"/> batches ran.
+    /// </summary>
+    private static (LatencyFigures Reference, LatencyFigures Candidate, RatioInterval Ratio) MeasureLatency(InferenceSession reference,
+        InferenceSession candidate, RunOptions runOptions, List<IReadOnlyList<SampleTensor>> inputs, string output, int runs, int maxBatches,
+        double? limit)
     {
         for (var i = 0; i < 3; i++)
         {
@@ -138,22 +167,31 @@ public static class ValidationGate
         }
         var r = new List<double>();
         var c = new List<double>();
-        for (var i = 0; i < Math.Max(runs, inputs.Count); i++)
+        var logRatios = new List<double>();
+        var batch = Math.Max(Math.Max(2, runs), inputs.Count);
+        for (var i = 0; ; i++)
         {
             var sample = inputs[i % inputs.Count];
-            // Alternate which model goes first so neither always runs on a warmer cache.
+            double referenceMs, candidateMs;
             if (i % 2 == 0)
             {
-                r.Add(Infer(reference, runOptions, sample, output).Ms);
-                c.Add(Infer(candidate, runOptions, sample, output).Ms);
+                referenceMs = Infer(reference, runOptions, sample, output).Ms;
+                candidateMs = Infer(candidate, runOptions, sample, output).Ms;
             }
             else
             {
-                c.Add(Infer(candidate, runOptions, sample, output).Ms);
-                r.Add(Infer(reference, runOptions, sample, output).Ms);
+                candidateMs = Infer(candidate, runOptions, sample, output).Ms;
+                referenceMs = Infer(reference, runOptions, sample, output).Ms;
             }
+            r.Add(referenceMs);
+            c.Add(candidateMs);
+            logRatios.Add(Math.Log(Math.Max(candidateMs, 1e-6) / Math.Max(referenceMs, 1e-6)));
+            if ((i + 1) % batch != 0)
+                continue;
+            var ratio = RatioInterval.Of(logRatios);
+            if (limit is not { } l || !ratio.Contains(l) || i + 1 >= batch * Math.Max(1, maxBatches))
+                return (Figures(r), Figures(c), ratio);
         }
-        return (Figures(r), Figures(c));
     }
 
     private static LatencyFigures Figures(List<double> ms)
