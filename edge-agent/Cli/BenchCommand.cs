@@ -39,61 +39,51 @@ public static class BenchCommand
             using var session = ModelSession.Load(path, threads, profile);
             var shapes = Shapes(args.Get("shape"), session);
             using var agent = new BoundRunner(session, shapes);
-            var random = new Random(7);
-            foreach (var buffer in agent.Inputs)
-                for (var i = 0; i < buffer.Length; i++)
-                    buffer[i] = (float)(random.NextDouble() * 2 - 1);
+            agent.FillRandom(new Random(7));
 
             using var rawOptions = new SessionOptions { IntraOpNumThreads = threads, LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR };
             using var raw = new InferenceSession(path, rawOptions);
             var names = raw.InputMetadata.Keys.ToArray();
             var outputs = raw.OutputMetadata.Keys.ToArray();
-            var rawInputs = session.Inputs.Select((spec, i) => OrtValue.CreateTensorValueFromMemory(agent.Inputs[i], shapes.TryGetValue(spec.Name, out var s) ? s : spec.Dims)).ToArray();
+            // The same input tensors: ONNX Runtime only reads them.
+            var rawInputs = agent.InputValues;
             using var runOptions = new RunOptions();
-            try
+            void Raw()
             {
-                void Raw()
-                {
-                    using var result = raw.Run(runOptions, names, rawInputs, outputs);
-                }
-                for (var i = 0; i < warmup; i++)
-                {
-                    agent.Run();
-                    Raw();
-                }
-                var agentMs = new List<double>(runs);
-                var rawMs = new List<double>(runs);
-                for (var i = 0; i < runs; i++)
-                {
-                    if (i % 2 == 0)
-                    {
-                        agentMs.Add(Time(agent.Run));
-                        rawMs.Add(Time(Raw));
-                    }
-                    else
-                    {
-                        rawMs.Add(Time(Raw));
-                        agentMs.Add(Time(agent.Run));
-                    }
-                }
-                var a = Summary(agentMs);
-                var r = Summary(rawMs);
-                var report = new BenchReport(Path.GetFileName(path), threads, runs, warmup, session.Providers.Providers, shapes.Count > 0 ? shapes.ToDictionary() : session.Inputs.ToDictionary(s => s.Name, s => s.Dims), a, r, a.P50Ms / r.P50Ms, a.P95Ms / r.P95Ms);
-                stdout.WriteLine(args.Has("json")
-                    ? JsonSerializer.Serialize(report, BenchJsonContext.Default.BenchReport)
-                    : $"""
-                      {report.Model}: {runs} runs after {warmup} warm-up, {threads} thread(s), on {string.Join(" > ", report.Providers)}
-                        agent path      p50 {a.P50Ms:F3} ms  p95 {a.P95Ms:F3} ms  p99 {a.P99Ms:F3} ms
-                        ONNX Runtime    p50 {r.P50Ms:F3} ms  p95 {r.P95Ms:F3} ms  p99 {r.P99Ms:F3} ms
-                        agent / raw     p50 {report.RatioP50:F3}   p95 {report.RatioP95:F3}
-                      """);
-                return 0;
+                using var result = raw.Run(runOptions, names, rawInputs, outputs);
             }
-            finally
+            for (var i = 0; i < warmup; i++)
             {
-                foreach (var v in rawInputs)
-                    v.Dispose();
+                agent.Run();
+                Raw();
             }
+            var agentMs = new List<double>(runs);
+            var rawMs = new List<double>(runs);
+            for (var i = 0; i < runs; i++)
+            {
+                if (i % 2 == 0)
+                {
+                    agentMs.Add(Time(agent.Run));
+                    rawMs.Add(Time(Raw));
+                }
+                else
+                {
+                    rawMs.Add(Time(Raw));
+                    agentMs.Add(Time(agent.Run));
+                }
+            }
+            var a = Summary(agentMs);
+            var r = Summary(rawMs);
+            var report = new BenchReport(Path.GetFileName(path), threads, runs, warmup, session.Providers.Providers, shapes.Count > 0 ? shapes.ToDictionary() : session.Inputs.ToDictionary(s => s.Name, s => s.Dims), a, r, a.P50Ms / r.P50Ms, a.P95Ms / r.P95Ms);
+            stdout.WriteLine(args.Has("json")
+                ? JsonSerializer.Serialize(report, BenchJsonContext.Default.BenchReport)
+                : $"""
+                  {report.Model}: {runs} runs after {warmup} warm-up, {threads} thread(s), on {string.Join(" > ", report.Providers)}
+                    agent path      p50 {a.P50Ms:F3} ms  p95 {a.P95Ms:F3} ms  p99 {a.P99Ms:F3} ms
+                    ONNX Runtime    p50 {r.P50Ms:F3} ms  p95 {r.P95Ms:F3} ms  p99 {r.P99Ms:F3} ms
+                    agent / raw     p50 {report.RatioP50:F3}   p95 {report.RatioP95:F3}
+                  """);
+            return 0;
         }
         catch (Exception e) when (e is InferenceException or HardwareProfileException or OnnxRuntimeException)
         {

@@ -1,12 +1,14 @@
+using System.Runtime.InteropServices;
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
 
 namespace EdgeFleet.Agent.Inference;
 
 /// <summary>
-/// The allocation-free steady state for any model with float inputs and outputs at fixed shapes: input and
-/// output tensors are allocated once (output shapes from one probing run), bound to the session once (an I/O
-/// binding) and reused, so a call runs without allocating. Not thread-safe: one caller at a time.
+/// The allocation-free steady state for any model whose inputs and outputs are tensors of a fixed-size element type
+/// (float, float16, int64, int32, uint8, bool, …) at fixed shapes: input and output tensors are allocated once in
+/// ONNX Runtime's memory (output shapes from one probing run), bound to the session once (an I/O binding) and reused,
+/// so a call runs without allocating. Not thread-safe: one caller at a time.
 /// </summary>
 public sealed class BoundRunner : IDisposable
 {
@@ -19,52 +21,104 @@ public sealed class BoundRunner : IDisposable
     {
         _session = session;
         var inputs = new List<OrtValue>();
+        var outputs = new List<OrtValue>();
         try
         {
             foreach (var spec in session.Inputs)
             {
-                if (spec.ElementType != TensorElementType.Float)
-                    throw new InferenceException(InferenceError.InputMismatch, $"input '{spec.Name}' is {spec.TypeName}; the bound runner takes float32 inputs");
+                if (TensorSpec.ElementSize(spec.ElementType) is null)
+                    throw new InferenceException(InferenceError.InputMismatch, $"input '{spec.Name}' is {spec.TypeName}; the bound runner takes tensors of numbers or booleans");
                 var shape = inputShapes.TryGetValue(spec.Name, out var s) ? s
                     : spec.Dims.All(d => d >= 0) ? spec.Dims
                     : throw new InferenceException(InferenceError.InputMismatch, $"input '{spec.Name}' has symbolic dimensions {spec.ShapeText}: give its shape");
                 if (spec.CheckShape(shape) is { } problem)
                     throw new InferenceException(InferenceError.InputMismatch, problem);
-                var buffer = new float[shape.Aggregate(1L, (a, b) => a * b)];
-                Inputs.Add(buffer);
-                inputs.Add(OrtValue.CreateTensorValueFromMemory(buffer, shape));
+                inputs.Add(Allocate(spec.ElementType, shape));
             }
             _inputValues = [.. inputs];
-            // One run with outputs allocated by ONNX Runtime tells their shapes.
-            using var probe = session.RunAllocating(_inputValues);
-            var outputs = new List<OrtValue>();
-            foreach (var (value, spec) in probe.Zip(session.Outputs))
+            // One run with outputs allocated by ONNX Runtime tells their types and shapes.
+            using (var probe = session.RunAllocating(_inputValues))
             {
-                if (value.GetTensorTypeAndShape().ElementDataType != TensorElementType.Float)
-                    throw new InferenceException(InferenceError.InputMismatch, $"output '{spec.Name}' is not float32");
-                var shape = value.GetTensorTypeAndShape().Shape;
-                var buffer = new float[shape.Aggregate(1L, (a, b) => a * b)];
-                Outputs.Add(buffer);
-                outputs.Add(OrtValue.CreateTensorValueFromMemory(buffer, shape));
+                foreach (var (value, spec) in probe.Zip(session.Outputs))
+                {
+                    var info = value.GetTensorTypeAndShape();
+                    if (TensorSpec.ElementSize(info.ElementDataType) is null)
+                        throw new InferenceException(InferenceError.InputMismatch, $"output '{spec.Name}' is {TensorSpec.ElementTypeName(info.ElementDataType)}; the bound runner takes tensors of numbers or booleans");
+                    outputs.Add(Allocate(info.ElementDataType, info.Shape));
+                }
             }
             _outputValues = [.. outputs];
             _binding = session.Bind(_inputValues, _outputValues);
         }
         catch
         {
-            foreach (var v in inputs)
+            foreach (var v in inputs.Concat(outputs))
                 v.Dispose();
             throw;
         }
     }
 
-    /// <summary>The input buffers, in the model's input order: fill them, then <see cref="Run"/>.</summary>
-    public List<float[]> Inputs { get; } = [];
+    /// <summary>The input tensors, in the model's input order: fill them, then <see cref="Run"/>.</summary>
+    public IReadOnlyList<OrtValue> InputValues => _inputValues;
 
-    /// <summary>The output buffers, in the model's output order, overwritten by each run.</summary>
-    public List<float[]> Outputs { get; } = [];
+    public TensorElementType InputType(int index) => _session.Inputs[index].ElementType;
+
+    /// <summary>An input's elements as raw bytes, whatever their type.</summary>
+    public Span<byte> InputBytes(int index) => _inputValues[index].GetTensorMutableRawData();
+
+    /// <summary>A float32 input's elements.</summary>
+    public Span<float> InputFloats(int index) => Floats(_inputValues[index], _session.Inputs[index].Name);
+
+    /// <summary>A float32 output's elements, overwritten by each run.</summary>
+    public Span<float> OutputFloats(int index) => Floats(_outputValues[index], _session.Outputs[index].Name);
 
     public void Run() => _session.Run(_binding);
+
+    /// <summary>
+    /// Fills every input with values valid for its type: floats uniform in [-1, 1), integers and booleans 0 or 1 (an
+    /// index every embedding table has), so a benchmark runs any model without data of its own.
+    /// </summary>
+    public void FillRandom(Random random)
+    {
+        for (var i = 0; i < _inputValues.Length; i++)
+        {
+            var bytes = InputBytes(i);
+            switch (InputType(i))
+            {
+                case TensorElementType.Float:
+                    foreach (ref var v in MemoryMarshal.Cast<byte, float>(bytes))
+                        v = (float)(random.NextDouble() * 2 - 1);
+                    break;
+                case TensorElementType.Double:
+                    foreach (ref var v in MemoryMarshal.Cast<byte, double>(bytes))
+                        v = random.NextDouble() * 2 - 1;
+                    break;
+                case TensorElementType.Float16:
+                    foreach (ref var v in MemoryMarshal.Cast<byte, Half>(bytes))
+                        v = (Half)(random.NextDouble() * 2 - 1);
+                    break;
+                case TensorElementType.Int64 or TensorElementType.UInt64:
+                    foreach (ref var v in MemoryMarshal.Cast<byte, long>(bytes))
+                        v = random.Next(2);
+                    break;
+                case TensorElementType.Int32 or TensorElementType.UInt32:
+                    foreach (ref var v in MemoryMarshal.Cast<byte, int>(bytes))
+                        v = random.Next(2);
+                    break;
+                case TensorElementType.Int16 or TensorElementType.UInt16:
+                    foreach (ref var v in MemoryMarshal.Cast<byte, short>(bytes))
+                        v = (short)random.Next(2);
+                    break;
+                case TensorElementType.Int8 or TensorElementType.UInt8 or TensorElementType.Bool:
+                    foreach (ref var v in bytes)
+                        v = (byte)random.Next(2);
+                    break;
+                default:
+                    bytes.Clear(); // bfloat16: zeros
+                    break;
+            }
+        }
+    }
 
     public void Dispose()
     {
@@ -74,4 +128,16 @@ public sealed class BoundRunner : IDisposable
         foreach (var v in _outputValues ?? [])
             v.Dispose();
     }
+
+    private static OrtValue Allocate(TensorElementType type, long[] shape)
+    {
+        var value = OrtValue.CreateAllocatedTensorValue(OrtAllocator.DefaultInstance, type, shape);
+        value.GetTensorMutableRawData().Clear();
+        return value;
+    }
+
+    private static Span<float> Floats(OrtValue value, string name) =>
+        value.GetTensorTypeAndShape().ElementDataType == TensorElementType.Float
+            ? MemoryMarshal.Cast<byte, float>(value.GetTensorMutableRawData())
+            : throw new InferenceException(InferenceError.InputMismatch, $"tensor '{name}' is not float32");
 }

@@ -14,10 +14,51 @@ public class BenchTests(DemoModelFixture model) : IClassFixture<DemoModelFixture
         using var runner = new BoundRunner(session, new Dictionary<string, long[]> { ["features"] = [1, 8] });
         double[] features = [0.8, 1.3, 1.6, 1.5, 0.6, 0.001, 0.001, 0.05];
         for (var i = 0; i < 8; i++)
-            runner.Inputs[0][i] = (float)features[i];
+            runner.InputFloats(0)[i] = (float)features[i];
         runner.Run();
         var general = session.Run(new Dictionary<string, JsonTensor> { ["features"] = new() { Shape = [1, 8], Data = features } });
-        Assert.Equal(general.Outputs["probabilities"].Data, runner.Outputs[0].Select(v => (double)v));
+        Assert.Equal(general.Outputs["probabilities"].Data, runner.OutputFloats(0).ToArray().Select(v => (double)v));
+    }
+
+    private static EdgeFleet.ModelTools.Onnx.Proto.TensorShapeProto.Types.Dimension Dimension(long value) => new() { DimValue = value };
+
+    [Fact]
+    public void Bench_runs_a_model_whose_input_is_int64_token_ids()
+    {
+        // An embedding lookup: int64 ids [1, 4] → Gather from a [3, 2] table → float [1, 4, 2]. Before, bench refused it
+        // ("the bound runner takes float32 inputs").
+        var onnx = new EdgeFleet.ModelTools.Onnx.OnnxModelBuilder("ids", opset: 14)
+            .Output("y", 1, 4, 2)
+            .Initializer("table", [0.5f, -1, 2, 0.25f, 1, 3], 3, 2)
+            .Node("Gather", ["table", "ids"], ["y"])
+            .Build();
+        onnx.Graph.Input.Add(new EdgeFleet.ModelTools.Onnx.Proto.ValueInfoProto
+        {
+            Name = "ids",
+            Type = new() { TensorType = new() { ElemType = (int)EdgeFleet.ModelTools.Onnx.Proto.TensorProto.Types.DataType.Int64, Shape = new() { Dim = { Dimension(1), Dimension(4) } } } },
+        });
+        var path = Path.Combine(Path.GetTempPath(), $"edgefleet-ids-{Guid.NewGuid():N}.onnx");
+        File.WriteAllBytes(path, Google.Protobuf.MessageExtensions.ToByteArray(onnx));
+        try
+        {
+            using (var session = ModelSession.Load(path))
+            using (var runner = new BoundRunner(session, new Dictionary<string, long[]>()))
+            {
+                new long[] { 2, 0, 1, 2 }.CopyTo(System.Runtime.InteropServices.MemoryMarshal.Cast<byte, long>(runner.InputBytes(0)));
+                runner.Run();
+                Assert.Equal([1f, 3, 0.5f, -1, 2, 0.25f, 1, 3], runner.OutputFloats(0).ToArray());
+                Assert.Throws<InferenceException>(() => runner.InputFloats(0).Length);
+            }
+            var stdout = new StringWriter();
+            var stderr = new StringWriter();
+            var code = BenchCommand.Run(CommandLine.Parse(["bench", "--model", path, "--runs", "20", "--warmup", "2", "--json"], new HashSet<string> { "json" }), stdout, stderr);
+            Assert.True(code == 0, stderr.ToString());
+            Assert.Equal(new long[] { 1, 4 }, JsonNode.Parse(stdout.ToString())!["inputShapes"]!["ids"]!.AsArray().Select(d => d!.GetValue<long>()));
+        }
+        finally
+        {
+            File.Delete(path);
+        }
     }
 
     [Fact]
