@@ -158,10 +158,12 @@ public static class ModelCommands
                 ["calibrationSamples"] = report.CalibrationSamples,
                 ["inputBytes"] = report.InputBytes,
                 ["outputBytes"] = size,
+                ["keptFloat"] = new JsonArray([.. report.KeptFloat.Select(k => (JsonNode?)k)]),
             }.ToJsonString()
             : $"quantized {report.QuantizedNodes} nodes ({string.Join(", ", report.QuantizedByOpType.Select(kv => $"{kv.Key} {kv.Value}"))}) {report.Mode}"
               + (report.CalibrationSamples > 0 ? $" from {report.CalibrationSamples} calibration samples" : "")
-              + $"; {report.InputBytes:N0} → {size:N0} bytes ({(double)size / report.InputBytes:P0}) in {output}");
+              + $"; {report.InputBytes:N0} → {size:N0} bytes ({(double)size / report.InputBytes:P0}) in {output}"
+              + string.Concat(report.KeptFloat.Select(k => "\n  " + k)));
         return 0;
     }
 

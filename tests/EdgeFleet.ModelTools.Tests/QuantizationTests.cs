@@ -293,6 +293,65 @@ public sealed class QuantizationTests : IDisposable
     }
 
     [Fact]
+    public void A_model_with_an_if_whose_branches_read_the_outer_graph_quantizes_into_a_model_that_runs()
+    {
+        // h = x·W1 at the top level; If(sum(h) > 0) then relu(h·W2) else -(h·W3): the branches read h, W2 and W3 from the
+        // scope around them by name. Before, compaction renamed h at the top level only and the unused-initializer pass
+        // dropped W2 and W3, so the written model could not load.
+        var random = new Random(4);
+        float[] Weights() => [.. Enumerable.Range(0, 16).Select(_ => (float)(random.NextDouble() * 2 - 1))];
+        GraphProto Branch(string name, string op, string weight) => new OnnxModelBuilder(name, opset: 14)
+            .Output(name + "_y", 1, 4)
+            .Node("MatMul", ["h", weight], [name + "_m"])
+            .Node(op, [name + "_m"], [name + "_y"])
+            .Build().Graph;
+        var proto = new OnnxModelBuilder("switch", opset: 14)
+            .Input("x", 1, 4)
+            .Output("y", 1, 4)
+            .Initializer("W1", Weights(), 4, 4)
+            .Initializer("W2", Weights(), 4, 4)
+            .Initializer("W3", Weights(), 4, 4)
+            .Initializer("zero", [0f])
+            .Node("MatMul", ["x", "W1"], ["h"])
+            .Node("ReduceSum", ["h"], ["s"], OnnxModelBuilder.IntAttribute("keepdims", 0))
+            .Node("Greater", ["s", "zero"], ["cond"])
+            .Build();
+        proto.Graph.Node.Add(new NodeProto
+        {
+            OpType = "If",
+            Name = "mode",
+            Input = { "cond" },
+            Output = { "y" },
+            Attribute =
+            {
+                new AttributeProto { Name = "then_branch", Type = AttributeProto.Types.AttributeType.Graph, G = Branch("then", "Relu", "W2") },
+                new AttributeProto { Name = "else_branch", Type = AttributeProto.Types.AttributeType.Graph, G = Branch("else", "Neg", "W3") },
+            },
+        });
+        var path = Path.Combine(_dir, "switch.onnx");
+        File.WriteAllBytes(path, proto.ToByteArray());
+        var data = Samples("switch-data", 40, r => [.. Enumerable.Range(0, 4).Select(_ => (float)(r.NextDouble() * 2 - 1))], [1, 4], seed: 6);
+
+        var (int8, report) = QdqQuantizer.Quantize(OnnxModel.Load(path), Open(path, data), new QuantizationOptions { Threads = 1 });
+        Assert.True(report.QuantizedByOpType.ContainsKey("MatMul"), string.Join(", ", report.QuantizedByOpType.Keys));
+        Assert.Equal(["4 node(s) inside If 'mode' (MatMul 2, Neg 1, Relu 1): kept float, subgraphs are not quantized"], report.KeptFloat);
+        var quantized = Path.Combine(_dir, "switch-int8.onnx");
+        int8.Save(quantized);
+        var (dynamic, dynamicReport) = DynamicQuantizer.Quantize(OnnxModel.Load(path), new QuantizationOptions());
+        Assert.Single(dynamicReport.KeptFloat);
+        var dynamicPath = Path.Combine(_dir, "switch-dynamic.onnx");
+        dynamic.Save(dynamicPath);
+
+        // Both run, on inputs that take either branch, and compute what the float model computes.
+        foreach (var candidate in new[] { quantized, dynamicPath })
+        {
+            var gate = ValidationGate.Run(new() { Reference = path, Candidate = candidate, DataDirectory = data, LatencyRuns = 4,
+                Thresholds = new ValidationThresholds { MaxLatencyRatio = null } });
+            Assert.True(gate.RelativeMeanAbsError < 0.05, $"{candidate}: relative error {gate.RelativeMeanAbsError}");
+        }
+    }
+
+    [Fact]
     public void A_score_output_of_one_value_is_judged_by_its_error_not_by_a_cosine_that_is_always_one()
     {
         string Scorer(string name, float[] weights)

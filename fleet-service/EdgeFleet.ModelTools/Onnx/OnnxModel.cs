@@ -102,12 +102,15 @@ public sealed class OnnxModel
         return map;
     }
 
-    /// <summary>Tensor name → the nodes that read it.</summary>
+    /// <summary>
+    /// Tensor name → the nodes that read it: as an input, or from inside one of their subgraphs (an <c>If</c> branch or a
+    /// <c>Loop</c> or <c>Scan</c> body reads the tensors of the scope around it by name).
+    /// </summary>
     public Dictionary<string, List<NodeProto>> Consumers()
     {
         var map = new Dictionary<string, List<NodeProto>>();
         foreach (var node in Graph.Node)
-            foreach (var input in node.Input.Where(i => i.Length > 0))
+            foreach (var input in Reads(node).Where(i => i.Length > 0))
             {
                 if (!map.TryGetValue(input, out var list))
                     map[input] = list = [];
@@ -115,6 +118,54 @@ public sealed class OnnxModel
                     list.Add(node);
             }
         return map;
+    }
+
+    /// <summary>Every tensor a node reads: its inputs, then the outer-scope tensors its subgraphs read (<see cref="OuterReads"/>).</summary>
+    public static IEnumerable<string> Reads(NodeProto node) => node.Attribute.Any(IsGraph) ? node.Input.Concat(OuterReads(node)) : node.Input;
+
+    /// <summary>The names a node's subgraphs read from the scope around the node: read inside (at any depth) and not defined there.</summary>
+    public static IReadOnlySet<string> OuterReads(NodeProto node)
+    {
+        var reads = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var graph in node.Attribute.Where(IsGraph).SelectMany(a => a.G is { } g ? a.Graphs.Prepend(g) : a.Graphs))
+            reads.UnionWith(OuterReads(graph));
+        return reads;
+    }
+
+    /// <summary>
+    /// Every name used inside the subgraphs (tensors, node names, subgraph inputs, outputs and initializers): a new
+    /// top-level name must not be one of them, since ONNX forbids a subgraph to shadow a name of its outer scope.
+    /// </summary>
+    public IEnumerable<string> SubgraphNames() =>
+        Graph.Node.SelectMany(n => n.Attribute).Where(IsGraph).SelectMany(a => a.G is { } g ? a.Graphs.Prepend(g) : a.Graphs).SelectMany(NamesIn);
+
+    private static IEnumerable<string> NamesIn(GraphProto graph) =>
+        graph.Input.Select(i => i.Name).Concat(graph.Output.Select(o => o.Name)).Concat(graph.Initializer.Select(i => i.Name))
+            .Concat(graph.Node.SelectMany(n => n.Input.Concat(n.Output).Append(n.Name)))
+            .Concat(graph.Node.SelectMany(n => n.Attribute).Where(IsGraph).SelectMany(a => a.G is { } g ? a.Graphs.Prepend(g) : a.Graphs).SelectMany(NamesIn));
+
+    /// <summary>Whether any node of the graph has a subgraph.</summary>
+    public bool HasSubgraphs => Graph.Node.Any(n => n.Attribute.Any(IsGraph));
+
+    /// <summary>Every node inside the graph's subgraphs, at any depth, with the node that holds it at the top level.</summary>
+    public IEnumerable<(NodeProto Holder, NodeProto Node)> SubgraphNodes() =>
+        Graph.Node.SelectMany(holder => Inner(holder).Select(node => (holder, node)));
+
+    private static IEnumerable<NodeProto> Inner(NodeProto node) =>
+        node.Attribute.Where(IsGraph).SelectMany(a => a.G is { } g ? a.Graphs.Prepend(g) : a.Graphs)
+            .SelectMany(g => g.Node).SelectMany(n => Inner(n).Prepend(n));
+
+    private static bool IsGraph(AttributeProto a) => a.G is not null || a.Graphs.Count > 0;
+
+    private static HashSet<string> OuterReads(GraphProto graph)
+    {
+        var defined = graph.Input.Select(i => i.Name).Concat(graph.Initializer.Select(i => i.Name))
+            .Concat(graph.Node.SelectMany(n => n.Output)).ToHashSet(StringComparer.Ordinal);
+        var reads = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var node in graph.Node)
+            reads.UnionWith(Reads(node).Where(r => r.Length > 0 && !defined.Contains(r)));
+        reads.UnionWith(graph.Output.Select(o => o.Name).Where(o => !defined.Contains(o)));
+        return reads;
     }
 
     /// <summary>Element types known for tensors: graph inputs, outputs, value infos and initializers.</summary>
@@ -140,7 +191,7 @@ public sealed class OnnxModel
     public string UniqueName(string stem)
     {
         _names ??= Graph.Node.SelectMany(n => n.Input.Concat(n.Output).Append(n.Name))
-            .Concat(Graph.Initializer.Select(i => i.Name)).Concat(Graph.Input.Select(i => i.Name)).ToHashSet();
+            .Concat(Graph.Initializer.Select(i => i.Name)).Concat(Graph.Input.Select(i => i.Name)).Concat(SubgraphNames()).ToHashSet();
         var name = stem;
         for (var i = 1; !_names.Add(name); i++)
             name = $"{stem}_{i}";

@@ -69,7 +69,7 @@ internal static class ChannelEqualizer
     {
         var consumers = model.Consumers();
         var outputs = model.Graph.Output.Select(o => o.Name).ToHashSet();
-        var weightUses = model.Graph.Node.SelectMany(n => n.Input).GroupBy(i => i).ToDictionary(g => g.Key, g => g.Count());
+        var weightUses = model.Graph.Node.SelectMany(OnnxModel.Reads).GroupBy(i => i).ToDictionary(g => g.Key, g => g.Count());
         var pairs = new List<(NodeProto, NodeProto)>();
         foreach (var a in model.Graph.Node.Where(n => n.OpType == "Conv" && n.Output.Count == 1))
         {

@@ -45,7 +45,7 @@ public static class DynamicQuantizer
         model.Proto.ProducerName = "edgefleet-modeltools";
         model.Proto.MetadataProps.Add(new StringStringEntryProto { Key = "edgefleet.quantization", Value = "dynamic;weights=int8;activations=uint8-runtime" });
         var report = new QuantizationReport("dynamic", done.Count, done.GroupBy(n => n.OpType).OrderBy(g => g.Key, StringComparer.Ordinal).ToDictionary(g => g.Key, g => g.Count()),
-            excluded, 0, 0, inputBytes, model.ToBytes().LongLength);
+            excluded, 0, 0, inputBytes, model.ToBytes().LongLength) { KeptFloat = QuantizationReport.SubgraphsKeptFloat(model) };
         ServingCheck.Verify(model, sample, "the quantized model", fp32);
         return (model, report);
     }

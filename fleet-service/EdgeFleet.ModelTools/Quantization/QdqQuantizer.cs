@@ -52,7 +52,10 @@ public static class QdqQuantizer
         var (model, nodes, excluded) = Apply(prepared, ranges, options);
         var report = new QuantizationReport("static", nodes.Count,
             nodes.GroupBy(n => n.OpType).OrderBy(g => g.Key, StringComparer.Ordinal).ToDictionary(g => g.Key, g => g.Count()),
-            excluded, Math.Min(calibration.Count, options.MaxSamples ?? int.MaxValue), ranges.Count, inputBytes, model.ToBytes().LongLength);
+            excluded, Math.Min(calibration.Count, options.MaxSamples ?? int.MaxValue), ranges.Count, inputBytes, model.ToBytes().LongLength)
+        {
+            KeptFloat = QuantizationReport.SubgraphsKeptFloat(model),
+        };
         ServingCheck.Verify(model, calibration.Read(0), "the quantized model");
         return (model, report);
     }

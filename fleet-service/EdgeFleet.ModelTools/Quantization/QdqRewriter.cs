@@ -114,8 +114,9 @@ internal sealed class QdqRewriter(OnnxModel model, QuantizationOptions options)
     /// </summary>
     public void ShareIdenticalInitializers()
     {
-        // An initializer that is also a graph input can be overridden at run time: it is neither merged nor kept.
-        var graphInputs = model.Graph.Input.Select(i => i.Name).ToHashSet();
+        // An initializer that is also a graph input can be overridden at run time, and one a subgraph reads is read by
+        // name from inside it: neither is merged nor kept.
+        var graphInputs = model.Graph.Input.Select(i => i.Name).Concat(model.Graph.Node.SelectMany(OnnxModel.OuterReads)).ToHashSet();
         var first = new Dictionary<string, string>();
         var replaced = new Dictionary<string, string>();
         foreach (var t in model.Graph.Initializer.Where(t => Tensors.ElementCount(t) <= 16 && !graphInputs.Contains(t.Name)))
@@ -139,10 +140,10 @@ internal sealed class QdqRewriter(OnnxModel model, QuantizationOptions options)
         return copy;
     }
 
-    /// <summary>Drops initializers no node or graph output reads any more (the float weights that were replaced).</summary>
+    /// <summary>Drops initializers no node (nor subgraph) or graph output reads any more (the float weights that were replaced).</summary>
     public void RemoveUnusedInitializers()
     {
-        var used = model.Graph.Node.SelectMany(n => n.Input).Concat(model.Graph.Output.Select(o => o.Name)).ToHashSet();
+        var used = model.Graph.Node.SelectMany(OnnxModel.Reads).Concat(model.Graph.Output.Select(o => o.Name)).ToHashSet();
         var unused = model.Graph.Initializer.Where(t => !used.Contains(t.Name)).ToList();
         foreach (var t in unused)
             model.Graph.Initializer.Remove(t);
@@ -156,11 +157,14 @@ internal sealed class QdqRewriter(OnnxModel model, QuantizationOptions options)
     /// file once the weights are int8. Every tensor inside the graph (not its inputs and outputs) gets a name of
     /// one to three letters and digits; attributes equal to their ONNX default are dropped (convolution and
     /// pooling strides, dilations, pads, groups and auto_pad, Gemm's alpha, beta and transposes, Reshape's
-    /// allowzero); empty names and domains are not written. Node names, which exclusions refer to, stay.
+    /// allowzero); empty names and domains are not written. Node names, which exclusions refer to, stay, and so do
+    /// the names subgraphs read from the top level (they are read by name from inside them).
     /// </summary>
     public void CompactGraph()
     {
-        var keep = model.Graph.Input.Select(i => i.Name).Concat(model.Graph.Output.Select(o => o.Name)).Append("").ToHashSet();
+        var keep = model.Graph.Input.Select(i => i.Name).Concat(model.Graph.Output.Select(o => o.Name))
+            .Concat(model.Graph.Node.SelectMany(OnnxModel.OuterReads)).Append("").ToHashSet();
+        var taken = model.SubgraphNames().ToHashSet();
         var names = new Dictionary<string, string>();
         var next = 0;
         string Short(string name)
@@ -171,7 +175,7 @@ internal sealed class QdqRewriter(OnnxModel model, QuantizationOptions options)
             {
                 do
                     s = Base62(next++);
-                while (keep.Contains(s));
+                while (keep.Contains(s) || taken.Contains(s));
                 names[name] = s;
             }
             return s;
@@ -238,7 +242,7 @@ internal sealed class QdqRewriter(OnnxModel model, QuantizationOptions options)
             readers[i] = [];
         }
         for (var i = 0; i < nodes.Count; i++)
-            foreach (var input in nodes[i].Input.Distinct())
+            foreach (var input in OnnxModel.Reads(nodes[i]).Distinct())
                 if (!available.Contains(input) && producedBy.TryGetValue(input, out var p))
                 {
                     waiting[i]++;

@@ -71,4 +71,22 @@ public sealed record QuantizationReport(
     int CalibrationSamples,
     int CalibratedTensors,
     long InputBytes,
-    long OutputBytes);
+    long OutputBytes)
+{
+    /// <summary>What stayed float that the mode could have quantized, with the reason ("3 nodes inside If 'mode' …").</summary>
+    public IReadOnlyList<string> KeptFloat { get; init; } = [];
+
+    /// <summary>
+    /// The nodes inside subgraphs, per top-level node that holds them: they run float (the quantizer rewrites the
+    /// top level only), and the report says so rather than leave it silent.
+    /// </summary>
+    public static IReadOnlyList<string> SubgraphsKeptFloat(Onnx.OnnxModel model) =>
+    [
+        .. model.SubgraphNodes().GroupBy(x => x.Holder).Select(g =>
+        {
+            var ops = string.Join(", ", g.GroupBy(x => x.Node.OpType).OrderBy(o => o.Key, StringComparer.Ordinal).Select(o => $"{o.Key} {o.Count()}"));
+            var name = g.Key.Name.Length > 0 ? $" '{g.Key.Name}'" : "";
+            return $"{g.Count()} node(s) inside {g.Key.OpType}{name} ({ops}): kept float, subgraphs are not quantized";
+        }),
+    ];
+}
