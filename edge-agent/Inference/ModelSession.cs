@@ -206,41 +206,23 @@ public sealed class ModelSession : IDisposable
         var declared = tensor.Type ?? spec.TypeName;
         if (declared != spec.TypeName)
             throw new InferenceException(InferenceError.InputMismatch, $"input '{spec.Name}' is {declared}, the model expects {spec.TypeName}");
-        if (spec.ElementType == TensorElementType.Float)
+        if (TensorSpec.ElementSize(spec.ElementType) is null)
+            throw new InferenceException(InferenceError.InputMismatch, $"input '{spec.Name}' is {spec.TypeName}, which JSON input does not support");
+        var value = OrtValue.CreateAllocatedTensorValue(OrtAllocator.DefaultInstance, spec.ElementType, tensor.Shape);
+        if (TensorValues.Write(spec.ElementType, tensor.Data, value.GetTensorMutableRawData(), spec.Name) is { } problem)
         {
-            var floats = tensor.Data.Select(d => (float)d).ToArray();
-            if (spec.CheckFinite(floats) is { } nonFinite)
-                throw new InferenceException(InferenceError.InputMismatch, nonFinite);
-            return OrtValue.CreateTensorValueFromMemory(floats, tensor.Shape);
+            value.Dispose();
+            throw new InferenceException(InferenceError.InputMismatch, problem);
         }
-        return spec.ElementType switch
-        {
-            TensorElementType.Int64 => OrtValue.CreateTensorValueFromMemory(tensor.Data.Select(d => (long)d).ToArray(), tensor.Shape),
-            TensorElementType.Int32 => OrtValue.CreateTensorValueFromMemory(tensor.Data.Select(d => (int)d).ToArray(), tensor.Shape),
-            _ => throw new InferenceException(InferenceError.InputMismatch, $"input '{spec.Name}' is {spec.TypeName}, which JSON input does not support (float32, int64, int32)"),
-        };
+        return value;
     }
 
     internal static JsonTensor FromOrtValue(OrtValue value)
     {
         var info = value.GetTensorTypeAndShape();
-        double[] data = info.ElementDataType switch
-        {
-            TensorElementType.Float => ToDoubles(value.GetTensorDataAsSpan<float>()),
-            TensorElementType.Int64 => ToDoubles(value.GetTensorDataAsSpan<long>()),
-            TensorElementType.Int32 => ToDoubles(value.GetTensorDataAsSpan<int>()),
-            TensorElementType.Double => value.GetTensorDataAsSpan<double>().ToArray(),
-            _ => throw new InferenceException(InferenceError.RunFailed, $"output type {TensorSpec.ElementTypeName(info.ElementDataType)} cannot be written as JSON"),
-        };
+        var data = TensorValues.Read(info.ElementDataType, value.GetTensorMutableRawData())
+            ?? throw new InferenceException(InferenceError.RunFailed, $"output type {TensorSpec.ElementTypeName(info.ElementDataType)} cannot be written as JSON");
         return new JsonTensor { Shape = info.Shape, Type = TensorSpec.ElementTypeName(info.ElementDataType), Data = data };
-    }
-
-    private static double[] ToDoubles<T>(ReadOnlySpan<T> span) where T : unmanaged, IConvertible
-    {
-        var result = new double[span.Length];
-        for (var i = 0; i < span.Length; i++)
-            result[i] = span[i].ToDouble(System.Globalization.CultureInfo.InvariantCulture);
-        return result;
     }
 
     private static string FirstLine(string text)

@@ -7,7 +7,7 @@ public sealed record JsonTensor
 {
     public required long[] Shape { get; init; }
 
-    /// <summary>float32 (default), int64 or int32.</summary>
+    /// <summary>The element type (float32 by default): any fixed-size numeric type, or bool.</summary>
     public string? Type { get; init; }
 
     public required double[] Data { get; init; }

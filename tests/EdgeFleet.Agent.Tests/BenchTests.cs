@@ -61,6 +61,45 @@ public class BenchTests(DemoModelFixture model) : IClassFixture<DemoModelFixture
         }
     }
 
+    [Theory]
+    [InlineData(EdgeFleet.ModelTools.Onnx.Proto.TensorProto.Types.DataType.Int64, "int64", new double[] { -3, 0, 9007199254740992 }, "1.5")]
+    [InlineData(EdgeFleet.ModelTools.Onnx.Proto.TensorProto.Types.DataType.Int32, "int32", new double[] { -2147483648, 7, 2147483647 }, "2147483648")]
+    [InlineData(EdgeFleet.ModelTools.Onnx.Proto.TensorProto.Types.DataType.Uint8, "uint8", new double[] { 0, 128, 255 }, "-1")]
+    [InlineData(EdgeFleet.ModelTools.Onnx.Proto.TensorProto.Types.DataType.Int8, "int8", new double[] { -128, 0, 127 }, "128")]
+    [InlineData(EdgeFleet.ModelTools.Onnx.Proto.TensorProto.Types.DataType.Bool, "bool", new double[] { 1, 0, 1 }, "2")]
+    [InlineData(EdgeFleet.ModelTools.Onnx.Proto.TensorProto.Types.DataType.Float16, "float16", new double[] { 0.5, -2, 65504 }, "70000")]
+    [InlineData(EdgeFleet.ModelTools.Onnx.Proto.TensorProto.Types.DataType.Double, "float64", new double[] { 0.1, -1e300, 3 }, "NaN")]
+    public void Json_inference_takes_every_numeric_input_type_and_refuses_a_value_the_type_cannot_hold(
+        EdgeFleet.ModelTools.Onnx.Proto.TensorProto.Types.DataType type, string name, double[] values, string bad)
+    {
+        // Identity: the values come back as the type holds them, so the write and the read are both checked.
+        var onnx = new EdgeFleet.ModelTools.Onnx.OnnxModelBuilder("identity", opset: 14).Node("Identity", ["x"], ["y"]).Build();
+        EdgeFleet.ModelTools.Onnx.Proto.ValueInfoProto Info(string tensor) => new()
+        {
+            Name = tensor,
+            Type = new() { TensorType = new() { ElemType = (int)type, Shape = new() { Dim = { Dimension(1), Dimension(3) } } } },
+        };
+        onnx.Graph.Input.Add(Info("x"));
+        onnx.Graph.Output.Add(Info("y"));
+        var path = Path.Combine(Path.GetTempPath(), $"edgefleet-{name}-{Guid.NewGuid():N}.onnx");
+        File.WriteAllBytes(path, Google.Protobuf.MessageExtensions.ToByteArray(onnx));
+        try
+        {
+            using var session = ModelSession.Load(path);
+            var result = session.Run(new Dictionary<string, JsonTensor> { ["x"] = new() { Shape = [1, 3], Type = name, Data = values } });
+            Assert.Equal(name, result.Outputs["y"].Type);
+            Assert.Equal(values, result.Outputs["y"].Data);
+            var value = double.Parse(bad, System.Globalization.CultureInfo.InvariantCulture);
+            var refused = Assert.Throws<InferenceException>(() =>
+                session.Run(new Dictionary<string, JsonTensor> { ["x"] = new() { Shape = [1, 3], Type = name, Data = [values[0], value, values[2]] } }));
+            Assert.Contains("element 1", refused.Message, StringComparison.Ordinal);
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+
     [Fact]
     public void The_bound_runner_needs_concrete_shapes_that_fit()
     {
