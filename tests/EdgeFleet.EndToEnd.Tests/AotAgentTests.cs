@@ -56,6 +56,44 @@ public class AotAgentTests(DemoModel model) : IClassFixture<DemoModel>
     }
 
     [Fact]
+    public void Infers_and_benchmarks_a_model_whose_input_is_int64_token_ids()
+    {
+        // An embedding lookup: int64 ids [1, 4] → Gather from a [3, 2] table. Before, bench refused any input but float32.
+        var onnx = new EdgeFleet.ModelTools.Onnx.OnnxModelBuilder("ids", opset: 14)
+            .Output("y", 1, 4, 2)
+            .Initializer("table", [0.5f, -1, 2, 0.25f, 1, 3], 3, 2)
+            .Node("Gather", ["table", "ids"], ["y"])
+            .Build();
+        onnx.Graph.Input.Add(new EdgeFleet.ModelTools.Onnx.Proto.ValueInfoProto
+        {
+            Name = "ids",
+            Type = new()
+            {
+                TensorType = new()
+                {
+                    ElemType = (int)EdgeFleet.ModelTools.Onnx.Proto.TensorProto.Types.DataType.Int64,
+                    Shape = new() { Dim = { new EdgeFleet.ModelTools.Onnx.Proto.TensorShapeProto.Types.Dimension { DimValue = 1 },
+                        new EdgeFleet.ModelTools.Onnx.Proto.TensorShapeProto.Types.Dimension { DimValue = 4 } } },
+                },
+            },
+        });
+        var path = Path.Combine(model.Directory, "ids.onnx");
+        File.WriteAllBytes(path, Google.Protobuf.MessageExtensions.ToByteArray(onnx));
+        var input = Path.Combine(model.Directory, "ids.json");
+        File.WriteAllText(input, """{"inputs":{"ids":{"shape":[1,4],"type":"int64","data":[2,0,1,2]}}}""");
+        var (code, output) = Run("infer", "--model", path, "--input", input);
+        Assert.True(code == 0, output);
+        Assert.Contains("\"data\":[1,3,0.5,-1,2,0.25,1,3]", output, StringComparison.Ordinal);
+        File.WriteAllText(input, """{"inputs":{"ids":{"shape":[1,4],"type":"int64","data":[2,0.5,1,2]}}}""");
+        var (badCode, bad) = Run("infer", "--model", path, "--input", input);
+        Assert.Equal(1, badCode);
+        Assert.Contains("element 1 is 0.5, not a whole number", bad, StringComparison.Ordinal);
+        var (benchCode, bench) = Run("bench", "--model", path, "--runs", "20", "--warmup", "2", "--json");
+        Assert.True(benchCode == 0, bench);
+        Assert.Contains("\"inputShapes\":{\"ids\":[1,4]}", bench, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void Detects_its_hardware_profile_and_falls_back_to_the_cpu_with_reasons()
     {
         var profiles = Path.Combine(Repo.Root, "hardware-profiles");
