@@ -36,17 +36,51 @@ public static class FleetHttp
             var body = await response.Content.ReadAsStringAsync().ConfigureAwait(false);
             if (response.IsSuccessStatusCode)
                 return body;
-            var hint = response.StatusCode switch
+            throw new CommandException(response.StatusCode switch
             {
-                System.Net.HttpStatusCode.Unauthorized => " (give an API key: --api-key-file F or $EDGEFLEET_API_KEY)",
-                System.Net.HttpStatusCode.Forbidden => " (this API key's role does not allow it)",
-                _ => "",
-            };
-            throw new CommandException($"{http.BaseAddress} answered {(int)response.StatusCode}{hint}: {body}");
+                System.Net.HttpStatusCode.Unauthorized when http.DefaultRequestHeaders.Authorization is null =>
+                    $"{http.BaseAddress} needs an API key: give --api-key-file F or set $EDGEFLEET_API_KEY",
+                System.Net.HttpStatusCode.Unauthorized =>
+                    $"{http.BaseAddress} refused the API key (unknown, revoked or expired)",
+                System.Net.HttpStatusCode.Forbidden =>
+                    $"{http.BaseAddress} answered 403: this API key's role does not allow it" + Reason(body, prefix: " (", suffix: ")"),
+                _ => $"{http.BaseAddress} answered {(int)response.StatusCode}" + Reason(body, prefix: ": ", suffix: ""),
+            });
         }
         catch (HttpRequestException e)
         {
-            throw new CommandException($"cannot reach the fleet service at {http.BaseAddress}: {e.Message}");
+            var cause = e.InnerException is System.Security.Authentication.AuthenticationException tls
+                ? $"TLS failed: {Innermost(tls).Message}"
+                : Innermost(e).Message;
+            throw new CommandException($"cannot reach the fleet service at {http.BaseAddress}: {cause}");
         }
+    }
+
+    /// <summary>
+    /// The reason an error body gives: an API error's <c>reason</c> (with its code), a short text as it is, nothing
+    /// for an empty body (so a refusal never ends in a dangling colon).
+    /// </summary>
+    public static string Reason(string body, string prefix, string suffix)
+    {
+        var text = body.Trim();
+        if (text.Length == 0)
+            return "";
+        try
+        {
+            if (System.Text.Json.Nodes.JsonNode.Parse(text) is System.Text.Json.Nodes.JsonObject o && o["reason"] is { } reason)
+                return prefix + reason.GetValue<string>() + (o["error"] is { } code ? $" [{code.GetValue<string>()}]" : "") + suffix;
+        }
+        catch (Exception e) when (e is System.Text.Json.JsonException or InvalidOperationException or FormatException)
+        {
+            // Not an API error: shown as text.
+        }
+        return prefix + (text.Length > 300 ? text[..300] + "…" : text) + suffix;
+    }
+
+    private static Exception Innermost(Exception e)
+    {
+        while (e.InnerException is { } inner)
+            e = inner;
+        return e;
     }
 }

@@ -14,7 +14,7 @@ public static class IdentityCommands
         var request = new JsonObject
         {
             ["uses"] = args.GetInt("uses", 1),
-            ["expiresInHours"] = double.Parse(args.Get("hours") ?? "24", CultureInfo.InvariantCulture),
+            ["expiresInHours"] = args.GetDouble("hours", 24),
             ["note"] = args.Get("note"),
             ["tags"] = ParseTags(args.Get("tags")),
         };

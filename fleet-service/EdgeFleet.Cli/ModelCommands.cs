@@ -379,8 +379,7 @@ public static class ModelCommands
 
     private static HashSet<string> List(string? text) => [.. (text ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)];
 
-    private static double Number(string text, string name) =>
-        double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out var v) ? v : throw new UsageException($"--{name} must be a number");
+    private static double Number(string text, string name) => CommandLine.ParseDouble(name, text);
 
     private static string ReadText(string path)
     {

@@ -332,6 +332,5 @@ public static class RetrainCommands
         return settings;
     }
 
-    private static double Number(string text, string name) =>
-        double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out var v) ? v : throw new UsageException($"--{name} must be a number");
+    private static double Number(string text, string name) => CommandLine.ParseDouble(name, text);
 }
