@@ -60,15 +60,17 @@ public static class Commands
             return 0;
         }
         var devices = JsonNode.Parse(body)?.AsArray() ?? throw new CommandException("the fleet service sent no device list");
-        Console.WriteLine($"{"DEVICE",-24} {"ONLINE",-7} {"DRIFT",5} {"PROFILE",-20} {"MODEL",-32} {"RECORDS",9} {"LAST RESULT",-24} TAGS");
+        var table = new TextTable("DEVICE", "ONLINE", "DRIFT", "PROFILE", "MODEL", "RECORDS", "LAST RESULT", "TAGS").Right(2, 5);
         foreach (var view in devices)
         {
             var d = view!["device"]!;
-            var model = d["activeModel"] is { } m ? $"{m["name"]} {m["version"]}" : "-";
-            var last = d["lastInference"] is { } i ? string.Create(CultureInfo.InvariantCulture, $"{i["label"]} ({i["confidence"]!.GetValue<double>():P0})") : "-";
+            var model = d["activeModel"] is { } m ? $"{m["name"]} {m["version"]}" : null;
+            var last = d["lastInference"] is { } i ? string.Create(CultureInfo.InvariantCulture, $"{i["label"]} ({i["confidence"]!.GetValue<double>():P0})") : null;
             var drift = view["drift"]?.AsArray().Count ?? 0;
-            Console.WriteLine($"{d["id"],-24} {((bool)view["online"]! ? "yes" : "no"),-7} {(drift > 0 ? drift.ToString(CultureInfo.InvariantCulture) : "-"),5} {d["hardwareProfile"] ?? "-",-20} {model,-32} {d["telemetryRecords"],9} {last,-24} {GroupCommands.Tags(d["tags"])}");
+            table.Add(d["id"], (bool)view["online"]! ? "yes" : "no", drift > 0 ? drift : null, d["hardwareProfile"], model, d["telemetryRecords"], last,
+                GroupCommands.Tags(d["tags"]));
         }
+        table.Write(Console.Out);
         return 0;
     }
 }

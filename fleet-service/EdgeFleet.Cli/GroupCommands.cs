@@ -33,9 +33,10 @@ public static class GroupCommands
             Console.WriteLine(body);
             return 0;
         }
-        Console.WriteLine($"{"GROUP",-24} {"KIND",-8} {"DEVICES",8} SELECTOR / DESCRIPTION");
+        var table = new TextTable("GROUP", "KIND", "DEVICES", "SELECTOR / DESCRIPTION").Right(2);
         foreach (var g in JsonNode.Parse(body)!.AsArray())
-            Console.WriteLine($"{g!["name"],-24} {g["kind"],-8} {g["memberCount"],8} {g["selector"]?.ToString() ?? g["description"]?.ToString() ?? ""}");
+            table.Add(g!["name"], g["kind"], g["memberCount"], g["selector"] ?? g["description"]);
+        table.Write(Console.Out);
         return 0;
     }
 

@@ -27,7 +27,7 @@ public static class IdentityCommands
         }
         var token = JsonNode.Parse(body)!;
         Console.WriteLine(token["token"]!.GetValue<string>());
-        Console.Error.WriteLine($"enrollment token {token["id"]}: {token["uses"]} use(s), expires {token["expiresAt"]}. On the device: edgefleet-agent enroll --fleet {http.BaseAddress} --token TOKEN");
+        Console.Error.WriteLine($"enrollment token {token["id"]}: {token["uses"]} use(s), expires {TextTable.Time(token["expiresAt"])}. On the device: edgefleet-agent enroll --fleet {http.BaseAddress} --token TOKEN");
         return 0;
     }
 
@@ -68,9 +68,10 @@ public static class IdentityCommands
             Console.WriteLine(body);
             return 0;
         }
-        Console.WriteLine($"{"ID",-14} {"ROLE",-9} {"CREATED",-26} {"REVOKED",-26} NAME");
+        var table = new TextTable("ID", "ROLE", "CREATED", "REVOKED", "NAME");
         foreach (var k in JsonNode.Parse(body)!.AsArray())
-            Console.WriteLine($"{k!["id"],-14} {k["role"],-9} {k["createdAt"],-26} {k["revokedAt"]?.ToString() ?? "-",-26} {k["name"]}");
+            table.Add(k!["id"], k["role"], TextTable.Time(k["createdAt"]), TextTable.Time(k["revokedAt"]), k["name"]);
+        table.Write(Console.Out);
         return 0;
     }
 
@@ -95,8 +96,10 @@ public static class IdentityCommands
             Console.WriteLine(body);
             return 0;
         }
+        var table = new TextTable("TIME", "ACTOR", "ACTION", "TARGET", "AFTER");
         foreach (var e in JsonNode.Parse(body)!.AsArray())
-            Console.WriteLine($"{e!["at"]} {e["actor"],-22} {e["action"],-24} {e["target"]} {e["after"]}");
+            table.Add(TextTable.Time(e!["at"]), e["actor"], e["action"], e["target"], e["after"]);
+        table.Write(Console.Out);
         return 0;
     }
 

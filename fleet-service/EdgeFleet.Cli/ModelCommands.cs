@@ -301,13 +301,13 @@ public static class ModelCommands
             Console.WriteLine(reply);
             return 0;
         }
-        Console.WriteLine($"{"MODEL",-24} {"VERSIONS",8}  LATEST");
+        var table = new TextTable("MODEL", "VERSIONS", "LATEST").Right(1);
         foreach (var m in JsonNode.Parse(reply)!.AsArray())
         {
             var versions = m!["versions"]!.AsArray();
-            var latest = versions.Count > 0 ? $"v{versions[0]!["version"]} {versions[0]!["state"]}" : "-";
-            Console.WriteLine($"{m["model"]!["id"],-24} {versions.Count,8}  {latest}");
+            table.Add(m["model"]!["id"], versions.Count, versions.Count > 0 ? $"v{versions[0]!["version"]} {versions[0]!["state"]}" : null);
         }
+        table.Write(Console.Out);
         return 0;
     }
 

@@ -102,11 +102,13 @@ public static class RetrainCommands
             Console.WriteLine(body);
             return 0;
         }
-        Console.WriteLine($"{"JOB",-16} {"MODEL",-24} {"BASE",5} {"STATE",-11} {"TRIGGER",-10} {"OUTPUT",-8} {"ROLLOUT",-40} CREATED");
+        var table = new TextTable("JOB", "MODEL", "BASE", "STATE", "TRIGGER", "OUTPUT", "ROLLOUT", "CREATED");
         foreach (var j in JsonNode.Parse(body)!.AsArray())
         {
-            Console.WriteLine($"{j!["id"],-16} {j["modelId"],-24} {"v" + j["baseVersion"],5} {j["state"],-11} {j["trigger"],-10} {(j["outputVersion"] is { } v ? "v" + v : "-"),-8} {j["rolloutId"]?.ToString() ?? "-",-40} {j["createdAt"]}");
+            table.Add(j!["id"], j["modelId"], "v" + j["baseVersion"], j["state"], j["trigger"], j["outputVersion"] is { } v ? "v" + v : null, j["rolloutId"],
+                TextTable.Time(j["createdAt"]));
         }
+        table.Write(Console.Out);
         return 0;
     }
 
@@ -143,14 +145,15 @@ public static class RetrainCommands
             Console.WriteLine("no drift alerts");
             return 0;
         }
-        Console.WriteLine($"{"ALERT",-18} {"MODEL",-28} {"FEATURE",-20} {"SEGMENT",-10} {"KIND",-20} {"PSI",7} {"WINDOWS",8} {"STATE",-12} DEVICES");
+        var table = new TextTable("ALERT", "MODEL", "FEATURE", "SEGMENT", "KIND", "PSI", "WINDOWS", "STATE", "DEVICES").Right(5, 6);
         foreach (var a in alerts)
         {
             var kind = $"{a!["kind"]?.GetValue<string>() ?? "drift"}: {a["severity"]?.GetValue<string>() ?? "alert"}";
             var devices = string.Join(",", a["devices"]?.AsArray().Select(d => d!["deviceId"]!.GetValue<string>()) ?? []);
-            Console.WriteLine($"{a["id"],-18} {$"{a["model"]} v{a["version"]}",-28} {a["feature"],-20} {a["segment"],-10} {kind,-20} " +
-                $"{a["psi"]!.GetValue<double>(),7:F3} {a["windows"],8} {a["state"],-12} {devices}");
+            table.Add(a["id"], $"{a["model"]} v{a["version"]}", a["feature"], a["segment"], kind, a["psi"]!.GetValue<double>().ToString("F3", CultureInfo.InvariantCulture),
+                a["windows"], a["state"], devices);
         }
+        table.Write(Console.Out);
         return 0;
     }
 
@@ -167,9 +170,13 @@ public static class RetrainCommands
             Console.WriteLine(body);
             return 0;
         }
-        Console.WriteLine($"{"ID",-48} {"PREDICTED",-14} {"CONF",6} {"LABEL",-14} TIME");
+        var table = new TextTable("ID", "PREDICTED", "CONF", "LABEL", "TIME").Right(2);
         foreach (var e in JsonNode.Parse(body)!.AsArray())
-            Console.WriteLine($"{e!["id"],-48} {e["predicted"],-14} {e["confidence"]!.GetValue<double>(),6:F3} {e["label"]?.ToString() ?? "-",-14} {e["ts"]}");
+        {
+            table.Add(e!["id"], e["predicted"], e["confidence"]!.GetValue<double>().ToString("F3", CultureInfo.InvariantCulture), e["label"],
+                TextTable.Time(e["ts"]));
+        }
+        table.Write(Console.Out);
         return 0;
     }
 
@@ -303,7 +310,7 @@ public static class RetrainCommands
         if (j["error"] is { } error)
             Console.WriteLine($"  error: {error}");
         foreach (var e in j["events"]!.AsArray())
-            Console.WriteLine($"  {e!["at"]} {e["state"],-11} {e["message"]}");
+            Console.WriteLine($"  {TextTable.Time(e!["at"])} {e["state"],-11} {e["message"]}");
     }
 
     private static string Describe(JsonNode p)

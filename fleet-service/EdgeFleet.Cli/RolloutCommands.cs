@@ -90,9 +90,13 @@ public static class RolloutCommands
             Console.WriteLine(body);
             return 0;
         }
-        Console.WriteLine($"{"ROLLOUT",-32} {"MODEL",-28} {"STATE",-12} {"PHASE",6} {"INSTALLED",10} {"FAILED",7} {"PENDING",8}");
+        var table = new TextTable("ROLLOUT", "MODEL", "STATE", "PHASE", "INSTALLED", "FAILED", "PENDING").Right(3, 4, 5, 6);
         foreach (var r in JsonNode.Parse(body)!.AsArray())
-            Console.WriteLine($"{r!["id"],-32} {$"{r["modelId"]} v{r["version"]}",-28} {r["state"],-12} {$"{r["phase"]}/{r["phaseCount"]}",6} {r["tally"]!["installed"],10} {r["tally"]!["failed"],7} {r["tally"]!["pending"],8}");
+        {
+            table.Add(r!["id"], $"{r["modelId"]} v{r["version"]}", r["state"], $"{r["phase"]}/{r["phaseCount"]}", r["tally"]!["installed"],
+                r["tally"]!["failed"], r["tally"]!["pending"]);
+        }
+        table.Write(Console.Out);
         return 0;
     }
 
@@ -133,6 +137,6 @@ public static class RolloutCommands
             Console.WriteLine($"  phase {p["phase"]} ({share,5}){(shadow ? " shadow" : "")} [{bar}] {installed}/{size} {(shadow ? "ran it in shadow" : "installed")}, {p["failed"]} failed, {p["pending"]} pending");
         }
         foreach (var e in r["events"]!.AsArray().TakeLast(5))
-            Console.WriteLine($"  {e!["at"]} {e["by"]}: {e["action"]} (phase {e["phase"]!.GetValue<int>() + 1}){(e["reason"] is { } reason ? $": {reason}" : "")}");
+            Console.WriteLine($"  {TextTable.Time(e!["at"])} {e["by"]}: {e["action"]} (phase {e["phase"]!.GetValue<int>() + 1}){(e["reason"] is { } reason ? $": {reason}" : "")}");
     }
 }

@@ -31,8 +31,13 @@ public static class UserCommands
             Console.WriteLine(body);
             return 0;
         }
+        var table = new TextTable("USER", "ROLE", "LAST LOGIN", "STATE");
         foreach (var u in JsonNode.Parse(body)!.AsArray())
-            Console.WriteLine($"{u!["username"],-24} {u["role"],-9} last login {u["lastLoginAt"]?.ToString() ?? "never"}{(u["disabledAt"] is null ? "" : "  DISABLED")}{(u["lockedUntil"] is { } l ? $"  locked until {l}" : "")}");
+        {
+            var state = u!["disabledAt"] is not null ? "disabled" : u["lockedUntil"] is { } l ? $"locked until {TextTable.Time(l)}" : "active";
+            table.Add(u["username"], u["role"], u["lastLoginAt"] is { } at ? TextTable.Time(at) : "never", state);
+        }
+        table.Write(Console.Out);
         return 0;
     }
 

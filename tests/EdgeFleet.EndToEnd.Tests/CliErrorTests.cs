@@ -68,4 +68,23 @@ public sealed class CliErrorTests : IDisposable
         Assert.Contains("--hours must be a number, got 'soon'",
             Cli(2, _fleet.AdminKey, "devices", "enroll-token", "--hours", "soon", "--fleet", fleet), StringComparison.Ordinal);
     }
+
+    [Fact]
+    public void Tables_keep_their_columns_in_line_and_times_read_to_the_second()
+    {
+        var fleet = _fleet.Url;
+        var longName = "a-group-whose-name-is-longer-than-any-column-was";
+        Cli(0, _fleet.AdminKey, "groups", "create", "--name", longName, "--selector", "site=north", "--fleet", fleet);
+        Cli(0, _fleet.AdminKey, "groups", "create", "--name", "short", "--selector", "site=south", "--fleet", fleet);
+        var lines = Cli(0, _fleet.AdminKey, "groups", "list", "--fleet", fleet).Split('\n').Select(l => l.TrimEnd()).Where(l => l.Length > 0).ToList();
+        Assert.StartsWith("GROUP", lines[0], StringComparison.Ordinal);
+        // Every row's second column starts where the header's KIND does, however long the name before it.
+        var kind = lines[0].IndexOf("KIND", StringComparison.Ordinal);
+        Assert.All(lines.Skip(1), l => Assert.Equal("dynamic", l[kind..].Split(' ')[0]));
+        Assert.Contains(lines, l => l.StartsWith(longName, StringComparison.Ordinal));
+
+        var keys = Cli(0, _fleet.AdminKey, "api-keys", "list", "--fleet", fleet);
+        Assert.Matches(@"\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ", keys);
+        Assert.DoesNotMatch(@"\d\d:\d\d:\d\d\.\d", keys);
+    }
 }
