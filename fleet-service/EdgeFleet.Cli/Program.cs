@@ -16,10 +16,11 @@ const string Usage = """
                            [--tolerance X] [--latency-budget-ms X] [--rollout-id R] [--expires-days N] [--url U]
                                                      write the signed manifest M for model F
       edgefleet model push --model F [--fleet URL]     upload a model file to the fleet's artifact store
-      edgefleet model samples --kind demo|ocr-cls|ocr-det --count N --out DIR [--seed S] [--size PX (ocr-det; a multiple of 32)] [--condition normal|imbalance|bearing-wear]
+      edgefleet model samples --kind demo|ocr-cls|ocr-det --count N --out DIR [--seed S] [--size PX (ocr-det; a multiple of 32)]
+                           [--condition normal|imbalance|bearing-wear]
+                                                     write sample inputs (.npy; labels.txt where known)
       edgefleet model baseline --model M --data DIR [--bins 10] [--card card.json] [--out F] [--json]
                                                      feature baselines for drift (quantile bins per input feature, and confidence)
-                                                     write sample inputs (.npy; labels.txt where known)
       edgefleet model quantize --model F --out F [--mode static|dynamic] [--data DIR] [--method minmax|percentile|mse]
                            [--percentile P] [--activations uint8|int8] [--per-tensor] [--channel-multiple 16] [--exclude-nodes a,b]
                            [--exclude-ops Op,Op] [--max-samples N] [--json]
@@ -94,6 +95,11 @@ try
     if (line.Has("version"))
     {
         Console.WriteLine($"edgefleet {typeof(Commands).Assembly.GetName().Version?.ToString(3)}");
+        return 0;
+    }
+    if (line.Has("help") && line.Command.Length > 0 && CommandHelp.For(Usage, line.Command) is { } help)
+    {
+        Console.Write(help);
         return 0;
     }
     if (line.Has("help") || line.Command is "" or "help")

@@ -87,4 +87,16 @@ public sealed class CliErrorTests : IDisposable
         Assert.Matches(@"\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ", keys);
         Assert.DoesNotMatch(@"\d\d:\d\d:\d\d\.\d", keys);
     }
+
+    [Fact]
+    public void A_command_s_help_is_that_command_s_usage()
+    {
+        var help = Cli(0, null, "rollout", "pause", "--help");
+        Assert.Contains("edgefleet rollout pause|resume|approve --id R", help, StringComparison.Ordinal);
+        Assert.DoesNotContain("model quantize", help, StringComparison.Ordinal);
+        Assert.Contains("$EDGEFLEET_API_KEY", help, StringComparison.Ordinal);
+        Assert.Contains("edgefleet model list | model show --model-id ID", Cli(0, null, "model", "show", "--help"), StringComparison.Ordinal);
+        // A command the usage does not know gets the whole list.
+        Assert.Contains("model quantize", Cli(0, null, "nothing", "--help"), StringComparison.Ordinal);
+    }
 }
