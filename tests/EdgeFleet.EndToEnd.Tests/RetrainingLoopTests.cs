@@ -142,6 +142,12 @@ public sealed class RetrainingLoopTests : IDisposable
         var draftPage = await console.GetStringAsync($"/console/rollouts/{rolloutId}");
         Assert.Contains("id=\"draft\"", draftPage, StringComparison.Ordinal);
         Assert.Contains("id=\"action-approve\"", draftPage, StringComparison.Ordinal);
+        // Before approving, the operator reads what it will do: the target, that nothing has moved, and the devices
+        // each phase moves (site b's pump), not "phase 1 of 1, started" and "0 of 0 eligible".
+        Assert.Contains("<span id=\"target\">selector site=b</span>", WebUtility.HtmlDecode(draftPage), StringComparison.Ordinal);
+        Assert.Contains("id=\"awaiting\"", draftPage, StringComparison.Ordinal);
+        Assert.DoesNotContain("eligible installed", draftPage, StringComparison.Ordinal);
+        Assert.Contains("site-b-1", draftPage[draftPage.IndexOf("id=\"draft-phases\"", StringComparison.Ordinal)..], StringComparison.Ordinal);
         using (var approve = await console.PostAsync(new Uri($"/console/rollouts/{rolloutId}", UriKind.Relative),
             ConsoleSession.Form(draftPage, ("action", "approve"), ("reason", "feedback from site b"))))
         {

@@ -58,10 +58,55 @@ public sealed class RolloutPlanTests
     [InlineData(1.0, null, 50, 1)]
     [InlineData(10.0, null, 7, 1)]
     [InlineData(100.0, null, 7, 7)]
+    [InlineData(34.0, null, 3, 1)] // was 2 (67 %): a phase never moves more than its share...
+    [InlineData(50.0, null, 3, 1)]
+    [InlineData(67.0, null, 3, 2)]
+    [InlineData(99.0, null, 3, 2)]
+    [InlineData(70.0, null, 10, 7)]
+    [InlineData(0.0, null, 10, 0)]
+    [InlineData(5.0, null, 0, 0)]
     [InlineData(null, 25, 1000, 25)]
     [InlineData(null, 25, 10, 10)]
-    public void Phase_sizes_round_up_and_never_exceed_the_target(double? percent, int? count, int eligible, int size) =>
-        Assert.Equal(size, new RolloutPhase { Percent = percent, Count = count }.Size(eligible));
+    public void Phase_sizes_round_down_to_at_least_one_device_and_never_exceed_the_target(double? percent, int? count, int eligible, int size) =>
+        Assert.Equal(size, new RolloutPhase { Percent = percent, Count = count }.Size(eligible)); // ...unless it would be empty
+
+    [Fact]
+    public void The_phases_sizes_and_progress_add_up_to_the_rollout_s()
+    {
+        // 34 % then 100 % of 3 devices, all installed: phase 1 added 1 device and phase 2 the other 2 (not "1 of 3").
+        var rollout = new Rollout
+        {
+            Id = "r",
+            ModelId = "m",
+            Version = 2,
+            Target = new RolloutTarget(),
+            Phases = [new RolloutPhase { Percent = 34 }, new RolloutPhase { Percent = 100 }],
+            State = RolloutStates.Completed,
+            Eligible = 3,
+            Phase = 1,
+            PhaseStartedAt = DateTimeOffset.UnixEpoch,
+            CreatedAt = DateTimeOffset.UnixEpoch,
+            CreatedBy = "t",
+            Manifest = default,
+            KeySet = default,
+            Devices =
+            [
+                new RolloutDevice { Id = "a", Phase = 0, AssignedAt = DateTimeOffset.UnixEpoch, Status = RolloutDeviceStatus.Installed },
+                new RolloutDevice { Id = "b", Phase = 1, AssignedAt = DateTimeOffset.UnixEpoch, Status = RolloutDeviceStatus.Installed },
+                new RolloutDevice { Id = "c", Phase = 1, AssignedAt = DateTimeOffset.UnixEpoch, Status = RolloutDeviceStatus.Installed },
+            ],
+        };
+        var view = RolloutsApi.View(rollout, withDevices: false);
+        Assert.Equal([(1, 1, 1), (2, 2, 3)], view.Phases.Select(p => (p.Size, p.Installed, p.Cumulative)));
+        Assert.Equal(view.Tally.Installed, view.Phases.Sum(p => p.Installed));
+        Assert.Equal(view.Eligible, view.Phases.Sum(p => p.Size));
+
+        // The preview a draft shows moves the same devices per phase, in rank order.
+        var devices = Enumerable.Range(0, 3).Select(i => Device($"d{i}")).ToList();
+        var preview = RolloutPlan.Preview("r", devices, rollout.Phases);
+        Assert.Equal([1, 3], preview.Select(p => p.Size));
+        Assert.Equal(RolloutPlan.Order("r", devices).Select(d => d.Id), preview.SelectMany(p => p.Adds));
+    }
 
     [Fact]
     public void A_phase_moves_the_next_ranked_devices_then_waits_for_reports_and_its_soak()

@@ -36,8 +36,19 @@ public sealed record RolloutPhase
     /// </summary>
     public bool Shadow { get; init; }
 
-    /// <summary>How many of <paramref name="eligible"/> devices have the new version once this phase runs.</summary>
-    public int Size(int eligible) => Count is { } c ? Math.Min(c, eligible) : (int)Math.Ceiling(eligible * Math.Clamp(Percent ?? 100, 0, 100) / 100.0);
+    /// <summary>
+    /// How many of <paramref name="eligible"/> devices have the new version once this phase runs: a count as given (at
+    /// most the eligible), a percentage rounded down, so a phase never moves more than its share, except that a phase
+    /// of more than 0 % moves at least one device (34 % of 3 is 1 device; 1 % of 50 is 1, not 0).
+    /// </summary>
+    public int Size(int eligible)
+    {
+        if (Count is { } c)
+            return Math.Clamp(c, 0, eligible);
+        var percent = Math.Clamp(Percent ?? 100, 0, 100);
+        var share = (int)Math.Floor(eligible * percent / 100.0 + 1e-9);
+        return percent > 0 && eligible > 0 ? Math.Max(1, share) : share;
+    }
 }
 
 /// <summary>

@@ -68,6 +68,24 @@ public static class RolloutPlan
     }
 
     /// <summary>
+    /// What each phase will move, before the rollout runs (the creation form's preview, a draft awaiting approval):
+    /// the devices in rank order for <paramref name="rolloutId"/>, each phase taking up to its cumulative size.
+    /// </summary>
+    public static List<(int Size, IReadOnlyList<string> Adds)> Preview(string rolloutId, IReadOnlyList<DeviceRecord> eligible,
+        IReadOnlyList<RolloutPhase> phases)
+    {
+        var ordered = Order(rolloutId, eligible);
+        var previous = 0;
+        return [.. phases.Select(p =>
+        {
+            var size = p.Size(ordered.Count);
+            IReadOnlyList<string> adds = [.. ordered.Skip(previous).Take(Math.Max(0, size - previous)).Select(d => d.Id)];
+            previous = Math.Max(previous, size);
+            return (size, adds);
+        })];
+    }
+
+    /// <summary>
     /// One step of a running rollout: the devices the current phase adds (in rank order up to its size), every
     /// moved device's outcome, whether a gate failed (judged once enough devices reported), and whether the
     /// phase is done (soaked, enough reports, gates passed).

@@ -30,9 +30,17 @@ public sealed record RolloutActionRequest(string? Reason);
 
 /// <summary>Progress of one phase: its size now, and how its devices stand.</summary>
 /// <remarks>For a shadow phase, <see cref="Installed"/> counts the devices that ran the new version in shadow (including those that serve it since).</remarks>
-public sealed record PhaseView(int Phase, double? Percent, int? Count, int Size, int Assigned, int Installed, int Failed, int Pending, double SoakSeconds, int MinReporting)
+/// <summary>
+/// One phase's progress. <paramref name="Size"/> is the devices this phase adds (its share less the share of the
+/// phase before it of the same kind), so the phases' sizes and progress add up to the rollout's; <see cref="Cumulative"/>
+/// is the share of the target that has the new version once it has run.
+/// </summary>
+public sealed record PhaseView(int Phase, double? Percent, int? Count, int Size, int Assigned, int Installed, int Failed, int Pending,
+    double SoakSeconds, int MinReporting)
 {
     public bool Shadow { get; init; }
+
+    public int Cumulative { get; init; }
 }
 
 /// <summary>A rollout as the API shows it: its record, phase progress and totals.</summary>
@@ -294,20 +302,30 @@ public static class RolloutsApi
     public static RolloutView View(Rollout r, bool withDevices)
     {
         var eligible = Math.Max(r.Eligible, r.Devices.Count);
+        // What each phase adds: its cumulative size less that of the phase of the same kind before it.
+        var before = new Dictionary<bool, int> { [true] = 0, [false] = 0 };
+        var adds = r.Phases.Select(p =>
+        {
+            var cumulative = p.Size(eligible);
+            var add = Math.Max(0, cumulative - before[p.Shadow]);
+            before[p.Shadow] = Math.Max(before[p.Shadow], cumulative);
+            return (Add: add, Cumulative: cumulative);
+        }).ToList();
         var phases = r.Phases.Select((p, i) =>
         {
             if (p.Shadow)
             {
                 var shadowed = r.Devices.Where(d => d.ShadowPhase == i).ToList();
-                return new PhaseView(i + 1, p.Percent, p.Count, p.Size(eligible), shadowed.Count,
+                return new PhaseView(i + 1, p.Percent, p.Count, adds[i].Add, shadowed.Count,
                     shadowed.Count(d => !d.Shadow || d.Status == RolloutDeviceStatus.Installed), shadowed.Count(d => d.Shadow && d.Status == RolloutDeviceStatus.Failed),
                     shadowed.Count(d => d.Shadow && d.Status == RolloutDeviceStatus.Pending), p.SoakSeconds, p.MinReporting)
-                { Shadow = true };
+                { Shadow = true, Cumulative = adds[i].Cumulative };
             }
             var mine = r.Devices.Where(d => d.Phase == i && !d.Shadow).ToList();
-            return new PhaseView(i + 1, p.Percent, p.Count, p.Size(eligible), mine.Count,
+            return new PhaseView(i + 1, p.Percent, p.Count, adds[i].Add, mine.Count,
                 mine.Count(d => d.Status == RolloutDeviceStatus.Installed), mine.Count(d => d.Status == RolloutDeviceStatus.Failed),
-                mine.Count(d => d.Status == RolloutDeviceStatus.Pending), p.SoakSeconds, p.MinReporting);
+                mine.Count(d => d.Status == RolloutDeviceStatus.Pending), p.SoakSeconds, p.MinReporting)
+            { Cumulative = adds[i].Cumulative };
         }).ToList();
         return new RolloutView
         {

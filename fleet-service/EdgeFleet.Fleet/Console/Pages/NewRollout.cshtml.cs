@@ -41,16 +41,9 @@ public sealed class NewRolloutModel(IFleetStore store, RolloutSigner signer, Tim
         if (FormRequest() is not { } request)
             return Page();
         var devices = await store.ListDevicesAsync(ct).ConfigureAwait(false);
-        var eligible = RolloutPlan.Order(request.Id!, await RolloutEngine.EligibleAsync(store, request.Target, null, devices, ct).ConfigureAwait(false));
+        var eligible = await RolloutEngine.EligibleAsync(store, request.Target, null, devices, ct).ConfigureAwait(false);
         Eligible = eligible.Count;
-        var previous = 0;
-        Preview = [.. PhaseGrammar.Parse(Phases).Zip(request.Phases).Select(p =>
-        {
-            var size = p.Second.Size(eligible.Count);
-            var adds = eligible.Skip(previous).Take(Math.Max(0, size - previous)).Select(d => d.Id).ToList();
-            previous = Math.Max(previous, size);
-            return (p.First, size, (IReadOnlyList<string>)adds);
-        })];
+        Preview = [.. PhaseGrammar.Parse(Phases).Zip(RolloutPlan.Preview(request.Id!, eligible, request.Phases)).Select(p => (p.First, p.Second.Size, p.Second.Adds))];
         return Page();
     }
 

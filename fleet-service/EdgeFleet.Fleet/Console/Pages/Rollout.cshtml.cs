@@ -13,6 +13,11 @@ public sealed class RolloutModel(IFleetStore store, RolloutEngine engine, Rollou
 
     public RolloutView? View { get; private set; }
 
+    /// <summary>A draft's target as it stands now: the devices each phase would move once approved.</summary>
+    public IReadOnlyList<(int Size, IReadOnlyList<string> Adds)>? DraftPreview { get; private set; }
+
+    public int DraftEligible { get; private set; }
+
     /// <summary>The page of the moved devices' table.</summary>
     [BindProperty(SupportsGet = true)] public int P { get; set; } = 1;
     public string? Message { get; private set; }
@@ -23,6 +28,13 @@ public sealed class RolloutModel(IFleetStore store, RolloutEngine engine, Rollou
         if (await store.GetRolloutAsync(id, ct).ConfigureAwait(false) is not { } rollout)
             return NotFound();
         View = RolloutsApi.View(rollout, withDevices: true);
+        if (rollout.State == RolloutStates.Draft)
+        {
+            var eligible = await RolloutEngine.EligibleAsync(store, rollout.Target, null, await store.ListDevicesAsync(ct).ConfigureAwait(false), ct)
+                .ConfigureAwait(false);
+            DraftEligible = eligible.Count;
+            DraftPreview = RolloutPlan.Preview(rollout.Id, eligible, rollout.Phases);
+        }
         Message = TempData["message"] as string;
         return Page();
     }
