@@ -101,10 +101,22 @@ public sealed class ConsoleTests : IDisposable
 
     private void Shot(string name) => Browser().GetScreenshot().SaveAsFile(Path.Combine(_shots, name + ".png"));
 
+    /// <summary>Waits for a condition; one that reads an element of a page being replaced (stale, not there yet) is not met yet.</summary>
     private async Task Until(Func<bool> condition, Func<string> what)
     {
+        bool Holds()
+        {
+            try
+            {
+                return condition();
+            }
+            catch (Exception e) when (e is StaleElementReferenceException or NoSuchElementException)
+            {
+                return false;
+            }
+        }
         var deadline = DateTime.UtcNow + Patience;
-        while (!condition())
+        while (!Holds())
         {
             Assert.True(DateTime.UtcNow < deadline, what());
             await Task.Delay(200);
@@ -212,11 +224,19 @@ public sealed class ConsoleTests : IDisposable
         using (var withKey = await _fleet.Send(HttpMethod.Get, "/api/devices", apiKey: key))
             Assert.Equal(HttpStatusCode.OK, withKey.StatusCode);
         Browser().FindElements(By.CssSelector("#keys button")).Last().Click(); // the newest key is listed last
-        Assert.Contains("revoked", Find("#message").Text, StringComparison.Ordinal);
+        // The page reloads with the message: the one the key's creation left may be read while it is replaced.
+        await Until(() => Find("#message").Text.Contains("revoked", StringComparison.Ordinal), () => Find("#message").Text);
         using (var revoked = await _fleet.Send(HttpMethod.Get, "/api/devices", apiKey: key))
             Assert.Equal(HttpStatusCode.Unauthorized, revoked.StatusCode);
         Go("/console/audit");
         Shot("audit");
+        // Filtered by action prefix; the revocation reads as the field that changed, not as raw JSON.
+        Go("/console/audit?action=api-key.");
+        var entries = Browser().FindElements(By.CssSelector("#audit tr")).Skip(1).Select(r => r.FindElements(By.TagName("td")).Select(c => c.Text).ToList()).ToList();
+        Assert.All(entries, r => Assert.StartsWith("api-key.", r[2], StringComparison.Ordinal));
+        Assert.Contains(entries, r => r[2] == "api-key.revoke" && r[4] == "revoked: false → true");
+        Assert.Contains(entries, r => r[2] == "api-key.create" && r[4].Contains("name: ci pipeline", StringComparison.Ordinal));
+        Shot("audit-filtered");
     }
 
     [Fact]
