@@ -54,6 +54,9 @@ try
     app = builder.Build();
     // The store opens here, not at the first request: a store it cannot open is a refusal to start, before anything listens.
     app.Services.GetRequiredService<EdgeFleet.Fleet.Storage.IFleetStore>();
+    // The console answers an unknown device, rollout or path with its own page; the API keeps its JSON errors.
+    app.UseWhen(c => c.Request.Path.StartsWithSegments("/console"), console => console.UseStatusCodePagesWithReExecute("/console/not-found", "?code={0}"));
+    app.UseRouting();
     app.UseAuthentication();
     app.UseAuthorization();
     app.MapFleetApi();

@@ -230,6 +230,16 @@ public sealed class ConsoleTests : IDisposable
             Assert.Equal(HttpStatusCode.Unauthorized, revoked.StatusCode);
         Go("/console/audit");
         Shot("audit");
+        // An unknown device gets the console's own page (not the browser's bare 404); the API keeps its JSON error.
+        Go("/console/devices/no-such-device");
+        Assert.Contains("There is nothing at /console/devices/no-such-device", Find("#not-found").Text, StringComparison.Ordinal);
+        Assert.NotNull(Find("header nav"));
+        Shot("not-found");
+        using (var api = await _fleet.Get("/api/devices/no-such-device"))
+        {
+            Assert.Equal(HttpStatusCode.NotFound, api.StatusCode);
+            Assert.Contains("\"error\"", await api.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+        }
         // Filtered by action prefix; the revocation reads as the field that changed, not as raw JSON.
         Go("/console/audit?action=api-key.");
         var entries = Browser().FindElements(By.CssSelector("#audit tr")).Skip(1).Select(r => r.FindElements(By.TagName("td")).Select(c => c.Text).ToList()).ToList();
