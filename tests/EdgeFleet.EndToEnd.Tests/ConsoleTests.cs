@@ -235,6 +235,28 @@ public sealed class ConsoleTests : IDisposable
         Assert.Contains("There is nothing at /console/devices/no-such-device", Find("#not-found").Text, StringComparison.Ordinal);
         Assert.NotNull(Find("header nav"));
         Shot("not-found");
+
+        // On a phone (412 px wide) no page scrolls sideways: the navigation wraps, wide tables scroll inside themselves.
+        Browser().Manage().Window.Size = new System.Drawing.Size(412, 900);
+        try
+        {
+            foreach (var page in new[] { "/console", "/console/devices", $"/console/devices/{id}", "/console/rollouts", $"/console/rollouts/{rolloutId}",
+                "/console/models", "/console/drift", "/console/audit", "/console/users" })
+            {
+                Go(page);
+                var (scroll, width) = (Convert.ToInt64(((IJavaScriptExecutor)Browser()).ExecuteScript("return document.documentElement.scrollWidth;")),
+                    Convert.ToInt64(((IJavaScriptExecutor)Browser()).ExecuteScript("return window.innerWidth;")));
+                Assert.True(scroll <= width, $"{page} is {scroll} px wide in a {width} px window");
+            }
+            Go("/console");
+            Shot("phone-overview");
+            Go("/console/devices");
+            Shot("phone-devices");
+        }
+        finally
+        {
+            Browser().Manage().Window.Size = new System.Drawing.Size(1400, 1000);
+        }
         using (var api = await _fleet.Get("/api/devices/no-such-device"))
         {
             Assert.Equal(HttpStatusCode.NotFound, api.StatusCode);
