@@ -11,7 +11,8 @@ cd "$root"
 export EDGEFLEET_HTTP_PORT=5180 EDGEFLEET_MQTT_PORT=18931
 ./scripts/demo.sh > "$out/demo.log" 2>&1 &
 demo=$!
-trap 'kill -INT $demo 2>/dev/null || true' EXIT
+# TERM, not INT: a script's background job ignores SIGINT, and the demo stops its fleet and agents on either.
+trap 'kill -TERM $demo 2>/dev/null || true; wait $demo 2>/dev/null || true' EXIT
 cli() { dotnet fleet-service/EdgeFleet.Cli/bin/Release/net10.0/edgefleet.dll "$@"; }
 for _ in $(seq 1 600); do
   grep -q "Press Ctrl-C" "$out/demo.log" 2>/dev/null && [ -f .demo/fleet/admin.key ] && break
