@@ -74,7 +74,9 @@ public static class BenchCommand
             }
             var a = Summary(agentMs);
             var r = Summary(rawMs);
-            var report = new BenchReport(Path.GetFileName(path), threads, runs, warmup, session.Providers.Providers, shapes.Count > 0 ? shapes.ToDictionary() : session.Inputs.ToDictionary(s => s.Name, s => s.Dims), a, r, a.P50Ms / r.P50Ms, a.P95Ms / r.P95Ms);
+            var inputShapes = shapes.Count > 0 ? shapes.ToDictionary() : session.Inputs.ToDictionary(s => s.Name, s => s.Dims);
+            var report = new BenchReport(Path.GetFileName(path), threads, runs, warmup, session.Providers.Providers, inputShapes, a, r,
+                a.P50Ms / r.P50Ms, a.P95Ms / r.P95Ms);
             stdout.WriteLine(args.Has("json")
                 ? JsonSerializer.Serialize(report, BenchJsonContext.Default.BenchReport)
                 : $"""

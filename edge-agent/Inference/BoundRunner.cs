@@ -27,7 +27,10 @@ public sealed class BoundRunner : IDisposable
             foreach (var spec in session.Inputs)
             {
                 if (TensorSpec.ElementSize(spec.ElementType) is null)
-                    throw new InferenceException(InferenceError.InputMismatch, $"input '{spec.Name}' is {spec.TypeName}; the bound runner takes tensors of numbers or booleans");
+                {
+                    throw new InferenceException(InferenceError.InputMismatch,
+                        $"input '{spec.Name}' is {spec.TypeName}; the bound runner takes tensors of numbers or booleans");
+                }
                 var shape = inputShapes.TryGetValue(spec.Name, out var s) ? s
                     : spec.Dims.All(d => d >= 0) ? spec.Dims
                     : throw new InferenceException(InferenceError.InputMismatch, $"input '{spec.Name}' has symbolic dimensions {spec.ShapeText}: give its shape");
@@ -43,7 +46,11 @@ public sealed class BoundRunner : IDisposable
                 {
                     var info = value.GetTensorTypeAndShape();
                     if (TensorSpec.ElementSize(info.ElementDataType) is null)
-                        throw new InferenceException(InferenceError.InputMismatch, $"output '{spec.Name}' is {TensorSpec.ElementTypeName(info.ElementDataType)}; the bound runner takes tensors of numbers or booleans");
+                    {
+                        throw new InferenceException(InferenceError.InputMismatch,
+                            $"output '{spec.Name}' is {TensorSpec.ElementTypeName(info.ElementDataType)}; " +
+                            "the bound runner takes tensors of numbers or booleans");
+                    }
                     outputs.Add(Allocate(info.ElementDataType, info.Shape));
                 }
             }

@@ -207,7 +207,8 @@ public sealed class ModelSession : IDisposable
         if (declared != spec.TypeName)
             throw new InferenceException(InferenceError.InputMismatch, $"input '{spec.Name}' is {declared}, the model expects {spec.TypeName}");
         if (TensorSpec.ElementSize(spec.ElementType) is null)
-            throw new InferenceException(InferenceError.InputMismatch, $"input '{spec.Name}' is {spec.TypeName}, which JSON input does not support");
+            throw new InferenceException(InferenceError.InputMismatch,
+                $"input '{spec.Name}' is {spec.TypeName}, which JSON input does not support");
         var value = OrtValue.CreateAllocatedTensorValue(OrtAllocator.DefaultInstance, spec.ElementType, tensor.Shape);
         if (TensorValues.Write(spec.ElementType, tensor.Data, value.GetTensorMutableRawData(), spec.Name) is { } problem)
         {
@@ -221,7 +222,8 @@ public sealed class ModelSession : IDisposable
     {
         var info = value.GetTensorTypeAndShape();
         var data = TensorValues.Read(info.ElementDataType, value.GetTensorMutableRawData())
-            ?? throw new InferenceException(InferenceError.RunFailed, $"output type {TensorSpec.ElementTypeName(info.ElementDataType)} cannot be written as JSON");
+            ?? throw new InferenceException(InferenceError.RunFailed,
+                $"output type {TensorSpec.ElementTypeName(info.ElementDataType)} cannot be written as JSON");
         return new JsonTensor { Shape = info.Shape, Type = TensorSpec.ElementTypeName(info.ElementDataType), Data = data };
     }
 

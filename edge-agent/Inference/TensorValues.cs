@@ -10,7 +10,9 @@ namespace EdgeFleet.Agent.Inference;
 /// </summary>
 public static class TensorValues
 {
-    /// <summary>Writes <paramref name="values"/> into a tensor's bytes as <paramref name="type"/>; the reason one does not fit, or null.</summary>
+    /// <summary>
+    /// Writes <paramref name="values"/> into a tensor's bytes as <paramref name="type"/>; the reason one does not fit, or null.
+    /// </summary>
     public static string? Write(TensorElementType type, ReadOnlySpan<double> values, Span<byte> bytes, string input)
     {
         for (var i = 0; i < values.Length; i++)
@@ -50,7 +52,10 @@ public static class TensorValues
                     if (Range(type) is not { } range)
                         return $"input '{input}' is {TensorSpec.ElementTypeName(type)}, which JSON input does not support";
                     if (v != Math.Floor(v) || v < range.Min || v > range.Max)
-                        return $"input '{input}' is {TensorSpec.ElementTypeName(type)}; element {i} is {Text(v)}, not a whole number in [{Text(range.Min)}, {Text(range.Max)}]";
+                    {
+                        return $"input '{input}' is {TensorSpec.ElementTypeName(type)}; element {i} is {Text(v)}, " +
+                            $"not a whole number in [{Text(range.Min)}, {Text(range.Max)}]";
+                    }
                     WriteInteger(type, bytes, i, v);
                     break;
             }

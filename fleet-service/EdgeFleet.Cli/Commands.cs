@@ -65,7 +65,9 @@ public static class Commands
         {
             var d = view!["device"]!;
             var model = d["activeModel"] is { } m ? $"{m["name"]} {m["version"]}" : null;
-            var last = d["lastInference"] is { } i ? string.Create(CultureInfo.InvariantCulture, $"{i["label"]} ({i["confidence"]!.GetValue<double>():P0})") : null;
+            var last = d["lastInference"] is { } i
+                ? string.Create(CultureInfo.InvariantCulture, $"{i["label"]} ({i["confidence"]!.GetValue<double>():P0})")
+                : null;
             var drift = view["drift"]?.AsArray().Count ?? 0;
             table.Add(d["id"], (bool)view["online"]! ? "yes" : "no", drift > 0 ? drift : null, d["hardwareProfile"], model, d["telemetryRecords"], last,
                 GroupCommands.Tags(d["tags"]));

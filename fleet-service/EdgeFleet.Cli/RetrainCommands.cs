@@ -150,8 +150,8 @@ public static class RetrainCommands
         {
             var kind = $"{a!["kind"]?.GetValue<string>() ?? "drift"}: {a["severity"]?.GetValue<string>() ?? "alert"}";
             var devices = string.Join(",", a["devices"]?.AsArray().Select(d => d!["deviceId"]!.GetValue<string>()) ?? []);
-            table.Add(a["id"], $"{a["model"]} v{a["version"]}", a["feature"], a["segment"], kind, a["psi"]!.GetValue<double>().ToString("F3", CultureInfo.InvariantCulture),
-                a["windows"], a["state"], devices);
+            var psi = a["psi"]!.GetValue<double>().ToString("F3", CultureInfo.InvariantCulture);
+            table.Add(a["id"], $"{a["model"]} v{a["version"]}", a["feature"], a["segment"], kind, psi, a["windows"], a["state"], devices);
         }
         table.Write(Console.Out);
         return 0;

@@ -153,7 +153,8 @@ public partial class TelemetryTests(DemoModel model, Xunit.Abstractions.ITestOut
             var longestSilence = health.Zip(health.Skip(1), (a, b) => b - a).Max();
             var duringOutage = health.Count(ts => ts >= outageStart && ts <= outageEnd);
             output.WriteLine($"{duringOutage} health records stamped during the {OutageSeconds} s outage; longest silence {longestSilence.TotalSeconds:F1} s");
-            Assert.True(duringOutage >= OutageSeconds, $"only {duringOutage} health records stamped during the {OutageSeconds} s outage (expected about {OutageSeconds * 2})");
+            Assert.True(duringOutage >= OutageSeconds,
+                $"only {duringOutage} health records stamped during the {OutageSeconds} s outage (expected about {OutageSeconds * 2})");
             Assert.True(longestSilence < TimeSpan.FromSeconds(Math.Max(3, OutageSeconds / 4.0)), $"health records missing for {longestSilence}");
             Assert.Equal(0, device["conflictingRecords"]!.GetValue<long>());
             Assert.False(agent.Exited);

@@ -123,26 +123,31 @@ public sealed class OnnxModel
     /// <summary>Every tensor a node reads: its inputs, then the outer-scope tensors its subgraphs read (<see cref="OuterReads"/>).</summary>
     public static IEnumerable<string> Reads(NodeProto node) => node.Attribute.Any(IsGraph) ? node.Input.Concat(OuterReads(node)) : node.Input;
 
-    /// <summary>The names a node's subgraphs read from the scope around the node: read inside (at any depth) and not defined there.</summary>
+    /// <summary>
+    /// The names a node's subgraphs read from the scope around the node: read inside (at any depth) and not defined there.
+    /// </summary>
     public static IReadOnlySet<string> OuterReads(NodeProto node)
     {
         var reads = new HashSet<string>(StringComparer.Ordinal);
-        foreach (var graph in node.Attribute.Where(IsGraph).SelectMany(a => a.G is { } g ? a.Graphs.Prepend(g) : a.Graphs))
+        foreach (var graph in Subgraphs(node))
             reads.UnionWith(OuterReads(graph));
         return reads;
     }
+
+    /// <summary>The graphs a node holds in its attributes (<c>If</c>'s branches, a <c>Loop</c>'s or <c>Scan</c>'s body).</summary>
+    public static IEnumerable<GraphProto> Subgraphs(NodeProto node) =>
+        node.Attribute.Where(IsGraph).SelectMany(a => a.G is { } g ? a.Graphs.Prepend(g) : a.Graphs);
 
     /// <summary>
     /// Every name used inside the subgraphs (tensors, node names, subgraph inputs, outputs and initializers): a new
     /// top-level name must not be one of them, since ONNX forbids a subgraph to shadow a name of its outer scope.
     /// </summary>
-    public IEnumerable<string> SubgraphNames() =>
-        Graph.Node.SelectMany(n => n.Attribute).Where(IsGraph).SelectMany(a => a.G is { } g ? a.Graphs.Prepend(g) : a.Graphs).SelectMany(NamesIn);
+    public IEnumerable<string> SubgraphNames() => Graph.Node.SelectMany(Subgraphs).SelectMany(NamesIn);
 
     private static IEnumerable<string> NamesIn(GraphProto graph) =>
         graph.Input.Select(i => i.Name).Concat(graph.Output.Select(o => o.Name)).Concat(graph.Initializer.Select(i => i.Name))
             .Concat(graph.Node.SelectMany(n => n.Input.Concat(n.Output).Append(n.Name)))
-            .Concat(graph.Node.SelectMany(n => n.Attribute).Where(IsGraph).SelectMany(a => a.G is { } g ? a.Graphs.Prepend(g) : a.Graphs).SelectMany(NamesIn));
+            .Concat(graph.Node.SelectMany(Subgraphs).SelectMany(NamesIn));
 
     /// <summary>Whether any node of the graph has a subgraph.</summary>
     public bool HasSubgraphs => Graph.Node.Any(n => n.Attribute.Any(IsGraph));
@@ -151,9 +156,7 @@ public sealed class OnnxModel
     public IEnumerable<(NodeProto Holder, NodeProto Node)> SubgraphNodes() =>
         Graph.Node.SelectMany(holder => Inner(holder).Select(node => (holder, node)));
 
-    private static IEnumerable<NodeProto> Inner(NodeProto node) =>
-        node.Attribute.Where(IsGraph).SelectMany(a => a.G is { } g ? a.Graphs.Prepend(g) : a.Graphs)
-            .SelectMany(g => g.Node).SelectMany(n => Inner(n).Prepend(n));
+    private static IEnumerable<NodeProto> Inner(NodeProto node) => Subgraphs(node).SelectMany(g => g.Node).SelectMany(n => Inner(n).Prepend(n));
 
     private static bool IsGraph(AttributeProto a) => a.G is not null || a.Graphs.Count > 0;
 

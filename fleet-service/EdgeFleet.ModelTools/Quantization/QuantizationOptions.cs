@@ -84,7 +84,8 @@ public sealed record QuantizationReport(
     [
         .. model.SubgraphNodes().GroupBy(x => x.Holder).Select(g =>
         {
-            var ops = string.Join(", ", g.GroupBy(x => x.Node.OpType).OrderBy(o => o.Key, StringComparer.Ordinal).Select(o => $"{o.Key} {o.Count()}"));
+            var ops = string.Join(", ", g.GroupBy(x => x.Node.OpType).OrderBy(o => o.Key, StringComparer.Ordinal)
+                .Select(o => $"{o.Key} {o.Count()}"));
             var name = g.Key.Name.Length > 0 ? $" '{g.Key.Name}'" : "";
             return $"{g.Count()} node(s) inside {g.Key.OpType}{name} ({ops}): kept float, subgraphs are not quantized";
         }),

@@ -37,8 +37,11 @@ internal sealed class OutputComparison(IReadOnlyList<int>? labels)
     /// <summary>The standard deviation of the reference's output values over every sample.</summary>
     public double ReferenceSpread => _referenceCount == 0 ? 0 : Math.Sqrt(_referenceM2 / _referenceCount);
 
-    /// <summary>Mean absolute error over the reference's spread: 0 for a copy, about 1.1 for an unrelated output of the same spread.</summary>
-    public double RelativeMeanAbsError => ReferenceSpread > 0 ? MeanAbsError / ReferenceSpread : MeanAbsError == 0 ? 0 : double.PositiveInfinity;
+    /// <summary>
+    /// Mean absolute error over the reference's spread: 0 for a copy, about 1.1 for an unrelated output of the same spread.
+    /// </summary>
+    public double RelativeMeanAbsError =>
+        ReferenceSpread > 0 ? MeanAbsError / ReferenceSpread : MeanAbsError == 0 ? 0 : double.PositiveInfinity;
 
     public double? Top1Agreement => Classification && Rows > 0 ? (double)_agreeing / Rows : null;
 

@@ -43,7 +43,8 @@ public sealed class NewRolloutModel(IFleetStore store, RolloutSigner signer, Tim
         var devices = await store.ListDevicesAsync(ct).ConfigureAwait(false);
         var eligible = await RolloutEngine.EligibleAsync(store, request.Target, null, devices, ct).ConfigureAwait(false);
         Eligible = eligible.Count;
-        Preview = [.. PhaseGrammar.Parse(Phases).Zip(RolloutPlan.Preview(request.Id!, eligible, request.Phases)).Select(p => (p.First, p.Second.Size, p.Second.Adds))];
+        Preview = [.. PhaseGrammar.Parse(Phases).Zip(RolloutPlan.Preview(request.Id!, eligible, request.Phases))
+            .Select(p => (p.First, p.Second.Size, p.Second.Adds))];
         return Page();
     }
 
