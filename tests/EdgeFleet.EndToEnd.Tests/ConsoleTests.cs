@@ -193,6 +193,14 @@ public sealed class ConsoleTests : IDisposable
         Find("#action-pause").Click();
         Assert.Contains("pause: done", Find("#message").Text, StringComparison.Ordinal); // the page after the action
         Assert.Equal("paused", Find("#state").Text);
+        // Only what a paused rollout allows is offered; the destructive ones say what they will do first.
+        Assert.True(Absent("#action-pause"));
+        Assert.NotNull(Find("#action-resume"));
+        Assert.Contains("Devices keep the version they run now", Find("#action-abort").GetAttribute("data-confirm"), StringComparison.Ordinal);
+        Find("#reason").SendKeys("not yet");
+        Find("#action-abort").Click();
+        Browser().SwitchTo().Alert().Dismiss(); // the operator thinks again: nothing happens
+        Assert.Equal("paused", Find("#state").Text);
         Shot("rollout");
         var audit = await (await _fleet.Get($"/api/audit?target={rolloutId}")).Content.ReadAsStringAsync();
         Assert.Contains("\"actor\":\"user:ada\",\"action\":\"rollout.pause\"", audit, StringComparison.Ordinal);
@@ -213,6 +221,8 @@ public sealed class ConsoleTests : IDisposable
         // Operators revoke a device from its page; admins make and revoke API keys for the CLI.
         Go($"/console/devices/{id}");
         Find("#revoke").Click();
+        Assert.Contains("must be enrolled again", Browser().SwitchTo().Alert().Text, StringComparison.Ordinal);
+        Browser().SwitchTo().Alert().Accept();
         Assert.Contains("is revoked", Find("#message").Text, StringComparison.Ordinal);
         Assert.NotNull((await _fleet.Device(id))!["device"]!["revokedAt"]);
         Go("/console/users");
@@ -224,6 +234,7 @@ public sealed class ConsoleTests : IDisposable
         using (var withKey = await _fleet.Send(HttpMethod.Get, "/api/devices", apiKey: key))
             Assert.Equal(HttpStatusCode.OK, withKey.StatusCode);
         Browser().FindElements(By.CssSelector("#keys button")).Last().Click(); // the newest key is listed last
+        Browser().SwitchTo().Alert().Accept();
         // The page reloads with the message: the one the key's creation left may be read while it is replaced.
         await Until(() => Find("#message").Text.Contains("revoked", StringComparison.Ordinal), () => Find("#message").Text);
         using (var revoked = await _fleet.Send(HttpMethod.Get, "/api/devices", apiKey: key))

@@ -70,6 +70,18 @@ public sealed class RolloutPlanTests
     public void Phase_sizes_round_down_to_at_least_one_device_and_never_exceed_the_target(double? percent, int? count, int eligible, int size) =>
         Assert.Equal(size, new RolloutPhase { Percent = percent, Count = count }.Size(eligible)); // ...unless it would be empty
 
+    [Theory]
+    [InlineData("running", 0, 2, "pause,promote,abort,rollback")]
+    [InlineData("running", 1, 2, "pause,abort,rollback")] // the last phase: nothing to promote to
+    [InlineData("paused", 0, 2, "resume,promote,abort,rollback")]
+    [InlineData("draft", 0, 2, "approve,abort")]
+    [InlineData("completed", 1, 2, "rollback")]
+    [InlineData("aborted", 0, 2, "rollback")]
+    [InlineData("rolled-back", 0, 2, "")]
+    public void Each_state_allows_only_the_actions_that_can_work(string state, int phase, int phases, string allowed) =>
+        Assert.Equal(allowed, string.Join(',', new[] { "approve", "pause", "resume", "promote", "abort", "rollback" }
+            .Where(a => RolloutEngine.Allows(state, phase, phases, a))));
+
     [Fact]
     public void The_phases_sizes_and_progress_add_up_to_the_rollout_s()
     {

@@ -345,6 +345,21 @@ public sealed partial class RolloutEngine(IFleetStore store, FleetMqttClient mqt
         }
     }
 
+    /// <summary>
+    /// Whether an operator's action applies to a rollout in this state (phase: 0-based): the one rule the engine
+    /// enforces and the console uses to offer only the actions that can work.
+    /// </summary>
+    public static bool Allows(string state, int phase, int phaseCount, string action) => (action, state) switch
+    {
+        ("pause", RolloutStates.Running) => true,
+        ("resume", RolloutStates.Paused) => true,
+        ("abort", RolloutStates.Running or RolloutStates.Paused or RolloutStates.Draft) => true,
+        ("promote", RolloutStates.Running or RolloutStates.Paused) => phase + 1 < phaseCount,
+        ("rollback", not (RolloutStates.RolledBack or RolloutStates.Draft)) => true,
+        ("approve", RolloutStates.Draft) => true,
+        _ => false,
+    };
+
     private async Task<(Rollout? Rollout, string? Refused)> ActInTurnAsync(string id, string action, string by, string? reason, CancellationToken ct)
     {
         for (var attempt = 0; attempt < 5; attempt++)
@@ -354,15 +369,14 @@ public sealed partial class RolloutEngine(IFleetStore store, FleetMqttClient mqt
             var now = time.GetUtcNow();
             var e = new RolloutEvent(now, by, action, rollout.Phase, reason);
             var outbox = new Outbox();
-            Rollout? next = (action, rollout.State) switch
+            Rollout? next = !Allows(rollout.State, rollout.Phase, rollout.Phases.Count, action) ? null : action switch
             {
-                ("pause", RolloutStates.Running) => rollout.With(e) with { State = RolloutStates.Paused },
-                ("resume", RolloutStates.Paused) => rollout.With(e) with { State = RolloutStates.Running },
-                ("abort", RolloutStates.Running or RolloutStates.Paused or RolloutStates.Draft) => await StopShadowsAsync(rollout.With(e) with { State = RolloutStates.Aborted }, outbox, ct).ConfigureAwait(false),
-                ("promote", RolloutStates.Running or RolloutStates.Paused) when rollout.Phase + 1 < rollout.Phases.Count =>
-                    rollout.With(e) with { Phase = rollout.Phase + 1, PhaseStartedAt = now },
-                ("rollback", not (RolloutStates.RolledBack or RolloutStates.Draft)) => await RollBackAsync(rollout, by, reason ?? "operator rollback", outbox, ct).ConfigureAwait(false),
-                _ => null,
+                "pause" => rollout.With(e) with { State = RolloutStates.Paused },
+                "resume" => rollout.With(e) with { State = RolloutStates.Running },
+                "abort" => await StopShadowsAsync(rollout.With(e) with { State = RolloutStates.Aborted }, outbox, ct).ConfigureAwait(false),
+                "promote" => rollout.With(e) with { Phase = rollout.Phase + 1, PhaseStartedAt = now },
+                "rollback" => await RollBackAsync(rollout, by, reason ?? "operator rollback", outbox, ct).ConfigureAwait(false),
+                _ => null, // approve goes through RolloutsApi.ApproveDraftAsync (it signs the release)
             };
             if (next is null)
             {
