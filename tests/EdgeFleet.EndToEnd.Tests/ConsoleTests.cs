@@ -180,6 +180,9 @@ public sealed class ConsoleTests : IDisposable
         Find("#create").Click();
         await Until(() => Browser().Url.EndsWith("/console/rollouts/" + rolloutId, StringComparison.Ordinal), () => Browser().Url);
         Assert.Equal(rolloutId, Find("h1 #rollout-id").Text);
+        // The rollout's page follows it live: its counts update (and it reloads itself when the phase moves on).
+        await Until(() => Find("#live").Text.StartsWith("Live: updated", StringComparison.Ordinal), () => Find("#live").Text);
+        await Until(() => int.Parse(Find("#installed").Text, System.Globalization.CultureInfo.InvariantCulture) >= 15, () => Find("#installed").Text);
 
         // The overview's progress bar moves as devices install (live, no reload): 15, then 30.
         Go("/console");
