@@ -13,6 +13,9 @@ public sealed record OverviewFigures(int Total, int Online, int Offline, int Rev
     /// <summary>Drift alerts not resolved yet (open or acknowledged), newest first.</summary>
     public IReadOnlyList<Drift.DriftAlert> Alerts { get; init; } = [];
 
+    /// <summary>When the store was read for these figures: a page rendered later already shows something newer.</summary>
+    public DateTimeOffset At { get; init; }
+
     public static async Task<OverviewFigures> ReadAsync(IFleetStore store, FleetOptions options, TimeProvider time, CancellationToken ct)
     {
         var devices = await store.ListDevicesAsync(ct).ConfigureAwait(false);
@@ -43,6 +46,7 @@ public sealed record OverviewFigures(int Total, int Online, int Offline, int Rev
             [.. versions.OrderByDescending(kv => kv.Value).Select(kv => (kv.Key.Item1, kv.Key.Item2, kv.Value))], rollouts)
         {
             Alerts = await store.ListDriftAlertsAsync(activeOnly: true, 50, ct).ConfigureAwait(false),
+            At = now,
         };
     }
 
@@ -57,6 +61,7 @@ public sealed record OverviewFigures(int Total, int Online, int Offline, int Rev
             json.WriteNumber("online", Online);
             json.WriteNumber("offline", Offline);
             json.WriteNumber("alerts", Alerts.Count);
+            json.WriteNumber("at", At.ToUnixTimeMilliseconds());
             json.WriteStartArray("rollouts");
             foreach (var r in Rollouts)
             {

@@ -13,6 +13,9 @@ public sealed class RolloutModel(IFleetStore store, RolloutEngine engine, Rollou
 
     public RolloutView? View { get; private set; }
 
+    /// <summary>When the page read the rollout (Unix ms): live figures read before it are older than the page.</summary>
+    public long ReadAt { get; private set; }
+
     /// <summary>A draft's target as it stands now: the devices each phase would move once approved.</summary>
     public IReadOnlyList<(int Size, IReadOnlyList<string> Adds)>? DraftPreview { get; private set; }
 
@@ -25,6 +28,7 @@ public sealed class RolloutModel(IFleetStore store, RolloutEngine engine, Rollou
 
     public async Task<IActionResult> OnGetAsync(string id, CancellationToken ct)
     {
+        ReadAt = time.GetUtcNow().ToUnixTimeMilliseconds();
         if (await store.GetRolloutAsync(id, ct).ConfigureAwait(false) is not { } rollout)
             return NotFound();
         View = RolloutsApi.View(rollout, withDevices: true);
