@@ -119,17 +119,32 @@ public class BenchTests(DemoModelFixture model) : IClassFixture<DemoModelFixture
 
 public class SteadyStateAllocationTests(DemoModelFixture model) : IClassFixture<DemoModelFixture>
 {
+    /// <summary>
+    /// Bytes allocated on this thread per call, in the quietest of five rounds of 1,000 calls after a warm-up. An
+    /// allocation the call makes shows in every round; a one-off of the runtime's (a tiered recompilation under a
+    /// loaded machine's timing) shows in one round only, and is not the call's.
+    /// </summary>
+    private static double SteadyAllocation(Action call)
+    {
+        for (var i = 0; i < 20; i++)
+            call();
+        var quietest = double.MaxValue;
+        for (var round = 0; round < 5; round++)
+        {
+            var before = GC.GetAllocatedBytesForCurrentThread();
+            for (var i = 0; i < 1000; i++)
+                call();
+            quietest = Math.Min(quietest, (GC.GetAllocatedBytesForCurrentThread() - before) / 1000.0);
+        }
+        return quietest;
+    }
+
     [Fact]
     public void The_bound_runner_allocates_nothing_per_inference()
     {
         using var session = ModelSession.Load(model.Path);
         using var runner = new BoundRunner(session, new Dictionary<string, long[]> { ["features"] = [1, 8] });
-        for (var i = 0; i < 20; i++)
-            runner.Run();
-        var before = GC.GetAllocatedBytesForCurrentThread();
-        for (var i = 0; i < 1000; i++)
-            runner.Run();
-        var perRun = (GC.GetAllocatedBytesForCurrentThread() - before) / 1000.0;
+        var perRun = SteadyAllocation(runner.Run);
         Assert.True(perRun < 1, $"{perRun:F1} bytes allocated per inference");
     }
 
@@ -139,12 +154,7 @@ public class SteadyStateAllocationTests(DemoModelFixture model) : IClassFixture<
         using var session = ModelSession.Load(model.Path);
         using var classifier = new Classifier(session, ["normal", "imbalance", "bearing-wear"]);
         float[] features = [0.8f, 1.3f, 1.6f, 1.5f, 0.6f, 0.001f, 0.001f, 0.05f];
-        for (var i = 0; i < 20; i++)
-            classifier.Classify(features);
-        var before = GC.GetAllocatedBytesForCurrentThread();
-        for (var i = 0; i < 1000; i++)
-            classifier.Classify(features);
-        var perRun = (GC.GetAllocatedBytesForCurrentThread() - before) / 1000.0;
+        var perRun = SteadyAllocation(() => classifier.Classify(features));
         Assert.True(perRun < 1, $"{perRun:F1} bytes allocated per classification");
     }
 
@@ -154,12 +164,7 @@ public class SteadyStateAllocationTests(DemoModelFixture model) : IClassFixture<
         using var host = new ModelHost(new AgentRuntime("dev", "x86-64-generic", TimeProvider.System));
         host.Activate(LoadedModel.Load(new EdgeFleet.Shared.Wire.ModelRef { Name = "m", Version = "1" }, model.Path, 1));
         float[] features = [0.8f, 1.3f, 1.6f, 1.5f, 0.6f, 0.001f, 0.001f, 0.05f];
-        for (var i = 0; i < 20; i++)
-            host.Classify(features);
-        var before = GC.GetAllocatedBytesForCurrentThread();
-        for (var i = 0; i < 1000; i++)
-            host.Classify(features);
-        var perRun = (GC.GetAllocatedBytesForCurrentThread() - before) / 1000.0;
+        var perRun = SteadyAllocation(() => host.Classify(features));
         Assert.True(perRun < 1, $"{perRun:F1} bytes allocated per classification through the host");
     }
 }
