@@ -109,9 +109,12 @@ public sealed partial class NetworkChaosTests(DemoModel model, Xunit.Abstraction
                 List<DateTimeOffset> span = [from, .. health.Where(t => t > from && t < to), to];
                 return span.Zip(span.Skip(1), (a, b) => b - a).Max();
             }
-            // (Through the lossy phase health records may wait longer than their time to live, and go.)
-            Assert.True(LongestSilence(health[0], lossy) < TimeSpan.FromSeconds(3), "health records missing on a good link");
-            Assert.True(LongestSilence(healedAt.AddSeconds(-15), healedAt) < TimeSpan.FromSeconds(3), "health records younger than their time to live missing");
+            // (Through the lossy phase health records may wait longer than their time to live, and go.) The bound is
+            // loose because a loaded machine's disk can stall a commit, and every producer behind it, for seconds (8.7 s
+            // seen in CI); records expired before their 18 s would leave most of the last 15 s empty.
+            var stall = TimeSpan.FromSeconds(10);
+            Assert.True(LongestSilence(health[0], lossy) < stall, "health records missing on a good link");
+            Assert.True(LongestSilence(healedAt.AddSeconds(-15), healedAt) < stall, "health records younger than their time to live missing");
             Assert.DoesNotContain(health, t => t > cut.AddSeconds(1) && t < healedAt.AddSeconds(-20));
 
             // Reconnect backoff bounded: no wait longer than its ceiling, and back within it once the link healed.
