@@ -113,6 +113,23 @@ public sealed record OtaConfig
     /// model (meant for other devices) is refused as <c>wrong-model</c>; turn on to move a device to a new model.
     /// </summary>
     public bool AllowModelChange { get; set; }
+
+    /// <summary>
+    /// How artifacts come: <c>auto</c> (HTTP, and through the broker when the artifact's HTTP host cannot be reached),
+    /// <c>http</c> only, or <c>mqtt</c> only (sites whose devices reach only the broker).
+    /// </summary>
+    public ArtifactTransportMode Transport { get; set; } = ArtifactTransportMode.Auto;
+
+    /// <summary>The largest chunk asked for through the broker (the transfer picks smaller ones on slow links).</summary>
+    public int MaxChunkBytes { get; set; } = 64 * 1024;
+}
+
+[JsonConverter(typeof(JsonStringEnumConverter<ArtifactTransportMode>))]
+public enum ArtifactTransportMode
+{
+    Auto,
+    Http,
+    Mqtt,
 }
 
 public sealed record BrokerConfig

@@ -81,6 +81,10 @@ public static class AgentConfigLoader
             throw new ConfigException("telemetry.hardExampleBelow must be within [0, 1] and hardExampleBytesPerHour not negative");
         if (c.Fallback.FailureThreshold < 1 || c.Fallback.OpenSeconds <= 0 || c.Fallback.LatencyBudgetMs < 0)
             throw new ConfigException("fallback.failureThreshold must be at least 1, openSeconds positive and latencyBudgetMs not negative");
+        if (c.Ota.MaxChunkBytes is < Ota.ChunkTransfer.MinChunkBytes or > EdgeFleet.Shared.Wire.ChunkRequest.MaxLength)
+            throw new ConfigException($"ota.maxChunkBytes must be within {Ota.ChunkTransfer.MinChunkBytes}-{EdgeFleet.Shared.Wire.ChunkRequest.MaxLength}");
+        if (!Enum.IsDefined(c.Ota.Transport))
+            throw new ConfigException("ota.transport must be auto, http or mqtt");
         if (c.Ota.DownloadStallSeconds is <= 0 or > 3600 || c.Ota.MinDownloadBytesPerSecond is <= 0 or > 1e9)
             throw new ConfigException("ota.downloadStallSeconds must be within (0, 3600] and ota.minDownloadBytesPerSecond positive");
         if (c.LocalApi.TcpPort is { } apiPort && apiPort is < 1 or > 65535)

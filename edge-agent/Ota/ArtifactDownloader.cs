@@ -5,6 +5,7 @@ using EdgeFleet.Agent.Configuration;
 using EdgeFleet.Agent.Sync;
 using EdgeFleet.Shared.Ota;
 using EdgeFleet.Shared.IO;
+using EdgeFleet.Shared.Wire;
 
 namespace EdgeFleet.Agent.Ota;
 
@@ -23,17 +24,29 @@ namespace EdgeFleet.Agent.Ota;
 /// </remarks>
 /// <param name="authorize">The Authorization header for a URL (the device's token on the fleet's own origin), or null.</param>
 /// <param name="files">Where the files are (tests pass a power-cut simulator); the operating system's when null.</param>
+/// <param name="broker">Chunk requests through the broker, for <see cref="ArtifactTransportMode.Mqtt"/> and as the fallback of <see cref="ArtifactTransportMode.Auto"/>.</param>
 public sealed class ArtifactDownloader(HttpClient http, int maxAttempts, double minBackoffSeconds = 0.5, double maxBackoffSeconds = 30,
-    Func<Uri, AuthenticationHeaderValue?>? authorize = null, DownloadDeadlines? deadlines = null, FileSystem? files = null)
+    Func<Uri, AuthenticationHeaderValue?>? authorize = null, DownloadDeadlines? deadlines = null, FileSystem? files = null,
+    ChunkTransfer? broker = null, ArtifactTransportMode mode = ArtifactTransportMode.Auto)
 {
+    /// <summary>After HTTP could not reach the artifact's host, <see cref="ArtifactTransportMode.Auto"/> goes through the broker this long before trying HTTP again.</summary>
+    private static readonly TimeSpan PreferBrokerFor = TimeSpan.FromMinutes(10);
+
+    private long? _httpUnreachableAt;
+
+    /// <summary>How the current (or last) download's bytes are coming.</summary>
+    public OtaTransport? Transport { get; private set; }
+
     private readonly FileSystem _files = files ?? FileSystem.Os;
     private const long SpaceMarginBytes = 1 << 20;
     private readonly DownloadDeadlines _deadlines = deadlines ?? new DownloadDeadlines();
 
     public static string FinalPath(string folder) => Path.Combine(folder, "model.onnx");
 
-    public async Task<OtaFailure?> DownloadAsync(Uri url, string folder, ArtifactEntry artifact, Action<long>? progress, CancellationToken ct)
+    /// <param name="url">The artifact's HTTP URL; null when it has none the device can resolve (the broker is then the only way).</param>
+    public async Task<OtaFailure?> DownloadAsync(Uri? url, string folder, ArtifactEntry artifact, Action<long>? progress, CancellationToken ct)
     {
+        Transport = null;
         Directory.CreateDirectory(folder);
         var final = FinalPath(folder);
         if (_files.Exists(final))
@@ -65,12 +78,28 @@ public sealed class ArtifactDownloader(HttpClient http, int maxAttempts, double 
         return null;
     }
 
-    private async Task<OtaFailure?> FetchAsync(Uri url, string part, ArtifactEntry artifact, Action<long>? progress, CancellationToken ct)
+    /// <summary>The transport of the next attempt: as configured, or for auto, HTTP unless its host was unreachable lately.</summary>
+    private OtaTransport? Choose(Uri? url) => mode switch
+    {
+        ArtifactTransportMode.Http => url is null ? null : OtaTransport.Http,
+        ArtifactTransportMode.Mqtt => broker is null ? null : OtaTransport.Mqtt,
+        _ when broker is null => url is null ? null : OtaTransport.Http,
+        _ when url is null => OtaTransport.Mqtt,
+        _ => _httpUnreachableAt is { } at && System.Diagnostics.Stopwatch.GetElapsedTime(at) < PreferBrokerFor ? OtaTransport.Mqtt : OtaTransport.Http,
+    };
+
+    /// <summary>Whether an HTTP failure means the host cannot be reached at all (no connection), rather than a failed transfer.</summary>
+    private static bool Unreachable(Exception e) =>
+        e is HttpRequestException { HttpRequestError: HttpRequestError.ConnectionError or HttpRequestError.NameResolutionError or HttpRequestError.SecureConnectionError }
+        || (e is HttpRequestException { InnerException: System.Net.Sockets.SocketException });
+
+    private async Task<OtaFailure?> FetchAsync(Uri? url, string part, ArtifactEntry artifact, Action<long>? progress, CancellationToken ct)
     {
         OtaFailure? last = null;
+        var switched = false;
         for (var attempt = 0; attempt < maxAttempts; attempt++)
         {
-            if (attempt > 0)
+            if (attempt > 0 && !switched)
                 await Task.Delay(Backoff.Next(attempt - 1, minBackoffSeconds, maxBackoffSeconds), ct).ConfigureAwait(false);
             var have = LengthOf(part);
             if (have > artifact.Length)
@@ -87,41 +116,56 @@ public sealed class ArtifactDownloader(HttpClient http, int maxAttempts, double 
             deadline.CancelAfter(_deadlines.Stall);
             var clock = System.Diagnostics.Stopwatch.StartNew();
             var budget = _deadlines.Budget(artifact.Length - have);
+            var transport = Choose(url);
+            if (transport is null)
+                return new OtaFailure(OtaError.DownloadFailed, url is null
+                    ? "the artifact's url is a path and ota.fleetUrl is not configured, and ota.transport does not allow the broker"
+                    : "ota.transport is mqtt but the agent has no broker connection");
+            Transport = transport;
+            var source = transport == OtaTransport.Mqtt ? "the broker" : url!.ToString();
+            var headersSeen = false;
             try
             {
-                last = await FetchOnceAsync(url, part, have, artifact, progress, deadline, clock, budget).ConfigureAwait(false);
+                last = transport == OtaTransport.Mqtt
+                    ? await FetchOverBrokerAsync(part, have, artifact, progress, deadline, clock, budget).ConfigureAwait(false)
+                    : await FetchOnceAsync(url!, part, have, artifact, progress, deadline, clock, budget, () => headersSeen = true).ConfigureAwait(false);
                 if (last is null || last.Code == OtaError.ArtifactTooLong)
                     return last;
             }
             catch (OperationCanceledException) when (!ct.IsCancellationRequested)
             {
                 last = clock.Elapsed >= budget
-                    ? new OtaFailure(OtaError.DownloadFailed, $"download from {url} ran past its budget of {budget.TotalSeconds:0} s for {artifact.Length - have} bytes")
-                    : new OtaFailure(OtaError.DownloadFailed, $"download from {url} made no progress for {_deadlines.Stall.TotalSeconds:0} s");
+                    ? new OtaFailure(OtaError.DownloadFailed, $"download from {source} ran past its budget of {budget.TotalSeconds:0} s for {artifact.Length - have} bytes")
+                    : new OtaFailure(OtaError.DownloadFailed, $"download from {source} made no progress for {_deadlines.Stall.TotalSeconds:0} s");
+                if (transport == OtaTransport.Http && !headersSeen)
+                    _httpUnreachableAt = System.Diagnostics.Stopwatch.GetTimestamp(); // no answer at all: a black hole
             }
             catch (Exception e) when (e is HttpRequestException or IOException && !ct.IsCancellationRequested)
             {
-                last = new OtaFailure(OtaError.DownloadFailed, $"download from {url} failed: {e.Message}");
+                last = new OtaFailure(OtaError.DownloadFailed, $"download from {source} failed: {e.Message}");
+                if (transport == OtaTransport.Http && Unreachable(e))
+                    _httpUnreachableAt = System.Diagnostics.Stopwatch.GetTimestamp();
             }
+            // The host is out of reach: the broker at once, its attempts counted on their own.
+            switched = transport == OtaTransport.Http && Choose(url) == OtaTransport.Mqtt;
+            if (switched)
+                attempt--;
         }
         return last;
     }
 
     /// <summary>One attempt. <paramref name="deadline"/> fires after a stall (reset by every read that brings bytes) or at the budget's end.</summary>
     private async Task<OtaFailure?> FetchOnceAsync(Uri url, string part, long have, ArtifactEntry artifact, Action<long>? progress,
-        CancellationTokenSource deadline, System.Diagnostics.Stopwatch clock, TimeSpan budget)
+        CancellationTokenSource deadline, System.Diagnostics.Stopwatch clock, TimeSpan budget, Action answered)
     {
         var ct = deadline.Token;
-        void Progressed()
-        {
-            var left = budget - clock.Elapsed;
-            deadline.CancelAfter(left < _deadlines.Stall ? (left > TimeSpan.Zero ? left : TimeSpan.FromMilliseconds(1)) : _deadlines.Stall);
-        }
+        void Progressed() => Extend(deadline, clock, budget);
         using var request = new HttpRequestMessage(HttpMethod.Get, url);
         request.Headers.Authorization = authorize?.Invoke(url);
         if (have > 0)
             request.Headers.Range = new RangeHeaderValue(have, null);
         using var response = await http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, ct).ConfigureAwait(false);
+        answered();
         Progressed();
         if (response.StatusCode == HttpStatusCode.RequestedRangeNotSatisfiable)
         {
@@ -181,6 +225,48 @@ public sealed class ArtifactDownloader(HttpClient http, int maxAttempts, double 
             // silent after the declared bytes: complete
         }
         return null;
+    }
+
+    /// <summary>Bytes came: the stall deadline starts again, within the attempt's budget.</summary>
+    private void Extend(CancellationTokenSource deadline, System.Diagnostics.Stopwatch clock, TimeSpan budget)
+    {
+        var left = budget - clock.Elapsed;
+        deadline.CancelAfter(left < _deadlines.Stall ? (left > TimeSpan.Zero ? left : TimeSpan.FromMilliseconds(1)) : _deadlines.Stall);
+    }
+
+    /// <summary>
+    /// One attempt through the broker (<see cref="ChunkTransfer"/>): the bytes from <paramref name="have"/> on, in
+    /// order, into the .part file; never more than the declared length is asked for, and an answer that says the
+    /// fleet's artifact is longer is refused as endless data.
+    /// </summary>
+    private async Task<OtaFailure?> FetchOverBrokerAsync(string part, long have, ArtifactEntry artifact, Action<long>? progress,
+        CancellationTokenSource deadline, System.Diagnostics.Stopwatch clock, TimeSpan budget)
+    {
+        await using var file = _files.Open(part);
+        if (have == 0)
+            file.SetLength(0);
+        file.Seek(have, SeekOrigin.Begin);
+        OtaFailure? failure;
+        try
+        {
+            failure = await broker!.FetchAsync(artifact.Sha256, have, artifact.Length, async bytes =>
+            {
+                await file.WriteAsync(bytes, deadline.Token).ConfigureAwait(false);
+                have += bytes.Length;
+                progress?.Invoke(have);
+                Extend(deadline, clock, budget);
+            }, deadline.Token).ConfigureAwait(false);
+        }
+        finally
+        {
+            file.Sync(); // what came stays for the next attempt, durably
+        }
+        if (failure?.Code == OtaError.ArtifactTooLong)
+        {
+            file.Close();
+            _files.Delete(part);
+        }
+        return failure;
     }
 
     private long LengthOf(string path)

@@ -52,7 +52,8 @@ public sealed partial class OtaService : BackgroundService
         _modelsDir = Path.Combine(config.StateDirectory, "models");
         _pointer = new ModelPointer(Path.Combine(_modelsDir, "current.json"));
         _downloader = new ArtifactDownloader(_http, config.Ota.MaxDownloadAttempts, authorize: url => FleetAuthorization(credentials, url),
-            deadlines: new DownloadDeadlines(config.Ota.DownloadStallSeconds, config.Ota.MinDownloadBytesPerSecond));
+            deadlines: new DownloadDeadlines(config.Ota.DownloadStallSeconds, config.Ota.MinDownloadBytesPerSecond),
+            broker: new ChunkTransfer(sync, runtime.DeviceId, config.Ota.MaxChunkBytes), mode: config.Ota.Transport);
         sync.DesiredReceived += OnDesired;
     }
 
@@ -223,9 +224,7 @@ public sealed partial class OtaService : BackgroundService
         var artifact = manifest.Artifacts[_runtime.HardwareProfile];
         var folder = Path.Combine(_modelsDir, manifest.ModelId, label);
         Report(manifest, OtaState.Downloading, shadow: true);
-        var failure = ResolveUrl(artifact.Url) is { } url
-            ? await _downloader.DownloadAsync(url, folder, artifact, _ => { }, ct).ConfigureAwait(false)
-            : new OtaFailure(OtaError.DownloadFailed, $"artifact url {artifact.Url} is relative and ota.fleetUrl is not configured");
+        var failure = await _downloader.DownloadAsync(ResolveUrl(artifact.Url), folder, artifact, _ => { }, ct).ConfigureAwait(false);
         if (failure is not null)
         {
             var transient = failure.Code is OtaError.DownloadFailed or OtaError.InsufficientSpace;
@@ -270,15 +269,14 @@ public sealed partial class OtaService : BackgroundService
         var artifact = manifest.Artifacts[_runtime.HardwareProfile];
         var folder = Path.Combine(_modelsDir, manifest.ModelId, manifest.Version.ToString(CultureInfo.InvariantCulture));
         Step(manifest, artifact, OtaState.Downloading);
-        var url = ResolveUrl(artifact.Url);
-        if (url is null)
-            return Fail(manifest, artifact, OtaState.Failed, new OtaFailure(OtaError.DownloadFailed, $"artifact url {artifact.Url} is relative and ota.fleetUrl is not configured"));
         var lastReport = 0L;
-        var failure = await _downloader.DownloadAsync(url, folder, artifact, bytes =>
+        OtaTransport? reportedTransport = null;
+        var failure = await _downloader.DownloadAsync(ResolveUrl(artifact.Url), folder, artifact, bytes =>
         {
-            if (bytes - lastReport >= Math.Max(1 << 20, artifact.Length / 10) || bytes == artifact.Length)
+            if (bytes - lastReport >= Math.Max(1 << 20, artifact.Length / 10) || bytes == artifact.Length || _downloader.Transport != reportedTransport)
             {
                 lastReport = bytes;
+                reportedTransport = _downloader.Transport;
                 Report(manifest, OtaState.Downloading, new OtaProgress { Bytes = bytes, Total = artifact.Length });
             }
         }, ct).ConfigureAwait(false);
@@ -523,6 +521,7 @@ public sealed partial class OtaService : BackgroundService
             Shadow = shadow,
             State = state,
             Progress = progress,
+            Transport = state is OtaState.Downloading or OtaState.Staged ? _downloader.Transport : null,
             Error = failure?.Code,
             Reason = failure?.Reason,
             At = _runtime.Time.GetUtcNow(),

@@ -19,7 +19,7 @@ namespace EdgeFleet.Agent.Sync;
 /// each sequence number once. A daily byte budget, when set, holds ordinary records back once only its
 /// reserve is left, and everything once it is spent.
 /// </summary>
-public sealed partial class SyncService : BackgroundService
+public sealed partial class SyncService : BackgroundService, Ota.IChunkLink
 {
     private readonly AgentConfig _config;
     private readonly DeviceCredentials _credentials;
@@ -57,6 +57,43 @@ public sealed partial class SyncService : BackgroundService
 
     /// <summary>True while connected to the broker (for health and tests).</summary>
     public bool Connected => _client.IsConnected;
+
+    private int _connectionEpoch;
+
+    /// <inheritdoc />
+    public int ConnectionEpoch => Volatile.Read(ref _connectionEpoch);
+
+    /// <summary>Chunk frames wait here for the transfer; a full queue drops the oldest (the transfer asks again).</summary>
+    private readonly System.Threading.Channels.Channel<byte[]> _chunkFrames =
+        System.Threading.Channels.Channel.CreateBounded<byte[]>(new System.Threading.Channels.BoundedChannelOptions(64)
+        {
+            FullMode = System.Threading.Channels.BoundedChannelFullMode.DropOldest,
+            SingleReader = true,
+        });
+
+    /// <inheritdoc />
+    public System.Threading.Channels.ChannelReader<byte[]> ChunkFrames => _chunkFrames.Reader;
+
+    /// <inheritdoc />
+    public async Task<bool> RequestChunkAsync(ChunkRequest request, CancellationToken ct)
+    {
+        if (!_client.IsConnected)
+            return false;
+        var message = new MqttApplicationMessageBuilder()
+            .WithTopic(Topics.For(_runtime.DeviceId, TopicKind.OtaChunkRequest))
+            .WithPayload(WireReader.Write(request, WireJsonContext.Default.ChunkRequest))
+            .WithQualityOfServiceLevel(MqttQualityOfServiceLevel.AtMostOnce)
+            .Build();
+        try
+        {
+            await _client.PublishAsync(message, ct).ConfigureAwait(false);
+            return true;
+        }
+        catch (Exception e) when (e is MQTTnet.Exceptions.MqttCommunicationException or InvalidOperationException)
+        {
+            return false; // the connection dropped: asked again on the next one
+        }
+    }
 
     /// <summary>Raised with the raw payload of a valid <c>state/desired</c> message.</summary>
     public event Action<byte[]>? DesiredReceived;
@@ -174,7 +211,9 @@ public sealed partial class SyncService : BackgroundService
         await _client.SubscribeAsync(new MqttClientSubscribeOptionsBuilder()
             .WithTopicFilter(Topics.For(_runtime.DeviceId, TopicKind.TelemetryAck), MqttQualityOfServiceLevel.AtLeastOnce)
             .WithTopicFilter(Topics.For(_runtime.DeviceId, TopicKind.StateDesired), MqttQualityOfServiceLevel.AtLeastOnce)
+            .WithTopicFilter(Topics.For(_runtime.DeviceId, TopicKind.OtaChunkData), MqttQualityOfServiceLevel.AtMostOnce)
             .Build(), timeout.Token).ConfigureAwait(false);
+        Interlocked.Increment(ref _connectionEpoch);
         Log.Connected(_log, _config.Broker.EffectiveHost, _config.Broker.EffectivePort, _runtime.DeviceId);
         await PublishAsync(Topics.For(_runtime.DeviceId, TopicKind.Hello),
             WireReader.Write(_runtime.Hello(), WireJsonContext.Default.HelloMessage), retain: false, ct).ConfigureAwait(false);
@@ -318,13 +357,18 @@ public sealed partial class SyncService : BackgroundService
     private Task OnMessageAsync(MqttApplicationMessageReceivedEventArgs e)
     {
         var topic = e.ApplicationMessage.Topic;
-        if (!Topics.TryParse(topic, out var deviceId, out var kind) || deviceId != _runtime.DeviceId || kind is not (TopicKind.TelemetryAck or TopicKind.StateDesired))
+        if (!Topics.TryParse(topic, out var deviceId, out var kind) || deviceId != _runtime.DeviceId || kind is not (TopicKind.TelemetryAck or TopicKind.StateDesired or TopicKind.OtaChunkData))
         {
             Log.IgnoredTopic(_log, topic);
             return Task.CompletedTask;
         }
         var payload = e.ApplicationMessage.Payload;
         var bytes = payload.Length <= Protocol.MaxPayloadBytes ? payload.ToArray() : [];
+        if (kind == TopicKind.OtaChunkData)
+        {
+            _chunkFrames.Writer.TryWrite(bytes);
+            return Task.CompletedTask;
+        }
         if (kind == TopicKind.StateDesired)
         {
             var desired = WireReader.Read(bytes, WireJsonContext.Default.DesiredState, _runtime.DeviceId);

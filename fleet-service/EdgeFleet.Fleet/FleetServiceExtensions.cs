@@ -32,6 +32,7 @@ public static class FleetServiceExtensions
                 : new LiteDbFleetStore(storage.Path);
         });
         services.AddSingleton(sp => new ArtifactStore(sp.GetRequiredService<FleetOptions>().Storage.ArtifactsPath));
+        services.AddSingleton<EdgeFleet.Fleet.Ota.ChunkServer>();
         return services;
     }
 

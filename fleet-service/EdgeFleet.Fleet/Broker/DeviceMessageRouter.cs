@@ -15,7 +15,8 @@ public readonly record struct Reply(string Topic, byte[] Payload);
 /// <remarks>
 /// Telemetry goes on to <see cref="TelemetryIngest"/>, which stores it in groups and sends the acks.
 /// </remarks>
-public sealed partial class DeviceMessageRouter(IFleetStore store, TelemetryIngest ingest, ReplyQueue replies, FleetMetrics metrics, TimeProvider time, ILogger<DeviceMessageRouter> log)
+public sealed partial class DeviceMessageRouter(IFleetStore store, TelemetryIngest ingest, ReplyQueue replies, FleetMetrics metrics, TimeProvider time,
+    ILogger<DeviceMessageRouter> log, Ota.ChunkServer? chunks = null)
 {
     /// <summary>A received payload copied out of the MQTT library's buffers; an oversized one becomes one byte too many, which <see cref="WireReader"/> refuses, without being copied.</summary>
     public static byte[] CopyPayload(in System.Buffers.ReadOnlySequence<byte> payload) =>
@@ -96,6 +97,20 @@ public sealed partial class DeviceMessageRouter(IFleetStore store, TelemetryInge
                         Log.OtaFailed(log, deviceId, m.ModelId, m.Version, m.State, OtaErrors.Name(error), m.Reason ?? "");
                     else
                         Log.OtaStep(log, deviceId, m.ModelId, m.Version, m.State);
+                    return;
+                }
+            case TopicKind.OtaChunkRequest when chunks is not null:
+                {
+                    var request = WireReader.Read(payload.Span, WireJsonContext.Default.ChunkRequest, deviceId);
+                    var data = Topics.For(deviceId, TopicKind.OtaChunkData);
+                    if (!Accept(request, topic))
+                    {
+                        // Answered, so that the device learns why instead of waiting for its timeout.
+                        await replies.WriteAsync(new Reply(data, ChunkFrame.Refuse(ChunkStatus.BadRequest, null, 0, request.Reason)), ct).ConfigureAwait(false);
+                        return;
+                    }
+                    var frame = await chunks.AnswerAsync(deviceId, request.Message!, ct).ConfigureAwait(false);
+                    await replies.WriteAsync(new Reply(data, frame), ct).ConfigureAwait(false);
                     return;
                 }
             default:

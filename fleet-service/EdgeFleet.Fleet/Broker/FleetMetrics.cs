@@ -43,6 +43,19 @@ public sealed class FleetMetrics
 
     public void CountDenied() => Interlocked.Increment(ref _denied);
 
+    /// <summary>Artifact bytes answered through the broker (<see cref="Ota.ChunkServer"/>).</summary>
+    public long ChunkBytesServed => Interlocked.Read(ref _chunkBytes);
+
+    /// <summary>Chunk requests refused: not the device's artifact, unknown, or past its end.</summary>
+    public long ChunksRefused => Interlocked.Read(ref _chunksRefused);
+
+    private long _chunkBytes;
+    private long _chunksRefused;
+
+    public void CountChunkServed(int bytes) => Interlocked.Add(ref _chunkBytes, bytes);
+
+    public void CountChunkRefused() => Interlocked.Increment(ref _chunksRefused);
+
     public void CountTelemetry(int stored, int duplicates)
     {
         Interlocked.Add(ref _telemetryStored, stored);

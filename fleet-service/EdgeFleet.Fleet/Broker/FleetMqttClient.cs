@@ -14,7 +14,7 @@ namespace EdgeFleet.Fleet.Broker;
 /// </summary>
 public sealed partial class FleetMqttClient : BackgroundService
 {
-    private static readonly TopicKind[] Subscribed = [TopicKind.Hello, TopicKind.StateReported, TopicKind.Telemetry, TopicKind.OtaStatus];
+    private static readonly TopicKind[] Subscribed = [.. Enum.GetValues<TopicKind>().Where(Topics.IsFromDevice)];
     private readonly BrokerConnection _connection;
     private readonly DeviceMessageRouter _router;
     private readonly IFleetStore _store;

@@ -26,7 +26,7 @@ public sealed record ApiError(string Error, string Reason);
 
 public sealed record HealthView(string Status, string Instance, bool Leader, string BrokerMode, bool BrokerConnected, string Storage, int Devices,
     long MessagesAccepted, long TelemetryStored, long TelemetryDuplicates, long BrokerDenied, IReadOnlyDictionary<string, long> MessagesRejected,
-    long? BrokerClients, int IdentityCollisions = 0, long? BrokerRefusedUnauthenticated = null);
+    long? BrokerClients, int IdentityCollisions = 0, long? BrokerRefusedUnauthenticated = null, long ChunkBytesServed = 0, long ChunksRefused = 0);
 
 /// <summary>
 /// The fleet's JSON API: <c>/api/health</c>, <c>/api/devices</c> (filtered by <c>?group=</c> and <c>?selector=</c>),
@@ -57,7 +57,9 @@ public static class DevicesApi
                 metrics.Rejected.ToDictionary(kv => kv.Key.ToString(), kv => kv.Value),
                 options.Broker.Mode == BrokerMode.Embedded ? metrics.BrokerClients : null,
                 collisions,
-                options.Broker.Mode == BrokerMode.Embedded ? metrics.RefusedUnauthenticated : null));
+                options.Broker.Mode == BrokerMode.Embedded ? metrics.RefusedUnauthenticated : null,
+                metrics.ChunkBytesServed,
+                metrics.ChunksRefused));
         }).AllowAnonymous();
         var api = app.MapGroup("/api/devices").RequireAuthorization(ApiAuthentication.ViewerPolicy);
 

@@ -42,6 +42,19 @@ public sealed record DesiredState : IWireMessage
         : null;
 }
 
+/// <summary>How a device fetches an artifact.</summary>
+[JsonConverter(typeof(JsonStringEnumConverter<OtaTransport>))]
+public enum OtaTransport
+{
+    /// <summary>HTTP range requests to the artifact's URL.</summary>
+    [JsonStringEnumMemberName("http")]
+    Http,
+
+    /// <summary>Chunk requests through the MQTT broker (<c>ota/chunk/get</c>, <see cref="ChunkRequest"/>).</summary>
+    [JsonStringEnumMemberName("mqtt")]
+    Mqtt,
+}
+
 /// <summary>Bytes of an artifact downloaded so far.</summary>
 public sealed record OtaProgress
 {
@@ -71,6 +84,9 @@ public sealed record OtaStatusMessage : IWireMessage
     public required OtaState State { get; init; }
 
     public OtaProgress? Progress { get; set; }
+
+    /// <summary>How the artifact's bytes came while downloading: over HTTP from the fleet, or through the broker.</summary>
+    public OtaTransport? Transport { get; set; }
 
     public OtaError? Error { get; set; }
 

@@ -9,6 +9,12 @@ public enum TopicKind
     StateDesired,
     StateReported,
     OtaStatus,
+
+    /// <summary>A device asks for a range of an artifact (<see cref="ChunkRequest"/>).</summary>
+    OtaChunkRequest,
+
+    /// <summary>The fleet's answer to a <see cref="ChunkRequest"/> (<see cref="ChunkFrame"/>, binary).</summary>
+    OtaChunkData,
 }
 
 /// <summary>Builds and parses the v1 MQTT topic scheme.</summary>
@@ -24,6 +30,8 @@ public static class Topics
         (TopicKind.StateDesired, "state/desired", false),
         (TopicKind.StateReported, "state/reported", true),
         (TopicKind.OtaStatus, "ota/status", true),
+        (TopicKind.OtaChunkRequest, "ota/chunk/get", true),
+        (TopicKind.OtaChunkData, "ota/chunk/data", false),
     ];
 
     public static string For(string deviceId, TopicKind kind) => Root + deviceId + "/" + Suffix(kind);

@@ -18,4 +18,5 @@ namespace EdgeFleet.Shared.Wire;
 [JsonSerializable(typeof(List<TelemetryRecord>))]
 [JsonSerializable(typeof(DesiredState))]
 [JsonSerializable(typeof(OtaStatusMessage))]
+[JsonSerializable(typeof(ChunkRequest))]
 public sealed partial class WireJsonContext : JsonSerializerContext;
