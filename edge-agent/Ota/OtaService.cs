@@ -38,6 +38,9 @@ public sealed partial class OtaService : BackgroundService
     private readonly HttpClient _http;
     private readonly SemaphoreSlim _wake = new(0);
     private string? _settledDigest;
+
+    /// <summary>How the served model's artifact in the current job came (reported with each of its steps).</summary>
+    private OtaTransport? _jobTransport;
     private long? _failedAt;
 
     public OtaService(AgentConfig config, DeviceCredentials credentials, AgentRuntime runtime, ModelHost host, OtaStore store, SyncService sync, ILogger<OtaService> log)
@@ -271,12 +274,14 @@ public sealed partial class OtaService : BackgroundService
         Step(manifest, artifact, OtaState.Downloading);
         var lastReport = 0L;
         OtaTransport? reportedTransport = null;
+        _jobTransport = null;
+        var downloading = System.Diagnostics.Stopwatch.StartNew();
         var failure = await _downloader.DownloadAsync(ResolveUrl(artifact.Url), folder, artifact, bytes =>
         {
             if (bytes - lastReport >= Math.Max(1 << 20, artifact.Length / 10) || bytes == artifact.Length || _downloader.Transport != reportedTransport)
             {
                 lastReport = bytes;
-                reportedTransport = _downloader.Transport;
+                reportedTransport = _jobTransport = _downloader.Transport;
                 Report(manifest, OtaState.Downloading, new OtaProgress { Bytes = bytes, Total = artifact.Length });
             }
         }, ct).ConfigureAwait(false);
@@ -287,6 +292,14 @@ public sealed partial class OtaService : BackgroundService
                 DeleteFolder(folder);
             return Fail(manifest, artifact, transient ? OtaState.Failed : OtaState.Rejected, failure);
         }
+        _jobTransport = _downloader.Transport;
+        Log.Downloaded(_log, manifest.ModelId, manifest.Version, artifact.Length, _jobTransport switch
+        {
+            OtaTransport.Mqtt => "the broker (MQTT)",
+            OtaTransport.Http => "HTTP",
+            _ => "nothing (already on disk)",
+        },
+            downloading.Elapsed.TotalSeconds);
         Step(manifest, artifact, OtaState.Staged);
 
         Step(manifest, artifact, OtaState.HealthCheck);
@@ -521,7 +534,7 @@ public sealed partial class OtaService : BackgroundService
             Shadow = shadow,
             State = state,
             Progress = progress,
-            Transport = state is OtaState.Downloading or OtaState.Staged ? _downloader.Transport : null,
+            Transport = shadow ? null : _jobTransport,
             Error = failure?.Code,
             Reason = failure?.Reason,
             At = _runtime.Time.GetUtcNow(),
@@ -623,6 +636,9 @@ public sealed partial class OtaService : BackgroundService
 
         [LoggerMessage(3014, LogLevel.Error, "Model {ModelId} {Version} at {Path} is missing or not the file installed (SHA-256); the next model is served")]
         public static partial void ModelDamaged(ILogger logger, string modelId, string version, string path);
+
+        [LoggerMessage(3015, LogLevel.Information, "Downloaded {ModelId} v{Version} ({Bytes} bytes) through {Transport} in {Seconds:F1} s")]
+        public static partial void Downloaded(ILogger logger, string modelId, long version, long bytes, string transport, double seconds);
 
         [LoggerMessage(3008, LogLevel.Error, "OTA loop failed: {Reason}")]
         public static partial void LoopFailed(ILogger logger, string reason);

@@ -16,7 +16,8 @@ public sealed class Mosquitto : IDisposable
     private readonly string _binary;
     private ChildProcess _process;
 
-    public Mosquitto()
+    /// <param name="bind">The listener's address: loopback, or 0.0.0.0 for devices in their own network namespace.</param>
+    public Mosquitto(string bind = "127.0.0.1")
     {
         _binary = new[] { "/usr/sbin/mosquitto", "/usr/bin/mosquitto" }.FirstOrDefault(File.Exists)
             ?? throw new InvalidOperationException("mosquitto is not installed: run scripts/test.sh, which installs Debian's mosquitto package");
@@ -28,7 +29,7 @@ public sealed class Mosquitto : IDisposable
 
         var passwordFile = Path.Combine(_dir, "admin.password");
         using (var setup = ChildProcess.Start("setup-mosquitto", Path.Combine(Repo.Root, "packaging/mosquitto/setup-mosquitto.sh"),
-            ["--conf-dir", Path.Combine(_dir, "conf.d"), "--state-dir", Path.Combine(_dir, "state"), "--port", $"{Port}", "--bind", "127.0.0.1",
+            ["--conf-dir", Path.Combine(_dir, "conf.d"), "--state-dir", Path.Combine(_dir, "state"), "--port", $"{Port}", "--bind", bind,
              "--admin", AdminUser, "--password-file", passwordFile]))
         {
             if (setup.WaitForExit(TimeSpan.FromSeconds(30)) != 0)
