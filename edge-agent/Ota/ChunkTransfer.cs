@@ -30,7 +30,8 @@ public interface IChunkLink
 /// Flow control: the window grows while answers come within half a second and shrinks when they take more than
 /// two (a slow link), and the chunk size follows the measured rate (about half a second of it, between 4 KiB
 /// and <see cref="MaxChunkBytes"/>), so that a drop on a 20 kB/s link wastes a few kilobytes, not a window of
-/// large chunks. An unanswered request is asked again after four times the recent answer time (at least 10 s).
+/// large chunks. Requests are asked again after a reconnect, or when no answer at all has come for eight times the
+/// recent answer time (at least 45 s): over one connection a late answer is queued, not lost.
 /// </remarks>
 public sealed class ChunkTransfer(IChunkLink link, string deviceId, int maxChunkBytes = 64 * 1024, int maxWindow = 16)
 {
@@ -60,6 +61,7 @@ public sealed class ChunkTransfer(IChunkLink link, string deviceId, int maxChunk
         var rate = 0.0;
         var rateClock = Stopwatch.StartNew();
         long rateBytes = 0;
+        var lastFrameAt = Stopwatch.GetTimestamp();
         while (have < total)
         {
             ct.ThrowIfCancellationRequested();
@@ -69,10 +71,14 @@ public sealed class ChunkTransfer(IChunkLink link, string deviceId, int maxChunk
                 continue;
             }
             var epoch = link.ConnectionEpoch;
-            var timeout = Math.Max(10, 4 * latency);
+            // Over one connection answers that are late are queued, not lost: after a cut, TCP's backoff can hold them
+            // for tens of seconds, and asking again would only send them twice. Only a pipe silent for long (the fleet
+            // restarted behind an external broker) is asked again; a reconnect asks again at once.
+            var timeout = Math.Max(45, 8 * latency);
+            var silent = Stopwatch.GetElapsedTime(lastFrameAt).TotalSeconds > timeout;
             foreach (var (offset, asked) in outstanding.ToList())
             {
-                if (asked.Epoch != epoch || Stopwatch.GetElapsedTime(asked.SentAt).TotalSeconds > timeout)
+                if (asked.Epoch != epoch || (silent && Stopwatch.GetElapsedTime(asked.SentAt).TotalSeconds > timeout))
                 {
                     if (!await AskAsync(sha256, offset, asked.Length, epoch, outstanding, ct).ConfigureAwait(false))
                         break;
@@ -108,6 +114,7 @@ public sealed class ChunkTransfer(IChunkLink link, string deviceId, int maxChunk
                     ? new OtaFailure(OtaError.ArtifactTooLong, $"the fleet's artifact has {frame.Total} bytes; the manifest declares {total}")
                     : new OtaFailure(OtaError.ArtifactTruncated, $"the fleet's artifact has {frame.Total} bytes; the manifest declares {total}");
             }
+            lastFrameAt = Stopwatch.GetTimestamp();
             if (!outstanding.Remove(frame.Offset, out var answered))
                 continue; // a repeat of an answer already in
             if (frame.Body.Length != answered.Length)

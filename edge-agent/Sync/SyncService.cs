@@ -60,6 +60,11 @@ public sealed partial class SyncService : BackgroundService, Ota.IChunkLink
 
     private int _connectionEpoch;
 
+    /// <summary>Subscribed on the current connection: a chunk request sent before would have its answer lost.</summary>
+    private volatile bool _chunksReady;
+
+    bool Ota.IChunkLink.Connected => _client.IsConnected && _chunksReady;
+
     /// <inheritdoc />
     public int ConnectionEpoch => Volatile.Read(ref _connectionEpoch);
 
@@ -77,7 +82,7 @@ public sealed partial class SyncService : BackgroundService, Ota.IChunkLink
     /// <inheritdoc />
     public async Task<bool> RequestChunkAsync(ChunkRequest request, CancellationToken ct)
     {
-        if (!_client.IsConnected)
+        if (!((Ota.IChunkLink)this).Connected)
             return false;
         var message = new MqttApplicationMessageBuilder()
             .WithTopic(Topics.For(_runtime.DeviceId, TopicKind.OtaChunkRequest))
@@ -179,6 +184,7 @@ public sealed partial class SyncService : BackgroundService, Ota.IChunkLink
 
     private async Task ConnectAsync(CancellationToken ct, bool retried = false)
     {
+        _chunksReady = false;
         var builder = new MqttClientOptionsBuilder()
             .WithTcpServer(_config.Broker.EffectiveHost, _config.Broker.EffectivePort)
             .WithClientId(_runtime.DeviceId)
@@ -214,6 +220,7 @@ public sealed partial class SyncService : BackgroundService, Ota.IChunkLink
             .WithTopicFilter(Topics.For(_runtime.DeviceId, TopicKind.OtaChunkData), MqttQualityOfServiceLevel.AtMostOnce)
             .Build(), timeout.Token).ConfigureAwait(false);
         Interlocked.Increment(ref _connectionEpoch);
+        _chunksReady = true;
         Log.Connected(_log, _config.Broker.EffectiveHost, _config.Broker.EffectivePort, _runtime.DeviceId);
         await PublishAsync(Topics.For(_runtime.DeviceId, TopicKind.Hello),
             WireReader.Write(_runtime.Hello(), WireJsonContext.Default.HelloMessage), retain: false, ct).ConfigureAwait(false);

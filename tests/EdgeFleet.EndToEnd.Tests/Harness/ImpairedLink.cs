@@ -69,6 +69,9 @@ public sealed partial class ImpairedLink : IDisposable
     /// <summary>Nothing gets through, either way.</summary>
     public bool Partitioned { get; set; }
 
+    /// <summary>Bytes (IP packets, headers included) delivered to the device: what a metered link would bill it for.</summary>
+    public long BytesDown => Interlocked.Read(ref _down.ForwardedBytes);
+
     /// <summary>Packets forwarded and dropped (both directions).</summary>
     public (long Forwarded, long Dropped) Counts => (_up.Forwarded + _down.Forwarded, _up.Dropped + _down.Dropped);
 
@@ -147,6 +150,7 @@ public sealed partial class ImpairedLink : IDisposable
         }
 
         public long Forwarded;
+        public long ForwardedBytes;
         public long Dropped;
 
         public void Join()
@@ -216,7 +220,10 @@ public sealed partial class ImpairedLink : IDisposable
                     }
                 }
                 if (WriteFd(_to, packet, packet.Length) > 0)
+                {
                     Interlocked.Increment(ref Forwarded);
+                    Interlocked.Add(ref ForwardedBytes, packet.Length);
+                }
             }
         }
     }
