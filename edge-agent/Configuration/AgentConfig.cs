@@ -121,7 +121,7 @@ public sealed record OtaConfig
     public ArtifactTransportMode Transport { get; set; } = ArtifactTransportMode.Auto;
 
     /// <summary>The largest chunk asked for through the broker (the transfer picks smaller ones on slow links).</summary>
-    public int MaxChunkBytes { get; set; } = 64 * 1024;
+    public int MaxChunkBytes { get; set; } = EdgeFleet.Shared.Wire.ChunkRequest.MaxLength;
 }
 
 [JsonConverter(typeof(JsonStringEnumConverter<ArtifactTransportMode>))]

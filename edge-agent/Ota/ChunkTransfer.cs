@@ -33,7 +33,7 @@ public interface IChunkLink
 /// large chunks. Requests are asked again after a reconnect, or when no answer at all has come for eight times the
 /// recent answer time (at least 45 s): over one connection a late answer is queued, not lost.
 /// </remarks>
-public sealed class ChunkTransfer(IChunkLink link, string deviceId, int maxChunkBytes = 64 * 1024, int maxWindow = 16)
+public sealed class ChunkTransfer(IChunkLink link, string deviceId, int maxChunkBytes = ChunkRequest.MaxLength, int maxWindow = 16)
 {
     public const int MinChunkBytes = 4 * 1024;
 
@@ -148,7 +148,7 @@ public sealed class ChunkTransfer(IChunkLink link, string deviceId, int maxChunk
         var size = MinChunkBytes;
         while (size * 2 <= bytesPerSecond / 2 && size * 2 <= MaxChunkBytes)
             size *= 2;
-        return size;
+        return MaxChunkBytes <= bytesPerSecond / 2 ? MaxChunkBytes : size;
     }
 
     private async Task<bool> AskAsync(string sha256, long offset, int length, int epoch, Dictionary<long, Asked> outstanding, CancellationToken ct)

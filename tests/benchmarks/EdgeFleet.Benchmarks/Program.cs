@@ -50,6 +50,9 @@ return name switch
     "hostile-memory" => await EdgeFleet.Benchmarks.HostileMemory.RunAsync(
         args.Length > 1 ? int.Parse(args[1], CultureInfo.InvariantCulture) : 1000,
         args.Length > 2 ? int.Parse(args[2], CultureInfo.InvariantCulture) : 100),
+    "ota-transfer" => await EdgeFleet.Benchmarks.OtaTransfer.RunAsync(
+        args.Length > 1 ? int.Parse(args[1], CultureInfo.InvariantCulture) : 32,
+        args.Length > 2 ? int.Parse(args[2], CultureInfo.InvariantCulture) : 5),
     _ => Usage(),
 };
 
@@ -59,7 +62,8 @@ static int Usage()
         + " | fleet-ingest [embedded|mosquitto-postgres|both] [devices] [seconds] [records/s per device]"
         + " | fleet-connections [devices] [busy devices] [seconds] [records/s per busy device] [rounds] [--client-keepalive]"
         + " | model-int8 [cls images] [det size] [det images] [calibration images] | agent-overhead [cls runs] [det runs]"
-        + " | drift [devices] [features] [rounds] | drift-rule [windows per cell] [power runs] | console-overview [devices] [runs] | hostile-memory [fleet connections] [agent connections]");
+        + " | drift [devices] [features] [rounds] | drift-rule [windows per cell] [power runs] | console-overview [devices] [runs] | hostile-memory [fleet connections] [agent connections]"
+        + " | ota-transfer [MiB] [rounds]");
     return 2;
 }
 
