@@ -53,6 +53,7 @@ return name switch
     "ota-transfer" => await EdgeFleet.Benchmarks.OtaTransfer.RunAsync(
         args.Length > 1 ? int.Parse(args[1], CultureInfo.InvariantCulture) : 32,
         args.Length > 2 ? int.Parse(args[2], CultureInfo.InvariantCulture) : 5),
+    "ota-delta" => EdgeFleet.Benchmarks.OtaDelta.Run(),
     _ => Usage(),
 };
 
@@ -63,7 +64,7 @@ static int Usage()
         + " | fleet-connections [devices] [busy devices] [seconds] [records/s per busy device] [rounds] [--client-keepalive]"
         + " | model-int8 [cls images] [det size] [det images] [calibration images] | agent-overhead [cls runs] [det runs]"
         + " | drift [devices] [features] [rounds] | drift-rule [windows per cell] [power runs] | console-overview [devices] [runs] | hostile-memory [fleet connections] [agent connections]"
-        + " | ota-transfer [MiB] [rounds]");
+        + " | ota-transfer [MiB] [rounds] | ota-delta");
     return 2;
 }
 
