@@ -41,6 +41,9 @@ public sealed partial class OtaService : BackgroundService
 
     /// <summary>How the served model's artifact in the current job came (reported with each of its steps).</summary>
     private OtaTransport? _jobTransport;
+
+    /// <summary>Bytes a delta saved in the current job (reported with each of its steps).</summary>
+    private long? _jobBytesSaved;
     private long? _failedAt;
 
     public OtaService(AgentConfig config, DeviceCredentials credentials, AgentRuntime runtime, ModelHost host, OtaStore store, SyncService sync, ILogger<OtaService> log)
@@ -266,16 +269,73 @@ public sealed partial class OtaService : BackgroundService
             DeleteFolder(folder);
     }
 
+    /// <summary>
+    /// When the manifest offers a delta from the model this device serves, fetches it (over the same transports,
+    /// with the same checks) and rebuilds the artifact in <paramref name="folder"/>; the download that follows then
+    /// finds it there. Any failure (no base, a damaged or tampered delta, a rebuilt file whose SHA-256 is not the
+    /// artifact's) is reported with its code and leaves the whole artifact to be fetched: a delta never fails an update.
+    /// </summary>
+    private async Task TryDeltaAsync(ModelManifest manifest, ArtifactEntry artifact, string folder, CancellationToken ct)
+    {
+        var final = ArtifactDownloader.FinalPath(folder);
+        if (artifact.Deltas is not { Count: > 0 } deltas || File.Exists(final) || artifact.Length > ModelDelta.MaxTargetBytes)
+            return;
+        var serving = _pointer.Read()?.Active ?? ConfiguredModel();
+        if (serving is null || !File.Exists(serving.Path))
+            return;
+        var baseSha = await ArtifactDownloader.Sha256Async(serving.Path, ct).ConfigureAwait(false);
+        if (deltas.FirstOrDefault(d => d.BaseSha256 == baseSha) is not { } delta)
+            return;
+        var deltaFolder = Path.Combine(folder, "delta");
+        var entry = new ArtifactEntry { Url = delta.Url, Length = delta.Length, Sha256 = delta.Sha256 };
+        var failure = await _downloader.DownloadAsync(ResolveUrl(delta.Url), deltaFolder, entry, null, ct).ConfigureAwait(false);
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        if (failure is null)
+        {
+            try
+            {
+                var baseBytes = await File.ReadAllBytesAsync(serving.Path, ct).ConfigureAwait(false);
+                var deltaBytes = await File.ReadAllBytesAsync(ArtifactDownloader.FinalPath(deltaFolder), ct).ConfigureAwait(false);
+                var rebuilt = ModelDelta.Apply(baseBytes, deltaBytes, artifact.Length);
+                var sha = Convert.ToHexStringLower(SHA256.HashData(rebuilt));
+                if (sha == artifact.Sha256)
+                {
+                    // Written whole, synced, then renamed: a kill at any moment leaves no partial model.onnx.
+                    EdgeFleet.Shared.IO.AtomicFile.Write(final, rebuilt);
+                    _jobTransport = _downloader.Transport;
+                    _jobBytesSaved = artifact.Length - delta.Length;
+                    Log.DeltaApplied(_log, manifest.ModelId, manifest.Version, delta.Length, artifact.Length, clock.Elapsed.TotalMilliseconds);
+                }
+                else
+                {
+                    failure = new OtaFailure(OtaError.DeltaMismatch, $"the delta from {baseSha[..12]} rebuilt a file with SHA-256 {sha[..12]}…, not the artifact's");
+                }
+            }
+            catch (InvalidDataException e)
+            {
+                failure = new OtaFailure(OtaError.DeltaMalformed, e.Message);
+            }
+        }
+        DeleteFolder(deltaFolder);
+        if (failure is not null)
+        {
+            Log.DeltaRefused(_log, manifest.ModelId, manifest.Version, failure.ToString());
+            Report(manifest, OtaState.Downloading, failure: new OtaFailure(failure.Code, "delta refused, fetching the whole artifact: " + failure.Reason));
+        }
+    }
+
     /// <summary>The steps from download to commit; returns null when the new model is active.</summary>
     private async Task<OtaFailure?> ApplyAsync(ModelManifest manifest, CancellationToken ct)
     {
         var artifact = manifest.Artifacts[_runtime.HardwareProfile];
         var folder = Path.Combine(_modelsDir, manifest.ModelId, manifest.Version.ToString(CultureInfo.InvariantCulture));
         Step(manifest, artifact, OtaState.Downloading);
+        _jobTransport = null;
+        _jobBytesSaved = null;
+        var downloading = System.Diagnostics.Stopwatch.StartNew();
+        await TryDeltaAsync(manifest, artifact, folder, ct).ConfigureAwait(false);
         var lastReport = 0L;
         OtaTransport? reportedTransport = null;
-        _jobTransport = null;
-        var downloading = System.Diagnostics.Stopwatch.StartNew();
         var failure = await _downloader.DownloadAsync(ResolveUrl(artifact.Url), folder, artifact, bytes =>
         {
             if (bytes - lastReport >= Math.Max(1 << 20, artifact.Length / 10) || bytes == artifact.Length || _downloader.Transport != reportedTransport)
@@ -292,7 +352,7 @@ public sealed partial class OtaService : BackgroundService
                 DeleteFolder(folder);
             return Fail(manifest, artifact, transient ? OtaState.Failed : OtaState.Rejected, failure);
         }
-        _jobTransport = _downloader.Transport;
+        _jobTransport = _downloader.Transport ?? _jobTransport;
         Log.Downloaded(_log, manifest.ModelId, manifest.Version, artifact.Length, _jobTransport switch
         {
             OtaTransport.Mqtt => "the broker (MQTT)",
@@ -431,7 +491,10 @@ public sealed partial class OtaService : BackgroundService
         {
             try
             {
-                var loaded = LoadedModel.Load(Ref(candidate)!, candidate.Path, _config.Model?.IntraOpThreads, _runtime.Profile, requireClassifier: _config.Input.Kind != InputKind.None, drift: candidate.Drift);
+                var reference = Ref(candidate)!;
+                if (reference.Sha256 is null && File.Exists(candidate.Path))
+                    reference = reference with { Sha256 = Convert.ToHexStringLower(SHA256.HashData(File.ReadAllBytes(candidate.Path))) };
+                var loaded = LoadedModel.Load(reference, candidate.Path, _config.Model?.IntraOpThreads, _runtime.Profile, requireClassifier: _config.Input.Kind != InputKind.None, drift: candidate.Drift);
                 ReportProviders(loaded);
                 _host.Activate(loaded);
                 if (pointer is not null && candidate != pointer.Active)
@@ -535,6 +598,7 @@ public sealed partial class OtaService : BackgroundService
             State = state,
             Progress = progress,
             Transport = shadow ? null : _jobTransport,
+            BytesSaved = shadow ? null : _jobBytesSaved,
             Error = failure?.Code,
             Reason = failure?.Reason,
             At = _runtime.Time.GetUtcNow(),
@@ -639,6 +703,12 @@ public sealed partial class OtaService : BackgroundService
 
         [LoggerMessage(3015, LogLevel.Information, "Downloaded {ModelId} v{Version} ({Bytes} bytes) through {Transport} in {Seconds:F1} s")]
         public static partial void Downloaded(ILogger logger, string modelId, long version, long bytes, string transport, double seconds);
+
+        [LoggerMessage(3016, LogLevel.Information, "Rebuilt {ModelId} v{Version} from a {DeltaBytes}-byte delta ({Bytes} bytes) in {Milliseconds:F0} ms")]
+        public static partial void DeltaApplied(ILogger logger, string modelId, long version, long deltaBytes, long bytes, double milliseconds);
+
+        [LoggerMessage(3017, LogLevel.Warning, "Delta for {ModelId} v{Version} refused ({Failure}); fetching the whole artifact")]
+        public static partial void DeltaRefused(ILogger logger, string modelId, long version, string failure);
 
         [LoggerMessage(3008, LogLevel.Error, "OTA loop failed: {Reason}")]
         public static partial void LoopFailed(ILogger logger, string reason);

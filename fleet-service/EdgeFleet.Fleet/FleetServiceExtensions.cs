@@ -33,6 +33,7 @@ public static class FleetServiceExtensions
         });
         services.AddSingleton(sp => new ArtifactStore(sp.GetRequiredService<FleetOptions>().Storage.ArtifactsPath));
         services.AddSingleton<EdgeFleet.Fleet.Ota.ChunkServer>();
+        services.AddSingleton<EdgeFleet.Fleet.Ota.DeltaCatalog>();
         return services;
     }
 

@@ -174,6 +174,88 @@ public class OtaTests(OtaFixture ota) : IClassFixture<OtaFixture>
         Assert.Equal(["2"], modelDirs.Select(Path.GetFileName));
     }
 
+    /// <summary>
+    /// Deltas end to end: a retrained version arrives as a delta from the model the device runs; a delta that was
+    /// damaged in the fleet's store, one made from another base, one made for another target and one from a base the
+    /// device does not have each end with the whole artifact installed, the refusal reported with its code, and never
+    /// a rebuilt file that is not the signed artifact.
+    /// </summary>
+    [Fact]
+    public async Task A_retrained_version_arrives_as_a_delta_and_every_bad_delta_falls_back_to_the_whole_artifact()
+    {
+        var dir = System.IO.Directory.CreateTempSubdirectory("edgefleet-ota-delta-").FullName;
+        using var fleet = new Fleet(dir);
+        using var agent = new Agent(dir, "delta-01", fleet, ota.Factory, "normal", ota: ota.AgentOta(fleet));
+        string Explain() => $"fleet:\n{fleet.Output}\n--- agent:\n{agent.Output}";
+        await Wait.ForAsync(async () => ActiveVersion(await fleet.Device("delta-01")) == "1.0.0" ? "" : null, Patience, Explain);
+        var factory = await File.ReadAllBytesAsync(ota.Factory);
+        var versions = new Dictionary<long, byte[]> { [1] = factory };
+        for (var seed = 2; seed <= 6; seed++)
+            versions[seed] = EdgeFleet.ModelTools.Demo.DemoModelTrainer.Train(seed: 40 + seed, perClass: 200, epochs: 20).OnnxBytes;
+        string Sha(byte[] b) => Convert.ToHexStringLower(SHA256.HashData(b));
+
+        async Task Release(long version, byte[] deltaFrom, byte[] deltaTo, string? claimedBase = null, bool damage = false)
+        {
+            var path = Path.Combine(dir, $"v{version}.onnx");
+            await File.WriteAllBytesAsync(path, versions[version]);
+            await fleet.UploadArtifact(versions[version]);
+            var delta = EdgeFleet.ModelTools.Onnx.ModelDeltas.Encode(deltaFrom, deltaTo)[0].Bytes;
+            var deltaSha = await fleet.UploadArtifact(delta);
+            if (damage)
+            {
+                // The fleet's stored copy changes after the manifest names it (a bad disk, or someone with access to it).
+                var stored = Path.Combine(dir, "artifacts", deltaSha);
+                var bytes = await File.ReadAllBytesAsync(stored);
+                bytes[bytes.Length / 2] ^= 0x40;
+                await File.WriteAllBytesAsync(stored, bytes);
+            }
+            var manifest = ota.Manifest(path, version);
+            var artifact = manifest.Artifacts["x86-64-generic"];
+            manifest.Artifacts["x86-64-generic"] = artifact with
+            {
+                Deltas = [new DeltaEntry { BaseSha256 = claimedBase ?? Sha(deltaFrom), Sha256 = deltaSha, Length = delta.Length, Url = $"/api/artifacts/{deltaSha}" }],
+            };
+            await fleet.SetDesired("delta-01", ota.Sign(manifest), ota.KeySet);
+        }
+
+        async Task Installed(long version)
+        {
+            await Wait.ForAsync(async () => await fleet.Device("delta-01") is { } d && ActiveVersion(d) == $"{version}" && OtaState(d) == "committed" ? d : null,
+                Patience, Explain);
+            var file = Path.Combine(agent.StateDirectory, "models", "vibration-classifier", $"{version}", "model.onnx");
+            Assert.Equal(Sha(versions[version]), Sha(await File.ReadAllBytesAsync(file)));
+        }
+
+        // v2 from v1: the delta is used, and the bytes it saved are reported.
+        await Release(2, versions[1], versions[2]);
+        await Installed(2);
+        var saved = (await fleet.Device("delta-01"))!["device"]!["lastOta"]!["bytesSaved"]!.GetValue<long>();
+        Assert.True(saved > 0, $"bytesSaved {saved}");
+        Assert.Contains("Rebuilt vibration-classifier v2 from a", agent.Output, StringComparison.Ordinal);
+
+        // v3 from v2, but the stored delta was damaged after signing: its SHA-256 refuses it.
+        await Release(3, versions[2], versions[3], damage: true);
+        string Refusal(long version, string code) => $"update vibration-classifier v{version}: Downloading: {code}: delta refused";
+        await Installed(3);
+        // v4 with a delta made from another model but labelled with the device's: it rebuilds another file. (A delta
+        // from a sibling version could rebuild the right file, as the parts it takes from its base are the ones all
+        // versions share; the SHA-256 decides, not the label.)
+        await Release(4, await File.ReadAllBytesAsync(ota.Fragile), versions[4], claimedBase: Sha(versions[3]));
+        await Installed(4);
+        // v5 with a delta from the right base made for another target.
+        await Release(5, versions[4], versions[6], claimedBase: Sha(versions[4]));
+        await Installed(5);
+        // v6 with a delta from a base the device does not have: the whole artifact, nothing to refuse.
+        await Release(6, versions[2], versions[6]);
+        await Installed(6);
+        Assert.True(fleet.Output.Contains(Refusal(3, "hash-mismatch"), StringComparison.Ordinal), Explain());
+        Assert.True(fleet.Output.Contains(Refusal(4, "delta-mismatch"), StringComparison.Ordinal)
+            || fleet.Output.Contains(Refusal(4, "delta-malformed"), StringComparison.Ordinal), Explain());
+        Assert.True(fleet.Output.Contains(Refusal(5, "delta-mismatch"), StringComparison.Ordinal), Explain());
+        Assert.DoesNotContain("update vibration-classifier v6: Downloading: delta", fleet.Output, StringComparison.Ordinal);
+        Assert.False(agent.Exited, Explain());
+    }
+
     [Fact]
     public async Task The_published_aot_agent_verifies_installs_and_refuses_updates()
     {

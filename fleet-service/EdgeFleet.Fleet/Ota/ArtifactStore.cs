@@ -15,7 +15,19 @@ public sealed class ArtifactStore
     {
         // Rooted: files are served by path, and a relative one would follow the working directory.
         _directory = Path.GetFullPath(directory);
-        Directory.CreateDirectory(directory);
+        System.IO.Directory.CreateDirectory(directory);
+    }
+
+    /// <summary>The folder the artifacts are in.</summary>
+    public string Directory => _directory;
+
+    /// <summary>Stores bytes made here (a delta): written to a temporary file, made durable, renamed into place.</summary>
+    public string Put(ReadOnlySpan<byte> content)
+    {
+        var sha = Convert.ToHexStringLower(SHA256.HashData(content));
+        if (!File.Exists(PathOf(sha)))
+            EdgeFleet.Shared.IO.AtomicFile.Write(PathOf(sha), content);
+        return sha;
     }
 
     public async Task<(string Sha256, long Length)> PutAsync(Stream content, long maxBytes, CancellationToken ct)

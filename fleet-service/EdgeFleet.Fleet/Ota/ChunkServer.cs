@@ -10,7 +10,7 @@ namespace EdgeFleet.Fleet.Ota;
 /// <summary>
 /// Artifacts through the broker, for sites whose devices reach only it: answers a device's
 /// <see cref="ChunkRequest"/> on its own <c>ota/chunk/data</c> with a <see cref="ChunkFrame"/>. A device gets
-/// only the artifacts its current desired state names (served model or shadow); anything else is refused with
+/// only the artifacts (and deltas) its current desired state names (served model or shadow); anything else is refused with
 /// <see cref="ChunkStatus.NotAllowed"/>. The request topic's device id is the one the broker authenticated, so
 /// a device cannot ask in another's name, and the answer goes to the asker's own topic only.
 /// </summary>
@@ -85,7 +85,13 @@ public sealed class ChunkServer(IFleetStore store, ArtifactStore artifacts, Flee
                 var manifest = SignedDocuments.Parse(System.Text.Encoding.UTF8.GetBytes(element.GetRawText()),
                     OtaJsonContext.Default.ModelManifest, ModelManifest.TypeName);
                 if (manifest.Ok)
-                    allowed.UnionWith(manifest.Document!.Body.Artifacts.Values.Select(a => a.Sha256));
+                {
+                    foreach (var artifact in manifest.Document!.Body.Artifacts.Values)
+                    {
+                        allowed.Add(artifact.Sha256);
+                        allowed.UnionWith((artifact.Deltas ?? []).Select(d => d.Sha256));
+                    }
+                }
             }
         }
         _allowed[deviceId] = (hash, allowed);

@@ -2,6 +2,7 @@ using System.Text.Json;
 using EdgeFleet.Fleet.Models;
 using EdgeFleet.Fleet.Ota;
 using EdgeFleet.ModelTools.Signing;
+using EdgeFleet.Shared.Ota;
 
 namespace EdgeFleet.Fleet.Rollouts;
 
@@ -13,11 +14,12 @@ public sealed record SignedRelease(JsonElement Manifest, JsonElement KeySet, Lis
 /// version's INT8 file when it has one, else its FP32 original, for every hardware profile named; the health
 /// check is computed here by running that file (<see cref="ManifestBuilder.SyntheticSamples"/>).
 /// </summary>
-public sealed class RolloutSigner(FleetOptions options, ArtifactStore artifacts, TimeProvider time)
+public sealed class RolloutSigner(FleetOptions options, ArtifactStore artifacts, TimeProvider time, DeltaCatalog? deltas = null)
 {
     public bool Configured => options.Signing.KeyDirectory is not null;
 
-    public SignedRelease Sign(ModelVersion version, long releaseAs, IReadOnlyList<string> profiles, string rolloutId)
+    /// <param name="bases">The SHA-256s of the files devices run now: the manifest offers a delta from each the fleet has.</param>
+    public SignedRelease Sign(ModelVersion version, long releaseAs, IReadOnlyList<string> profiles, string rolloutId, IReadOnlyCollection<string>? bases = null)
     {
         if (options.Signing.KeyDirectory is not { } directory)
             throw new InvalidOperationException("the fleet has no signing keys: set Fleet:Signing:KeyDirectory to a directory made by `edgefleet keys init`");
@@ -40,6 +42,12 @@ public sealed class RolloutSigner(FleetOptions options, ArtifactStore artifacts,
             LatencyBudgetMs = 1000,
         }, keySet, time.GetUtcNow());
         manifest.Drift = DriftSpecOf(version.Card, options.Drift.WindowSeconds);
+        var offered = deltas is null ? [] : (bases ?? []).Take(8).Select(b => deltas.For(b, artifact.Sha256)).OfType<DeltaEntry>().ToList();
+        if (offered.Count > 0)
+        {
+            foreach (var profile in manifest.Artifacts.Keys.ToList())
+                manifest.Artifacts[profile] = manifest.Artifacts[profile] with { Deltas = offered };
+        }
         var signers = store.LoadSigners(passphrase);
         try
         {

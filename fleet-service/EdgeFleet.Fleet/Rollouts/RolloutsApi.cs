@@ -203,7 +203,7 @@ public static class RolloutsApi
         SignedRelease release;
         try
         {
-            release = signer.Sign(version, version.Version, profiles, id);
+            release = signer.Sign(version, version.Version, profiles, id, await DeltaBasesAsync(store, version.ModelId, ct).ConfigureAwait(false));
         }
         catch (Exception e) when (e is InvalidOperationException or IOException or ArgumentException or Microsoft.ML.OnnxRuntime.OnnxRuntimeException)
         {
@@ -217,6 +217,12 @@ public static class RolloutsApi
     /// before profiles were checked at every entrance cannot make the signing of every later rollout fail; its
     /// device is simply not eligible until it reports a valid profile.
     /// </summary>
+    /// <summary>The files devices run for this model now, most common first (up to 4): the bases a release offers deltas from.</summary>
+    private static async Task<List<string>> DeltaBasesAsync(IFleetStore store, string modelId, CancellationToken ct) =>
+        [.. (await store.ListDevicesAsync(ct).ConfigureAwait(false))
+            .Select(d => d.ActiveModel).Where(m => m?.Name == modelId && m.Sha256 is not null).GroupBy(m => m!.Sha256!, StringComparer.Ordinal)
+            .OrderByDescending(g => g.Count()).Take(4).Select(g => g.Key)];
+
     private static async Task<List<string>> SignableProfilesAsync(IFleetStore store, CancellationToken ct) =>
         SignableProfiles(await store.ListDevicesAsync(ct).ConfigureAwait(false));
 
@@ -272,7 +278,7 @@ public static class RolloutsApi
         SignedRelease release;
         try
         {
-            release = signer.Sign(version, version.Version, profiles, id);
+            release = signer.Sign(version, version.Version, profiles, id, await DeltaBasesAsync(store, version.ModelId, ct).ConfigureAwait(false));
         }
         catch (Exception e) when (e is InvalidOperationException or IOException or ArgumentException or Microsoft.ML.OnnxRuntime.OnnxRuntimeException)
         {

@@ -32,6 +32,15 @@ public static partial class ManifestRules
                 return $"artifact for {profile} has length {artifact.Length}; it must be 1..{MaxArtifactBytes}";
             if (artifact.Sha256.Length != 64 || !artifact.Sha256.All(c => char.IsAsciiDigit(c) || c is >= 'a' and <= 'f'))
                 return $"artifact for {profile} needs a lower-case hex sha256";
+            if (artifact.Deltas is { Count: > 8 })
+                return $"artifact for {profile} lists {artifact.Deltas.Count} deltas; at most 8";
+            foreach (var delta in artifact.Deltas ?? [])
+            {
+                if (!Wire.ChunkFrame.IsSha256(delta.BaseSha256) || !Wire.ChunkFrame.IsSha256(delta.Sha256) || string.IsNullOrWhiteSpace(delta.Url))
+                    return $"a delta for {profile} needs a url and lower-case hex sha256 and baseSha256";
+                if (delta.Length < 1 || delta.Length >= artifact.Length)
+                    return $"a delta for {profile} has length {delta.Length}; it must be 1..{artifact.Length - 1} (smaller than the artifact)";
+            }
         }
         if (m.Schema.Inputs.Count == 0 || m.Schema.Outputs.Count == 0)
             return "the schema needs at least one input and one output";

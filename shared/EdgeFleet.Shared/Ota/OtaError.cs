@@ -83,6 +83,14 @@ public enum OtaError
     /// <summary>The manifest is for a model other than the one the device serves (a mix-and-match of valid documents).</summary>
     [JsonStringEnumMemberName("wrong-model")]
     WrongModel,
+
+    /// <summary>A delta that is not a well-formed delta of the artifact (the whole artifact is fetched instead).</summary>
+    [JsonStringEnumMemberName("delta-malformed")]
+    DeltaMalformed,
+
+    /// <summary>A delta rebuilt a file other than the artifact: the wrong base, or a tampered delta (the whole artifact is fetched instead).</summary>
+    [JsonStringEnumMemberName("delta-mismatch")]
+    DeltaMismatch,
 }
 
 /// <summary>A refusal: its code and a one-line reason for the operator.</summary>

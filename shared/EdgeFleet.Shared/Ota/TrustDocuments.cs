@@ -71,6 +71,27 @@ public sealed record ArtifactEntry
 
     /// <summary>Lower-case hex SHA-256 of the file.</summary>
     public required string Sha256 { get; init; }
+
+    /// <summary>
+    /// Deltas that rebuild this file from a model a device may already have (<see cref="ModelDelta"/>); a device
+    /// whose active model is one's base may fetch it instead, and fetches the whole file on any mismatch.
+    /// </summary>
+    public IReadOnlyList<DeltaEntry>? Deltas { get; init; }
+}
+
+/// <summary>A delta to an artifact from a base model, each file named by its SHA-256.</summary>
+public sealed record DeltaEntry
+{
+    /// <summary>The model the delta applies to (lower-case hex SHA-256).</summary>
+    public required string BaseSha256 { get; init; }
+
+    /// <summary>Absolute URL, or a path that the agent resolves against its fleet URL.</summary>
+    public required string Url { get; init; }
+
+    public required long Length { get; init; }
+
+    /// <summary>Lower-case hex SHA-256 of the delta file.</summary>
+    public required string Sha256 { get; init; }
 }
 
 /// <summary>A model input or output: element type name (float32, int64, ...) and shape (-1 for symbolic).</summary>

@@ -88,6 +88,9 @@ public sealed record OtaStatusMessage : IWireMessage
     /// <summary>How the artifact's bytes came while downloading: over HTTP from the fleet, or through the broker.</summary>
     public OtaTransport? Transport { get; set; }
 
+    /// <summary>Bytes not sent because a delta rebuilt the artifact from the model the device had (the artifact's length less the delta's).</summary>
+    public long? BytesSaved { get; set; }
+
     public OtaError? Error { get; set; }
 
     public string? Reason { get; set; }
