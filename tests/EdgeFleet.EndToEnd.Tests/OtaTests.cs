@@ -180,12 +180,15 @@ public class OtaTests(OtaFixture ota) : IClassFixture<OtaFixture>
     /// device does not have each end with the whole artifact installed, the refusal reported with its code, and never
     /// a rebuilt file that is not the signed artifact.
     /// </summary>
-    [Fact]
-    public async Task A_retrained_version_arrives_as_a_delta_and_every_bad_delta_falls_back_to_the_whole_artifact()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task A_retrained_version_arrives_as_a_delta_and_every_bad_delta_falls_back_to_the_whole_artifact(bool aot)
     {
+        Assert.True(!aot || File.Exists(Repo.AotAgent), $"no NativeAOT agent at {Repo.AotAgent}: run packaging/publish-agent.sh linux-x64");
         var dir = System.IO.Directory.CreateTempSubdirectory("edgefleet-ota-delta-").FullName;
         using var fleet = new Fleet(dir);
-        using var agent = new Agent(dir, "delta-01", fleet, ota.Factory, "normal", ota: ota.AgentOta(fleet));
+        using var agent = new Agent(dir, "delta-01", fleet, ota.Factory, "normal", aot: aot, ota: ota.AgentOta(fleet));
         string Explain() => $"fleet:\n{fleet.Output}\n--- agent:\n{agent.Output}";
         await Wait.ForAsync(async () => ActiveVersion(await fleet.Device("delta-01")) == "1.0.0" ? "" : null, Patience, Explain);
         var factory = await File.ReadAllBytesAsync(ota.Factory);
