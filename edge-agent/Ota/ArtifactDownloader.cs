@@ -37,6 +37,9 @@ public sealed class ArtifactDownloader(HttpClient http, int maxAttempts, double 
     /// <summary>How the current (or last) download's bytes are coming.</summary>
     public OtaTransport? Transport { get; private set; }
 
+    /// <summary>Raised with the count of each block of artifact bytes received, over either transport (the byte budget counts them).</summary>
+    public event Action<long>? BytesReceived;
+
     private readonly FileSystem _files = files ?? FileSystem.Os;
     private const long SpaceMarginBytes = 1 << 20;
     private readonly DownloadDeadlines _deadlines = deadlines ?? new DownloadDeadlines();
@@ -202,6 +205,7 @@ public sealed class ArtifactDownloader(HttpClient http, int maxAttempts, double 
             if (read == 0)
                 return new OtaFailure(OtaError.ArtifactTruncated, $"the connection ended {remaining} bytes short of the declared {artifact.Length}");
             await file.WriteAsync(buffer.AsMemory(0, read), ct).ConfigureAwait(false);
+            BytesReceived?.Invoke(read);
             remaining -= read;
             have += read;
             progress?.Invoke(have);
@@ -252,6 +256,7 @@ public sealed class ArtifactDownloader(HttpClient http, int maxAttempts, double 
             failure = await broker!.FetchAsync(artifact.Sha256, have, artifact.Length, async bytes =>
             {
                 await file.WriteAsync(bytes, deadline.Token).ConfigureAwait(false);
+                BytesReceived?.Invoke(bytes.Length);
                 have += bytes.Length;
                 progress?.Invoke(have);
                 Extend(deadline, clock, budget);

@@ -60,6 +60,7 @@ public sealed partial class OtaService : BackgroundService
         _downloader = new ArtifactDownloader(_http, config.Ota.MaxDownloadAttempts, authorize: url => FleetAuthorization(credentials, url),
             deadlines: new DownloadDeadlines(config.Ota.DownloadStallSeconds, config.Ota.MinDownloadBytesPerSecond),
             broker: new ChunkTransfer(sync, runtime.DeviceId, config.Ota.MaxChunkBytes), mode: config.Ota.Transport);
+        _downloader.BytesReceived += sync.SpendOta;
         sync.DesiredReceived += OnDesired;
     }
 
@@ -275,17 +276,37 @@ public sealed partial class OtaService : BackgroundService
     /// finds it there. Any failure (no base, a damaged or tampered delta, a rebuilt file whose SHA-256 is not the
     /// artifact's) is reported with its code and leaves the whole artifact to be fetched: a delta never fails an update.
     /// </summary>
-    private async Task TryDeltaAsync(ModelManifest manifest, ArtifactEntry artifact, string folder, CancellationToken ct)
+    private async Task<(DeltaEntry Entry, string BasePath)?> PickDeltaAsync(ArtifactEntry artifact, string folder, CancellationToken ct)
     {
-        var final = ArtifactDownloader.FinalPath(folder);
-        if (artifact.Deltas is not { Count: > 0 } deltas || File.Exists(final) || artifact.Length > ModelDelta.MaxTargetBytes)
-            return;
+        if (artifact.Deltas is not { Count: > 0 } deltas || File.Exists(ArtifactDownloader.FinalPath(folder)) || artifact.Length > ModelDelta.MaxTargetBytes)
+            return null;
         var serving = _pointer.Read()?.Active ?? ConfiguredModel();
         if (serving is null || !File.Exists(serving.Path))
-            return;
+            return null;
         var baseSha = await ArtifactDownloader.Sha256Async(serving.Path, ct).ConfigureAwait(false);
-        if (deltas.FirstOrDefault(d => d.BaseSha256 == baseSha) is not { } delta)
-            return;
+        return deltas.FirstOrDefault(d => d.BaseSha256 == baseSha) is { } delta ? (delta, serving.Path) : null;
+    }
+
+    /// <summary>
+    /// Why the download must wait for the daily byte budget: the bytes it still needs (the delta's, or the whole
+    /// artifact's, less what is on disk) exceed what today's budget allows OTA; null when it may start.
+    /// </summary>
+    private OtaFailure? BudgetShortfall(ArtifactEntry artifact, DeltaEntry? delta, string folder)
+    {
+        if (File.Exists(ArtifactDownloader.FinalPath(folder)))
+            return null;
+        static long OnDisk(string part) => File.Exists(part) ? new FileInfo(part).Length : 0;
+        var needed = delta is not null
+            ? delta.Length - OnDisk(ArtifactDownloader.FinalPath(Path.Combine(folder, "delta")) + ".part")
+            : artifact.Length - OnDisk(ArtifactDownloader.FinalPath(folder) + ".part");
+        var allowed = _sync.OtaAllowance();
+        return needed <= allowed ? null : new OtaFailure(OtaError.OverBudget,
+            $"the download needs {needed} bytes and today's budget allows {allowed} more; it starts when the budget renews (a new UTC day), or at once for an urgent rollout");
+    }
+
+    private async Task ApplyDeltaAsync(ModelManifest manifest, ArtifactEntry artifact, string folder, DeltaEntry delta, string basePath, CancellationToken ct)
+    {
+        var final = ArtifactDownloader.FinalPath(folder);
         var deltaFolder = Path.Combine(folder, "delta");
         var entry = new ArtifactEntry { Url = delta.Url, Length = delta.Length, Sha256 = delta.Sha256 };
         var failure = await _downloader.DownloadAsync(ResolveUrl(delta.Url), deltaFolder, entry, null, ct).ConfigureAwait(false);
@@ -294,7 +315,8 @@ public sealed partial class OtaService : BackgroundService
         {
             try
             {
-                var baseBytes = await File.ReadAllBytesAsync(serving.Path, ct).ConfigureAwait(false);
+                var baseBytes = await File.ReadAllBytesAsync(basePath, ct).ConfigureAwait(false);
+                var baseSha = Convert.ToHexStringLower(SHA256.HashData(baseBytes));
                 var deltaBytes = await File.ReadAllBytesAsync(ArtifactDownloader.FinalPath(deltaFolder), ct).ConfigureAwait(false);
                 var rebuilt = ModelDelta.Apply(baseBytes, deltaBytes, artifact.Length);
                 var sha = Convert.ToHexStringLower(SHA256.HashData(rebuilt));
@@ -333,7 +355,11 @@ public sealed partial class OtaService : BackgroundService
         _jobTransport = null;
         _jobBytesSaved = null;
         var downloading = System.Diagnostics.Stopwatch.StartNew();
-        await TryDeltaAsync(manifest, artifact, folder, ct).ConfigureAwait(false);
+        var delta = await PickDeltaAsync(artifact, folder, ct).ConfigureAwait(false);
+        if (!manifest.Urgent && BudgetShortfall(artifact, delta?.Entry, folder) is { } wait)
+            return Fail(manifest, artifact, OtaState.WaitingForBudget, wait);
+        if (delta is { } chosen)
+            await ApplyDeltaAsync(manifest, artifact, folder, chosen.Entry, chosen.BasePath, ct).ConfigureAwait(false);
         var lastReport = 0L;
         OtaTransport? reportedTransport = null;
         var failure = await _downloader.DownloadAsync(ResolveUrl(artifact.Url), folder, artifact, bytes =>

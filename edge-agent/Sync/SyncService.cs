@@ -285,6 +285,28 @@ public sealed partial class SyncService : BackgroundService, Ota.IChunkLink
     }
 
     /// <summary>
+    /// Bytes today's budget still allows a model download: OTA has its own class, which spends the ordinary share
+    /// (as low and normal telemetry do) and never the reserve kept for high and critical records.
+    /// </summary>
+    public long OtaAllowance()
+    {
+        var cfg = _config.Telemetry;
+        if (cfg.DailyByteBudget <= 0)
+            return long.MaxValue;
+        var ordinary = (long)(cfg.DailyByteBudget * (1 - (cfg.BudgetReservePercent / 100)));
+        return Math.Max(0, ordinary - _buffer.BudgetSpent(Today()));
+    }
+
+    /// <summary>Counts artifact bytes received against today's budget (urgent ones too).</summary>
+    public void SpendOta(long bytes)
+    {
+        if (_config.Telemetry.DailyByteBudget > 0 && bytes > 0)
+            _buffer.SpendBudget(Today(), bytes);
+    }
+
+    private DateOnly Today() => DateOnly.FromDateTime(_runtime.Time.GetUtcNow().UtcDateTime);
+
+    /// <summary>
     /// What today's byte budget still allows: everything while the ordinary share lasts, then only high and
     /// critical records until the reserve is spent too (null: nothing).
     /// </summary>

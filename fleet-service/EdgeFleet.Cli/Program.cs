@@ -56,7 +56,7 @@ const string Usage = """
       edgefleet users list [--json] | users set --username U [--role R] [--password-file F] [--disable|--enable]
       edgefleet audit [--target T] [--limit N] [--json]    who changed what, newest first
       edgefleet rollout create --model-id ID --model-version N (--group G | --selector S | --devices a,b)
-                           [--phases 1%:600:5,10%:600,50%:600,100%] [--max-failure-rate X] [--on-failure pause|rollback] [--id R]
+                           [--phases 1%:600:5,10%:600,50%:600,100%] [--max-failure-rate X] [--on-failure pause|rollback] [--urgent] [--id R]
                            [--quality off|minSamples=N,maxP95LatencyRatio=X,maxConfidenceDrop=X,maxOutputPsi=X,maxErrorRate=X,maxHardExampleRatio=X,minShadowAgreement=X]
                                                      stage an approved version: phases SIZE[:SOAK_S[:MIN_REPORTING]][:shadow]
       edgefleet rollout list | rollout status --id R [--json]
@@ -91,7 +91,7 @@ try
     // The command is its leading words: two (model push), three for retrain policy (retrain policy set).
     var words = args.TakeWhile(a => !a.StartsWith("--", StringComparison.Ordinal)).Take(args is ["retrain", "policy", ..] ? 3 : 2).Count();
     var line = CommandLine.Parse(words >= 2 ? [string.Join(' ', args[..words]), .. args[words..]] : args,
-        new HashSet<string> { "help", "version", "json", "root", "shared-keepalive", "per-tensor", "enable", "disable", "all" });
+        new HashSet<string> { "help", "version", "json", "root", "shared-keepalive", "per-tensor", "enable", "disable", "all", "urgent" });
     if (line.Has("version"))
     {
         Console.WriteLine($"edgefleet {typeof(Commands).Assembly.GetName().Version?.ToString(3)}");

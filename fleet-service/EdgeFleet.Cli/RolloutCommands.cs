@@ -36,7 +36,7 @@ public static class RolloutCommands
 
     public static async Task<int> CreateAsync(CommandLine args)
     {
-        args.AllowOnly([.. FleetHttp.Options, "model-id", "model-version", "group", "selector", "devices", "phases", "max-failure-rate", "quality", "on-failure", "id", "json"]);
+        args.AllowOnly([.. FleetHttp.Options, "model-id", "model-version", "group", "selector", "devices", "phases", "max-failure-rate", "quality", "on-failure", "urgent", "id", "json"]);
         var request = new JsonObject
         {
             ["id"] = args.Get("id"),
@@ -50,6 +50,7 @@ public static class RolloutCommands
             },
             ["phases"] = ParsePhases(args.Get("phases") ?? "1%:600,10%:600,50%:600,100%"),
             ["onGateFailure"] = args.Get("on-failure") ?? "pause",
+            ["urgent"] = args.Has("urgent"),
         };
         var gates = new JsonObject();
         if (args.Get("max-failure-rate") is { } rate)

@@ -136,6 +136,9 @@ public sealed record Rollout
     /// <summary>pause (the default) or rollback: what a failed gate does.</summary>
     public string OnGateFailure { get; set; } = "pause";
 
+    /// <summary>Signed into the manifest: devices fetch it even past their daily byte budget.</summary>
+    public bool Urgent { get; init; }
+
     public required string State { get; init; }
 
     /// <summary>Bumped by every saved change: a change computed from an older revision is not saved.</summary>

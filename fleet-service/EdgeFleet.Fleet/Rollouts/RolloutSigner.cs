@@ -19,7 +19,8 @@ public sealed class RolloutSigner(FleetOptions options, ArtifactStore artifacts,
     public bool Configured => options.Signing.KeyDirectory is not null;
 
     /// <param name="bases">The SHA-256s of the files devices run now: the manifest offers a delta from each the fleet has.</param>
-    public SignedRelease Sign(ModelVersion version, long releaseAs, IReadOnlyList<string> profiles, string rolloutId, IReadOnlyCollection<string>? bases = null)
+    public SignedRelease Sign(ModelVersion version, long releaseAs, IReadOnlyList<string> profiles, string rolloutId, IReadOnlyCollection<string>? bases = null,
+        bool urgent = false)
     {
         if (options.Signing.KeyDirectory is not { } directory)
             throw new InvalidOperationException("the fleet has no signing keys: set Fleet:Signing:KeyDirectory to a directory made by `edgefleet keys init`");
@@ -42,6 +43,7 @@ public sealed class RolloutSigner(FleetOptions options, ArtifactStore artifacts,
             LatencyBudgetMs = 1000,
         }, keySet, time.GetUtcNow());
         manifest.Drift = DriftSpecOf(version.Card, options.Drift.WindowSeconds);
+        manifest.Urgent = urgent;
         var offered = deltas is null ? [] : (bases ?? []).Take(8).Select(b => deltas.For(b, artifact.Sha256)).OfType<DeltaEntry>().ToList();
         if (offered.Count > 0)
         {

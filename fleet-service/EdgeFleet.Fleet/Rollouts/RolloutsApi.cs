@@ -24,6 +24,9 @@ public sealed record RolloutRequest
     public RolloutGates? Gates { get; init; }
 
     public string? OnGateFailure { get; init; }
+
+    /// <summary>Devices fetch the release even past their daily byte budget (a security fix).</summary>
+    public bool Urgent { get; init; }
 }
 
 public sealed record RolloutActionRequest(string? Reason);
@@ -185,6 +188,7 @@ public static class RolloutsApi
             Phases = body.Phases,
             Gates = body.Gates ?? new RolloutGates(),
             OnGateFailure = body.OnGateFailure ?? "pause",
+            Urgent = body.Urgent,
             State = draft ? RolloutStates.Draft : RolloutStates.Running,
             PhaseStartedAt = now,
             CreatedAt = now,
@@ -203,7 +207,7 @@ public static class RolloutsApi
         SignedRelease release;
         try
         {
-            release = signer.Sign(version, version.Version, profiles, id, await DeltaBasesAsync(store, version.ModelId, ct).ConfigureAwait(false));
+            release = signer.Sign(version, version.Version, profiles, id, await DeltaBasesAsync(store, version.ModelId, ct).ConfigureAwait(false), planned.Urgent);
         }
         catch (Exception e) when (e is InvalidOperationException or IOException or ArgumentException or Microsoft.ML.OnnxRuntime.OnnxRuntimeException)
         {
@@ -278,7 +282,7 @@ public static class RolloutsApi
         SignedRelease release;
         try
         {
-            release = signer.Sign(version, version.Version, profiles, id, await DeltaBasesAsync(store, version.ModelId, ct).ConfigureAwait(false));
+            release = signer.Sign(version, version.Version, profiles, id, await DeltaBasesAsync(store, version.ModelId, ct).ConfigureAwait(false), rollout.Urgent);
         }
         catch (Exception e) when (e is InvalidOperationException or IOException or ArgumentException or Microsoft.ML.OnnxRuntime.OnnxRuntimeException)
         {

@@ -91,6 +91,10 @@ public enum OtaError
     /// <summary>A delta rebuilt a file other than the artifact: the wrong base, or a tampered delta (the whole artifact is fetched instead).</summary>
     [JsonStringEnumMemberName("delta-mismatch")]
     DeltaMismatch,
+
+    /// <summary>The download would exceed the device's daily byte budget; it waits (not a refusal).</summary>
+    [JsonStringEnumMemberName("over-budget")]
+    OverBudget,
 }
 
 /// <summary>A refusal: its code and a one-line reason for the operator.</summary>

@@ -169,6 +169,13 @@ public sealed record ModelManifest : ISignedBody
 
     /// <summary>What the device sketches for drift while it runs this version (from the model card's baselines); absent: nothing.</summary>
     public Stats.DriftSpec? Drift { get; set; }
+
+    /// <summary>
+    /// An urgent release (a rollout marked so): the device fetches it even when the download would exceed its
+    /// daily byte budget (the bytes still count). Signed, so only the fleet's keys can make a release urgent.
+    /// </summary>
+    [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingDefault)]
+    public bool Urgent { get; set; }
 }
 
 public sealed record SignatureEntry

@@ -113,6 +113,10 @@ public enum OtaState
     /// <summary>A model verified, health-checked and running in shadow (a desired state's shadow): not served.</summary>
     [JsonStringEnumMemberName("shadowing")]
     Shadowing,
+
+    /// <summary>Verified, but its download would exceed today's byte budget: it starts when the budget allows (a new UTC day).</summary>
+    [JsonStringEnumMemberName("waiting-for-budget")]
+    WaitingForBudget,
 }
 
 /// <summary><c>ef/v1/{d}/state/reported</c> (retained): what the device runs now.</summary>

@@ -133,6 +133,26 @@ public sealed class UpdateAttackTests : IDisposable
     }
 
     [Fact]
+    public async Task A_download_over_the_daily_byte_budget_waits_and_says_so_unless_the_release_is_urgent()
+    {
+        var keySet = File.ReadAllBytes(_keys.KeySetPath);
+        // Half the artifact's size a day: its ordinary share (90 %) cannot hold the download.
+        await using var agent = await OtaAgent.StartAsync(_dir, _server.Url, dailyByteBudget: Retrained.Length / 2);
+        var waiting = await agent.UpdateAsync(Sign(Manifest(version: 2)), keySet);
+        Assert.Equal((OtaState.WaitingForBudget, OtaError.OverBudget), (waiting.State, waiting.Error));
+        Assert.Contains($"needs {Retrained.Length} bytes", waiting.Reason, StringComparison.Ordinal);
+        Assert.Equal("1", agent.Host.Current!.Model.Version);
+        Assert.Empty(Directory.GetFiles(agent.ModelsDirectory, "model.onnx*", SearchOption.AllDirectories));
+        Assert.Equal(0, agent.BudgetSpent);
+
+        // An urgent release (signed so) goes ahead, and its bytes still count against the day.
+        var urgent = await agent.UpdateAsync(Sign(Manifest(version: 3) with { Urgent = true }), keySet);
+        Assert.Equal(OtaState.Committed, urgent.State);
+        Assert.Equal("3", agent.Host.Current!.Model.Version);
+        Assert.Equal(Retrained.Length, agent.BudgetSpent);
+    }
+
+    [Fact]
     public async Task Manifest_signed_by_a_rotated_out_key_is_refused_once_the_new_key_set_is_known()
     {
         var oldSigners = _keys.LoadSigners(null);
@@ -284,11 +304,14 @@ public sealed class UpdateAttackTests : IDisposable
 
         public ModelHost Host { get; }
 
+        /// <summary>Bytes of today's budget spent (artifact downloads count).</summary>
+        public long BudgetSpent => _buffer.BudgetSpent(DateOnly.FromDateTime(DateTime.UtcNow));
+
         public string ModelsDirectory { get; }
 
         public string PointerPath { get; }
 
-        public static async Task<OtaAgent> StartAsync(TempDir dir, string fleetUrl, double stallSeconds = 30)
+        public static async Task<OtaAgent> StartAsync(TempDir dir, string fleetUrl, double stallSeconds = 30, long dailyByteBudget = 0)
         {
             var config = new AgentConfig
             {
@@ -297,6 +320,7 @@ public sealed class UpdateAttackTests : IDisposable
                 Broker = new BrokerConfig { Host = "127.0.0.1", Port = 1 },
                 Model = new ModelConfig { Name = "vibration-classifier", Version = "1", Path = dir.File("factory.onnx") },
                 Ota = new OtaConfig { RootPath = Path.Combine(dir.File("keys"), "root.json"), FleetUrl = fleetUrl, MaxDownloadAttempts = 2, DownloadStallSeconds = stallSeconds },
+                Telemetry = new TelemetryConfig { DailyByteBudget = dailyByteBudget },
             };
             Directory.CreateDirectory(config.StateDirectory);
             var agent = new OtaAgent(config);
@@ -319,7 +343,7 @@ public sealed class UpdateAttackTests : IDisposable
             var done = new TaskCompletionSource<OtaStatusMessage>(TaskCreationOptions.RunContinuationsAsynchronously);
             void OnStatus(OtaStatusMessage s)
             {
-                if (s.State is OtaState.Rejected or OtaState.Failed or OtaState.Committed or OtaState.RolledBack)
+                if (s.State is OtaState.Rejected or OtaState.Failed or OtaState.Committed or OtaState.RolledBack or OtaState.WaitingForBudget)
                     done.TrySetResult(s);
             }
             _service.StatusReported += OnStatus;
