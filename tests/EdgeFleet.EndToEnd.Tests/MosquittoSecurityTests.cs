@@ -152,6 +152,42 @@ public sealed class MosquittoSecurityTests : IDisposable
         Assert.True(health["brokerConnected"]!.GetValue<bool>());
     }
 
+    /// <summary>
+    /// A device enrolled by an older fleet has no right to the topics added since (ota/chunk/get); its first hello
+    /// to this fleet adds them (Mosquitto applies them to the open connection), and it can then fetch artifacts through the broker.
+    /// </summary>
+    [Fact]
+    public async Task A_device_enrolled_before_the_chunk_topics_gets_them_at_its_first_hello()
+    {
+        var (_, password) = await EnrollAsync("old-unit");
+        using (var ctrl = ChildProcess.Start("mosquitto_ctrl", "mosquitto_ctrl", ["-h", "127.0.0.1", "-p", $"{_mosquitto.Port}", "-u", Mosquitto.AdminUser,
+            "-P", _mosquitto.AdminPassword, "dynsec", "removeRoleACL", "edgefleet-device-old-unit", "publishClientSend", "ef/v1/old-unit/ota/chunk/get"]))
+            Assert.True(ctrl.WaitForExit(TimeSpan.FromSeconds(15)) == 0, ctrl.Output);
+        var request = new MqttApplicationMessageBuilder().WithTopic("ef/v1/old-unit/ota/chunk/get").WithQualityOfServiceLevel(MqttQualityOfServiceLevel.AtLeastOnce)
+            .WithPayload(WireReader.Write(new ChunkRequest { DeviceId = "old-unit", Sha256 = new string('a', 64), Offset = 0, Length = 10 }, WireJsonContext.Default.ChunkRequest))
+            .Build();
+        using var after = await ConnectAsync("old-unit", password);
+        Assert.Equal(MqttClientPublishReasonCode.NotAuthorized, (await after.PublishAsync(request)).ReasonCode);
+        var hello = WireReader.Write(new HelloMessage
+        {
+            DeviceId = "old-unit", AgentVersion = "0.0.9", HardwareProfile = "x86-64-generic", BootId = "b1", StartedAt = DateTimeOffset.UtcNow,
+        }, WireJsonContext.Default.HelloMessage);
+        await after.PublishAsync(new MqttApplicationMessageBuilder().WithTopic("ef/v1/old-unit/hello").WithPayload(hello)
+            .WithQualityOfServiceLevel(MqttQualityOfServiceLevel.AtLeastOnce).Build());
+        Wait.Until(() => _fleet.Output.Contains("Mosquitto role of device old-unit: added 1 topic rights", StringComparison.Ordinal),
+            TimeSpan.FromSeconds(15), () => _fleet.Output);
+        var frames = new System.Collections.Concurrent.ConcurrentQueue<byte[]>();
+        after.ApplicationMessageReceivedAsync += e =>
+        {
+            frames.Enqueue(System.Buffers.BuffersExtensions.ToArray(e.ApplicationMessage.Payload));
+            return Task.CompletedTask;
+        };
+        await after.SubscribeAsync("ef/v1/old-unit/ota/chunk/data", MqttQualityOfServiceLevel.AtMostOnce);
+        Assert.Equal(MqttClientPublishReasonCode.Success, (await after.PublishAsync(request)).ReasonCode);
+        Wait.Until(() => !frames.IsEmpty, TimeSpan.FromSeconds(10), () => _fleet.Output);
+        Assert.Equal(ChunkStatus.NotAllowed, ChunkFrame.TryRead(frames.Single(), out _)!.Value.Status);
+    }
+
     [Fact]
     public async Task A_device_cannot_take_the_fleets_client_id_on_mosquitto()
     {

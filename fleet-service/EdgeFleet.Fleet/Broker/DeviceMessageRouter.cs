@@ -16,7 +16,7 @@ public readonly record struct Reply(string Topic, byte[] Payload);
 /// Telemetry goes on to <see cref="TelemetryIngest"/>, which stores it in groups and sends the acks.
 /// </remarks>
 public sealed partial class DeviceMessageRouter(IFleetStore store, TelemetryIngest ingest, ReplyQueue replies, FleetMetrics metrics, TimeProvider time,
-    ILogger<DeviceMessageRouter> log, Ota.ChunkServer? chunks = null)
+    ILogger<DeviceMessageRouter> log, Ota.ChunkServer? chunks = null, MosquittoDynamicSecurity? accounts = null)
 {
     /// <summary>A received payload copied out of the MQTT library's buffers; an oversized one becomes one byte too many, which <see cref="WireReader"/> refuses, without being copied.</summary>
     public static byte[] CopyPayload(in System.Buffers.ReadOnlySequence<byte> payload) =>
@@ -56,6 +56,8 @@ public sealed partial class DeviceMessageRouter(IFleetStore store, TelemetryInge
                     if (!Accept(hello, topic))
                         return;
                     await store.RecordHelloAsync(hello.Message!, now, ct).ConfigureAwait(false);
+                    if (accounts is not null)
+                        _ = accounts.EnsureDeviceAclsAsync(deviceId, CancellationToken.None); // once per device and process; never holds up the inbox
                     Log.Hello(log, deviceId, hello.Message!.AgentVersion, hello.Message.BootId);
                     // A device says hello after its subscriptions are granted. The retained desired state can
                     // miss a subscription made while it was being published; sending the stored one again

@@ -108,6 +108,36 @@ public sealed partial class MosquittoDynamicSecurity : IAsyncDisposable
         return password;
     }
 
+    /// <summary>Devices whose role this process has brought up to date (<see cref="EnsureDeviceAclsAsync"/>).</summary>
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, bool> _aclsChecked = new(StringComparer.Ordinal);
+
+    /// <summary>
+    /// Gives a device's role every publish ACL of the current protocol, once per device and process: a device
+    /// enrolled by an older fleet lacks the topics added since (<c>ota/chunk/get</c>). Mosquitto refuses an ACL that
+    /// exists, and applies one it adds to the device's open connection.
+    /// </summary>
+    public async Task EnsureDeviceAclsAsync(string deviceId, CancellationToken ct)
+    {
+        if (!DeviceId.IsAssignable(deviceId) || string.Equals(deviceId, _options.Username, StringComparison.OrdinalIgnoreCase)
+            || !_aclsChecked.TryAdd(deviceId, true))
+            return;
+        var role = DeviceRole(deviceId);
+        var commands = Enum.GetValues<TopicKind>().Where(Topics.IsFromDevice)
+            .Select(kind => With(Command("addRoleACL", ("rolename", role)), Acl("publishClientSend", Topics.For(deviceId, kind)))).ToList();
+        try
+        {
+            var responses = await RunAsync(commands, ["already exists", "not found"], ct).ConfigureAwait(false);
+            var added = responses.Count(r => r?["error"] is null);
+            if (added > 0)
+                Log.AclsAdded(_log, deviceId, added);
+        }
+        catch (Exception e) when (e is BrokerAccountException or IOException or InvalidOperationException or TimeoutException)
+        {
+            _aclsChecked.TryRemove(deviceId, out _); // tried again at its next hello
+            Log.AclsNotChecked(_log, deviceId, e.Message);
+        }
+    }
+
     /// <summary>Disables a revoked device's account; Mosquitto disconnects it at once.</summary>
     public async Task DisableDeviceAsync(string deviceId, CancellationToken ct)
     {
@@ -288,6 +318,12 @@ public sealed partial class MosquittoDynamicSecurity : IAsyncDisposable
 
         [LoggerMessage(3105, LogLevel.Error, "Revoked device {DeviceId} was not disabled on Mosquitto: {Reason}")]
         public static partial void NotADeviceAccount(ILogger logger, string deviceId, string reason);
+
+        [LoggerMessage(3106, LogLevel.Information, "Mosquitto role of device {DeviceId}: added {Count} topic rights of the current protocol")]
+        public static partial void AclsAdded(ILogger logger, string deviceId, int count);
+
+        [LoggerMessage(3107, LogLevel.Warning, "Could not check the Mosquitto role of device {DeviceId}: {Reason}")]
+        public static partial void AclsNotChecked(ILogger logger, string deviceId, string reason);
 
         [LoggerMessage(3103, LogLevel.Warning, "Unreadable dynamic-security response from Mosquitto")]
         public static partial void UnreadableResponse(ILogger logger);
