@@ -413,7 +413,8 @@ public class OtaTests(OtaFixture ota) : IClassFixture<OtaFixture>
 
     /// <summary>
     /// The kill -9 torture: each iteration asks for a new version and kills the agent at a random moment of
-    /// the update. On disk the pointer always names a complete model; after restart the agent converges.
+    /// the update. On disk the pointer always names a complete model; after restart the agent converges. Every
+    /// release offers a delta from the version before it, so kills land in delta downloads and rebuilds too.
     /// EDGEFLEET_OTA_TORTURE sets the iteration count (default 6; the documented long run uses 200).
     /// </summary>
     [Fact]
@@ -426,13 +427,29 @@ public class OtaTests(OtaFixture ota) : IClassFixture<OtaFixture>
         using var agent = new Agent(dir, "ota-04", fleet, ota.Factory, "normal", ota: ota.AgentOta(fleet, crashLoopRestarts: 1_000_000));
         string Explain() => $"fleet:\n{fleet.Output}\n--- agent:\n{agent.Output}";
         var files = new[] { ota.Retrained, ota.Factory };
-        foreach (var f in files)
-            await fleet.UploadArtifact(await File.ReadAllBytesAsync(f));
-        var manifests = Enumerable.Range(0, iterations).Select(i => ota.Sign(ota.Manifest(files[i % 2], i + 2))).ToList();
+        var bytes = new[] { await File.ReadAllBytesAsync(files[0]), await File.ReadAllBytesAsync(files[1]) };
+        var deltas = new DeltaEntry[2];
+        for (var k = 0; k < 2; k++)
+        {
+            await fleet.UploadArtifact(bytes[k]);
+            var delta = EdgeFleet.ModelTools.Onnx.ModelDeltas.Encode(bytes[1 - k], bytes[k])[0].Bytes;
+            var deltaSha = await fleet.UploadArtifact(delta);
+            deltas[k] = new DeltaEntry
+            {
+                BaseSha256 = Convert.ToHexStringLower(SHA256.HashData(bytes[1 - k])), Sha256 = deltaSha, Length = delta.Length, Url = $"/api/artifacts/{deltaSha}",
+            };
+        }
+        var manifests = Enumerable.Range(0, iterations).Select(i =>
+        {
+            var manifest = ota.Manifest(files[i % 2], i + 2);
+            manifest.Artifacts["x86-64-generic"] = manifest.Artifacts["x86-64-generic"] with { Deltas = [deltas[i % 2]] };
+            return ota.Sign(manifest);
+        }).ToList();
         var random = new Random(12345);
         var pointer = Path.Combine(agent.StateDirectory, "models", "current.json");
         await Wait.ForAsync(async () => ActiveVersion(await fleet.Device("ota-04")) == "1.0.0" ? "" : null, Patience, Explain);
 
+        var rebuilt = 0;
         for (var i = 0; i < iterations; i++)
         {
             var version = (i + 2).ToString(System.Globalization.CultureInfo.InvariantCulture);
@@ -441,10 +458,13 @@ public class OtaTests(OtaFixture ota) : IClassFixture<OtaFixture>
             agent.Kill9();
             AssertServesACompleteModel(pointer, ota.Factory);
             agent.Restart();
-            await Wait.ForAsync(async () => ActiveVersion(await fleet.Device("ota-04")) == version ? "" : null, Patience, () => $"iteration {i}\n" + Explain());
+            var converged = await Wait.ForAsync(async () => await fleet.Device("ota-04") is { } d && ActiveVersion(d) == version ? d : null, Patience,
+                () => $"iteration {i}\n" + Explain());
+            rebuilt += converged["device"]?["lastOta"]?["bytesSaved"]?.GetValue<long>() > 0 ? 1 : 0;
             AssertServesACompleteModel(pointer, ota.Factory);
         }
         Assert.Empty(System.IO.Directory.GetFiles(Path.Combine(agent.StateDirectory, "models"), "*.part", SearchOption.AllDirectories));
+        Assert.True(rebuilt > 0, "no update came as a delta");
     }
 
     private static void AssertServesACompleteModel(string pointerPath, string factory)
