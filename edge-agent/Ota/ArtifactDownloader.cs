@@ -10,7 +10,8 @@ using EdgeFleet.Shared.Wire;
 namespace EdgeFleet.Agent.Ota;
 
 /// <summary>
-/// Fetches one artifact into <c>{folder}/model.onnx</c>: HTTP range requests that resume from the bytes
+/// Fetches one artifact into <c>{folder}/model.onnx</c>: HTTP range requests or chunk requests through the broker
+/// (<see cref="ChunkTransfer"/>; <see cref="ArtifactTransportMode"/> chooses), either resuming from the bytes
 /// already in <c>model.onnx.part</c> (after a dropped connection or an agent restart), never more than the
 /// manifest's declared length (endless-data attack), then SHA-256 over the whole file before the final
 /// rename. Returns null on success, else the failure.

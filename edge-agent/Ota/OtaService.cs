@@ -44,6 +44,9 @@ public sealed partial class OtaService : BackgroundService
 
     /// <summary>Bytes a delta saved in the current job (reported with each of its steps).</summary>
     private long? _jobBytesSaved;
+
+    /// <summary>Deltas (by SHA-256) refused since the agent started: not fetched again.</summary>
+    private readonly HashSet<string> _refusedDeltas = new(StringComparer.Ordinal);
     private long? _failedAt;
 
     public OtaService(AgentConfig config, DeviceCredentials credentials, AgentRuntime runtime, ModelHost host, OtaStore store, SyncService sync, ILogger<OtaService> log)
@@ -270,12 +273,7 @@ public sealed partial class OtaService : BackgroundService
             DeleteFolder(folder);
     }
 
-    /// <summary>
-    /// When the manifest offers a delta from the model this device serves, fetches it (over the same transports,
-    /// with the same checks) and rebuilds the artifact in <paramref name="folder"/>; the download that follows then
-    /// finds it there. Any failure (no base, a damaged or tampered delta, a rebuilt file whose SHA-256 is not the
-    /// artifact's) is reported with its code and leaves the whole artifact to be fetched: a delta never fails an update.
-    /// </summary>
+    /// <summary>The delta the manifest offers from the file this device serves (matched by its SHA-256), if any.</summary>
     private async Task<(DeltaEntry Entry, string BasePath)?> PickDeltaAsync(ArtifactEntry artifact, string folder, CancellationToken ct)
     {
         if (artifact.Deltas is not { Count: > 0 } deltas || File.Exists(ArtifactDownloader.FinalPath(folder)) || artifact.Length > ModelDelta.MaxTargetBytes)
@@ -284,7 +282,7 @@ public sealed partial class OtaService : BackgroundService
         if (serving is null || !File.Exists(serving.Path))
             return null;
         var baseSha = await ArtifactDownloader.Sha256Async(serving.Path, ct).ConfigureAwait(false);
-        return deltas.FirstOrDefault(d => d.BaseSha256 == baseSha) is { } delta ? (delta, serving.Path) : null;
+        return deltas.FirstOrDefault(d => d.BaseSha256 == baseSha && !_refusedDeltas.Contains(d.Sha256)) is { } delta ? (delta, serving.Path) : null;
     }
 
     /// <summary>
@@ -304,6 +302,12 @@ public sealed partial class OtaService : BackgroundService
             $"the download needs {needed} bytes and today's budget allows {allowed} more; it starts when the budget renews (a new UTC day), or at once for an urgent rollout");
     }
 
+    /// <summary>
+    /// Fetches the delta (over the same transports, with the same checks) and rebuilds the artifact in
+    /// <paramref name="folder"/>; the download that follows then finds it there. Any failure (a damaged or tampered
+    /// delta, a rebuilt file whose SHA-256 is not the artifact's) is reported with its code and leaves the whole
+    /// artifact to be fetched: a delta never fails an update.
+    /// </summary>
     private async Task ApplyDeltaAsync(ModelManifest manifest, ArtifactEntry artifact, string folder, DeltaEntry delta, string basePath, CancellationToken ct)
     {
         var final = ArtifactDownloader.FinalPath(folder);
@@ -341,6 +345,8 @@ public sealed partial class OtaService : BackgroundService
         DeleteFolder(deltaFolder);
         if (failure is not null)
         {
+            if (failure.Code is not (OtaError.DownloadFailed or OtaError.InsufficientSpace))
+                _refusedDeltas.Add(delta.Sha256);
             Log.DeltaRefused(_log, manifest.ModelId, manifest.Version, failure.ToString());
             Report(manifest, OtaState.Downloading, failure: new OtaFailure(failure.Code, "delta refused, fetching the whole artifact: " + failure.Reason));
         }
@@ -359,7 +365,12 @@ public sealed partial class OtaService : BackgroundService
         if (!manifest.Urgent && BudgetShortfall(artifact, delta?.Entry, folder) is { } wait)
             return Fail(manifest, artifact, OtaState.WaitingForBudget, wait);
         if (delta is { } chosen)
+        {
             await ApplyDeltaAsync(manifest, artifact, folder, chosen.Entry, chosen.BasePath, ct).ConfigureAwait(false);
+            // A refused delta leaves the whole artifact to fetch: the budget is asked again for that.
+            if (!manifest.Urgent && BudgetShortfall(artifact, null, folder) is { } whole)
+                return Fail(manifest, artifact, OtaState.WaitingForBudget, whole);
+        }
         var lastReport = 0L;
         OtaTransport? reportedTransport = null;
         var failure = await _downloader.DownloadAsync(ResolveUrl(artifact.Url), folder, artifact, bytes =>
@@ -519,7 +530,11 @@ public sealed partial class OtaService : BackgroundService
             {
                 var reference = Ref(candidate)!;
                 if (reference.Sha256 is null && File.Exists(candidate.Path))
-                    reference = reference with { Sha256 = Convert.ToHexStringLower(SHA256.HashData(File.ReadAllBytes(candidate.Path))) };
+                {
+                    // The configured model's file has no recorded hash: the fleet needs it to offer deltas from it.
+                    using var file = File.OpenRead(candidate.Path);
+                    reference = reference with { Sha256 = Convert.ToHexStringLower(SHA256.HashData(file)) };
+                }
                 var loaded = LoadedModel.Load(reference, candidate.Path, _config.Model?.IntraOpThreads, _runtime.Profile, requireClassifier: _config.Input.Kind != InputKind.None, drift: candidate.Drift);
                 ReportProviders(loaded);
                 _host.Activate(loaded);

@@ -40,6 +40,33 @@ public sealed class RolloutPlanTests
     };
 
     [Fact]
+    public void Each_moved_device_s_delivery_is_kept_with_the_rollout_and_summed_in_its_view()
+    {
+        static OtaStatusMessage Last(string id, OtaState state, OtaTransport? transport, long? saved, long version = 2) => new()
+        {
+            DeviceId = id, ModelId = "m", Version = version, State = state, Transport = transport, BytesSaved = saved, At = T0,
+        };
+        var devices = new[]
+        {
+            Device("a", last: Last("a", OtaState.Downloading, OtaTransport.Mqtt, 4_000_000)),
+            Device("b", last: Last("b", OtaState.WaitingForBudget, null, null)),
+            Device("c", version: "2", last: Last("c", OtaState.Committed, OtaTransport.Http, 1_000_000)),
+            Device("d", last: Last("d", OtaState.Committed, OtaTransport.Mqtt, 9, version: 1)), // another version's: not this rollout's
+        };
+        var rollout = Rollout(new RolloutPhase { Percent = 100 }) with
+        {
+            Devices = [.. devices.Select(d => new RolloutDevice { Id = d.Id, Phase = 0, AssignedAt = T0 })],
+        };
+        var step = RolloutPlan.Evaluate(rollout, devices, devices.ToDictionary(d => d.Id), T0.AddSeconds(1));
+        var byId = step.Updated.ToDictionary(d => d.Id);
+        Assert.Equal((OtaState.Downloading, OtaTransport.Mqtt, 4_000_000L), (byId["a"].Step, byId["a"].Transport, byId["a"].BytesSaved));
+        Assert.Equal(OtaState.WaitingForBudget, byId["b"].Step);
+        Assert.Null(byId["d"].Step);
+        var view = RolloutsApi.View(rollout with { Devices = [.. step.Updated] }, withDevices: false);
+        Assert.Equal(new RolloutDelivery(1, 1, 5_000_000), view.Delivery);
+    }
+
+    [Fact]
     public void The_order_is_stable_and_differs_between_rollouts()
     {
         var devices = Enumerable.Range(0, 100).Select(i => Device($"d{i}")).ToList();

@@ -87,6 +87,15 @@ public sealed record RolloutDevice
 
     /// <summary>The shadow phase the device ran the new version in, if it did (kept after it serves it).</summary>
     public int? ShadowPhase { get; init; }
+
+    /// <summary>The device's last update step for this version (downloading, waiting-for-budget, committed, …).</summary>
+    public EdgeFleet.Shared.Wire.OtaState? Step { get; init; }
+
+    /// <summary>How its artifact came: over HTTP or through the broker.</summary>
+    public EdgeFleet.Shared.Wire.OtaTransport? Transport { get; init; }
+
+    /// <summary>Bytes a delta saved it.</summary>
+    public long? BytesSaved { get; init; }
 }
 
 public static class RolloutDeviceStatus

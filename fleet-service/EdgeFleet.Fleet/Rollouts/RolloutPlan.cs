@@ -109,7 +109,10 @@ public static class RolloutPlan
                 ? ShadowOutcome(rollout.ModelId, rollout.Version, all.GetValueOrDefault(d.Id))
                 : Outcome(rollout.ModelId, rollout.Version, all.GetValueOrDefault(d.Id));
             // A failure is final for the rollout (the agent does not retry a version it rejected or rolled back).
-            return d.Status == RolloutDeviceStatus.Failed ? d : d with { Status = status, Reason = reason };
+            var next = d.Status == RolloutDeviceStatus.Failed ? d : d with { Status = status, Reason = reason };
+            return all.GetValueOrDefault(d.Id)?.LastOta is { } ota && ota.ModelId == rollout.ModelId && ota.Version == rollout.Version && ota.Shadow == d.Shadow
+                ? next with { Step = ota.State, Transport = ota.Transport ?? next.Transport, BytesSaved = ota.BytesSaved ?? next.BytesSaved }
+                : next;
         }).ToList();
         // Past the shadow phases, devices that ran the new version in shadow serve it (from this phase on).
         var promote = new List<RolloutDevice>();

@@ -31,6 +31,9 @@ public sealed record RolloutRequest
 
 public sealed record RolloutActionRequest(string? Reason);
 
+/// <summary>Devices whose artifact came through the broker, devices waiting for their daily byte budget, and bytes deltas saved.</summary>
+public sealed record RolloutDelivery(int ThroughBroker, int WaitingForBudget, long BytesSaved);
+
 /// <summary>Progress of one phase: its size now, and how its devices stand.</summary>
 /// <remarks>For a shadow phase, <see cref="Installed"/> counts the devices that ran the new version in shadow (including those that serve it since).</remarks>
 /// <summary>
@@ -81,6 +84,11 @@ public sealed record RolloutView
 
     /// <summary>Every moved device (only on <c>GET /api/rollouts/{id}</c>).</summary>
     public List<RolloutDevice>? Devices { get; init; }
+
+    /// <summary>How the moved devices' downloads went: through the broker, waiting for their byte budget, bytes deltas saved.</summary>
+    public RolloutDelivery Delivery { get; init; } = new(0, 0, 0);
+
+    public bool Urgent { get; init; }
 
     public required DateTimeOffset CreatedAt { get; init; }
 
@@ -356,6 +364,9 @@ public static class RolloutsApi
             Events = r.Events,
             Reverts = r.Reverts.ToDictionary(kv => kv.Key, kv => kv.Value.Version),
             Devices = withDevices ? r.Devices : null,
+            Delivery = new RolloutDelivery(r.Devices.Count(d => d.Transport == EdgeFleet.Shared.Wire.OtaTransport.Mqtt),
+                r.Devices.Count(d => d.Step == EdgeFleet.Shared.Wire.OtaState.WaitingForBudget), r.Devices.Sum(d => d.BytesSaved ?? 0)),
+            Urgent = r.Urgent,
             CreatedAt = r.CreatedAt,
             CreatedBy = r.CreatedBy,
         };
