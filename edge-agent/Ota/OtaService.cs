@@ -281,9 +281,23 @@ public sealed partial class OtaService : BackgroundService
         var serving = _pointer.Read()?.Active ?? ConfiguredModel();
         if (serving is null || !File.Exists(serving.Path))
             return null;
-        var baseSha = await ArtifactDownloader.Sha256Async(serving.Path, ct).ConfigureAwait(false);
+        var baseSha = await ServingSha256Async(serving.Path, ct).ConfigureAwait(false);
         return deltas.FirstOrDefault(d => d.BaseSha256 == baseSha && !_refusedDeltas.Contains(d.Sha256)) is { } delta ? (delta, serving.Path) : null;
     }
+
+    /// <summary>The serving file's SHA-256, hashed again only when its length or modification time changed (an update that waits for its budget asks every minute).</summary>
+    private async Task<string> ServingSha256Async(string path, CancellationToken ct)
+    {
+        var info = new FileInfo(path);
+        var key = (Path.GetFullPath(path), info.Length, info.LastWriteTimeUtc.Ticks);
+        if (_servingHash is { } known && known.Key == key)
+            return known.Sha256;
+        var sha = await ArtifactDownloader.Sha256Async(path, ct).ConfigureAwait(false);
+        _servingHash = (key, sha);
+        return sha;
+    }
+
+    private ((string Path, long Length, long Ticks) Key, string Sha256)? _servingHash;
 
     /// <summary>
     /// Why the download must wait for the daily byte budget: the bytes it still needs (the delta's, or the whole
